@@ -1,0 +1,171 @@
+//! The admin API: `/ready`, `/live`, `/metrics`, `/config`, `/clusters`. One path match, no
+//! framework; it binds to loopback by default and never serves secrets.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::run::Control;
+
+/// Serves the admin API on `socket` until the task is aborted.
+pub async fn serve(socket: TcpListener, control: Arc<Control>) {
+    loop {
+        let Ok((stream, _)) = socket.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
+        let control = control.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(handle(&control, req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/ready") if control.is_ready() => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+        (&Method::GET, "/metrics") => {
+            let openmetrics = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("application/openmetrics-text"));
+            let content_type = if openmetrics {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            } else {
+                "text/plain; version=0.0.4; charset=utf-8"
+            };
+            let mut resp =
+                Response::new(Full::new(Bytes::from(control.metrics.encode(openmetrics))));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            resp
+        }
+        (&Method::GET, "/config") => json_response(config_json(control)),
+        (&Method::GET, "/clusters") => json_response(clusters_json(control)),
+        (_, "/ready" | "/live" | "/metrics" | "/config" | "/clusters") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /ready /live /metrics /config /clusters\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+fn json_response(v: Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The effective configuration: every resource as applied, with its source and the generation.
+fn config_json(control: &Control) -> Value {
+    let snap = control.snapshot();
+    let resources: Vec<Value> = snap
+        .resources
+        .resources
+        .iter()
+        .map(|r| {
+            let mut v = prune(serde_json::to_value(r).unwrap_or(Value::Null));
+            if let Value::Object(o) = &mut v {
+                o.insert("source".into(), Value::String(r.location()));
+            }
+            v
+        })
+        .collect();
+    let listeners: Vec<Value> = snap
+        .listeners
+        .iter()
+        .map(|l| json!({"address": l.addr.to_string(), "gateway": l.gateway}))
+        .collect();
+    json!({
+        "generation": snap.generation,
+        "sources": snap.resources.sources,
+        "listeners": listeners,
+        "warnings": snap.warnings,
+        "resources": resources,
+    })
+}
+
+/// Clusters with their endpoints and live counts.
+fn clusters_json(control: &Control) -> Value {
+    let snap = control.snapshot();
+    let clusters: Vec<Value> = snap
+        .clusters
+        .iter()
+        .map(|c| {
+            let endpoints: Vec<Value> = c
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let pool = if c.spec.protocol == crate::backend::Protocol::Http2 { &e.h2 } else { &e.h1 };
+                    json!({
+                        "address": e.spec.addr.to_string(),
+                        "labels": e.spec.labels,
+                        "health": "healthy",
+                        "active_requests": e.stats.active.load(Ordering::Relaxed),
+                        "total_requests": e.stats.total.load(Ordering::Relaxed),
+                        "failures": e.stats.failures.load(Ordering::Relaxed),
+                        "connections": {"open": pool.open_connections(), "idle": pool.idle_connections()},
+                    })
+                })
+                .collect();
+            json!({
+                "name": c.spec.name,
+                "service": c.spec.service,
+                "subset": c.spec.subset,
+                "port": c.spec.port,
+                "lb": c.spec.lb.name(),
+                "protocol": format!("{:?}", c.spec.protocol),
+                "connect_timeout_ms": c.spec.connect_timeout.as_millis() as u64,
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    json!({"generation": snap.generation, "clusters": clusters})
+}
+
+/// Drops nulls, so the effective config reads like what the user wrote.
+fn prune(v: Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, prune(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(prune).collect()),
+        v => v,
+    }
+}

@@ -1,0 +1,323 @@
+//! Configuration: files in, validated runtime model out.
+//!
+//! `files -> yaml::Node trees -> typed resources (ResourceSet) -> validate -> Model`.
+//! Every problem is reported as `file:line:column: message`, all of them in one pass; nothing is
+//! applied unless the whole set is valid. Supported dialects: Istio `networking.istio.io`
+//! (v1alpha3, v1beta1, v1) and Flagger `flagger.app/v1beta1`.
+
+pub mod decode;
+pub mod flagger;
+pub mod istio;
+pub mod validate;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::decode_struct;
+pub use decode::{ConfigError, Dur};
+use decode::{Cx, Fields, Opaque, Spanned};
+pub use validate::{Model, validate};
+use yaml::{Node, Pos};
+
+/// Istio API versions weir reads.
+const ISTIO_VERSIONS: &[&str] = &[
+    "networking.istio.io/v1alpha3",
+    "networking.istio.io/v1beta1",
+    "networking.istio.io/v1",
+];
+/// Flagger API versions weir reads.
+const FLAGGER_VERSIONS: &[&str] = &["flagger.app/v1beta1"];
+
+decode_struct! {
+    /// Kubernetes object metadata; weir uses `name` (and `namespace` for display).
+    pub struct Metadata ("metadata") {
+        /// Name.
+        name: Option<Spanned<String>> = "name",
+        /// Namespace.
+        namespace: Option<String> = "namespace",
+        /// Labels.
+        labels: BTreeMap<String, String> = "labels",
+        /// Annotations.
+        annotations: BTreeMap<String, String> = "annotations",
+        /// Generated name (parsed only).
+        generate_name: Option<String> = "generateName",
+        /// UID (parsed only).
+        uid: Option<String> = "uid",
+        /// Resource version (parsed only).
+        resource_version: Option<String> = "resourceVersion",
+        /// Generation (parsed only).
+        generation: Option<i64> = "generation",
+        /// Creation time (parsed only).
+        creation_timestamp: Option<Opaque> = "creationTimestamp",
+        /// Deletion time (parsed only).
+        deletion_timestamp: Option<Opaque> = "deletionTimestamp",
+        /// Owners (parsed only).
+        owner_references: Option<Opaque> = "ownerReferences",
+        /// Finalizers (parsed only).
+        finalizers: Option<Opaque> = "finalizers",
+        /// Field managers (parsed only).
+        managed_fields: Option<Opaque> = "managedFields",
+    }
+}
+
+/// The spec of one resource, by kind.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Spec {
+    /// Istio `VirtualService`.
+    VirtualService(istio::VirtualService),
+    /// Istio `DestinationRule`.
+    DestinationRule(istio::DestinationRule),
+    /// Istio `ServiceEntry`.
+    ServiceEntry(istio::ServiceEntry),
+    /// Istio `Gateway`.
+    Gateway(istio::Gateway),
+    /// Flagger `Canary`.
+    Canary(flagger::Canary),
+    /// Flagger `MetricTemplate`.
+    MetricTemplate(flagger::MetricTemplate),
+    /// Flagger `AlertProvider`.
+    AlertProvider(flagger::AlertProvider),
+}
+
+impl Spec {
+    /// The resource kind, as written in `kind:`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Spec::VirtualService(_) => "VirtualService",
+            Spec::DestinationRule(_) => "DestinationRule",
+            Spec::ServiceEntry(_) => "ServiceEntry",
+            Spec::Gateway(_) => "Gateway",
+            Spec::Canary(_) => "Canary",
+            Spec::MetricTemplate(_) => "MetricTemplate",
+            Spec::AlertProvider(_) => "AlertProvider",
+        }
+    }
+}
+
+/// One resource document.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Resource {
+    /// The file it came from (or a label such as `<demo>`).
+    #[serde(skip)]
+    pub file: Arc<str>,
+    /// Where the document starts.
+    #[serde(skip)]
+    pub pos: Pos,
+    /// `apiVersion`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// `kind` (derived from `spec`).
+    pub kind: &'static str,
+    /// `metadata`.
+    pub metadata: Metadata,
+    /// `spec`.
+    pub spec: Spec,
+}
+
+impl Resource {
+    /// `metadata.name` (empty if missing, which validation reports).
+    pub fn name(&self) -> &str {
+        self.metadata
+            .name
+            .as_ref()
+            .map(|n| n.value.as_str())
+            .unwrap_or_default()
+    }
+
+    /// `file:line:column` of the document.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.pos)
+    }
+}
+
+/// Every resource of one configuration, in load order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResourceSet {
+    /// The resources.
+    pub resources: Vec<Resource>,
+    /// The files they were read from.
+    pub sources: Vec<String>,
+}
+
+/// Reads every path (a YAML file, or a directory of `*.yaml` / `*.yml` files).
+pub fn load_paths(paths: &[PathBuf]) -> Result<ResourceSet, Vec<ConfigError>> {
+    let mut set = ResourceSet::default();
+    let mut errors = Vec::new();
+    for path in paths {
+        for file in expand(path, &mut errors) {
+            let name: Arc<str> = file.display().to_string().into();
+            match std::fs::read_to_string(&file) {
+                Ok(text) => {
+                    set.resources.extend(parse_str(&name, &text, &mut errors));
+                    set.sources.push(name.to_string());
+                }
+                Err(e) => errors.push(file_error(&name, format!("cannot read file: {e}"))),
+            }
+        }
+    }
+    finish(set, errors)
+}
+
+/// Parses one file's text; errors are appended to `errors`.
+pub fn parse_str(file: &Arc<str>, text: &str, errors: &mut Vec<ConfigError>) -> Vec<Resource> {
+    let (docs, yaml_errors) = yaml::parse(text);
+    errors.extend(yaml_errors.into_iter().map(|e| ConfigError {
+        file: file.clone(),
+        pos: e.pos,
+        message: e.message,
+    }));
+    let mut cx = Cx {
+        file: file.clone(),
+        errors,
+    };
+    let mut out = Vec::new();
+    for doc in &docs {
+        decode_document(doc, &mut cx, &mut out);
+    }
+    out
+}
+
+/// Parses text that must be valid on its own (embedded configs, tests).
+pub fn parse_set(file: &str, text: &str) -> Result<ResourceSet, Vec<ConfigError>> {
+    let file: Arc<str> = file.into();
+    let mut errors = Vec::new();
+    let resources = parse_str(&file, text, &mut errors);
+    finish(
+        ResourceSet {
+            resources,
+            sources: vec![file.to_string()],
+        },
+        errors,
+    )
+}
+
+fn finish(set: ResourceSet, mut errors: Vec<ConfigError>) -> Result<ResourceSet, Vec<ConfigError>> {
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        errors.sort();
+        errors.dedup();
+        Err(errors)
+    }
+}
+
+fn file_error(file: &Arc<str>, message: String) -> ConfigError {
+    ConfigError {
+        file: file.clone(),
+        pos: Pos { line: 1, col: 1 },
+        message,
+    }
+}
+
+/// The files a config path stands for: itself, or the YAML files of a directory, sorted.
+pub fn expand(path: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    if !path.is_dir() {
+        return vec![path.to_path_buf()];
+    }
+    match std::fs::read_dir(path) {
+        Ok(entries) => {
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_yaml(p))
+                .collect();
+            files.sort();
+            files
+        }
+        Err(e) => {
+            let name: Arc<str> = path.display().to_string().into();
+            errors.push(file_error(&name, format!("cannot read directory: {e}")));
+            Vec::new()
+        }
+    }
+}
+
+/// Whether a path names a YAML file.
+pub fn is_yaml(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}
+
+fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
+    let Some(mut f) = Fields::new(doc, cx, "resource") else {
+        return;
+    };
+    let api_version = f.get::<Spanned<String>>("apiVersion");
+    let kind = f.get::<Spanned<String>>("kind");
+    let (Some(api_version), Some(kind)) = (api_version, kind) else {
+        return;
+    };
+    if kind.value == "List" && api_version.value == "v1" {
+        let items = f.get::<Opaque>("items");
+        let metadata = f.get::<Opaque>("metadata");
+        f.finish(&["apiVersion", "kind", "items", "metadata"]);
+        drop((items, metadata));
+        if let Some(items) = doc.get("items")
+            && let yaml::Value::Seq(items) = &items.value
+        {
+            for item in items {
+                decode_document(item, cx, out);
+            }
+        }
+        return;
+    }
+    let versions = match kind.value.as_str() {
+        "VirtualService" | "DestinationRule" | "ServiceEntry" | "Gateway" => ISTIO_VERSIONS,
+        "Canary" | "MetricTemplate" | "AlertProvider" => FLAGGER_VERSIONS,
+        other => {
+            f.error(
+                kind.pos,
+                format!(
+                    "unsupported kind `{other}`: weir reads VirtualService, DestinationRule, \
+                     ServiceEntry, Gateway (networking.istio.io) and Canary, MetricTemplate, \
+                     AlertProvider (flagger.app)"
+                ),
+            );
+            return;
+        }
+    };
+    if !versions.contains(&api_version.value.as_str()) {
+        f.error(
+            api_version.pos,
+            format!(
+                "unsupported apiVersion `{}` for {}: expected one of {}",
+                api_version.value,
+                kind.value,
+                versions.join(", ")
+            ),
+        );
+        return;
+    }
+    let metadata = f.get::<Metadata>("metadata");
+    let spec = match kind.value.as_str() {
+        "VirtualService" => f.get("spec").map(Spec::VirtualService),
+        "DestinationRule" => f.get("spec").map(Spec::DestinationRule),
+        "ServiceEntry" => f.get("spec").map(Spec::ServiceEntry),
+        "Gateway" => f.get("spec").map(Spec::Gateway),
+        "Canary" => f.get("spec").map(Spec::Canary),
+        "MetricTemplate" => f.get("spec").map(Spec::MetricTemplate),
+        _ => f.get("spec").map(Spec::AlertProvider),
+    };
+    let status = f.get::<Opaque>("status");
+    drop(status);
+    f.finish(&["apiVersion", "kind", "metadata", "spec", "status"]);
+    if let (Some(metadata), Some(spec)) = (metadata, spec) {
+        if metadata.name.is_none() {
+            cx.error(doc.pos, format!("{} has no metadata.name", kind.value));
+        }
+        out.push(Resource {
+            file: cx.file.clone(),
+            pos: doc.pos,
+            api_version: api_version.value,
+            kind: spec.kind(),
+            metadata,
+            spec,
+        });
+    }
+}

@@ -1,0 +1,25 @@
+//! weir: a traffic manager that reads Istio, Kong and Flagger resources and proxies HTTP by them.
+//!
+//! The request path (see `docs/request-path.md`):
+//! ```text
+//! listener -> proxy::Proxy::handle -> snapshot -> route table (host, first matching rule)
+//!   -> action: redirect | direct response | forward
+//!   -> timeout -> split (weighted pick) -> cluster -> balancer -> upstream pool
+//!   -> metrics, response
+//! ```
+//! Dependency rules: `config` builds `route`, `policy` and `backend` types and imports no other
+//! runtime module; the data plane (`listener`, `proxy`, `upstream`) never imports `admin`.
+
+pub mod admin;
+pub mod backend;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod listener;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod route;
+pub mod run;
+pub mod snapshot;
+pub mod upstream;

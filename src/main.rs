@@ -1,0 +1,130 @@
+//! The `weir` command line: `run`, `validate`, `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// weir: a traffic manager that reads Istio and Flagger resources.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Proxy traffic by the given configuration, reloading it when files change or on SIGHUP.
+    Run {
+        /// A YAML file or a directory of them; may repeat.
+        #[arg(long = "config", required = true)]
+        configs: Vec<PathBuf>,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Mesh listener address.
+        #[arg(long, default_value = "127.0.0.1:15001")]
+        mesh_listen: SocketAddr,
+        /// Directory for state that survives restarts.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Check configuration files: exit 0, or print every error as file:line:column: message.
+    Validate {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Start demo backends and weir on loopback and watch traffic shift between versions.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Validate { paths } => validate(&paths),
+        Command::Demo => runtime(None).block_on(weir::demo::run()),
+        Command::Run {
+            configs,
+            admin,
+            mesh_listen,
+            state_dir,
+            workers,
+        } => {
+            let opts = weir::run::Options {
+                configs,
+                admin,
+                mesh: mesh_listen,
+                state_dir,
+            };
+            runtime(workers).block_on(async move {
+                match weir::run::Server::start(opts, None).await {
+                    Ok(server) => match server.run().await {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("weir: {e}");
+                            ExitCode::FAILURE
+                        }
+                    },
+                    Err(weir::run::StartError::Config(errors)) => {
+                        for e in errors {
+                            eprintln!("{e}");
+                        }
+                        ExitCode::FAILURE
+                    }
+                    Err(e) => {
+                        eprintln!("weir: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
+
+fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build().expect("tokio runtime")
+}
+
+fn validate(paths: &[PathBuf]) -> ExitCode {
+    let result = weir::config::load_paths(paths).and_then(|set| {
+        let mesh = SocketAddr::from(([127, 0, 0, 1], 15001));
+        weir::config::validate(&set, mesh).map(|model| (set, model))
+    });
+    match result {
+        Ok((set, model)) => {
+            for w in &model.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "ok: {} resources in {} files",
+                set.resources.len(),
+                set.sources.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!("{} errors", errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Every metric family weir exports, declared in one place.
+//!
+//! Request metrics use the seed's names so its PromQL works unchanged:
+//! `http_requests_total{service,version,status,method,route}` and
+//! `http_request_duration_seconds{service,version,route}`. Handles are resolved when a config is
+//! built ([`DestStats`]); the request path only increments them.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::Method;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Name of the request counter (exported with `_total`).
+pub const HTTP_REQUESTS: &str = "http_requests";
+/// Name of the request duration histogram.
+pub const HTTP_REQUEST_DURATION: &str = "http_request_duration_seconds";
+/// Name of the reload counter (exported with `_total`).
+pub const CONFIG_RELOADS: &str = "weir_config_reloads";
+
+/// Histogram buckets, seconds: fine enough for a p99 in milliseconds.
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Labels of `http_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Destination host.
+    pub service: String,
+    /// Subset name, empty without one.
+    pub version: String,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Request method (unknown methods are `OTHER`).
+    pub method: MethodLabel,
+    /// Rule name.
+    pub route: String,
+}
+
+/// Labels of `http_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    /// Destination host.
+    pub service: String,
+    /// Subset name.
+    pub version: String,
+    /// Rule name.
+    pub route: String,
+}
+
+/// Labels of `weir_config_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+/// A bounded set of method label values.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms, missing_docs)]
+pub enum MethodLabel {
+    GET,
+    POST,
+    PUT,
+    DELETE,
+    PATCH,
+    HEAD,
+    OPTIONS,
+    CONNECT,
+    TRACE,
+    OTHER,
+}
+
+const METHODS: usize = 10;
+
+impl MethodLabel {
+    fn of(m: &Method) -> MethodLabel {
+        match *m {
+            Method::GET => MethodLabel::GET,
+            Method::POST => MethodLabel::POST,
+            Method::PUT => MethodLabel::PUT,
+            Method::DELETE => MethodLabel::DELETE,
+            Method::PATCH => MethodLabel::PATCH,
+            Method::HEAD => MethodLabel::HEAD,
+            Method::OPTIONS => MethodLabel::OPTIONS,
+            Method::CONNECT => MethodLabel::CONNECT,
+            Method::TRACE => MethodLabel::TRACE,
+            _ => MethodLabel::OTHER,
+        }
+    }
+}
+
+/// The registry and the families.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<DurationLabels, Histogram>,
+    reloads: Family<ReloadLabels, Counter>,
+    generation: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            HTTP_REQUESTS,
+            "HTTP requests answered, by destination, status, method and route",
+            requests.clone(),
+        );
+        let duration =
+            Family::<DurationLabels, Histogram>::new_with_constructor(new_histogram as fn() -> _);
+        registry.register(
+            HTTP_REQUEST_DURATION,
+            "Time from request to the end of the response, by destination and route",
+            duration.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            CONFIG_RELOADS,
+            "Configuration reloads, by result",
+            reloads.clone(),
+        );
+        let generation = Gauge::default();
+        registry.register(
+            "weir_config_generation",
+            "Generation of the configuration being served",
+            generation.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            reloads,
+            generation,
+        }
+    }
+
+    /// Handles for one (service, version, route).
+    pub fn dest_stats(&self, service: &str, version: &str, route: &str) -> DestStats {
+        let labels = DurationLabels {
+            service: service.to_owned(),
+            version: version.to_owned(),
+            route: route.to_owned(),
+        };
+        DestStats {
+            duration: self.duration.get_or_create(&labels).clone(),
+            counters: OnceLock::new(),
+            family: self.requests.clone(),
+            labels,
+        }
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, ok: bool, generation: u64) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        if ok {
+            self.generation.set(generation as i64);
+        }
+    }
+
+    /// The exposition: OpenMetrics when asked for, else Prometheus text 0.0.4.
+    pub fn encode(&self, openmetrics: bool) -> String {
+        let mut out = String::new();
+        let encoded = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        };
+        if encoded.is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+fn new_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// Status codes with a counter slot; others are looked up in the family when they occur.
+const STATUSES: [u16; 32] = [
+    200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 406, 408, 409,
+    410, 413, 414, 415, 422, 429, 431, 500, 501, 502, 503, 504, 505,
+];
+
+/// Metric handles of one (service, version, route), resolved when the config is built.
+pub struct DestStats {
+    duration: Histogram,
+    counters: OnceLock<Box<[OnceLock<Counter>]>>,
+    family: Family<RequestLabels, Counter>,
+    labels: DurationLabels,
+}
+
+impl std::fmt::Debug for DestStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestStats")
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
+impl DestStats {
+    /// Counts a response as sent.
+    pub fn count(&self, method: &Method, status: u16) {
+        let method = MethodLabel::of(method);
+        let Some(slot) = STATUSES.iter().position(|&s| s == status) else {
+            self.family
+                .get_or_create(&self.request_labels(method, status))
+                .inc();
+            return;
+        };
+        let table = self.counters.get_or_init(|| {
+            (0..METHODS * STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        table[method as usize * STATUSES.len() + slot]
+            .get_or_init(|| {
+                self.family
+                    .get_or_create(&self.request_labels(method, status))
+                    .clone()
+            })
+            .inc();
+    }
+
+    /// Records how long a response took.
+    pub fn observe(&self, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    fn request_labels(&self, method: MethodLabel, status: u16) -> RequestLabels {
+        RequestLabels {
+            service: self.labels.service.clone(),
+            version: self.labels.version.clone(),
+            status,
+            method,
+            route: self.labels.route.clone(),
+        }
+    }
+}
+
+/// Shared handle to the metrics.
+pub type SharedMetrics = Arc<Metrics>;

@@ -1,0 +1,7 @@
+//! Per-route policies (the VirtualService level): split, header edits, rewrite and redirect.
+//!
+//! The order they run in is written once, in [`crate::proxy::Proxy::handle`].
+
+pub mod headers;
+pub mod rewrite;
+pub mod split;

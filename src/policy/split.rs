@@ -1,0 +1,98 @@
+//! Weighted choice of a destination, made per request.
+
+use crate::policy::headers::HeaderEdits;
+
+/// One destination of a rule.
+#[derive(Debug)]
+pub struct WeightedDest {
+    /// Index of its cluster in the snapshot.
+    pub cluster: usize,
+    /// Relative weight; 0 gets nothing.
+    pub weight: u32,
+    /// Destination-level header edits.
+    pub headers: HeaderEdits,
+    /// Index of its metrics handles in the snapshot.
+    pub stats: usize,
+}
+
+/// Destinations with relative weights.
+#[derive(Debug)]
+pub struct Split {
+    /// The destinations.
+    pub dests: Vec<WeightedDest>,
+    cumulative: Vec<u32>,
+}
+
+impl Split {
+    /// A split over `dests`, whose weights must not all be zero.
+    pub fn new(dests: Vec<WeightedDest>) -> Split {
+        let mut sum = 0u32;
+        let cumulative = dests
+            .iter()
+            .map(|d| {
+                sum += d.weight;
+                sum
+            })
+            .collect();
+        Split { dests, cumulative }
+    }
+
+    /// Sum of the weights.
+    pub fn total(&self) -> u32 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+
+    /// The destination for a draw `r` in `0..total()`.
+    pub fn pick_at(&self, r: u32) -> &WeightedDest {
+        let i = self.cumulative.partition_point(|&c| c <= r);
+        &self.dests[i.min(self.dests.len() - 1)]
+    }
+
+    /// A destination chosen at random by weight.
+    pub fn pick(&self) -> &WeightedDest {
+        if self.dests.len() == 1 {
+            return &self.dests[0];
+        }
+        self.pick_at(fastrand::u32(..self.total()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(weights: &[u32]) -> Split {
+        Split::new(
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, &weight)| WeightedDest {
+                    cluster: i,
+                    weight,
+                    headers: HeaderEdits::default(),
+                    stats: i,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn draws_map_to_weights_exactly() {
+        let s = split(&[90, 0, 10]);
+        let mut counts = [0; 3];
+        for r in 0..s.total() {
+            counts[s.pick_at(r).cluster] += 1;
+        }
+        assert_eq!(counts, [90, 0, 10]);
+    }
+
+    #[test]
+    fn random_picks_stay_within_bounds() {
+        fastrand::seed(7);
+        let s = split(&[1, 3]);
+        let n = 40_000;
+        let v2 = (0..n).filter(|_| s.pick().cluster == 1).count() as f64;
+        // Mean 30000, sigma ~87: six sigma is about 520.
+        assert!((v2 - 30_000.0).abs() < 600.0, "{v2}");
+    }
+}

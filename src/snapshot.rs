@@ -1,0 +1,103 @@
+//! The runtime snapshot: everything a request needs, built once per config and swapped whole.
+//!
+//! Requests take an `Arc` of the current snapshot and finish on it, whatever is applied meanwhile.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::backend::{BackendState, Cluster};
+use crate::config::{Model, ResourceSet};
+use crate::metrics::{DestStats, Metrics};
+use crate::route::RouteTable;
+
+/// One listener's routes.
+#[derive(Debug)]
+pub struct ListenerRoutes {
+    /// The bound address (its identity).
+    pub addr: SocketAddr,
+    /// The Gateway it belongs to, if any.
+    pub gateway: Option<String>,
+    /// The routes.
+    pub table: RouteTable,
+}
+
+/// An immutable, complete runtime configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every applied change.
+    pub generation: u64,
+    /// The resources it was built from.
+    pub resources: Arc<ResourceSet>,
+    /// Listeners; the first is the mesh listener.
+    pub listeners: Vec<ListenerRoutes>,
+    /// Clusters, indexed by route destinations.
+    pub clusters: Vec<Cluster>,
+    /// Metrics handles, indexed by routes.
+    pub stats: Vec<DestStats>,
+    /// Handles for requests no rule matched.
+    pub unrouted: DestStats,
+    /// Warnings from validation.
+    pub warnings: Vec<String>,
+}
+
+impl Snapshot {
+    /// Builds the runtime snapshot of a validated model.
+    pub fn build(
+        model: Model,
+        resources: Arc<ResourceSet>,
+        generation: u64,
+        state: &BackendState,
+        metrics: &Metrics,
+    ) -> Snapshot {
+        Snapshot {
+            generation,
+            resources,
+            listeners: model
+                .listeners
+                .into_iter()
+                .map(|l| ListenerRoutes {
+                    addr: l.addr,
+                    gateway: l.gateway,
+                    table: l.table,
+                })
+                .collect(),
+            clusters: model
+                .clusters
+                .into_iter()
+                .map(|spec| Cluster::new(spec, state))
+                .collect(),
+            stats: model
+                .stats
+                .iter()
+                .map(|k| metrics.dest_stats(&k.service, &k.version, &k.route))
+                .collect(),
+            unrouted: metrics.dest_stats("", "", ""),
+            warnings: model.warnings,
+        }
+    }
+
+    /// A snapshot with no routes (before the first config is applied).
+    pub fn empty(mesh: SocketAddr, metrics: &Metrics) -> Snapshot {
+        Snapshot {
+            generation: 0,
+            resources: Arc::default(),
+            listeners: vec![ListenerRoutes {
+                addr: mesh,
+                gateway: None,
+                table: RouteTable::default(),
+            }],
+            clusters: Vec::new(),
+            stats: Vec::new(),
+            unrouted: metrics.dest_stats("", "", ""),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The routes of the listener bound at `addr`.
+    pub fn table(&self, addr: SocketAddr) -> Option<&RouteTable> {
+        self.listeners
+            .iter()
+            .find(|l| l.addr == addr)
+            .map(|l| &l.table)
+    }
+}

@@ -1,0 +1,319 @@
+//! Test harness: real backends and a real weir on loopback.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A backend that answers with its name in `x-backend` and echoes the request as JSON.
+/// `/status/<code>` answers that code; `/delay/<ms>` waits first.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (n, h) = (name.to_owned(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = socket.accept().await else {
+                    continue;
+                };
+                let (n, h) = (n.clone(), h.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let (n, h) = (n.clone(), h.clone());
+                        async move { Ok::<_, Infallible>(answer(&n, &h, req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            name: name.to_owned(),
+            addr,
+            hits,
+            task,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(name: &str, hits: &AtomicUsize, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_owned();
+    let mut status = StatusCode::OK;
+    if let Some(code) = path.strip_prefix("/status/") {
+        status = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+    }
+    if let Some(ms) = path.strip_prefix("/delay/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    let headers: HashMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = serde_json::json!({
+        "backend": name,
+        "method": req.method().as_str(),
+        "uri": req.uri().to_string(),
+        "version": format!("{:?}", req.version()),
+        "headers": headers,
+    });
+    Response::builder()
+        .status(status)
+        .header("x-backend", name)
+        .header("connection", "keep-alive")
+        .header("x-hop", "drop-me")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// A unique scratch directory.
+pub fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "weir-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// weir running in-process on loopback with a config file it watches.
+pub struct Weir {
+    pub server: weir::run::Server,
+    pub config: PathBuf,
+}
+
+impl Weir {
+    pub async fn start(yaml: &str) -> Weir {
+        let dir = scratch_dir();
+        let config = dir.join("mesh.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let opts = weir::run::Options {
+            configs: vec![config.clone()],
+            admin: "127.0.0.1:0".parse().unwrap(),
+            mesh: "127.0.0.1:0".parse().unwrap(),
+            state_dir: None,
+        };
+        let server = match weir::run::Server::start(opts, None).await {
+            Ok(s) => s,
+            Err(weir::run::StartError::Config(errors)) => {
+                panic!(
+                    "config rejected: {}",
+                    errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            }
+            Err(e) => panic!("{e}"),
+        };
+        Weir { server, config }
+    }
+
+    pub fn mesh(&self) -> SocketAddr {
+        self.server.mesh_addr()
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.server.admin_addr()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.server.control().snapshot().generation
+    }
+
+    /// Rewrites the config file atomically and waits until weir has tried to apply it.
+    pub async fn rewrite(&self, yaml: &str) -> bool {
+        let before = self.generation();
+        let failures = self.reload_failures().await;
+        let tmp = self.config.with_extension("tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            if self.generation() > before {
+                return true;
+            }
+            if self.reload_failures().await > failures {
+                return false;
+            }
+        }
+        panic!("config change was not picked up");
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (_, _, body) = get(self.admin(), "admin", "/metrics", &[]).await;
+        body
+    }
+
+    pub async fn reload_failures(&self) -> u64 {
+        metric_value(
+            &self.metrics().await,
+            "weir_config_reloads_total{result=\"failure\"}",
+        )
+        .unwrap_or(0.0) as u64
+    }
+}
+
+/// The value of one exposition line that starts with `series`.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2_client() -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// Sends a request with `client`; returns status, headers and body.
+pub async fn send(
+    client: &TestClient,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut b = Request::builder()
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client
+        .request(b.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let h = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, h, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One GET on a fresh client.
+pub async fn get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, String) {
+    send(&client(), addr, host, path, headers).await
+}
+
+/// Which backend answered (`x-backend`).
+pub fn backend_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-backend")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// Sends raw bytes on a new connection and reads until the peer closes.
+pub async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn version_of(body: &str) -> Version {
+    if body.contains("\"HTTP/2.0\"") {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    }
+}
+
+/// A ServiceEntry for `host` with one endpoint per (version, backend).
+pub fn service_entry(host: &str, endpoints: &[(&str, &Backend)]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  endpoints:\n"
+    );
+    for (version, b) in endpoints {
+        out.push_str(&format!(
+            "  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{version: {version}}}}}\n",
+            b.addr.port()
+        ));
+    }
+    out.push_str("---\n");
+    out
+}
+
+/// A DestinationRule with subsets named after `version` labels.
+pub fn destination_rule(host: &str, versions: &[&str]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {host}}}\nspec:\n  host: {host}\n  subsets:\n"
+    );
+    for v in versions {
+        out.push_str(&format!("  - name: {v}\n    labels: {{version: {v}}}\n"));
+    }
+    out.push_str("---\n");
+    out
+}
+
+/// One HTTP/2 (prior knowledge) request to `addr` with `:authority` = `host`.
+pub async fn h2_get(addr: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {
+    let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(format!("http://{host}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
