@@ -103,10 +103,7 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
 }
 
 fn validate(paths: &[PathBuf]) -> ExitCode {
-    let result = weir::config::load_paths(paths).and_then(|set| {
-        let mesh = SocketAddr::from(([127, 0, 0, 1], 15001));
-        weir::config::validate(&set, mesh).map(|model| (set, model))
-    });
+    let result = weir::config::check(paths, SocketAddr::from(([127, 0, 0, 1], 15001)));
     match result {
         Ok((set, model)) => {
             for w in &model.warnings {

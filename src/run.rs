@@ -109,11 +109,13 @@ impl Control {
         change: Change,
         gateways: &mut HashMap<SocketAddr, Listener>,
     ) -> Result<u64, Vec<ConfigError>> {
-        let set = match change {
-            Change::Reload => config::load_paths(&self.configs)?,
-            Change::Replace(set) => set,
+        let (set, model) = match change {
+            Change::Reload => config::check(&self.configs, self.mesh)?,
+            Change::Replace(set) => {
+                let model = config::validate(&set, self.mesh)?;
+                (set, model)
+            }
         };
-        let model = config::validate(&set, self.mesh)?;
         let mut fresh = Vec::new();
         for l in model.listeners.iter().skip(1) {
             if gateways.contains_key(&l.addr) || fresh.iter().any(|(a, _)| *a == l.addr) {

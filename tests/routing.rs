@@ -241,7 +241,8 @@ spec:
 "#;
     let weir = Weir::start(&r.config(vs)).await;
     let c = client();
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("reviews", "/exact", &[], "reviews-v2"),
         ("reviews", "/exact/more", &[], "reviews-v1"),
         ("reviews", "/exact?q=1", &[], "reviews-v2"),

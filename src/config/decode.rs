@@ -196,7 +196,8 @@ macro_rules! decode_struct {
                 let mut f = $crate::config::decode::Fields::new(node, cx, $what)?;
                 $( let $field = f.get::<$ty>($key); )*
                 f.finish(&[$($key),*]);
-                Some($name { pos: node.pos, $( $field: $field?, )* })
+                // A field that failed was reported; its default lets validation go on.
+                Some($name { pos: node.pos, $( $field: $field.unwrap_or_default(), )* })
             }
         }
     };
@@ -327,8 +328,8 @@ impl<T: Decode> Decode for Vec<T> {
         match &node.value {
             Value::Null => Some(Vec::new()),
             Value::Seq(items) => {
-                let decoded: Vec<Option<T>> = items.iter().map(|n| T::decode(n, cx)).collect();
-                decoded.into_iter().collect()
+                // Items that fail are reported and left out, so the rest is still checked.
+                Some(items.iter().filter_map(|n| T::decode(n, cx)).collect())
             }
             _ => {
                 cx.error(node.pos, format!("expected a list, found {}", node.kind()));
@@ -347,7 +348,6 @@ impl<T: Decode> Decode for BTreeMap<String, T> {
         match &node.value {
             Value::Null => Some(BTreeMap::new()),
             Value::Map(entries) => {
-                let mut ok = true;
                 let mut map = BTreeMap::new();
                 for (k, v) in entries {
                     // Map keys are names: accept plain numbers as their text.
@@ -358,14 +358,11 @@ impl<T: Decode> Decode for BTreeMap<String, T> {
                             None
                         }
                     };
-                    match (key, T::decode(v, cx)) {
-                        (Some(key), Some(v)) => {
-                            map.insert(key, v);
-                        }
-                        _ => ok = false,
+                    if let (Some(key), Some(v)) = (key, T::decode(v, cx)) {
+                        map.insert(key, v);
                     }
                 }
-                ok.then_some(map)
+                Some(map)
             }
             _ => {
                 cx.error(
@@ -484,6 +481,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, &'static str> {
 }
 
 #[cfg(test)]
+#[allow(unreachable_pub)]
 mod tests {
     use super::*;
     use crate::config::yaml;
@@ -516,7 +514,7 @@ mod tests {
     #[test]
     fn reports_every_error_with_position() {
         let (s, errors) = decode("weight: abc\ntags: [1]\nnmae: x\ntimeout: 5\n");
-        assert!(s.is_none());
+        assert_eq!(s.unwrap().weight, None);
         assert_eq!(
             errors,
             vec![

@@ -104,7 +104,7 @@ decode_struct! {
 }
 
 /// Istio's `StringMatch`: one of `exact`, `prefix`, `regex`; `{}` means "present".
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum StringMatch {
     /// The whole value equals this.
@@ -114,14 +114,9 @@ pub enum StringMatch {
     /// The whole value matches this RE2 regex.
     Regex(Spanned<String>),
     /// The value is present, whatever it is.
+    #[default]
     #[serde(rename = "present")]
     Present,
-}
-
-impl Default for StringMatch {
-    fn default() -> Self {
-        StringMatch::Present
-    }
 }
 
 impl Decode for StringMatch {

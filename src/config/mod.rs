@@ -67,6 +67,7 @@ decode_struct! {
 /// The spec of one resource, by kind.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // a handful per config, never on the request path
 pub enum Spec {
     /// Istio `VirtualService`.
     VirtualService(istio::VirtualService),
@@ -146,6 +147,28 @@ pub struct ResourceSet {
 
 /// Reads every path (a YAML file, or a directory of `*.yaml` / `*.yml` files).
 pub fn load_paths(paths: &[PathBuf]) -> Result<ResourceSet, Vec<ConfigError>> {
+    let (set, errors) = read_paths(paths);
+    finish(set, errors)
+}
+
+/// Reads and validates every path, reporting decoding and validation errors together.
+pub fn check(
+    paths: &[PathBuf],
+    mesh_addr: std::net::SocketAddr,
+) -> Result<(ResourceSet, Model), Vec<ConfigError>> {
+    let (set, mut errors) = read_paths(paths);
+    match validate(&set, mesh_addr) {
+        Ok(model) if errors.is_empty() => return Ok((set, model)),
+        Ok(_) => {}
+        Err(more) => errors.extend(more),
+    }
+    errors.sort();
+    errors.dedup();
+    Err(errors)
+}
+
+/// Reads every path; returns what decoded, and every error.
+fn read_paths(paths: &[PathBuf]) -> (ResourceSet, Vec<ConfigError>) {
     let mut set = ResourceSet::default();
     let mut errors = Vec::new();
     for path in paths {
@@ -160,7 +183,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<ResourceSet, Vec<ConfigError>> {
             }
         }
     }
-    finish(set, errors)
+    (set, errors)
 }
 
 /// Parses one file's text; errors are appended to `errors`.

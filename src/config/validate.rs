@@ -361,6 +361,9 @@ impl<'a> Checker<'a> {
 
     fn destination_rule(&mut self, r: &'a Resource, dr: &'a DestinationRule) {
         let host = dr.host.value.to_ascii_lowercase();
+        if host.is_empty() {
+            return; // reported while decoding
+        }
         if !self.services.contains_key(&host) {
             self.err(
                 r,
@@ -785,6 +788,9 @@ impl<'a> Checker<'a> {
         d: &istio::Destination,
     ) -> Option<(String, Option<String>, Option<u16>)> {
         let host = d.host.value.to_ascii_lowercase();
+        if host.is_empty() {
+            return None; // reported while decoding
+        }
         let Some(service) = self.services.get(&host) else {
             self.err(
                 r,

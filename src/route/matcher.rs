@@ -14,6 +14,10 @@ pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Compiles an Istio regex: the whole input must match.
 pub fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    // Compiled bare first, so that errors point into the user's pattern, not our anchoring.
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()?;
     regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)

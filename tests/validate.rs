@@ -1,0 +1,93 @@
+//! `weir validate`: every error, each with file:line:column, and a non-zero exit.
+
+use std::process::Command;
+
+fn validate(files: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("validate")
+        .args(files)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn examples_validate() {
+    for f in [
+        "examples/bookinfo.yaml",
+        "examples/canary.yaml",
+        "examples/ab-testing.yaml",
+    ] {
+        let (ok, out) = validate(&[f]);
+        assert!(ok, "{f}: {out}");
+    }
+}
+
+#[test]
+fn every_error_is_reported_with_its_position() {
+    let dir = std::env::temp_dir().join(format!("weir-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api]
+  resolution: STATIC
+  ports: [{number: 80, name: http}]
+  endpoints: [{address: 127.0.0.1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api}
+spec:
+  host: api
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api]
+  http:
+  - match:
+    - uri: {regex: "(unclosed"}
+    timeout: 3 seconds
+    route:
+    - destination: {host: api, subset: v2}
+      weigth: 10
+    - destination: {host: nowhere}
+  - retries: {attempts: many}
+    route: [{destination: {host: api}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [other]
+  http: [{route: [{destination: {host: api}}]}]
+"#,
+    )
+    .unwrap();
+    let (ok, out) = validate(&[file.to_str().unwrap()]);
+    assert!(!ok);
+    let f = file.display().to_string();
+    for expected in [
+        format!("{f}:25:14: invalid duration `3 seconds`"),
+        format!(
+            "{f}:28:7: unknown field `weigth` in HTTPRouteDestination (did you mean `weight`?)"
+        ),
+        format!("{f}:30:25: expected an integer, found a string"),
+        format!("{f}:24:20: invalid regex `(unclosed`"),
+        format!("{f}:27:40: subset `v2` of `api` is not defined by a DestinationRule"),
+        format!("{f}:29:27: destination host `nowhere` is not declared by any ServiceEntry"),
+        format!("{f}:33:1: duplicate VirtualService `api`"),
+    ] {
+        assert!(out.contains(&expected), "missing `{expected}` in:\n{out}");
+    }
+}
