@@ -636,10 +636,7 @@ impl<'a> Checker<'a> {
                 continue;
             }
             let timeout = route.timeout.map(|d| d.0).filter(|d| !d.is_zero());
-            let rewrite = route
-                .rewrite
-                .as_ref()
-                .and_then(|rw| self.rewrite(r, rw, route));
+            let rewrite = route.rewrite.as_ref().and_then(|rw| self.rewrite(r, rw));
             let headers = self.header_edits(r, route.headers.as_ref());
             let local_stats = self.stats_id("", "", &label);
             rules.push(Rule {
@@ -1016,12 +1013,7 @@ impl<'a> Checker<'a> {
         })
     }
 
-    fn rewrite(
-        &mut self,
-        r: &Resource,
-        rw: &istio::HttpRewrite,
-        route: &istio::HttpRoute,
-    ) -> Option<Rewrite> {
+    fn rewrite(&mut self, r: &Resource, rw: &istio::HttpRewrite) -> Option<Rewrite> {
         if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
             self.err(
                 r,
@@ -1051,7 +1043,6 @@ impl<'a> Checker<'a> {
             }
             None => None,
         };
-        let _ = route;
         Some(Rewrite {
             uri: rw.uri.as_deref().map(Into::into),
             uri_regex,
