@@ -81,14 +81,11 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            peer,
-            listener: key,
-            edge,
-        };
+        let info = ConnInfo::new(peer, key, edge);
         let proxy = proxy.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
+            let info = info.clone();
             async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
         });
         let conn = builder

@@ -95,10 +95,16 @@ fn main() -> ExitCode {
 }
 
 fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        b.worker_threads(n.max(1));
-    }
+    let mut b = match workers {
+        // One worker: a single-threaded scheduler, with no work-stealing machinery to pay for.
+        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all().build().expect("tokio runtime")
 }
 

@@ -12,8 +12,9 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -35,7 +36,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Facts about the downstream connection a request came on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
@@ -44,6 +45,21 @@ pub struct ConnInfo {
     /// Whether this listener faces untrusted clients (a Gateway): `x-forwarded-proto` is then
     /// overwritten rather than kept.
     pub edge: bool,
+    /// The client's IP as a header value, made once per connection for `x-forwarded-for`.
+    peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Facts about a connection accepted from `peer` on `listener`.
+    pub fn new(peer: SocketAddr, listener: SocketAddr, edge: bool) -> ConnInfo {
+        let ip = peer.ip().to_string();
+        ConnInfo {
+            peer,
+            listener,
+            edge,
+            peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
+        }
+    }
 }
 
 /// The proxy: reads the current snapshot for each request.
@@ -75,7 +91,6 @@ impl Proxy {
             let resp = ProxyError::MissingHost.to_response();
             return local(&snap, None, &method, start, resp);
         };
-        let authority = authority.to_owned();
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let view = RequestView::new(
             pq,
@@ -97,7 +112,7 @@ impl Proxy {
                 local(&snap, Some(rule.local_stats), &method, start, resp)
             }
             Action::Redirect(rd) => {
-                let location = rd.location("http", &authority, view.path, view.query, block);
+                let location = rd.location("http", authority, view.path, view.query, block);
                 let mut resp = local_response(rd.code, Bytes::new());
                 if let Ok(v) = HeaderValue::from_str(&location) {
                     resp.headers_mut().insert(header::LOCATION, v);
@@ -120,7 +135,6 @@ impl Proxy {
                     snap: &snap,
                     split,
                     rule,
-                    authority,
                     path_and_query,
                     deadline,
                     start,
@@ -137,7 +151,6 @@ struct Forward<'s> {
     snap: &'s Arc<Snapshot>,
     split: &'s Split,
     rule: &'s crate::route::Rule,
-    authority: String,
     path_and_query: Option<String>,
     deadline: Option<Instant>,
     start: Instant,
@@ -163,37 +176,10 @@ impl Forward<'_> {
         forwarded_headers(&mut parts.headers, &self.conn);
         self.rule.headers.request.apply(&mut parts.headers);
         dest.headers.request.apply(&mut parts.headers);
-        let authority = match &self.rule.rewrite.as_ref().and_then(|r| r.authority.clone()) {
-            Some(a) => a.to_str().unwrap_or_default().to_owned(),
-            None => self.authority,
-        };
-        let pq = match self.path_and_query {
-            Some(pq) => pq,
-            None => parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-        };
-        let uri = if h2 {
-            parts.headers.remove(header::HOST);
-            parts.version = Version::HTTP_2;
-            Uri::builder()
-                .scheme("http")
-                .authority(authority.as_str())
-                .path_and_query(pq)
-                .build()
-        } else {
-            if let Ok(host) = HeaderValue::from_str(&authority) {
-                parts.headers.insert(header::HOST, host);
-            }
-            parts.version = Version::HTTP_11;
-            Uri::builder().path_and_query(pq).build()
-        };
-        let Ok(uri) = uri else {
+        if !target_uri(&mut parts, self.rule, self.path_and_query, h2) {
             let resp = ProxyError::MissingHost.to_response();
             return local(self.snap, Some(dest.stats), &method, self.start, resp);
-        };
-        parts.uri = uri;
+        }
         let pool = if h2 { &endpoint.h2 } else { &endpoint.h1 };
         let stats = &endpoint.stats;
         stats.active.fetch_add(1, Ordering::Relaxed);
@@ -246,18 +232,89 @@ fn authority_of<B>(req: &Request<B>) -> Option<&str> {
         Some(a) => a.as_str(),
         None => req.headers().get(header::HOST)?.to_str().ok()?,
     };
-    let host = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
+    let host = strip_userinfo(raw);
     (!host.is_empty()).then_some(host)
+}
+
+/// Sets the upstream request target and `Host`: origin-form for HTTP/1.1 (the URI is left
+/// alone when it already is and nothing rewrites it), absolute for HTTP/2 (whose `:authority`
+/// replaces `Host`). The authority is the rule's rewrite, else the one the request was routed by.
+/// False when no valid target can be made.
+fn target_uri(
+    parts: &mut http::request::Parts,
+    rule: &crate::route::Rule,
+    path_and_query: Option<String>,
+    h2: bool,
+) -> bool {
+    let rewritten = rule.rewrite.as_ref().and_then(|r| r.authority.clone());
+    let host = match rewritten {
+        Some(v) => Some(v),
+        None => match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(strip_userinfo(a.as_str())).ok(),
+            None => None,
+        },
+    };
+    if let Some(host) = host {
+        parts.headers.insert(header::HOST, host);
+    }
+    let pq = match path_and_query {
+        Some(pq) => match PathAndQuery::try_from(pq) {
+            Ok(pq) => Some(pq),
+            Err(_) => return false,
+        },
+        None if h2 || parts.uri.scheme().is_some() => parts.uri.path_and_query().cloned(),
+        // Origin-form already, not rewritten: forwarded as it came.
+        None => None,
+    };
+    if h2 {
+        let Some(authority) = parts
+            .headers
+            .remove(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        else {
+            return false;
+        };
+        parts.version = Version::HTTP_2;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(pq.unwrap_or_else(|| PathAndQuery::from_static("/")));
+        match Uri::from_parts(uri) {
+            Ok(u) => parts.uri = u,
+            Err(_) => return false,
+        }
+    } else {
+        parts.version = Version::HTTP_11;
+        if let Some(pq) = pq {
+            let mut uri = http::uri::Parts::default();
+            uri.path_and_query = Some(pq);
+            match Uri::from_parts(uri) {
+                Ok(u) => parts.uri = u,
+                Err(_) => return false,
+            }
+        }
+    }
+    true
+}
+
+fn strip_userinfo(authority: &str) -> &str {
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
 }
 
 /// `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`, as Envoy sets them.
 fn forwarded_headers(headers: &mut http::HeaderMap, conn: &ConnInfo) {
-    let ip = conn.peer.ip().to_string();
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    let xff = match headers.get(X_FORWARDED_FOR) {
+        Some(prev) if !prev.is_empty() => {
+            let ip = conn.peer_ip.as_bytes();
+            let mut v = BytesMut::with_capacity(prev.len() + 2 + ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(v.freeze()).ok()
+        }
+        _ => Some(conn.peer_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if conn.edge || !headers.contains_key(X_FORWARDED_PROTO) {
@@ -270,18 +327,19 @@ fn forwarded_headers(headers: &mut http::HeaderMap, conn: &ConnInfo) {
 
 /// A random (version 4) UUID.
 fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = fastrand::u128(..);
     let n = (n & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let hex = format!("{n:032x}");
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+    let mut id = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, out) in id.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *out = HEX[((n >> (nibble * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Records a response weir made itself.

@@ -57,6 +57,14 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop headers, including those named by `Connection`. `TE: trailers` is kept
 /// (gRPC needs it); other `TE` values are dropped.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the names settles it without hashing
+    // each of the seven.
+    if !headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || k == header::TE)
+    {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION)
         && let Ok(conn) = conn.to_str()
     {
