@@ -95,7 +95,7 @@ impl Proxy {
         let view = RequestView::new(
             pq,
             method.as_str(),
-            &authority,
+            authority,
             "http",
             conn.listener.port(),
             req.headers(),

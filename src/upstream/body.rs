@@ -1,16 +1,12 @@
-//! Bodies crossing the proxy: what weir sends upstream, and upstream responses that hand their
-//! connection back to the pool only once they have been read to the end.
+//! Bodies crossing the proxy: what weir sends upstream, and upstream responses (HTTP/1.1 ones
+//! hand their connection back to the pool only once they have been read to the end).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-
-use super::Pool;
 
 /// A request body sent upstream: the client's, streamed, or one weir holds.
 #[derive(Debug)]
@@ -61,54 +57,75 @@ impl HttpBody for Body {
     }
 }
 
+/// Why an upstream response body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The connection failed.
+    #[error("upstream body: {0}")]
+    Io(#[from] std::io::Error),
+    /// The body broke its framing (bad chunk, closed early).
+    #[error("upstream body: {0}")]
+    Malformed(&'static str),
+    /// The HTTP/2 stream failed.
+    #[error("upstream body: {0}")]
+    H2(#[from] hyper::Error),
+}
+
 /// An upstream response body. An HTTP/1.1 connection goes back to its pool when the body has
 /// been read to its end, and is closed if the body is dropped earlier.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
-    give_back: Option<(Arc<Pool>, SendRequest<Body>)>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    H1(super::h1::ResponseBody),
+    H2(Incoming),
 }
 
 impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, give_back: Option<(Arc<Pool>, SendRequest<Body>)>) -> Self {
-        let mut body = UpstreamBody { inner, give_back };
-        if body.inner.is_end_stream() {
-            body.release();
+    pub(super) fn h1(body: super::h1::ResponseBody) -> UpstreamBody {
+        UpstreamBody {
+            kind: Kind::H1(body),
         }
-        body
     }
 
-    fn release(&mut self) {
-        if let Some((pool, sender)) = self.give_back.take() {
-            pool.put_idle(sender);
+    pub(super) fn h2(body: Incoming) -> UpstreamBody {
+        UpstreamBody {
+            kind: Kind::H2(body),
         }
     }
 }
 
 impl HttpBody for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.give_back = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.get_mut().kind {
+            Kind::H1(b) => b.poll_frame(cx),
+            Kind::H2(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::H2),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.kind {
+            Kind::H1(b) => b.is_end_stream(),
+            Kind::H2(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.kind {
+            Kind::H1(b) => match b.exact_len() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+            Kind::H2(b) => b.size_hint(),
+        }
     }
 }

@@ -1,23 +1,28 @@
 //! The upstream client: a connection pool per endpoint address and protocol.
 //!
-//! HTTP/1.1 connections are kept in a LIFO idle list and reused only after their previous
-//! response was read to the end; HTTP/2 connections are shared. Pools are keyed by address, so
-//! they survive config reloads.
+//! HTTP/1.1 connections are weir's own ([`h1`]), kept in a LIFO idle list and reused only after
+//! their previous response was read to the end; HTTP/2 connections (hyper's) are shared. Pools
+//! are keyed by address, so they survive config reloads.
 
 pub mod body;
+mod h1;
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::client::conn::{http1, http2};
+use http::{Method, Request, Response};
+use http_body::Body as _;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::backend::EndpointAddr;
-pub use body::{Body, UpstreamBody};
+pub use body::{Body, BodyError, UpstreamBody};
+use h1::{Conn, Failure, Open};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Most idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE: usize = 256;
@@ -36,16 +41,28 @@ pub enum UpstreamError {
     Handshake(#[source] hyper::Error),
     /// The request was refused before it was sent (HTTP/2 refused stream, closed connection).
     #[error("request not sent: {0}")]
-    NotSent(#[source] hyper::Error),
+    NotSent(#[source] BoxError),
     /// The connection failed after the request was sent, before a response arrived.
     #[error("upstream reset: {0}")]
-    Reset(#[source] hyper::Error),
+    Reset(#[source] BoxError),
+    /// The upstream's response broke HTTP/1.1 (malformed head, conflicting framing).
+    #[error("invalid upstream response: {0}")]
+    BadResponse(&'static str),
+    /// The client's request body failed while it was being sent (the client went away).
+    #[error("client request body: {0}")]
+    ClientBody(#[source] hyper::Error),
 }
 
 impl UpstreamError {
     /// Whether the request never reached the upstream (safe to retry for any method).
     pub fn never_sent(&self) -> bool {
-        !matches!(self, UpstreamError::Reset(_))
+        matches!(
+            self,
+            UpstreamError::Connect(_)
+                | UpstreamError::ConnectTimeout
+                | UpstreamError::Handshake(_)
+                | UpstreamError::NotSent(_)
+        )
     }
 }
 
@@ -54,7 +71,7 @@ impl UpstreamError {
 pub struct Pool {
     addr: EndpointAddr,
     h2: bool,
-    idle: Mutex<Vec<http1::SendRequest<Body>>>,
+    idle: Mutex<Vec<Conn>>,
     shared: Mutex<Option<http2::SendRequest<Body>>>,
     open: Arc<AtomicUsize>,
 }
@@ -78,7 +95,7 @@ impl Pool {
 
     /// Idle HTTP/1.1 connections.
     pub fn idle_connections(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.lock_idle().len()
     }
 
     /// Whether this pool speaks HTTP/2.
@@ -105,41 +122,26 @@ impl Pool {
         mut req: Request<Body>,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        // Reused connections may have been closed by the upstream meanwhile: a request that was
-        // not written to one is tried on the next, and finally on a new connection.
-        while let Some(mut sender) = self.take_idle() {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.wrap_h1(resp, sender)),
-                Err(mut e) => match e.take_message() {
-                    Some(back) => req = back,
-                    None => return Err(UpstreamError::Reset(e.into_error())),
-                },
+        // An idle connection may have been closed by the upstream meanwhile. A request that was
+        // not written to it goes to the next; one without a body and with an idempotent method
+        // is also sent again (once) when the connection closed without replying.
+        let mut resend = req.body().is_end_stream() && idempotent(req.method());
+        while let Some(conn) = self.take_idle() {
+            match h1::exchange(conn, &mut req, self).await {
+                Ok(resp) => return Ok(resp),
+                Err(Failure::Stale(_)) => {}
+                Err(Failure::NoReply(_)) if resend => resend = false,
+                Err(Failure::NoReply(e)) => return Err(UpstreamError::Reset(Box::new(e))),
+                Err(Failure::Failed(e)) => return Err(e),
             }
         }
-        let io = self.connect(connect_timeout).await?;
-        let (mut sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(UpstreamError::Handshake)?;
-        self.spawn(conn);
-        match sender.try_send_request(req).await {
-            Ok(resp) => Ok(self.wrap_h1(resp, sender)),
-            Err(mut e) => Err(match e.take_message() {
-                Some(_) => UpstreamError::NotSent(e.into_error()),
-                None => UpstreamError::Reset(e.into_error()),
-            }),
+        let conn = Conn::new(self.connect(connect_timeout).await?, Open::new(&self.open));
+        match h1::exchange(conn, &mut req, self).await {
+            Ok(resp) => Ok(resp),
+            Err(Failure::Stale(e)) => Err(UpstreamError::NotSent(Box::new(e))),
+            Err(Failure::NoReply(e)) => Err(UpstreamError::Reset(Box::new(e))),
+            Err(Failure::Failed(e)) => Err(e),
         }
-    }
-
-    fn wrap_h1(
-        self: &Arc<Self>,
-        resp: Response<hyper::body::Incoming>,
-        sender: http1::SendRequest<Body>,
-    ) -> Response<UpstreamBody> {
-        resp.map(|b| UpstreamBody::new(b, Some((self.clone(), sender))))
     }
 
     async fn send_h2(
@@ -151,7 +153,7 @@ impl Pool {
         let mut sender = match existing {
             Some(s) => s,
             None => {
-                let io = self.connect(connect_timeout).await?;
+                let io = TokioIo::new(self.connect(connect_timeout).await?);
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .handshake(io)
                     .await
@@ -161,12 +163,15 @@ impl Pool {
                 sender
             }
         };
-        sender.ready().await.map_err(UpstreamError::NotSent)?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| UpstreamError::NotSent(Box::new(e)))?;
         match sender.try_send_request(req).await {
-            Ok(resp) => Ok(resp.map(|b| UpstreamBody::new(b, None))),
+            Ok(resp) => Ok(resp.map(UpstreamBody::h2)),
             Err(mut e) => Err(match e.take_message() {
-                Some(_) => UpstreamError::NotSent(e.into_error()),
-                None => UpstreamError::Reset(e.into_error()),
+                Some(_) => UpstreamError::NotSent(Box::new(e.into_error())),
+                None => UpstreamError::Reset(Box::new(e.into_error())),
             }),
         }
     }
@@ -175,27 +180,29 @@ impl Pool {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle connection that is still clean.
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.lock_idle();
+        while let Some(mut conn) = idle.pop() {
+            if conn.is_clean() {
+                return Some(conn);
             }
         }
         None
     }
 
-    pub(crate) fn put_idle(&self, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+    fn put_idle_h1(&self, conn: Conn) {
+        let mut idle = self.lock_idle();
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push(conn);
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<TokioIo<TcpStream>, UpstreamError> {
+    async fn connect(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
         let connect = async {
             match &self.addr {
                 EndpointAddr::Ip(a) => TcpStream::connect(a).await,
@@ -207,18 +214,25 @@ impl Pool {
             .map_err(|_| UpstreamError::ConnectTimeout)?
             .map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        Ok(stream)
     }
 
     fn spawn<F>(&self, conn: F)
     where
         F: std::future::Future + Send + 'static,
     {
-        let open = self.open.clone();
-        open.fetch_add(1, Ordering::Relaxed);
+        let open = Open::new(&self.open);
         tokio::spawn(async move {
             let _ = conn.await;
-            open.fetch_sub(1, Ordering::Relaxed);
+            drop(open);
         });
     }
+}
+
+/// Methods whose requests can be repeated without changing the outcome (RFC 9110 9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }

@@ -1,0 +1,739 @@
+//! weir's own HTTP/1.1 upstream connection. The request is written and the response read in the
+//! task of the request that uses the connection: no connection task, channel or wake-up stands
+//! between them, which is most of what a proxy spends outside the kernel.
+//!
+//! Strict about what comes back (RFC 9112): a malformed status line or header, Content-Length
+//! together with Transfer-Encoding, conflicting Content-Length values, a bad chunk or a truncated
+//! body fail the exchange, and the connection is closed, never reused. A connection goes back to
+//! its pool only when its response was read exactly to the end and both sides keep it alive.
+
+use std::fmt::Write as _;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::body::{Body, BodyError, UpstreamBody};
+use super::{Pool, UpstreamError};
+
+/// Largest response head (status line and headers) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most response headers accepted.
+const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Read buffer growth step, and the least free space a read is given.
+const READ_CHUNK: usize = 16 * 1024;
+const MIN_READ: usize = 4 * 1024;
+/// Body data up to this size is copied next to its framing and written in one call.
+const COALESCE: usize = 16 * 1024;
+
+/// Counts a pool's open connections for as long as it lives.
+#[derive(Debug)]
+pub(super) struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    pub(super) fn new(count: &Arc<AtomicUsize>) -> Open {
+        count.fetch_add(1, Ordering::Relaxed);
+        Open(count.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One HTTP/1.1 connection to an upstream.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    io: TcpStream,
+    /// `buf[..filled]` has been read and not consumed; the rest is initialised space to read into.
+    buf: BytesMut,
+    filled: usize,
+    /// The bytes being written.
+    out: BytesMut,
+    _open: Open,
+}
+
+/// How an exchange failed.
+pub(super) enum Failure {
+    /// The connection was closed before any of the request was written; the request is intact.
+    Stale(io::Error),
+    /// The request was written and the connection closed without a byte of response.
+    NoReply(io::Error),
+    /// Anything else.
+    Failed(UpstreamError),
+}
+
+impl Conn {
+    pub(super) fn new(io: TcpStream, open: Open) -> Conn {
+        Conn {
+            io,
+            buf: BytesMut::zeroed(READ_CHUNK),
+            filled: 0,
+            out: BytesMut::with_capacity(1024),
+            _open: open,
+        }
+    }
+
+    /// Whether an idle connection can still be used: nothing (not even a close) has arrived on
+    /// it since its last response. Costs no system call unless the socket reports readable.
+    pub(super) fn is_clean(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readiness can be left over from the last read: look.
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+
+    /// Takes `n` read bytes off the front, without copying.
+    fn take(&mut self, n: usize) -> Bytes {
+        self.filled -= n;
+        self.buf.split_to(n).freeze()
+    }
+
+    /// Reads more; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.len() - self.filled < MIN_READ {
+            self.buf.resize(self.filled + READ_CHUNK, 0);
+        }
+        let mut rb = ReadBuf::new(&mut self.buf[self.filled..]);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        self.filled += n;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Writes `out`; on failure also says whether any of it was written.
+    async fn flush_out(&mut self) -> Result<(), (io::Error, bool)> {
+        let mut written = 0;
+        while written < self.out.len() {
+            match self.io.write(&self.out[written..]).await {
+                Ok(0) => return Err((io::ErrorKind::WriteZero.into(), written > 0)),
+                Ok(n) => written += n,
+                Err(e) => return Err((e, written > 0)),
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Queues body data with its chunk framing, writing what is queued when the data is large.
+    async fn put_data(&mut self, data: Bytes, chunked: bool) -> io::Result<()> {
+        if chunked {
+            let _ = write!(self.out, "{:x}\r\n", data.len());
+        }
+        if data.len() <= COALESCE {
+            self.out.extend_from_slice(&data);
+        } else {
+            self.flush_out().await.map_err(|(e, _)| e)?;
+            self.io.write_all(&data).await?;
+        }
+        if chunked {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        Ok(())
+    }
+}
+
+/// Sends `req` on `conn` and reads the response head. The request is borrowed so that a caller
+/// can send it again after [`Failure::Stale`] (and, when it has no body, [`Failure::NoReply`]).
+pub(super) async fn exchange(
+    mut conn: Conn,
+    req: &mut Request<Body>,
+    pool: &Arc<Pool>,
+) -> Result<Response<UpstreamBody>, Failure> {
+    let head_only = req.method() == Method::HEAD;
+    write_request(&mut conn, req).await?;
+    loop {
+        let (len, status, version, fields) = read_head(&mut conn).await?;
+        let head = conn.take(len);
+        if status.is_informational() {
+            // 100 Continue, 103 Early Hints: the final response follows.
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(Failure::Failed(UpstreamError::BadResponse(
+                    "unrequested protocol switch",
+                )));
+            }
+            continue;
+        }
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, start, end) in fields {
+            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+                .map_err(|_| bad("invalid header value"))?;
+            headers.append(name, value);
+        }
+        let (decoder, mut keep_alive) = framing(&headers, status, head_only)?;
+        keep_alive &= wants_keep_alive(&headers, version);
+        let body = ResponseBody::new(conn, decoder, keep_alive, pool.clone());
+        let mut resp = Response::new(UpstreamBody::h1(body));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        return Ok(resp);
+    }
+}
+
+fn bad(what: &'static str) -> Failure {
+    Failure::Failed(UpstreamError::BadResponse(what))
+}
+
+/// Writes the request head and streams the body.
+async fn write_request(conn: &mut Conn, req: &mut Request<Body>) -> Result<(), Failure> {
+    let body = req.body();
+    let chunked;
+    let length = if body.is_end_stream() {
+        chunked = false;
+        let needs_zero = req.headers().contains_key(header::CONTENT_LENGTH)
+            || matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+        needs_zero.then_some(0)
+    } else if let Some(n) = body.size_hint().exact() {
+        chunked = false;
+        Some(n)
+    } else {
+        chunked = true;
+        None
+    };
+    encode_head(&mut conn.out, req, length, chunked);
+    let body = req.body_mut();
+    let mut ended = body.is_end_stream();
+    let mut consumed = false;
+    // A first frame that is already here goes out with the head, in one write.
+    if !ended
+        && let Poll::Ready(frame) =
+            poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await
+    {
+        consumed = true;
+        ended = queue_frame(conn, body, frame, chunked).await?;
+    }
+    if let Err((e, some)) = conn.flush_out().await {
+        return Err(if some || consumed {
+            Failure::Failed(UpstreamError::Reset(Box::new(e)))
+        } else {
+            Failure::Stale(e)
+        });
+    }
+    while !ended {
+        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+        ended = queue_frame(conn, body, frame, chunked).await?;
+        conn.flush_out()
+            .await
+            .map_err(|(e, _)| Failure::Failed(UpstreamError::Reset(Box::new(e))))?;
+    }
+    Ok(())
+}
+
+/// Queues one polled body frame; true once the body has ended (its terminator queued).
+async fn queue_frame(
+    conn: &mut Conn,
+    body: &mut Body,
+    frame: Option<Result<Frame<Bytes>, hyper::Error>>,
+    chunked: bool,
+) -> Result<bool, Failure> {
+    match frame {
+        None => {}
+        Some(Err(e)) => return Err(Failure::Failed(UpstreamError::ClientBody(e))),
+        Some(Ok(frame)) => {
+            // Trailers are not sent to HTTP/1.1 upstreams; data is.
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                conn.put_data(data, chunked)
+                    .await
+                    .map_err(|e| Failure::Failed(UpstreamError::Reset(Box::new(e))))?;
+            }
+            if !body.is_end_stream() {
+                return Ok(false);
+            }
+        }
+    }
+    if chunked {
+        conn.out.extend_from_slice(b"0\r\n\r\n");
+    }
+    Ok(true)
+}
+
+/// Request line and headers. The client's own framing headers are replaced by the framing weir
+/// writes; `Expect` was answered downstream already.
+fn encode_head(out: &mut BytesMut, req: &Request<Body>, length: Option<u64>, chunked: bool) {
+    out.clear();
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.put_u8(b' ');
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(n) = length {
+        let _ = write!(out, "content-length: {n}\r\n");
+    } else if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+type Fields = Vec<(HeaderName, usize, usize)>;
+
+/// Reads until a whole response head is buffered: its length, status, version and header
+/// names with the offsets of their values.
+async fn read_head(conn: &mut Conn) -> Result<(usize, StatusCode, Version, Fields), Failure> {
+    let mut received = conn.filled > 0;
+    loop {
+        if conn.filled > 0 {
+            if let Some(head) = parse_head(conn.unread()).map_err(bad)? {
+                return Ok(head);
+            }
+            if conn.filled >= MAX_HEAD {
+                return Err(bad("response head too large"));
+            }
+        }
+        match poll_fn(|cx| conn.poll_fill(cx)).await {
+            Ok(0) if !received => {
+                return Err(Failure::NoReply(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(0) => return Err(bad("connection closed in the response head")),
+            Ok(_) => received = true,
+            Err(e) if !received => return Err(Failure::NoReply(e)),
+            Err(e) => return Err(Failure::Failed(UpstreamError::Reset(Box::new(e)))),
+        }
+    }
+}
+
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, StatusCode, Version, Fields)>, &'static str> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many response headers"),
+        Err(_) => return Err("malformed response head"),
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or("invalid status code")?;
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
+        let start = h.value.as_ptr() as usize - base;
+        fields.push((name, start, start + h.value.len()));
+    }
+    Ok(Some((len, status, version, fields)))
+}
+
+/// How the response body is delimited (RFC 9112 section 6.3), and whether that framing lets
+/// the connection be reused.
+fn framing(
+    headers: &HeaderMap,
+    status: StatusCode,
+    head_only: bool,
+) -> Result<(Decoder, bool), Failure> {
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Decoder::Done, true));
+    }
+    let has_length = headers.contains_key(header::CONTENT_LENGTH);
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if has_length {
+            return Err(bad("both Content-Length and Transfer-Encoding"));
+        }
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .next_back()
+            .map(<[u8]>::trim_ascii);
+        return Ok(match last {
+            Some(c) if c.eq_ignore_ascii_case(b"chunked") => (Decoder::Chunked(Chunk::Size), true),
+            // Some other coding last: the body runs to the close.
+            _ => (Decoder::Eof, false),
+        });
+    }
+    if has_length {
+        let mut length = None;
+        for v in headers.get_all(header::CONTENT_LENGTH) {
+            for part in v.as_bytes().split(|b| *b == b',') {
+                let n = parse_length(part.trim_ascii()).ok_or(bad("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(bad("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+        }
+        let n = length.ok_or(bad("invalid Content-Length"))?;
+        return Ok((
+            if n == 0 {
+                Decoder::Done
+            } else {
+                Decoder::Length(n)
+            },
+            true,
+        ));
+    }
+    Ok((Decoder::Eof, false))
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+fn wants_keep_alive(headers: &HeaderMap, version: Version) -> bool {
+    let has = |token: &[u8]| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    if version == Version::HTTP_10 {
+        has(b"keep-alive")
+    } else {
+        !has(b"close")
+    }
+}
+
+/// Where a response body's decoding stands.
+#[derive(Debug)]
+enum Decoder {
+    /// This many bytes still to come.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked(Chunk),
+    /// Delimited by the connection's close.
+    Eof,
+    /// Read to its end.
+    Done,
+}
+
+#[derive(Debug)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this much left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// Reading (and dropping) trailer lines, this many bytes so far.
+    Trailers(usize),
+}
+
+enum Step {
+    Data(Bytes),
+    Done,
+    More,
+}
+
+impl Decoder {
+    /// Decodes what is buffered: data, the end, or a need for more bytes.
+    fn step(&mut self, conn: &mut Conn) -> Result<Step, BodyError> {
+        loop {
+            match self {
+                Decoder::Done => return Ok(Step::Done),
+                Decoder::Length(rem) | Decoder::Chunked(Chunk::Data(rem)) => {
+                    if conn.filled == 0 {
+                        return Ok(Step::More);
+                    }
+                    let n = conn.filled.min(usize::try_from(*rem).unwrap_or(usize::MAX));
+                    *rem -= n as u64;
+                    if *rem == 0 {
+                        *self = match self {
+                            Decoder::Length(_) => Decoder::Done,
+                            _ => Decoder::Chunked(Chunk::DataEnd),
+                        };
+                    }
+                    return Ok(Step::Data(conn.take(n)));
+                }
+                Decoder::Eof => {
+                    if conn.filled == 0 {
+                        return Ok(Step::More);
+                    }
+                    return Ok(Step::Data(conn.take(conn.filled)));
+                }
+                Decoder::Chunked(Chunk::DataEnd) => {
+                    if conn.filled < 2 {
+                        return Ok(Step::More);
+                    }
+                    if &conn.unread()[..2] != b"\r\n" {
+                        return Err(BodyError::Malformed("missing CRLF after chunk data"));
+                    }
+                    conn.take(2);
+                    *self = Decoder::Chunked(Chunk::Size);
+                }
+                Decoder::Chunked(Chunk::Size) => {
+                    let Some(line) = line_len(conn.unread(), MAX_CHUNK_LINE)? else {
+                        return Ok(Step::More);
+                    };
+                    let size = chunk_size(&conn.unread()[..line])?;
+                    conn.take(line + 2);
+                    *self = Decoder::Chunked(if size == 0 {
+                        Chunk::Trailers(0)
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                Decoder::Chunked(Chunk::Trailers(seen)) => {
+                    let Some(line) = line_len(conn.unread(), MAX_HEAD - *seen)? else {
+                        return Ok(Step::More);
+                    };
+                    conn.take(line + 2);
+                    if line == 0 {
+                        *self = Decoder::Done;
+                    } else {
+                        *seen += line + 2;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The length of the CRLF-terminated line at the start of `buf`, if it is all there.
+fn line_len(buf: &[u8], max: usize) -> Result<Option<usize>, BodyError> {
+    let window = &buf[..buf.len().min(max + 2)];
+    match window.windows(2).position(|w| w == b"\r\n") {
+        Some(n) => Ok(Some(n)),
+        None if window.len() >= max + 2 => Err(BodyError::Malformed("chunk line too long")),
+        None if window.contains(&b'\n') => Err(BodyError::Malformed("bare LF in chunked body")),
+        None => Ok(None),
+    }
+}
+
+/// `1*HEXDIG [ BWS ";" extensions ]`: the size; extensions are ignored.
+fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = &line[digits..];
+    let rest_ok = rest.is_empty() || rest.trim_ascii_start().first() == Some(&b';');
+    if digits == 0 || digits > 16 || !rest_ok || rest.contains(&b'\n') {
+        return Err(BodyError::Malformed("invalid chunk size"));
+    }
+    let hex = std::str::from_utf8(&line[..digits])
+        .map_err(|_| BodyError::Malformed("invalid chunk size"))?;
+    u64::from_str_radix(hex, 16).map_err(|_| BodyError::Malformed("invalid chunk size"))
+}
+
+/// A response body read straight off its connection.
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    /// None once finished (the connection went back to the pool or was closed).
+    conn: Option<Conn>,
+    decoder: Decoder,
+    keep_alive: bool,
+    pool: Arc<Pool>,
+}
+
+impl ResponseBody {
+    fn new(conn: Conn, decoder: Decoder, keep_alive: bool, pool: Arc<Pool>) -> ResponseBody {
+        let mut body = ResponseBody {
+            conn: Some(conn),
+            decoder,
+            keep_alive,
+            pool,
+        };
+        if matches!(body.decoder, Decoder::Done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// Gives the connection back if it is fit for another request, else closes it.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && matches!(self.decoder, Decoder::Done)
+            && conn.filled == 0
+        {
+            self.pool.put_idle_h1(conn);
+        }
+    }
+
+    fn fail(&mut self, e: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.conn.is_none()
+    }
+
+    pub(crate) fn exact_len(&self) -> Option<u64> {
+        match (&self.conn, &self.decoder) {
+            (None, _) => Some(0),
+            (Some(_), Decoder::Length(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.decoder.step(conn) {
+                Ok(Step::Data(data)) => {
+                    if matches!(self.decoder, Decoder::Done) {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::Done) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::More) => {}
+                Err(e) => return self.fail(e),
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(self.decoder, Decoder::Eof) => {
+                    self.decoder = Decoder::Done;
+                    self.keep_alive = false;
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return self.fail(BodyError::Malformed("upstream closed mid-body")),
+                Ok(_) => {}
+                Err(e) => return self.fail(BodyError::Io(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            m
+        };
+        let ok = StatusCode::OK;
+        let f = |m: &HeaderMap, s, head| framing(m, s, head).map(|(d, k)| (format!("{d:?}"), k));
+        let d = |r: Result<(String, bool), Failure>| r.ok();
+        assert_eq!(
+            d(f(&h(&[("content-length", "5")]), ok, false)),
+            Some(("Length(5)".into(), true))
+        );
+        assert_eq!(
+            d(f(&h(&[("content-length", "5, 5")]), ok, false)),
+            Some(("Length(5)".into(), true))
+        );
+        assert!(
+            d(f(
+                &h(&[("content-length", "5"), ("content-length", "6")]),
+                ok,
+                false
+            ))
+            .is_none()
+        );
+        assert!(d(f(&h(&[("content-length", "+5")]), ok, false)).is_none());
+        assert!(
+            d(f(
+                &h(&[("content-length", "5"), ("transfer-encoding", "chunked")]),
+                ok,
+                false
+            ))
+            .is_none()
+        );
+        assert_eq!(
+            d(f(&h(&[("transfer-encoding", "gzip, chunked")]), ok, false)),
+            Some(("Chunked(Size)".into(), true))
+        );
+        assert_eq!(
+            d(f(&h(&[("transfer-encoding", "chunked, gzip")]), ok, false)),
+            Some(("Eof".into(), false))
+        );
+        assert_eq!(d(f(&h(&[]), ok, false)), Some(("Eof".into(), false)));
+        assert_eq!(
+            d(f(&h(&[("content-length", "5")]), ok, true)),
+            Some(("Done".into(), true))
+        );
+        assert_eq!(
+            d(f(&h(&[]), StatusCode::NO_CONTENT, false)),
+            Some(("Done".into(), true))
+        );
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(chunk_size(b"1A;name=value").unwrap(), 26);
+        assert_eq!(chunk_size(b"0 ;x").unwrap(), 0);
+        assert!(chunk_size(b"").is_err());
+        assert!(chunk_size(b"x1").is_err());
+        assert!(chunk_size(b"1 2").is_err());
+        assert!(chunk_size(b"11111111111111111").is_err());
+    }
+
+    #[test]
+    fn keep_alive_by_version() {
+        let mut m = HeaderMap::new();
+        assert!(wants_keep_alive(&m, Version::HTTP_11));
+        assert!(!wants_keep_alive(&m, Version::HTTP_10));
+        m.insert(header::CONNECTION, "Keep-Alive".parse().unwrap());
+        assert!(wants_keep_alive(&m, Version::HTTP_10));
+        m.insert(header::CONNECTION, "foo, close".parse().unwrap());
+        assert!(!wants_keep_alive(&m, Version::HTTP_11));
+    }
+
+    #[test]
+    fn heads_parse_with_value_offsets() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok";
+        let (len, status, version, fields) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(len, raw.len() - 2);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(version, Version::HTTP_11);
+        assert_eq!(fields[1].0, "x-a");
+        assert_eq!(&raw[fields[1].1..fields[1].2], b"b");
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nX: a").unwrap(), None);
+    }
+}
