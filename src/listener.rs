@@ -3,7 +3,6 @@
 //! Each bound address runs one task; stopping it stops accepting and lets open connections
 //! finish (up to a drain deadline), which is what reloads that remove a Gateway server need.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,11 +82,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let info = ConnInfo::new(peer, key, edge);
         let proxy = proxy.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            let info = info.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
-        });
+        let service = service_fn(move |req| proxy.clone().handle(req, info.clone()));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

@@ -4,6 +4,7 @@
 //! rewrite, header edits, weighted split, endpoint pick, upstream send under the rule's deadline
 //! -> response edits -> metrics. Errors become responses only in [`crate::error`].
 
+use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,14 +21,14 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::backend::Protocol;
+use crate::backend::{Cluster, Endpoint, Protocol};
 use crate::error::{ProxyError, local_response};
 use crate::policy::headers::strip_hop_by_hop;
-use crate::policy::split::Split;
+use crate::policy::split::WeightedDest;
 use crate::route::matcher::RequestView;
-use crate::route::{Action, Matched};
+use crate::route::{Action, Matched, Rule};
 use crate::snapshot::Snapshot;
-use crate::upstream::{Body, UpstreamBody};
+use crate::upstream::{Body, Pool, UpstreamBody};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -74,139 +75,191 @@ impl Proxy {
     }
 
     /// Handles one request, start to response headers.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ResponseBody> {
+    ///
+    /// Everything but the upstream exchange is synchronous ([`Proxy::route`],
+    /// [`Forward::finish`]), so this future holds one upstream request and one exchange: it is
+    /// created, moved and polled for every request, and its size is paid each time.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
         let snap = self.snapshot.load_full();
-        let method = req.method().clone();
-        let Some(table) = snap.table(conn.listener) else {
-            return local(
-                &snap,
-                None,
-                &method,
-                start,
-                ProxyError::NoRoute.to_response(),
-            );
+        let mut fwd = match route(&snap, req, &conn, start) {
+            Routed::Forward(fwd) => fwd,
+            Routed::Local(resp) => return Ok(resp),
         };
-        let Some(authority) = authority_of(&req) else {
-            let resp = ProxyError::MissingHost.to_response();
-            return local(&snap, None, &method, start, resp);
-        };
-        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let view = RequestView::new(
-            pq,
-            method.as_str(),
-            authority,
-            "http",
-            conn.listener.port(),
-            req.headers(),
-        );
-        let Some(Matched { rule, block }) = table.find(&view) else {
-            drop(view);
-            let resp = ProxyError::NoRoute.to_response();
-            return local(&snap, None, &method, start, resp);
-        };
-        match &rule.action {
-            Action::Direct { status, body } => {
-                let mut resp = local_response(*status, body.clone());
-                rule.headers.response.apply(resp.headers_mut());
-                local(&snap, Some(rule.local_stats), &method, start, resp)
-            }
-            Action::Redirect(rd) => {
-                let location = rd.location("http", authority, view.path, view.query, block);
-                let mut resp = local_response(rd.code, Bytes::new());
-                if let Ok(v) = HeaderValue::from_str(&location) {
-                    resp.headers_mut().insert(header::LOCATION, v);
+        let pool = fwd.pool();
+        let timeout = fwd.cluster.spec.connect_timeout;
+        // Two arms rather than a future held in a local and again inside the timeout, which
+        // would carry the exchange twice.
+        let result = match fwd.deadline {
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline, pool.send(&mut fwd.req, timeout)).await {
+                    Ok(r) => r.map_err(ProxyError::from),
+                    Err(_) => Err(ProxyError::Timeout),
                 }
-                rule.headers.response.apply(resp.headers_mut());
-                local(&snap, Some(rule.local_stats), &method, start, resp)
             }
-            Action::Forward(split) => {
-                let path = rule
-                    .rewrite
-                    .as_ref()
-                    .and_then(|rw| rw.path(view.path, block));
-                let path_and_query = match (path, view.query) {
-                    (Some(p), Some(q)) => Some(format!("{p}?{q}")),
-                    (p, _) => p,
-                };
-                drop(view);
-                let deadline = rule.timeout.map(|t| start + t);
-                let fwd = Forward {
-                    snap: &snap,
-                    split,
-                    rule,
-                    path_and_query,
-                    deadline,
-                    start,
-                    conn,
-                };
-                fwd.run(req).await
-            }
-        }
+            None => pool
+                .send(&mut fwd.req, timeout)
+                .await
+                .map_err(ProxyError::from),
+        };
+        Ok(fwd.finish(result))
     }
 }
 
-/// Everything a forwarded request carries through its steps.
-struct Forward<'s> {
-    snap: &'s Arc<Snapshot>,
-    split: &'s Split,
-    rule: &'s crate::route::Rule,
-    path_and_query: Option<String>,
-    deadline: Option<Instant>,
-    start: Instant,
-    conn: ConnInfo,
+/// What routing decided.
+enum Routed<'s> {
+    /// Forward upstream.
+    Forward(Forward<'s>),
+    /// A response weir made itself (direct response, redirect, or an error).
+    Local(Response<ResponseBody>),
 }
 
-impl Forward<'_> {
-    async fn run(self, req: Request<Incoming>) -> Response<ResponseBody> {
-        let method = req.method().clone();
-        let dest = self.split.pick();
-        let cluster = &self.snap.clusters[dest.cluster];
-        let Some(endpoint) = cluster.pick() else {
-            let resp = ProxyError::NoHealthyUpstream.to_response();
-            return local(self.snap, Some(dest.stats), &method, self.start, resp);
-        };
-        let h2 = match cluster.spec.protocol {
-            Protocol::Http1 => false,
-            Protocol::Http2 => true,
-            Protocol::Client => req.version() == Version::HTTP_2,
-        };
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        forwarded_headers(&mut parts.headers, &self.conn);
-        self.rule.headers.request.apply(&mut parts.headers);
-        dest.headers.request.apply(&mut parts.headers);
-        if !target_uri(&mut parts, self.rule, self.path_and_query, h2) {
-            let resp = ProxyError::MissingHost.to_response();
-            return local(self.snap, Some(dest.stats), &method, self.start, resp);
+/// Routes a request: a response weir makes itself, or the upstream request to send.
+fn route<'s>(
+    snap: &'s Arc<Snapshot>,
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    start: Instant,
+) -> Routed<'s> {
+    let fail =
+        |stats, method: &Method, e: ProxyError| local(snap, stats, method, start, e.to_response());
+    let Some(table) = snap.table(conn.listener) else {
+        return Routed::Local(fail(None, req.method(), ProxyError::NoRoute));
+    };
+    let Some(authority) = authority_of(&req) else {
+        return Routed::Local(fail(None, req.method(), ProxyError::MissingHost));
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let view = RequestView::new(
+        pq,
+        req.method().as_str(),
+        authority,
+        "http",
+        conn.listener.port(),
+        req.headers(),
+    );
+    let Some(Matched { rule, block }) = table.find(&view) else {
+        return Routed::Local(fail(None, req.method(), ProxyError::NoRoute));
+    };
+    let split = match &rule.action {
+        Action::Direct { status, body } => {
+            let mut resp = local_response(*status, body.clone());
+            rule.headers.response.apply(resp.headers_mut());
+            return Routed::Local(local(
+                snap,
+                Some(rule.local_stats),
+                req.method(),
+                start,
+                resp,
+            ));
         }
-        let pool = if h2 { &endpoint.h2 } else { &endpoint.h1 };
-        let stats = &endpoint.stats;
-        stats.active.fetch_add(1, Ordering::Relaxed);
-        stats.total.fetch_add(1, Ordering::Relaxed);
-        let send = pool.send(
-            Request::from_parts(parts, Body::Incoming(body)),
-            cluster.spec.connect_timeout,
-        );
-        let result = match self.deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, send).await {
-                Ok(r) => r.map_err(ProxyError::from),
-                Err(_) => Err(ProxyError::Timeout),
-            },
-            None => send.await.map_err(ProxyError::from),
-        };
+        Action::Redirect(rd) => {
+            let location = rd.location("http", authority, view.path, view.query, block);
+            let mut resp = local_response(rd.code, Bytes::new());
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            rule.headers.response.apply(resp.headers_mut());
+            return Routed::Local(local(
+                snap,
+                Some(rule.local_stats),
+                req.method(),
+                start,
+                resp,
+            ));
+        }
+        Action::Forward(split) => split,
+    };
+    let path = rule
+        .rewrite
+        .as_ref()
+        .and_then(|rw| rw.path(view.path, block));
+    let path_and_query = match (path, view.query) {
+        (Some(p), Some(q)) => Some(format!("{p}?{q}")),
+        (p, _) => p,
+    };
+    let dest = split.pick();
+    let cluster = &snap.clusters[dest.cluster];
+    let Some(endpoint) = cluster.pick() else {
+        return Routed::Local(fail(
+            Some(dest.stats),
+            req.method(),
+            ProxyError::NoHealthyUpstream,
+        ));
+    };
+    let h2 = match cluster.spec.protocol {
+        Protocol::Http1 => false,
+        Protocol::Http2 => true,
+        Protocol::Client => req.version() == Version::HTTP_2,
+    };
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    forwarded_headers(&mut parts.headers, conn);
+    rule.headers.request.apply(&mut parts.headers);
+    dest.headers.request.apply(&mut parts.headers);
+    let method = parts.method.clone();
+    if !target_uri(&mut parts, rule, path_and_query, h2) {
+        return Routed::Local(fail(Some(dest.stats), &method, ProxyError::MissingHost));
+    }
+    endpoint.stats.active.fetch_add(1, Ordering::Relaxed);
+    endpoint.stats.total.fetch_add(1, Ordering::Relaxed);
+    Routed::Forward(Forward {
+        snap,
+        rule,
+        dest,
+        cluster,
+        endpoint,
+        h2,
+        req: Request::from_parts(parts, Body::Incoming(body)),
+        method,
+        deadline: rule.timeout.map(|t| start + t),
+        start,
+    })
+}
+
+/// A request on its way upstream, with what its response will need.
+struct Forward<'s> {
+    snap: &'s Arc<Snapshot>,
+    rule: &'s Rule,
+    dest: &'s WeightedDest,
+    cluster: &'s Cluster,
+    endpoint: &'s Endpoint,
+    h2: bool,
+    req: Request<Body>,
+    method: Method,
+    deadline: Option<Instant>,
+    start: Instant,
+}
+
+impl<'s> Forward<'s> {
+    fn pool(&self) -> &'s Arc<Pool> {
+        if self.h2 {
+            &self.endpoint.h2
+        } else {
+            &self.endpoint.h1
+        }
+    }
+
+    /// The response to send downstream, from the upstream's or from the error.
+    fn finish(self, result: Result<Response<UpstreamBody>, ProxyError>) -> Response<ResponseBody> {
+        let stats = &self.endpoint.stats;
         stats.active.fetch_sub(1, Ordering::Relaxed);
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(cluster = %cluster.spec.name, endpoint = %endpoint.spec.addr, error = %e, "Upstream request failed.");
+                tracing::debug!(cluster = %self.cluster.spec.name, endpoint = %self.endpoint.spec.addr, error = %e, "Upstream request failed.");
+                let resp = e.to_response();
                 return local(
                     self.snap,
-                    Some(dest.stats),
-                    &method,
+                    Some(self.dest.stats),
+                    &self.method,
                     self.start,
-                    e.to_response(),
+                    resp,
                 );
             }
         };
@@ -215,11 +268,11 @@ impl Forward<'_> {
         }
         strip_hop_by_hop(resp.headers_mut());
         self.rule.headers.response.apply(resp.headers_mut());
-        dest.headers.response.apply(resp.headers_mut());
-        self.snap.stats[dest.stats].count(&method, resp.status().as_u16());
+        self.dest.headers.response.apply(resp.headers_mut());
+        self.snap.stats[self.dest.stats].count(&self.method, resp.status().as_u16());
         let recorder = Recorder {
             snap: self.snap.clone(),
-            stats: dest.stats,
+            stats: self.dest.stats,
             start: self.start,
         };
         resp.map(|inner| ResponseBody::upstream(inner, recorder, self.deadline))
@@ -242,7 +295,7 @@ fn authority_of<B>(req: &Request<B>) -> Option<&str> {
 /// False when no valid target can be made.
 fn target_uri(
     parts: &mut http::request::Parts,
-    rule: &crate::route::Rule,
+    rule: &Rule,
     path_and_query: Option<String>,
     h2: bool,
 ) -> bool {

@@ -34,8 +34,6 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// Read buffer growth step, and the least free space a read is given.
 const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ: usize = 4 * 1024;
-/// Body data up to this size is copied next to its framing and written in one call.
-const COALESCE: usize = 16 * 1024;
 
 /// Counts a pool's open connections for as long as it lives.
 #[derive(Debug)]
@@ -137,23 +135,6 @@ impl Conn {
         self.out.clear();
         Ok(())
     }
-
-    /// Queues body data with its chunk framing, writing what is queued when the data is large.
-    async fn put_data(&mut self, data: Bytes, chunked: bool) -> io::Result<()> {
-        if chunked {
-            let _ = write!(self.out, "{:x}\r\n", data.len());
-        }
-        if data.len() <= COALESCE {
-            self.out.extend_from_slice(&data);
-        } else {
-            self.flush_out().await.map_err(|(e, _)| e)?;
-            self.io.write_all(&data).await?;
-        }
-        if chunked {
-            self.out.extend_from_slice(b"\r\n");
-        }
-        Ok(())
-    }
 }
 
 /// Sends `req` on `conn` and reads the response head. The request is borrowed so that a caller
@@ -223,7 +204,7 @@ async fn write_request(conn: &mut Conn, req: &mut Request<Body>) -> Result<(), F
             poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await
     {
         consumed = true;
-        ended = queue_frame(conn, body, frame, chunked).await?;
+        ended = queue_frame(&mut conn.out, body, frame, chunked)?;
     }
     if let Err((e, some)) = conn.flush_out().await {
         return Err(if some || consumed {
@@ -232,20 +213,32 @@ async fn write_request(conn: &mut Conn, req: &mut Request<Body>) -> Result<(), F
             Failure::Stale(e)
         });
     }
-    while !ended {
-        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
-        ended = queue_frame(conn, body, frame, chunked).await?;
-        conn.flush_out()
-            .await
-            .map_err(|(e, _)| Failure::Failed(UpstreamError::Reset(Box::new(e))))?;
+    if !ended {
+        // Boxed: most requests have no body left here, and this keeps their state small.
+        Box::pin(stream_body(conn, body, chunked)).await?;
     }
     Ok(())
 }
 
-/// Queues one polled body frame; true once the body has ended (its terminator queued).
-async fn queue_frame(
-    conn: &mut Conn,
-    body: &mut Body,
+/// Writes the rest of a request body as it arrives.
+async fn stream_body(conn: &mut Conn, body: &mut Body, chunked: bool) -> Result<(), Failure> {
+    loop {
+        let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+        let ended = queue_frame(&mut conn.out, body, frame, chunked)?;
+        conn.flush_out()
+            .await
+            .map_err(|(e, _)| Failure::Failed(UpstreamError::Reset(Box::new(e))))?;
+        if ended {
+            return Ok(());
+        }
+    }
+}
+
+/// Queues one polled body frame with its framing; true once the body has ended (and its
+/// terminator is queued).
+fn queue_frame(
+    out: &mut BytesMut,
+    body: &Body,
     frame: Option<Result<Frame<Bytes>, hyper::Error>>,
     chunked: bool,
 ) -> Result<bool, Failure> {
@@ -257,9 +250,13 @@ async fn queue_frame(
             if let Ok(data) = frame.into_data()
                 && !data.is_empty()
             {
-                conn.put_data(data, chunked)
-                    .await
-                    .map_err(|e| Failure::Failed(UpstreamError::Reset(Box::new(e))))?;
+                if chunked {
+                    let _ = write!(out, "{:x}\r\n", data.len());
+                }
+                out.extend_from_slice(&data);
+                if chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
             }
             if !body.is_end_stream() {
                 return Ok(false);
@@ -267,7 +264,7 @@ async fn queue_frame(
         }
     }
     if chunked {
-        conn.out.extend_from_slice(b"0\r\n\r\n");
+        out.extend_from_slice(b"0\r\n\r\n");
     }
     Ok(true)
 }

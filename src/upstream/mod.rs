@@ -107,11 +107,12 @@ impl Pool {
     /// HTTP/2 requests an absolute URI whose authority is the one to send.
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<Body>,
+        req: &mut Request<Body>,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if self.h2 {
-            self.send_h2(req, connect_timeout).await
+            // Boxed: HTTP/2's handshake future is large and would enlarge every request's state.
+            Box::pin(self.send_h2(req, connect_timeout)).await
         } else {
             self.send_h1(req, connect_timeout).await
         }
@@ -119,34 +120,38 @@ impl Pool {
 
     async fn send_h1(
         self: &Arc<Self>,
-        mut req: Request<Body>,
+        req: &mut Request<Body>,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // An idle connection may have been closed by the upstream meanwhile. A request that was
         // not written to it goes to the next; one without a body and with an idempotent method
-        // is also sent again (once) when the connection closed without replying.
+        // is also sent again (once) when the connection closed without replying. A new
+        // connection gets no second chance. (One call site for `exchange` keeps this future
+        // small: it is part of every request's state.)
         let mut resend = req.body().is_end_stream() && idempotent(req.method());
-        while let Some(conn) = self.take_idle() {
-            match h1::exchange(conn, &mut req, self).await {
+        loop {
+            let (conn, reused) = match self.take_idle() {
+                Some(conn) => (conn, true),
+                None => {
+                    // Boxed, as connecting is the rare case.
+                    let io = Box::pin(self.connect(connect_timeout)).await?;
+                    (Conn::new(io, Open::new(&self.open)), false)
+                }
+            };
+            match h1::exchange(conn, req, self).await {
                 Ok(resp) => return Ok(resp),
-                Err(Failure::Stale(_)) => {}
-                Err(Failure::NoReply(_)) if resend => resend = false,
+                Err(Failure::Stale(_)) if reused => {}
+                Err(Failure::Stale(e)) => return Err(UpstreamError::NotSent(Box::new(e))),
+                Err(Failure::NoReply(_)) if reused && resend => resend = false,
                 Err(Failure::NoReply(e)) => return Err(UpstreamError::Reset(Box::new(e))),
                 Err(Failure::Failed(e)) => return Err(e),
             }
-        }
-        let conn = Conn::new(self.connect(connect_timeout).await?, Open::new(&self.open));
-        match h1::exchange(conn, &mut req, self).await {
-            Ok(resp) => Ok(resp),
-            Err(Failure::Stale(e)) => Err(UpstreamError::NotSent(Box::new(e))),
-            Err(Failure::NoReply(e)) => Err(UpstreamError::Reset(Box::new(e))),
-            Err(Failure::Failed(e)) => Err(e),
         }
     }
 
     async fn send_h2(
         self: &Arc<Self>,
-        req: Request<Body>,
+        req: &mut Request<Body>,
         connect_timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let existing = self.lock_shared().clone().filter(|s| !s.is_closed());
@@ -167,6 +172,7 @@ impl Pool {
             .ready()
             .await
             .map_err(|e| UpstreamError::NotSent(Box::new(e)))?;
+        let req = std::mem::replace(req, Request::new(Body::empty()));
         match sender.try_send_request(req).await {
             Ok(resp) => Ok(resp.map(UpstreamBody::h2)),
             Err(mut e) => Err(match e.take_message() {

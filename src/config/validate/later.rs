@@ -1,0 +1,204 @@
+//! Fields that later features act on (retries, faults, mirrors, Canary resources): checked
+//! now, so that a config written today keeps loading.
+
+use super::*;
+
+impl<'a> Checker<'a> {
+    /// Checks the fields that later features act on, so a config written today keeps loading.
+    pub(super) fn later_fields(&mut self, r: &Resource, route: &istio::HttpRoute) {
+        if let Some(retries) = &route.retries
+            && let Some(on) = &retries.retry_on
+        {
+            for cond in on.value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                let known = matches!(
+                    cond,
+                    "5xx"
+                        | "gateway-error"
+                        | "reset"
+                        | "reset-before-request"
+                        | "connect-failure"
+                        | "envoy-ratelimited"
+                        | "retriable-4xx"
+                        | "refused-stream"
+                        | "retriable-status-codes"
+                        | "retriable-headers"
+                        | "http3-post-connect-failure"
+                        | "cancelled"
+                        | "deadline-exceeded"
+                        | "internal"
+                        | "resource-exhausted"
+                        | "unavailable"
+                ) || cond.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+                if !known {
+                    self.err(r, on.pos, format!("unknown retryOn condition `{cond}`"));
+                }
+            }
+        }
+        if let Some(fault) = &route.fault {
+            let pct = |this: &mut Self, p: Option<&istio::Percent>, pos: Pos| {
+                if p.is_some_and(|p| !(0.0..=100.0).contains(&p.value)) {
+                    this.err(r, pos, "percentage must be between 0 and 100");
+                }
+            };
+            if let Some(d) = &fault.delay {
+                pct(self, d.percentage.as_ref(), d.pos);
+                if d.fixed_delay.is_none() && d.exponential_delay.is_none() {
+                    self.err(r, d.pos, "fault delay needs fixedDelay");
+                }
+            }
+            if let Some(a) = &fault.abort {
+                pct(self, a.percentage.as_ref(), a.pos);
+                match (a.http_status, &a.grpc_status, &a.http2_error) {
+                    (Some(s), None, None) => {
+                        self.status(r, a.pos, s);
+                    }
+                    (None, Some(_), None) | (None, None, Some(_)) => {}
+                    _ => self.err(
+                        r,
+                        a.pos,
+                        "fault abort takes one of httpStatus, grpcStatus, http2Error",
+                    ),
+                }
+            }
+        }
+        if let Some(m) = &route.mirror {
+            self.check_destination(r, m);
+        }
+        for m in &route.mirrors {
+            self.check_destination(r, &m.destination);
+        }
+        if let Some(p) = &route.mirror_percentage
+            && !(0.0..=100.0).contains(&p.value)
+        {
+            self.err(r, p.pos, "mirrorPercentage must be between 0 and 100");
+        }
+        if let Some(cors) = &route.cors_policy {
+            for o in &cors.allow_origins {
+                self.string_match(r, o, false);
+            }
+        }
+        let parsed_only = [
+            ("retries", route.retries.is_some()),
+            ("fault", route.fault.is_some()),
+            (
+                "mirror",
+                route.mirror.is_some() || !route.mirrors.is_empty(),
+            ),
+            ("corsPolicy", route.cors_policy.is_some()),
+        ];
+        for (name, present) in parsed_only {
+            if present {
+                self.warn(
+                    r,
+                    route.pos,
+                    format!("{name} is validated but not applied yet"),
+                );
+            }
+        }
+    }
+
+    // === Canary ===
+
+    pub(super) fn canary(&mut self, r: &Resource, canary: &Canary, set: &ResourceSet) {
+        let target = &canary.target_ref;
+        match target.kind.value.as_str() {
+            "VirtualService" => {
+                let vs = set.resources.iter().find_map(|x| match &x.spec {
+                    Spec::VirtualService(vs) if x.name() == target.name.value => Some(vs),
+                    _ => None,
+                });
+                let Some(vs) = vs else {
+                    self.err(
+                        r,
+                        target.name.pos,
+                        format!("VirtualService `{}` is not defined", target.name.value),
+                    );
+                    return;
+                };
+                for (field, subset) in [
+                    ("primarySubset", &canary.primary_subset),
+                    ("canarySubset", &canary.canary_subset),
+                ] {
+                    let Some(subset) = subset else {
+                        self.err(
+                            r,
+                            canary.pos,
+                            format!("a VirtualService target needs `{field}`"),
+                        );
+                        continue;
+                    };
+                    let used = vs.http.iter().flat_map(|h| &h.route).any(|d| {
+                        d.destination.subset.as_ref().map(|s| &s.value) == Some(&subset.value)
+                    });
+                    if !used {
+                        self.err(
+                            r,
+                            subset.pos,
+                            format!(
+                                "subset `{}` is not a destination of VirtualService `{}`",
+                                subset.value, target.name.value
+                            ),
+                        );
+                    }
+                }
+            }
+            "Deployment" | "DaemonSet" | "Service" => {}
+            other => self.err(
+                r,
+                target.kind.pos,
+                format!("targetRef kind `{other}` is not supported (VirtualService or Deployment)"),
+            ),
+        }
+        if let Some(analysis) = &canary.analysis {
+            for m in &analysis.metrics {
+                let builtin = matches!(
+                    m.name.value.as_str(),
+                    "request-success-rate" | "request-duration"
+                );
+                match &m.template_ref {
+                    Some(t) => {
+                        let found = set.resources.iter().any(|x| {
+                            matches!(x.spec, Spec::MetricTemplate(_)) && x.name() == t.name.value
+                        });
+                        if !found {
+                            self.err(r, t.name.pos, format!("MetricTemplate `{}` is not defined", t.name.value));
+                        }
+                    }
+                    None if !builtin && m.query.is_none() => self.err(
+                        r,
+                        m.name.pos,
+                        format!(
+                            "metric `{}` is not builtin (request-success-rate, request-duration) and has no templateRef",
+                            m.name.value
+                        ),
+                    ),
+                    None => {}
+                }
+            }
+            for w in &analysis.webhooks {
+                let kind = w.kind.as_deref().unwrap_or("rollout");
+                if !matches!(
+                    kind,
+                    "confirm-rollout"
+                        | "pre-rollout"
+                        | "rollout"
+                        | "confirm-traffic-increase"
+                        | "confirm-promotion"
+                        | "post-rollout"
+                        | "rollback"
+                        | "event"
+                ) {
+                    self.err(r, w.pos, format!("unknown webhook type `{kind}`"));
+                }
+            }
+            if analysis.max_weight.is_some_and(|w| w > 100) {
+                self.err(r, analysis.pos, "maxWeight must be at most 100");
+            }
+        }
+        self.warn(
+            r,
+            canary.pos,
+            "Canary is validated; the rollout controller is not running yet",
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! Validation: a [`ResourceSet`] becomes a [`Model`] (route tables and cluster specs), or every
+//! problem is reported. Cross-references (hosts, subsets, gateways, templates) are checked here,
+//! regexes compiled and limits applied, so nothing on the request path can fail on config.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{HeaderName, HeaderValue};
+
+use super::decode::ConfigError;
+use super::flagger::Canary;
+use super::istio::{self, DestinationRule, Gateway, ServiceEntry, StringMatch, VirtualService};
+use super::yaml::Pos;
+use super::{Resource, ResourceSet, Spec};
+use crate::backend::{ClusterSpec, EndpointAddr, EndpointSpec, Lb, Protocol};
+use crate::policy::headers::{HeaderEdits, HeaderOps};
+use crate::policy::rewrite::{Redirect, Rewrite, re2_replacement};
+use crate::policy::split::{Split, WeightedDest};
+use crate::route::matcher::{RequestMatch, StrMatcher, UriMatch, compile_regex};
+use crate::route::{Action, RouteTable, Rule, VirtualHost};
+
+mod later;
+mod matches;
+mod routes;
+mod services;
+
+/// Istio's default connect timeout.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The gateway name that means "the mesh listener".
+const MESH: &str = "mesh";
+
+/// A validated configuration, ready to be turned into a snapshot.
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Listeners; the first is the mesh listener.
+    pub listeners: Vec<ListenerModel>,
+    /// Clusters referenced by the route tables (by index).
+    pub clusters: Vec<ClusterSpec>,
+    /// Metrics label sets referenced by the route tables (by index).
+    pub stats: Vec<StatsKey>,
+    /// Things that load but that weir does not act on (yet).
+    pub warnings: Vec<String>,
+}
+
+/// One listener and its routes.
+#[derive(Debug)]
+pub struct ListenerModel {
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// The Gateway it comes from (`None` for the mesh listener).
+    pub gateway: Option<String>,
+    /// Routes.
+    pub table: RouteTable,
+}
+
+/// The labels of one set of request metrics.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StatsKey {
+    /// Destination host.
+    pub service: String,
+    /// Subset.
+    pub version: String,
+    /// Rule label.
+    pub route: String,
+}
+
+struct Service<'a> {
+    entry: &'a ServiceEntry,
+    res: &'a Resource,
+    host: String,
+}
+
+struct Checker<'a> {
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+    services: HashMap<String, Service<'a>>,
+    rules: HashMap<String, (&'a Resource, &'a DestinationRule)>,
+    clusters: Vec<ClusterSpec>,
+    cluster_ids: HashMap<(String, Option<String>, u16), usize>,
+    stats: Vec<StatsKey>,
+    stats_ids: HashMap<StatsKey, usize>,
+}
+
+/// Validates a resource set for a mesh listener at `mesh_addr`.
+pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<ConfigError>> {
+    let mut c = Checker {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        services: HashMap::new(),
+        rules: HashMap::new(),
+        clusters: Vec::new(),
+        cluster_ids: HashMap::new(),
+        stats: Vec::new(),
+        stats_ids: HashMap::new(),
+    };
+    c.check_names(set);
+    for r in &set.resources {
+        if let Spec::ServiceEntry(se) = &r.spec {
+            c.service_entry(r, se);
+        }
+    }
+    for r in &set.resources {
+        if let Spec::DestinationRule(dr) = &r.spec {
+            c.destination_rule(r, dr);
+        }
+    }
+    let gateways = c.gateways(set, mesh_addr);
+    let mut listeners = vec![ListenerModel {
+        addr: mesh_addr,
+        gateway: None,
+        table: RouteTable::default(),
+    }];
+    let mut listener_ids: HashMap<SocketAddr, usize> = HashMap::new();
+    let mut served: Vec<HashMap<String, String>> = vec![HashMap::new()];
+    for (name, servers) in &gateways {
+        for (addr, _) in servers {
+            listener_ids.entry(*addr).or_insert_with(|| {
+                listeners.push(ListenerModel {
+                    addr: *addr,
+                    gateway: Some(name.clone()),
+                    table: RouteTable::default(),
+                });
+                served.push(HashMap::new());
+                listeners.len() - 1
+            });
+        }
+    }
+    for r in &set.resources {
+        let Spec::VirtualService(vs) = &r.spec else {
+            continue;
+        };
+        let hosts = vs_hosts(r, vs);
+        let targets: Vec<(usize, Vec<String>)> =
+            c.vs_listeners(r, vs, &hosts, &gateways, &listener_ids);
+        for (listener, hosts) in targets {
+            let mut fresh = Vec::new();
+            for host in hosts {
+                match served[listener].get(&host) {
+                    Some(other) if other != r.name() => c.err(
+                        r,
+                        vs.pos,
+                        format!(
+                            "host `{host}` is already routed by VirtualService `{other}` on {}",
+                            listener_name(&listeners[listener])
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => {
+                        served[listener].insert(host.clone(), r.name().to_owned());
+                        fresh.push(host);
+                    }
+                }
+            }
+            if fresh.is_empty() {
+                continue;
+            }
+            let rules = c.http_rules(r, vs, listeners[listener].gateway.as_deref());
+            listeners[listener]
+                .table
+                .add(&fresh, VirtualHost::new(r.name().into(), rules));
+        }
+    }
+    // As in Istio, a known service without a VirtualService is routed to all its endpoints.
+    let mut default_hosts: Vec<String> = c.services.keys().cloned().collect();
+    default_hosts.sort();
+    for host in default_hosts {
+        if served[0].contains_key(&host) {
+            continue;
+        }
+        let rule = c.default_rule(&host);
+        listeners[0].table.add(
+            std::slice::from_ref(&host),
+            VirtualHost::new(host.as_str().into(), vec![rule]),
+        );
+    }
+    for r in &set.resources {
+        if let Spec::Canary(canary) = &r.spec {
+            c.canary(r, canary, set);
+        }
+    }
+    if c.errors.is_empty() {
+        Ok(Model {
+            listeners,
+            clusters: c.clusters,
+            stats: c.stats,
+            warnings: c.warnings,
+        })
+    } else {
+        c.errors.sort();
+        c.errors.dedup();
+        Err(c.errors)
+    }
+}
+
+fn listener_name(l: &ListenerModel) -> String {
+    match &l.gateway {
+        Some(g) => format!("gateway `{g}` ({})", l.addr),
+        None => format!("the mesh listener ({})", l.addr),
+    }
+}
+
+/// The hosts of a VirtualService: its `hosts`, or `[metadata.name]`.
+fn vs_hosts(r: &Resource, vs: &VirtualService) -> Vec<String> {
+    if vs.hosts.is_empty() {
+        return vec![r.name().to_ascii_lowercase()];
+    }
+    vs.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+}
+
+/// A gateway reference without its namespace (`ns/name` gives `name`).
+fn short_ref(s: &str) -> &str {
+    s.rsplit_once('/').map_or(s, |(_, n)| n)
+}
+
+/// Whether a gateway server host (`*`, `*.example.com`, `ns/host`) admits a VirtualService host.
+fn host_allowed(server_host: &str, host: &str) -> bool {
+    let pattern = short_ref(server_host).to_ascii_lowercase();
+    if pattern == "*" || host == "*" {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix) || host.strip_prefix('*') == Some(suffix),
+        None => pattern == host,
+    }
+}
+
+impl<'a> Checker<'a> {
+    fn err(&mut self, r: &Resource, pos: Pos, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: r.file.clone(),
+            pos,
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, r: &Resource, pos: Pos, message: impl AsRef<str>) {
+        self.warnings
+            .push(format!("{}:{}: {}", r.file, pos, message.as_ref()));
+    }
+
+    fn check_names(&mut self, set: &ResourceSet) {
+        let mut seen: HashMap<(&str, &str, &str), &Resource> = HashMap::new();
+        for r in &set.resources {
+            let ns = r.metadata.namespace.as_deref().unwrap_or("");
+            if r.name().is_empty() {
+                continue;
+            }
+            if let Some(first) = seen.insert((r.kind, ns, r.name()), r) {
+                let at = first.location();
+                self.err(
+                    r,
+                    r.pos,
+                    format!(
+                        "duplicate {} `{}` (first defined at {at})",
+                        r.kind,
+                        r.name()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Decodes standard base64 (with or without padding).
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert!(base64_decode("a*b").is_none());
+    }
+
+    #[test]
+    fn gateway_hosts() {
+        assert!(host_allowed("*", "reviews"));
+        assert!(host_allowed("ns/*.example.com", "a.example.com"));
+        assert!(!host_allowed("*.example.com", "example.org"));
+        assert!(host_allowed("bookinfo.com", "bookinfo.com"));
+    }
+}

@@ -1,0 +1,396 @@
+//! Gateway and VirtualService checks: listeners, route rules, actions and destinations.
+
+use super::*;
+
+impl<'a> Checker<'a> {
+    // === Gateway ===
+
+    pub(super) fn gateways(
+        &mut self,
+        set: &'a ResourceSet,
+        mesh_addr: SocketAddr,
+    ) -> HashMap<String, Vec<(SocketAddr, Vec<String>)>> {
+        let mut out: HashMap<String, Vec<(SocketAddr, Vec<String>)>> = HashMap::new();
+        let mut owners: HashMap<SocketAddr, String> = HashMap::new();
+        for r in &set.resources {
+            let Spec::Gateway(gw) = &r.spec else {
+                continue;
+            };
+            self.gateway(r, gw, mesh_addr, &mut owners, &mut out);
+        }
+        out
+    }
+
+    pub(super) fn gateway(
+        &mut self,
+        r: &Resource,
+        gw: &Gateway,
+        mesh_addr: SocketAddr,
+        owners: &mut HashMap<SocketAddr, String>,
+        out: &mut HashMap<String, Vec<(SocketAddr, Vec<String>)>>,
+    ) {
+        let servers = out.entry(r.name().to_owned()).or_default();
+        for s in &gw.servers {
+            let number = &s.port.number;
+            let Ok(port) = u16::try_from(number.value)
+                .map_err(drop)
+                .and_then(|p| if p == 0 { Err(()) } else { Ok(p) })
+            else {
+                self.err(
+                    r,
+                    number.pos,
+                    format!("port {} is out of range 1-65535", number.value),
+                );
+                continue;
+            };
+            let ip = match &s.bind {
+                None => IpAddr::from([0, 0, 0, 0]),
+                Some(b) => match b.value.parse::<IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(_) => {
+                        self.err(r, b.pos, format!("bind `{}` is not an IP address", b.value));
+                        continue;
+                    }
+                },
+            };
+            let protocol = s
+                .port
+                .protocol
+                .as_deref()
+                .unwrap_or("HTTP")
+                .to_ascii_uppercase();
+            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC") {
+                self.err(
+                    r,
+                    s.port.pos,
+                    format!("server protocol {protocol} is not supported yet (HTTP, HTTP2, GRPC)"),
+                );
+                continue;
+            }
+            if s.tls
+                .as_ref()
+                .is_some_and(|t| t.https_redirect != Some(true) || t.mode.is_some())
+            {
+                self.err(r, s.pos, "gateway TLS is not supported yet");
+            }
+            if s.hosts.is_empty() {
+                self.err(r, s.pos, "a gateway server needs at least one host");
+            }
+            let addr = SocketAddr::new(ip, port);
+            if addr == mesh_addr
+                || (addr.port() == mesh_addr.port()
+                    && (addr.ip().is_unspecified() || mesh_addr.ip().is_unspecified()))
+            {
+                self.err(
+                    r,
+                    number.pos,
+                    format!("{addr} is the mesh listener's address"),
+                );
+                continue;
+            }
+            if let Some(owner) = owners.get(&addr)
+                && owner != r.name()
+            {
+                self.err(
+                    r,
+                    number.pos,
+                    format!("{addr} is already used by Gateway `{owner}`"),
+                );
+                continue;
+            }
+            owners.insert(addr, r.name().to_owned());
+            servers.push((addr, s.hosts.clone()));
+        }
+    }
+
+    /// The listeners a VirtualService is served on, with the hosts each admits.
+    pub(super) fn vs_listeners(
+        &mut self,
+        r: &Resource,
+        vs: &VirtualService,
+        hosts: &[String],
+        gateways: &HashMap<String, Vec<(SocketAddr, Vec<String>)>>,
+        listener_ids: &HashMap<SocketAddr, usize>,
+    ) -> Vec<(usize, Vec<String>)> {
+        let mut out = Vec::new();
+        if vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == MESH) {
+            for h in hosts {
+                if h.contains('*') {
+                    self.err(r, vs.pos, format!("wildcard host `{h}` needs a gateway"));
+                }
+            }
+            out.push((0, hosts.to_vec()));
+        }
+        for g in vs.gateways.iter().filter(|g| *g != MESH) {
+            let Some(servers) = gateways.get(short_ref(g)) else {
+                self.err(r, vs.pos, format!("gateway `{g}` is not defined"));
+                continue;
+            };
+            for (addr, server_hosts) in servers {
+                let admitted: Vec<String> = hosts
+                    .iter()
+                    .filter(|h| server_hosts.iter().any(|s| host_allowed(s, h)))
+                    .cloned()
+                    .collect();
+                if let Some(&id) = listener_ids.get(addr)
+                    && !admitted.is_empty()
+                {
+                    out.push((id, admitted));
+                }
+            }
+        }
+        out
+    }
+
+    // === VirtualService ===
+
+    pub(super) fn http_rules(
+        &mut self,
+        r: &Resource,
+        vs: &VirtualService,
+        gateway: Option<&str>,
+    ) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        for (i, route) in vs.http.iter().enumerate() {
+            let mut matches = Vec::new();
+            let mut skip = !route.matches.is_empty();
+            for m in &route.matches {
+                let applies = m.gateways.is_empty()
+                    || m.gateways.iter().any(|g| match gateway {
+                        None => g == MESH,
+                        Some(gw) => short_ref(g) == gw,
+                    });
+                if let Some(compiled) = self.request_match(r, m)
+                    && applies
+                {
+                    matches.push(compiled);
+                    skip = false;
+                }
+            }
+            let label: Arc<str> = match &route.name {
+                Some(n) => n.as_str().into(),
+                None => format!("{}/{i}", r.name()).into(),
+            };
+            let Some(action) = self.action(r, route, &label) else {
+                continue;
+            };
+            self.later_fields(r, route);
+            if skip {
+                continue;
+            }
+            let timeout = route.timeout.map(|d| d.0).filter(|d| !d.is_zero());
+            let rewrite = route.rewrite.as_ref().and_then(|rw| self.rewrite(r, rw));
+            let headers = self.header_edits(r, route.headers.as_ref());
+            let local_stats = self.stats_id("", "", &label);
+            rules.push(Rule {
+                label,
+                matches,
+                action,
+                headers,
+                rewrite,
+                timeout,
+                local_stats,
+            });
+        }
+        rules
+    }
+
+    pub(super) fn default_rule(&mut self, host: &str) -> Rule {
+        let label: Arc<str> = "default".into();
+        let dest = self.dest(host, None, None, &label, HeaderEdits::default(), 100);
+        Rule {
+            local_stats: self.stats_id("", "", &label),
+            label,
+            matches: Vec::new(),
+            action: Action::Forward(Split::new(vec![dest])),
+            headers: HeaderEdits::default(),
+            rewrite: None,
+            timeout: None,
+        }
+    }
+
+    pub(super) fn action(
+        &mut self,
+        r: &Resource,
+        route: &istio::HttpRoute,
+        label: &str,
+    ) -> Option<Action> {
+        let kinds = [
+            !route.route.is_empty(),
+            route.redirect.is_some(),
+            route.direct_response.is_some(),
+        ];
+        match kinds.iter().filter(|k| **k).count() {
+            0 if route.delegate.is_some() => {
+                self.err(
+                    r,
+                    route.pos,
+                    "delegate is not supported: inline the delegate's rules",
+                );
+                return None;
+            }
+            0 => {
+                self.err(
+                    r,
+                    route.pos,
+                    "an HTTP route needs one of route, redirect, directResponse",
+                );
+                return None;
+            }
+            1 => {}
+            _ => {
+                self.err(
+                    r,
+                    route.pos,
+                    "route, redirect and directResponse are mutually exclusive",
+                );
+                return None;
+            }
+        }
+        if route.rewrite.is_some() && (route.redirect.is_some() || route.direct_response.is_some())
+        {
+            self.err(
+                r,
+                route.pos,
+                "rewrite cannot be combined with redirect or directResponse",
+            );
+        }
+        if let Some(rd) = &route.redirect {
+            return self.redirect(r, rd).map(Action::Redirect);
+        }
+        if let Some(dr) = &route.direct_response {
+            let status = self.status(r, dr.pos, dr.status)?;
+            let body = match &dr.body {
+                None => Bytes::new(),
+                Some(b) => match (&b.string, &b.bytes) {
+                    (Some(s), None) => Bytes::from(s.clone()),
+                    (None, Some(b64)) => match base64_decode(b64) {
+                        Some(v) => Bytes::from(v),
+                        None => {
+                            self.err(r, b.pos, "body.bytes is not valid base64");
+                            return None;
+                        }
+                    },
+                    _ => {
+                        self.err(r, b.pos, "body takes exactly one of `string`, `bytes`");
+                        return None;
+                    }
+                },
+            };
+            return Some(Action::Direct { status, body });
+        }
+        let several = route.route.len() > 1;
+        let mut dests = Vec::new();
+        for d in &route.route {
+            let weight = match d.weight {
+                Some(w) => w,
+                None if several => 0,
+                None => 100,
+            };
+            let Some((host, subset, port)) = self.check_destination(r, &d.destination) else {
+                continue;
+            };
+            let headers = self.header_edits(r, d.headers.as_ref());
+            dests.push(self.dest(&host, subset.as_deref(), port, label, headers, weight));
+        }
+        if dests.len() != route.route.len() {
+            return None;
+        }
+        if dests.iter().all(|d| d.weight == 0) {
+            self.err(
+                r,
+                route.pos,
+                "the route's destinations have a total weight of 0: give at least one a weight",
+            );
+            return None;
+        }
+        Some(Action::Forward(Split::new(dests)))
+    }
+
+    pub(super) fn dest(
+        &mut self,
+        host: &str,
+        subset: Option<&str>,
+        port: Option<u16>,
+        label: &str,
+        headers: HeaderEdits,
+        weight: u32,
+    ) -> WeightedDest {
+        let cluster = self.cluster(host, subset, port);
+        let stats = self.stats_id(host, subset.unwrap_or(""), label);
+        WeightedDest {
+            cluster,
+            weight,
+            headers,
+            stats,
+        }
+    }
+
+    /// Checks a destination; returns its host, subset and port.
+    pub(super) fn check_destination(
+        &mut self,
+        r: &Resource,
+        d: &istio::Destination,
+    ) -> Option<(String, Option<String>, Option<u16>)> {
+        let host = d.host.value.to_ascii_lowercase();
+        if host.is_empty() {
+            return None; // reported while decoding
+        }
+        let Some(service) = self.services.get(&host) else {
+            self.err(
+                r,
+                d.host.pos,
+                format!("destination host `{host}` is not declared by any ServiceEntry"),
+            );
+            return None;
+        };
+        let ports: Vec<u32> = service.entry.ports.iter().map(|p| p.number).collect();
+        let port = match &d.port {
+            Some(p) if !ports.contains(&p.number) => {
+                self.err(
+                    r,
+                    p.pos,
+                    format!(
+                        "service `{host}` has no port {} (ports: {ports:?})",
+                        p.number
+                    ),
+                );
+                return None;
+            }
+            Some(p) => Some(p.number as u16),
+            None => None,
+        };
+        if let Some(subset) = &d.subset {
+            let defined = self
+                .rules
+                .get(&host)
+                .is_some_and(|(_, dr)| dr.subsets.iter().any(|s| s.name.value == subset.value));
+            if !defined {
+                self.err(
+                    r,
+                    subset.pos,
+                    format!(
+                        "subset `{}` of `{host}` is not defined by a DestinationRule",
+                        subset.value
+                    ),
+                );
+                return None;
+            }
+        }
+        Some((host, d.subset.as_ref().map(|s| s.value.clone()), port))
+    }
+
+    pub(super) fn stats_id(&mut self, service: &str, version: &str, route: &str) -> usize {
+        let key = StatsKey {
+            service: service.to_owned(),
+            version: version.to_owned(),
+            route: route.to_owned(),
+        };
+        if let Some(&id) = self.stats_ids.get(&key) {
+            return id;
+        }
+        self.stats.push(key.clone());
+        self.stats_ids.insert(key, self.stats.len() - 1);
+        self.stats.len() - 1
+    }
+}

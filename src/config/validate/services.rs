@@ -1,0 +1,319 @@
+//! ServiceEntry and DestinationRule checks, and the cluster specs they produce.
+
+use super::*;
+
+impl<'a> Checker<'a> {
+    // === ServiceEntry ===
+
+    pub(super) fn service_entry(&mut self, r: &'a Resource, se: &'a ServiceEntry) {
+        if se.hosts.is_empty() {
+            self.err(r, se.pos, "ServiceEntry needs at least one host");
+        }
+        if se.ports.is_empty() {
+            self.err(r, se.pos, "ServiceEntry needs at least one port");
+        }
+        let mut port_names = HashSet::new();
+        for p in &se.ports {
+            if !(1..=65535).contains(&p.number) {
+                self.err(
+                    r,
+                    p.pos,
+                    format!("port {} is out of range 1-65535", p.number),
+                );
+            }
+            if let Some(name) = &p.name
+                && !port_names.insert(name.as_str())
+            {
+                self.err(r, p.pos, format!("duplicate port name `{name}`"));
+            }
+            if let Some(proto) = &p.protocol
+                && !matches!(
+                    proto.to_ascii_uppercase().as_str(),
+                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB"
+                )
+            {
+                self.warn(
+                    r,
+                    p.pos,
+                    format!("port protocol {proto} is proxied as HTTP"),
+                );
+            }
+        }
+        let resolution = se.resolution.unwrap_or_default();
+        for ep in &se.endpoints {
+            let a = &ep.address;
+            if a.value.starts_with("unix://") {
+                self.err(r, a.pos, "unix socket endpoints are not supported");
+            } else if a.value.parse::<IpAddr>().is_err() && resolution == istio::Resolution::Static
+            {
+                self.err(
+                    r,
+                    a.pos,
+                    format!(
+                        "endpoint `{}` is not an IP address (resolution STATIC)",
+                        a.value
+                    ),
+                );
+            }
+            for (name, port) in &ep.ports {
+                if !port_names.contains(name.as_str()) {
+                    self.err(
+                        r,
+                        ep.pos,
+                        format!("endpoint port `{name}` names no service port"),
+                    );
+                }
+                if !(1..=65535).contains(port) {
+                    self.err(r, ep.pos, format!("port {port} is out of range 1-65535"));
+                }
+            }
+        }
+        if se.workload_selector.is_some() {
+            self.err(
+                r,
+                se.pos,
+                "workloadSelector needs Kubernetes; list `endpoints` instead",
+            );
+        }
+        for host in &se.hosts {
+            let h = host.value.to_ascii_lowercase();
+            if h.contains('*') {
+                self.err(r, host.pos, "wildcard ServiceEntry hosts are not supported");
+                continue;
+            }
+            if let Some(other) = self.services.get(&h) {
+                let at = other.res.location();
+                self.err(
+                    r,
+                    host.pos,
+                    format!("host `{h}` is already declared at {at}"),
+                );
+                continue;
+            }
+            self.services.insert(
+                h.clone(),
+                Service {
+                    entry: se,
+                    res: r,
+                    host: h,
+                },
+            );
+        }
+    }
+
+    // === DestinationRule ===
+
+    pub(super) fn destination_rule(&mut self, r: &'a Resource, dr: &'a DestinationRule) {
+        let host = dr.host.value.to_ascii_lowercase();
+        if host.is_empty() {
+            return; // reported while decoding
+        }
+        if !self.services.contains_key(&host) {
+            self.err(
+                r,
+                dr.host.pos,
+                format!("DestinationRule host `{host}` is not declared by any ServiceEntry"),
+            );
+        }
+        if let Some((other, _)) = self.rules.get(&host) {
+            let at = other.location();
+            self.err(
+                r,
+                dr.host.pos,
+                format!("host `{host}` already has a DestinationRule (at {at})"),
+            );
+            return;
+        }
+        let mut names = HashSet::new();
+        for s in &dr.subsets {
+            if !names.insert(s.name.value.as_str()) {
+                self.err(
+                    r,
+                    s.name.pos,
+                    format!("duplicate subset `{}`", s.name.value),
+                );
+            }
+            if let Some(tp) = &s.traffic_policy {
+                self.traffic_policy(r, tp);
+            }
+        }
+        if let Some(tp) = &dr.traffic_policy {
+            self.traffic_policy(r, tp);
+        }
+        self.rules.insert(host, (r, dr));
+    }
+
+    pub(super) fn traffic_policy(&mut self, r: &Resource, tp: &istio::TrafficPolicy) {
+        if let Some(lb) = &tp.load_balancer {
+            if lb.simple == Some(istio::SimpleLb::Passthrough) {
+                self.err(r, lb.pos, "loadBalancer PASSTHROUGH is not supported");
+            }
+            if lb.consistent_hash.is_some() {
+                self.warn(
+                    r,
+                    lb.pos,
+                    "consistentHash is parsed but not applied yet (round robin is used)",
+                );
+            }
+        }
+        if let Some(od) = &tp.outlier_detection {
+            for (v, name) in [
+                (od.max_ejection_percent, "maxEjectionPercent"),
+                (od.min_health_percent, "minHealthPercent"),
+            ] {
+                if v.is_some_and(|v| v > 100) {
+                    self.err(r, od.pos, format!("{name} must be between 0 and 100"));
+                }
+            }
+            for code in &od.outlier_detection_http_error_codes {
+                if !(100..=599).contains(code) {
+                    self.err(r, od.pos, format!("{code} is not an HTTP status code"));
+                }
+            }
+        }
+        if let Some(tls) = &tp.tls {
+            match tls.mode.unwrap_or_default() {
+                istio::ClientTlsMode::Disable => {}
+                istio::ClientTlsMode::IstioMutual => self.warn(
+                    r,
+                    tls.pos,
+                    "ISTIO_MUTUAL needs mesh identities; weir sends plain text",
+                ),
+                _ => self.err(
+                    r,
+                    tls.pos,
+                    "upstream TLS (SIMPLE, MUTUAL) is not supported yet",
+                ),
+            }
+        }
+        if let Some(budget) = &tp.retry_budget
+            && budget
+                .percent
+                .is_some_and(|p| !(0.0..=100.0).contains(&p.0))
+        {
+            self.err(
+                r,
+                budget.pos,
+                "retryBudget.percent must be between 0 and 100",
+            );
+        }
+        for pl in &tp.port_level_settings {
+            if pl.port.is_none() {
+                self.err(r, pl.pos, "portLevelSettings entry needs a port");
+            }
+        }
+    }
+
+    /// The cluster for (host, subset, port), created on first use.
+    pub(super) fn cluster(&mut self, host: &str, subset: Option<&str>, port: Option<u16>) -> usize {
+        let service = &self.services[host];
+        let sp = port
+            .and_then(|n| service.entry.ports.iter().find(|p| p.number == n as u32))
+            .or(service.entry.ports.first());
+        let port_number = sp.map_or(80, |p| p.number as u16);
+        let key = (host.to_owned(), subset.map(str::to_owned), port_number);
+        if let Some(&id) = self.cluster_ids.get(&key) {
+            return id;
+        }
+        let dr = self.rules.get(host).map(|(_, dr)| *dr);
+        let subset_def = subset.and_then(|s| dr?.subsets.iter().find(|d| d.name.value == s));
+        let selector = subset_def.map(|s| &s.labels);
+        let target = sp.map_or(80, |p| p.target_port.unwrap_or(p.number) as u16);
+        let port_name = sp.and_then(|p| p.name.as_deref());
+        let dns = !matches!(service.entry.resolution, Some(istio::Resolution::Static));
+        let mut endpoints: Vec<EndpointSpec> = service
+            .entry
+            .endpoints
+            .iter()
+            .filter(|e| {
+                selector.is_none_or(|sel| sel.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+            })
+            .filter_map(|e| {
+                let port = port_name
+                    .and_then(|n| e.ports.get(n))
+                    .map_or(target, |p| *p as u16);
+                let addr = match e.address.value.parse::<IpAddr>() {
+                    Ok(ip) => EndpointAddr::Ip(SocketAddr::new(ip, port)),
+                    Err(_) if dns => EndpointAddr::Dns(e.address.value.clone(), port),
+                    Err(_) => return None,
+                };
+                Some(EndpointSpec {
+                    addr,
+                    labels: e.labels.clone(),
+                })
+            })
+            .collect();
+        if service.entry.endpoints.is_empty() && selector.is_none() {
+            // Without endpoints the host itself is the address (resolution DNS or NONE).
+            endpoints.push(EndpointSpec {
+                addr: EndpointAddr::Dns(service.host.clone(), target),
+                labels: BTreeMap::new(),
+            });
+        }
+        let protocol_name = sp
+            .and_then(|p| p.protocol.as_deref())
+            .unwrap_or("HTTP")
+            .to_ascii_uppercase();
+        let policies: Vec<&istio::TrafficPolicy> = [
+            dr.and_then(|d| d.traffic_policy.as_ref()),
+            subset_def.and_then(|s| s.traffic_policy.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut lb = Lb::RoundRobin;
+        let mut protocol = match protocol_name.as_str() {
+            "HTTP2" | "GRPC" => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+        for tp in policies {
+            let port_level = tp.port_level_settings.iter().find(|p| {
+                p.port
+                    .as_ref()
+                    .is_some_and(|s| s.number == port_number as u32)
+            });
+            let simple = port_level
+                .and_then(|p| p.load_balancer.as_ref())
+                .or(tp.load_balancer.as_ref())
+                .and_then(|l| l.simple);
+            lb = match simple {
+                Some(istio::SimpleLb::Random) => Lb::Random,
+                Some(istio::SimpleLb::LeastRequest | istio::SimpleLb::LeastConn) => {
+                    Lb::LeastRequest
+                }
+                Some(_) => Lb::RoundRobin,
+                None => lb,
+            };
+            let pool = port_level
+                .and_then(|p| p.connection_pool.as_ref())
+                .or(tp.connection_pool.as_ref());
+            if let Some(t) = pool
+                .and_then(|p| p.tcp.as_ref())
+                .and_then(|t| t.connect_timeout)
+            {
+                connect_timeout = t.0;
+            }
+            if let Some(h) = pool.and_then(|p| p.http.as_ref()) {
+                if h.use_client_protocol == Some(true) {
+                    protocol = Protocol::Client;
+                } else if h.h2_upgrade_policy == Some(istio::H2UpgradePolicy::Upgrade) {
+                    protocol = Protocol::Http2;
+                }
+            }
+        }
+        let name = format!("{host}|{}|{port_number}", subset.unwrap_or(""));
+        self.clusters.push(ClusterSpec {
+            name,
+            service: host.to_owned(),
+            subset: subset.map(str::to_owned),
+            port: port_number,
+            endpoints,
+            lb,
+            protocol,
+            connect_timeout,
+        });
+        self.cluster_ids.insert(key, self.clusters.len() - 1);
+        self.clusters.len() - 1
+    }
+}
