@@ -61,6 +61,8 @@ pub(crate) struct Conn {
     filled: usize,
     /// The bytes being written.
     out: BytesMut,
+    /// Header names and value offsets of the head being parsed (kept to reuse its allocation).
+    fields: Vec<(HeaderName, usize, usize)>,
     _open: Open,
 }
 
@@ -81,6 +83,7 @@ impl Conn {
             buf: BytesMut::zeroed(READ_CHUNK),
             filled: 0,
             out: BytesMut::with_capacity(1024),
+            fields: Vec::new(),
             _open: open,
         }
     }
@@ -147,29 +150,22 @@ pub(super) async fn exchange(
     let head_only = req.method() == Method::HEAD;
     write_request(&mut conn, req).await?;
     loop {
-        let (len, status, version, fields) = read_head(&mut conn).await?;
-        let head = conn.take(len);
-        if status.is_informational() {
+        let head = read_head(&mut conn).await?;
+        if head.status.is_informational() {
             // 100 Continue, 103 Early Hints: the final response follows.
-            if status == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(Failure::Failed(UpstreamError::BadResponse(
-                    "unrequested protocol switch",
-                )));
+            if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(bad("unrequested protocol switch"));
             }
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(fields.len());
-        for (name, start, end) in fields {
-            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-                .map_err(|_| bad("invalid header value"))?;
-            headers.append(name, value);
-        }
-        let (decoder, mut keep_alive) = framing(&headers, status, head_only)?;
-        keep_alive &= wants_keep_alive(&headers, version);
+        let (decoder, keep_alive) = head
+            .delimiters
+            .decide(head.status, head_only, head.version)
+            .map_err(bad)?;
         let body = ResponseBody::new(conn, decoder, keep_alive, pool.clone());
         let mut resp = Response::new(UpstreamBody::h1(body));
-        *resp.status_mut() = status;
-        *resp.headers_mut() = headers;
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
         return Ok(resp);
     }
 }
@@ -298,15 +294,21 @@ fn encode_head(out: &mut BytesMut, req: &Request<Body>, length: Option<u64>, chu
     out.extend_from_slice(b"\r\n");
 }
 
-type Fields = Vec<(HeaderName, usize, usize)>;
+/// A response head, with what its framing headers said.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    /// Forwardable headers: framing and connection-management headers are consumed here.
+    headers: HeaderMap,
+    delimiters: Delimiters,
+}
 
-/// Reads until a whole response head is buffered: its length, status, version and header
-/// names with the offsets of their values.
-async fn read_head(conn: &mut Conn) -> Result<(usize, StatusCode, Version, Fields), Failure> {
+/// Reads until a whole response head is buffered, and takes it.
+async fn read_head(conn: &mut Conn) -> Result<Head, Failure> {
     let mut received = conn.filled > 0;
     loop {
         if conn.filled > 0 {
-            if let Some(head) = parse_head(conn.unread()).map_err(bad)? {
+            if let Some(head) = take_head(conn).map_err(bad)? {
                 return Ok(head);
             }
             if conn.filled >= MAX_HEAD {
@@ -325,9 +327,12 @@ async fn read_head(conn: &mut Conn) -> Result<(usize, StatusCode, Version, Field
     }
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, StatusCode, Version, Fields)>, &'static str> {
+/// Parses the head at the front of the buffer; if it is complete, takes it off (header values
+/// stay slices of it, uncopied).
+fn take_head(conn: &mut Conn) -> Result<Option<Head>, &'static str> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
+    let buf = &conn.buf[..conn.filled];
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -342,65 +347,120 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, StatusCode, Version, Fields)>
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    // Names now, values once the head is taken (it is borrowed while parsed).
     let base = buf.as_ptr() as usize;
-    let mut fields = Vec::with_capacity(resp.headers.len());
+    let fields = &mut conn.fields;
+    fields.clear();
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
     }
-    Ok(Some((len, status, version, fields)))
+    let mut fields = std::mem::take(&mut conn.fields);
+    let head = conn.take(len);
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut delimiters = Delimiters::default();
+    for (name, start, end) in fields.drain(..) {
+        let raw = &head[start..end];
+        if delimiters.see(&name, raw) {
+            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+                .map_err(|_| "invalid header value")?;
+            headers.append(name, value);
+        }
+    }
+    conn.fields = fields;
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        delimiters,
+    }))
 }
 
-/// How the response body is delimited (RFC 9112 section 6.3), and whether that framing lets
-/// the connection be reused.
-fn framing(
-    headers: &HeaderMap,
-    status: StatusCode,
-    head_only: bool,
-) -> Result<(Decoder, bool), Failure> {
-    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok((Decoder::Done, true));
-    }
-    let has_length = headers.contains_key(header::CONTENT_LENGTH);
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if has_length {
-            return Err(bad("both Content-Length and Transfer-Encoding"));
-        }
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .next_back()
-            .map(<[u8]>::trim_ascii);
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case(b"chunked") => (Decoder::Chunked(Chunk::Size), true),
-            // Some other coding last: the body runs to the close.
-            _ => (Decoder::Eof, false),
-        });
-    }
-    if has_length {
-        let mut length = None;
-        for v in headers.get_all(header::CONTENT_LENGTH) {
-            for part in v.as_bytes().split(|b| *b == b',') {
-                let n = parse_length(part.trim_ascii()).ok_or(bad("invalid Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(bad("conflicting Content-Length values"));
+/// What a response's framing and connection headers said.
+#[derive(Debug, Default)]
+struct Delimiters {
+    /// Content-Length, once all its values agreed.
+    length: Option<u64>,
+    /// A Content-Length problem, reported if the length decides the framing.
+    bad_length: Option<&'static str>,
+    /// Transfer-Encoding was present; whether its last coding is `chunked`.
+    chunked_last: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Delimiters {
+    /// Notes one header; false for headers consumed here rather than forwarded.
+    fn see(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        let tokens = || value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+        if name == header::CONTENT_LENGTH {
+            for part in tokens() {
+                match parse_length(part) {
+                    None => self.bad_length = Some("invalid Content-Length"),
+                    Some(n) if self.length.is_some_and(|l| l != n) => {
+                        self.bad_length = Some("conflicting Content-Length values");
+                    }
+                    Some(n) => self.length = Some(n),
                 }
-                length = Some(n);
             }
+            true
+        } else if name == header::TRANSFER_ENCODING {
+            let last = tokens().rfind(|t| !t.is_empty());
+            self.chunked_last = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+            false
+        } else if name == header::CONNECTION {
+            let mut others = false;
+            for t in tokens() {
+                if t.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if !t.is_empty() {
+                    others = true;
+                }
+            }
+            // Kept only when it names other headers: hop-by-hop removal needs to see them.
+            others
+        } else {
+            name.as_str() != "keep-alive"
         }
-        let n = length.ok_or(bad("invalid Content-Length"))?;
-        return Ok((
-            if n == 0 {
-                Decoder::Done
-            } else {
-                Decoder::Length(n)
-            },
-            true,
-        ));
     }
-    Ok((Decoder::Eof, false))
+
+    /// How the body is delimited (RFC 9112 section 6.3), and whether the connection can be
+    /// reused after it.
+    fn decide(
+        self,
+        status: StatusCode,
+        head_only: bool,
+        version: Version,
+    ) -> Result<(Decoder, bool), &'static str> {
+        let persistent = if version == Version::HTTP_10 {
+            self.keep_alive && !self.close
+        } else {
+            !self.close
+        };
+        if self.chunked_last.is_some() && (self.length.is_some() || self.bad_length.is_some()) {
+            return Err("both Content-Length and Transfer-Encoding");
+        }
+        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok((Decoder::Done, persistent));
+        }
+        match self.chunked_last {
+            Some(true) => return Ok((Decoder::Chunked(Chunk::Size), persistent)),
+            // Some other coding last: the body runs to the close.
+            Some(false) => return Ok((Decoder::Eof, false)),
+            None => {}
+        }
+        if let Some(problem) = self.bad_length {
+            return Err(problem);
+        }
+        Ok(match self.length {
+            Some(0) => (Decoder::Done, persistent),
+            Some(n) => (Decoder::Length(n), persistent),
+            None => (Decoder::Eof, false),
+        })
+    }
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {
@@ -410,21 +470,6 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |n, d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
-}
-
-fn wants_keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    if version == Version::HTTP_10 {
-        has(b"keep-alive")
-    } else {
-        !has(b"close")
-    }
 }
 
 /// Where a response body's decoding stands.
@@ -639,63 +684,62 @@ impl ResponseBody {
 mod tests {
     use super::*;
 
+    fn decide(pairs: &[(&str, &str)], status: u16, head_only: bool) -> Option<(String, bool)> {
+        let mut d = Delimiters::default();
+        for (k, v) in pairs {
+            d.see(&HeaderName::from_bytes(k.as_bytes()).unwrap(), v.as_bytes());
+        }
+        let status = StatusCode::from_u16(status).unwrap();
+        d.decide(status, head_only, Version::HTTP_11)
+            .ok()
+            .map(|(d, k)| (format!("{d:?}"), k))
+    }
+
     #[test]
     fn framing_follows_rfc_9112() {
-        let h = |pairs: &[(&str, &str)]| {
-            let mut m = HeaderMap::new();
-            for (k, v) in pairs {
-                m.append(
-                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    v.parse().unwrap(),
-                );
-            }
-            m
-        };
-        let ok = StatusCode::OK;
-        let f = |m: &HeaderMap, s, head| framing(m, s, head).map(|(d, k)| (format!("{d:?}"), k));
-        let d = |r: Result<(String, bool), Failure>| r.ok();
+        let some = |d: &str, k| Some((d.to_owned(), k));
         assert_eq!(
-            d(f(&h(&[("content-length", "5")]), ok, false)),
-            Some(("Length(5)".into(), true))
+            decide(&[("content-length", "5")], 200, false),
+            some("Length(5)", true)
         );
         assert_eq!(
-            d(f(&h(&[("content-length", "5, 5")]), ok, false)),
-            Some(("Length(5)".into(), true))
+            decide(&[("content-length", "5, 5")], 200, false),
+            some("Length(5)", true)
         );
-        assert!(
-            d(f(
-                &h(&[("content-length", "5"), ("content-length", "6")]),
-                ok,
-                false
-            ))
-            .is_none()
-        );
-        assert!(d(f(&h(&[("content-length", "+5")]), ok, false)).is_none());
-        assert!(
-            d(f(
-                &h(&[("content-length", "5"), ("transfer-encoding", "chunked")]),
-                ok,
-                false
-            ))
-            .is_none()
-        );
+        let two = [("content-length", "5"), ("content-length", "6")];
+        assert_eq!(decide(&two, 200, false), None);
+        assert_eq!(decide(&[("content-length", "+5")], 200, false), None);
+        assert_eq!(decide(&[("content-length", "")], 200, false), None);
+        let both = [("content-length", "5"), ("transfer-encoding", "chunked")];
+        assert_eq!(decide(&both, 200, false), None);
         assert_eq!(
-            d(f(&h(&[("transfer-encoding", "gzip, chunked")]), ok, false)),
-            Some(("Chunked(Size)".into(), true))
+            decide(&both, 204, false),
+            None,
+            "refused even without a body"
         );
+        let te = [("transfer-encoding", "gzip, chunked")];
+        assert_eq!(decide(&te, 200, false), some("Chunked(Size)", true));
+        let te = [("transfer-encoding", "chunked, gzip")];
+        assert_eq!(decide(&te, 200, false), some("Eof", false));
+        assert_eq!(decide(&[], 200, false), some("Eof", false));
         assert_eq!(
-            d(f(&h(&[("transfer-encoding", "chunked, gzip")]), ok, false)),
-            Some(("Eof".into(), false))
+            decide(&[("content-length", "5")], 200, true),
+            some("Done", true)
         );
-        assert_eq!(d(f(&h(&[]), ok, false)), Some(("Eof".into(), false)));
-        assert_eq!(
-            d(f(&h(&[("content-length", "5")]), ok, true)),
-            Some(("Done".into(), true))
-        );
-        assert_eq!(
-            d(f(&h(&[]), StatusCode::NO_CONTENT, false)),
-            Some(("Done".into(), true))
-        );
+        assert_eq!(decide(&[], 204, false), some("Done", true));
+        let close = [("content-length", "0"), ("connection", "close")];
+        assert_eq!(decide(&close, 200, false), some("Done", false));
+    }
+
+    #[test]
+    fn connection_headers_are_consumed_unless_they_name_others() {
+        let mut d = Delimiters::default();
+        assert!(!d.see(&header::CONNECTION, b"keep-alive"));
+        assert!(d.see(&header::CONNECTION, b"close, x-secret"));
+        assert!(!d.see(&HeaderName::from_static("keep-alive"), b"timeout=5"));
+        assert!(!d.see(&header::TRANSFER_ENCODING, b"chunked"));
+        assert!(d.see(&header::CONTENT_LENGTH, b"3"));
+        assert!(d.close && d.keep_alive);
     }
 
     #[test]
@@ -711,26 +755,60 @@ mod tests {
 
     #[test]
     fn keep_alive_by_version() {
-        let mut m = HeaderMap::new();
-        assert!(wants_keep_alive(&m, Version::HTTP_11));
-        assert!(!wants_keep_alive(&m, Version::HTTP_10));
-        m.insert(header::CONNECTION, "Keep-Alive".parse().unwrap());
-        assert!(wants_keep_alive(&m, Version::HTTP_10));
-        m.insert(header::CONNECTION, "foo, close".parse().unwrap());
-        assert!(!wants_keep_alive(&m, Version::HTTP_11));
+        let persistent = |conn: &[u8], version| {
+            let mut d = Delimiters::default();
+            if !conn.is_empty() {
+                d.see(&header::CONNECTION, conn);
+            }
+            d.decide(StatusCode::NO_CONTENT, false, version).unwrap().1
+        };
+        assert!(persistent(b"", Version::HTTP_11));
+        assert!(!persistent(b"", Version::HTTP_10));
+        assert!(persistent(b"Keep-Alive", Version::HTTP_10));
+        assert!(!persistent(b"foo, close", Version::HTTP_11));
     }
 
-    #[test]
-    fn heads_parse_with_value_offsets() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok";
-        let (len, status, version, fields) = parse_head(raw).unwrap().unwrap();
-        assert_eq!(len, raw.len() - 2);
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(version, Version::HTTP_11);
-        assert_eq!(fields[1].0, "x-a");
-        assert_eq!(&raw[fields[1].1..fields[1].2], b"b");
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n").is_err());
-        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
-        assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nX: a").unwrap(), None);
+    #[tokio::test]
+    async fn heads_are_taken_with_values_uncopied() {
+        let (mut conn, _peer) = pair().await;
+        let raw =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nX-A: b\r\n\r\nok";
+        conn.buf[..raw.len()].copy_from_slice(raw);
+        conn.filled = raw.len();
+        let head = take_head(&mut conn).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.headers.len(), 2, "connection is consumed");
+        assert_eq!(head.headers["x-a"], "b");
+        assert_eq!(conn.unread(), b"ok");
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n"[..],
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: \x7f\r\n\r\n",
+        ] {
+            conn.buf[..bad.len()].copy_from_slice(bad);
+            conn.filled = bad.len();
+            assert!(
+                take_head(&mut conn).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let partial = b"HTTP/1.1 200 OK\r\nX: a";
+        conn.buf[..partial.len()].copy_from_slice(partial);
+        conn.filled = partial.len();
+        assert!(take_head(&mut conn).unwrap().is_none());
+    }
+
+    /// A connection over a real loopback socket (its peer returned to keep it open).
+    async fn pair() -> (Conn, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        (
+            Conn::new(client, Open::new(&Arc::new(AtomicUsize::new(0)))),
+            peer,
+        )
     }
 }
