@@ -15,6 +15,7 @@ pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod http1;
 pub mod listener;
 pub mod metrics;
 pub mod policy;

@@ -1,21 +1,31 @@
-//! Listeners: accept loops serving HTTP/1.1 and HTTP/2 (h2c, prior knowledge) with hyper.
+//! Listeners: accept loops serving HTTP/1.1 (weir's own server, [`crate::http1::server`]) and
+//! HTTP/2 (h2c, prior knowledge; hyper's), told apart by the connection's first bytes.
 //!
 //! Each bound address runs one task; stopping it stops accepting and lets open connections
 //! finish (up to a drain deadline), which is what reloads that remove a Gateway server need.
 
+use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::http1::{Reader, server};
 use crate::proxy::{ConnInfo, Proxy};
+use crate::upstream::Body;
 
 /// How long open connections may take to finish when a listener stops.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -63,8 +73,8 @@ async fn accept_loop(
     proxy: Arc<Proxy>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    let graceful = GracefulShutdown::new();
+    // Each connection task holds a clone; the drain waits for the count to fall back to one.
+    let live = Arc::new(());
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
@@ -81,23 +91,124 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let info = ConnInfo::new(peer, key, edge);
-        let proxy = proxy.clone();
-        let service = service_fn(move |req| proxy.clone().handle(req, info.clone()));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let watched = graceful.watch(conn);
+        let conn = connection(stream, proxy.clone(), info, stopped.clone());
+        let guard = live.clone();
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(peer = %peer, error = %e, "Connection ended with an error.");
-            }
+            conn.await;
+            drop(guard);
         });
     }
     drop(socket);
-    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(listener = %key, "Drain deadline passed with connections still open.");
+    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    while Arc::strong_count(&live) > 1 {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(listener = %key, "Drain deadline passed with connections still open.");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The HTTP/2 connection preface; a connection starting with it is h2c (prior knowledge).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves one client connection: HTTP/1.1 with weir's own server, HTTP/2 with hyper's.
+async fn connection(
+    stream: TcpStream,
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
+    stop: watch::Receiver<bool>,
+) {
+    let mut reader = Reader::new(stream);
+    // Enough of the first bytes to tell the protocols apart.
+    while reader.filled() < H2_PREFACE.len() && H2_PREFACE.starts_with(reader.unread()) {
+        match poll_fn(|cx| reader.poll_fill(cx)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    if reader.unread().starts_with(H2_PREFACE) {
+        let read = reader.take_all();
+        let (stream, _) = reader.into_io();
+        serve_h2(Prefixed { read, io: stream }, proxy, info, stop).await;
+    } else {
+        let (stream, shell) = reader.into_io();
+        let (r, w) = stream.into_split();
+        server::serve(shell.with_io(r), w, proxy, info, stop).await;
+    }
+}
+
+/// Serves HTTP/2 with hyper until the client is done, or `stop` asks for a graceful close
+/// (GOAWAY, in-flight streams finish).
+async fn serve_h2(
+    io: Prefixed,
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
+    mut stop: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let req = req.map(Body::Incoming);
+        proxy.clone().handle(req, info.clone())
+    });
+    let conn =
+        http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stop.changed() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Prefixed {
+    read: Bytes,
+    io: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            let chunk = self.read.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -18,7 +18,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::backend::{Cluster, Endpoint, Protocol};
@@ -28,7 +27,7 @@ use crate::policy::split::WeightedDest;
 use crate::route::matcher::RequestView;
 use crate::route::{Action, Matched, Rule};
 use crate::snapshot::Snapshot;
-use crate::upstream::{Body, Pool, UpstreamBody};
+use crate::upstream::{Body, UpstreamBody};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -74,39 +73,30 @@ impl Proxy {
         Proxy { snapshot }
     }
 
-    /// Handles one request, start to response headers.
-    ///
-    /// Everything but the upstream exchange is synchronous ([`Proxy::route`],
-    /// [`Forward::finish`]), so this future holds one upstream request and one exchange: it is
-    /// created, moved and polled for every request, and its size is paid each time.
+    /// Handles one request, start to response headers (the service function's shape).
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<Body>,
         conn: ConnInfo,
     ) -> Result<Response<ResponseBody>, Infallible> {
+        Ok(self.respond(req, &conn).await)
+    }
+
+    /// Handles one request, start to response headers.
+    ///
+    /// Everything but the upstream exchange is synchronous ([`route`], [`Forward::finish`]), so
+    /// this future holds little besides the exchange: it is created and moved for every
+    /// request, and its size is paid each time.
+    pub async fn respond(&self, req: Request<Body>, conn: &ConnInfo) -> Response<ResponseBody> {
         let start = Instant::now();
         let snap = self.snapshot.load_full();
-        let mut fwd = match route(&snap, req, &conn, start) {
-            Routed::Forward(fwd) => fwd,
-            Routed::Local(resp) => return Ok(resp),
-        };
-        let pool = fwd.pool();
-        let timeout = fwd.cluster.spec.connect_timeout;
-        // Two arms rather than a future held in a local and again inside the timeout, which
-        // would carry the exchange twice.
-        let result = match fwd.deadline {
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline, pool.send(&mut fwd.req, timeout)).await {
-                    Ok(r) => r.map_err(ProxyError::from),
-                    Err(_) => Err(ProxyError::Timeout),
-                }
+        match route(&snap, req, conn, start) {
+            Routed::Local(resp) => resp,
+            Routed::Forward(mut fwd) => {
+                let result = fwd.send().await;
+                fwd.finish(result)
             }
-            None => pool
-                .send(&mut fwd.req, timeout)
-                .await
-                .map_err(ProxyError::from),
-        };
-        Ok(fwd.finish(result))
+        }
     }
 }
 
@@ -121,7 +111,7 @@ enum Routed<'s> {
 /// Routes a request: a response weir makes itself, or the upstream request to send.
 fn route<'s>(
     snap: &'s Arc<Snapshot>,
-    req: Request<Incoming>,
+    req: Request<Body>,
     conn: &ConnInfo,
     start: Instant,
 ) -> Routed<'s> {
@@ -214,7 +204,7 @@ fn route<'s>(
         cluster,
         endpoint,
         h2,
-        req: Request::from_parts(parts, Body::Incoming(body)),
+        req: Request::from_parts(parts, body),
         method,
         deadline: rule.timeout.map(|t| start + t),
         start,
@@ -236,11 +226,27 @@ struct Forward<'s> {
 }
 
 impl<'s> Forward<'s> {
-    fn pool(&self) -> &'s Arc<Pool> {
-        if self.h2 {
+    /// The upstream exchange, under the rule's deadline.
+    async fn send(&mut self) -> Result<Response<UpstreamBody>, ProxyError> {
+        let pool = if self.h2 {
             &self.endpoint.h2
         } else {
             &self.endpoint.h1
+        };
+        let timeout = self.cluster.spec.connect_timeout;
+        // Two arms rather than a future held in a local and again inside the timeout, which
+        // would carry the exchange twice.
+        match self.deadline {
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline, pool.send(&mut self.req, timeout)).await {
+                    Ok(r) => r.map_err(ProxyError::from),
+                    Err(_) => Err(ProxyError::Timeout),
+                }
+            }
+            None => pool
+                .send(&mut self.req, timeout)
+                .await
+                .map_err(ProxyError::from),
         }
     }
 

@@ -8,10 +8,14 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::http1::server::RequestBody;
+
 /// A request body sent upstream: the client's, streamed, or one weir holds.
 #[derive(Debug)]
 pub enum Body {
-    /// Streamed from the downstream connection.
+    /// Streamed from an HTTP/1.1 client connection.
+    Client(RequestBody),
+    /// Streamed from an HTTP/2 client stream.
     Incoming(Incoming),
     /// Held in memory (replays, mirrors, generated requests).
     Full(Option<Bytes>),
@@ -26,14 +30,15 @@ impl Body {
 
 impl HttpBody for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            Body::Incoming(b) => Pin::new(b).poll_frame(cx),
+            Body::Client(b) => Pin::new(b).poll_frame(cx),
+            Body::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::H2),
             Body::Full(b) => Poll::Ready(
                 b.take()
                     .filter(|b| !b.is_empty())
@@ -44,6 +49,7 @@ impl HttpBody for Body {
 
     fn is_end_stream(&self) -> bool {
         match self {
+            Body::Client(b) => b.is_end_stream(),
             Body::Incoming(b) => b.is_end_stream(),
             Body::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
         }
@@ -51,25 +57,14 @@ impl HttpBody for Body {
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            Body::Client(b) => b.size_hint(),
             Body::Incoming(b) => b.size_hint(),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }
 
-/// Why an upstream response body could not be read to its end.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    /// The connection failed.
-    #[error("upstream body: {0}")]
-    Io(#[from] std::io::Error),
-    /// The body broke its framing (bad chunk, closed early).
-    #[error("upstream body: {0}")]
-    Malformed(&'static str),
-    /// The HTTP/2 stream failed.
-    #[error("upstream body: {0}")]
-    H2(#[from] hyper::Error),
-}
+pub use crate::http1::BodyError;
 
 /// An upstream response body. An HTTP/1.1 connection goes back to its pool when the body has
 /// been read to its end, and is closed if the body is dropped earlier.

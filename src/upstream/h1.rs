@@ -19,21 +19,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame};
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::body::{Body, BodyError, UpstreamBody};
+use super::body::{Body, UpstreamBody};
 use super::{Pool, UpstreamError};
-
-/// Largest response head (status line and headers) accepted.
-const MAX_HEAD: usize = 64 * 1024;
-/// Most response headers accepted.
-const MAX_HEADERS: usize = 100;
-/// Longest chunk-size line accepted.
-const MAX_CHUNK_LINE: usize = 4096;
-/// Read buffer growth step, and the least free space a read is given.
-const READ_CHUNK: usize = 16 * 1024;
-const MIN_READ: usize = 4 * 1024;
+use crate::http1::{
+    BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, Step, parse_length, tokens, write_all,
+};
 
 /// Counts a pool's open connections for as long as it lives.
 #[derive(Debug)]
@@ -55,10 +47,7 @@ impl Drop for Open {
 /// One HTTP/1.1 connection to an upstream.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    io: TcpStream,
-    /// `buf[..filled]` has been read and not consumed; the rest is initialised space to read into.
-    buf: BytesMut,
-    filled: usize,
+    r: Reader<TcpStream>,
     /// The bytes being written.
     out: BytesMut,
     /// Header names and value offsets of the head being parsed (kept to reuse its allocation).
@@ -79,9 +68,7 @@ pub(super) enum Failure {
 impl Conn {
     pub(super) fn new(io: TcpStream, open: Open) -> Conn {
         Conn {
-            io,
-            buf: BytesMut::zeroed(READ_CHUNK),
-            filled: 0,
+            r: Reader::new(io),
             out: BytesMut::with_capacity(1024),
             fields: Vec::new(),
             _open: open,
@@ -92,49 +79,20 @@ impl Conn {
     /// it since its last response. Costs no system call unless the socket reports readable.
     pub(super) fn is_clean(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
+        match self.r.io.poll_read_ready(&mut cx) {
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
             // Readiness can be left over from the last read: look.
             Poll::Ready(Ok(())) => {
                 let mut probe = [0u8; 1];
-                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                matches!(self.r.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
         }
-    }
-
-    fn unread(&self) -> &[u8] {
-        &self.buf[..self.filled]
-    }
-
-    /// Takes `n` read bytes off the front, without copying.
-    fn take(&mut self, n: usize) -> Bytes {
-        self.filled -= n;
-        self.buf.split_to(n).freeze()
-    }
-
-    /// Reads more; `Ok(0)` is the end of the stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.len() - self.filled < MIN_READ {
-            self.buf.resize(self.filled + READ_CHUNK, 0);
-        }
-        let mut rb = ReadBuf::new(&mut self.buf[self.filled..]);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
-        let n = rb.filled().len();
-        self.filled += n;
-        Poll::Ready(Ok(n))
     }
 
     /// Writes `out`; on failure also says whether any of it was written.
     async fn flush_out(&mut self) -> Result<(), (io::Error, bool)> {
-        let mut written = 0;
-        while written < self.out.len() {
-            match self.io.write(&self.out[written..]).await {
-                Ok(0) => return Err((io::ErrorKind::WriteZero.into(), written > 0)),
-                Ok(n) => written += n,
-                Err(e) => return Err((e, written > 0)),
-            }
-        }
+        write_all(&mut self.r.io, &self.out).await?;
         self.out.clear();
         Ok(())
     }
@@ -235,7 +193,7 @@ async fn stream_body(conn: &mut Conn, body: &mut Body, chunked: bool) -> Result<
 fn queue_frame(
     out: &mut BytesMut,
     body: &Body,
-    frame: Option<Result<Frame<Bytes>, hyper::Error>>,
+    frame: Option<Result<Frame<Bytes>, BodyError>>,
     chunked: bool,
 ) -> Result<bool, Failure> {
     match frame {
@@ -305,17 +263,17 @@ struct Head {
 
 /// Reads until a whole response head is buffered, and takes it.
 async fn read_head(conn: &mut Conn) -> Result<Head, Failure> {
-    let mut received = conn.filled > 0;
+    let mut received = conn.r.filled() > 0;
     loop {
-        if conn.filled > 0 {
+        if conn.r.filled() > 0 {
             if let Some(head) = take_head(conn).map_err(bad)? {
                 return Ok(head);
             }
-            if conn.filled >= MAX_HEAD {
+            if conn.r.filled() >= MAX_HEAD {
                 return Err(bad("response head too large"));
             }
         }
-        match poll_fn(|cx| conn.poll_fill(cx)).await {
+        match poll_fn(|cx| conn.r.poll_fill(cx)).await {
             Ok(0) if !received => {
                 return Err(Failure::NoReply(io::ErrorKind::UnexpectedEof.into()));
             }
@@ -332,7 +290,7 @@ async fn read_head(conn: &mut Conn) -> Result<Head, Failure> {
 fn take_head(conn: &mut Conn) -> Result<Option<Head>, &'static str> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
-    let buf = &conn.buf[..conn.filled];
+    let buf = conn.r.unread();
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -357,7 +315,7 @@ fn take_head(conn: &mut Conn) -> Result<Option<Head>, &'static str> {
         fields.push((name, start, start + h.value.len()));
     }
     let mut fields = std::mem::take(&mut conn.fields);
-    let head = conn.take(len);
+    let head = conn.r.take(len);
     let mut headers = HeaderMap::with_capacity(fields.len());
     let mut delimiters = Delimiters::default();
     for (name, start, end) in fields.drain(..) {
@@ -393,7 +351,7 @@ struct Delimiters {
 impl Delimiters {
     /// Notes one header; false for headers consumed here rather than forwarded.
     fn see(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        let tokens = || value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+        let tokens = || tokens(value);
         if name == header::CONTENT_LENGTH {
             for part in tokens() {
                 match parse_length(part) {
@@ -463,134 +421,6 @@ impl Delimiters {
     }
 }
 
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
-/// Where a response body's decoding stands.
-#[derive(Debug)]
-enum Decoder {
-    /// This many bytes still to come.
-    Length(u64),
-    /// Chunked transfer coding.
-    Chunked(Chunk),
-    /// Delimited by the connection's close.
-    Eof,
-    /// Read to its end.
-    Done,
-}
-
-#[derive(Debug)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk's data, this much left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// Reading (and dropping) trailer lines, this many bytes so far.
-    Trailers(usize),
-}
-
-enum Step {
-    Data(Bytes),
-    Done,
-    More,
-}
-
-impl Decoder {
-    /// Decodes what is buffered: data, the end, or a need for more bytes.
-    fn step(&mut self, conn: &mut Conn) -> Result<Step, BodyError> {
-        loop {
-            match self {
-                Decoder::Done => return Ok(Step::Done),
-                Decoder::Length(rem) | Decoder::Chunked(Chunk::Data(rem)) => {
-                    if conn.filled == 0 {
-                        return Ok(Step::More);
-                    }
-                    let n = conn.filled.min(usize::try_from(*rem).unwrap_or(usize::MAX));
-                    *rem -= n as u64;
-                    if *rem == 0 {
-                        *self = match self {
-                            Decoder::Length(_) => Decoder::Done,
-                            _ => Decoder::Chunked(Chunk::DataEnd),
-                        };
-                    }
-                    return Ok(Step::Data(conn.take(n)));
-                }
-                Decoder::Eof => {
-                    if conn.filled == 0 {
-                        return Ok(Step::More);
-                    }
-                    return Ok(Step::Data(conn.take(conn.filled)));
-                }
-                Decoder::Chunked(Chunk::DataEnd) => {
-                    if conn.filled < 2 {
-                        return Ok(Step::More);
-                    }
-                    if &conn.unread()[..2] != b"\r\n" {
-                        return Err(BodyError::Malformed("missing CRLF after chunk data"));
-                    }
-                    conn.take(2);
-                    *self = Decoder::Chunked(Chunk::Size);
-                }
-                Decoder::Chunked(Chunk::Size) => {
-                    let Some(line) = line_len(conn.unread(), MAX_CHUNK_LINE)? else {
-                        return Ok(Step::More);
-                    };
-                    let size = chunk_size(&conn.unread()[..line])?;
-                    conn.take(line + 2);
-                    *self = Decoder::Chunked(if size == 0 {
-                        Chunk::Trailers(0)
-                    } else {
-                        Chunk::Data(size)
-                    });
-                }
-                Decoder::Chunked(Chunk::Trailers(seen)) => {
-                    let Some(line) = line_len(conn.unread(), MAX_HEAD - *seen)? else {
-                        return Ok(Step::More);
-                    };
-                    conn.take(line + 2);
-                    if line == 0 {
-                        *self = Decoder::Done;
-                    } else {
-                        *seen += line + 2;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The length of the CRLF-terminated line at the start of `buf`, if it is all there.
-fn line_len(buf: &[u8], max: usize) -> Result<Option<usize>, BodyError> {
-    let window = &buf[..buf.len().min(max + 2)];
-    match window.windows(2).position(|w| w == b"\r\n") {
-        Some(n) => Ok(Some(n)),
-        None if window.len() >= max + 2 => Err(BodyError::Malformed("chunk line too long")),
-        None if window.contains(&b'\n') => Err(BodyError::Malformed("bare LF in chunked body")),
-        None => Ok(None),
-    }
-}
-
-/// `1*HEXDIG [ BWS ";" extensions ]`: the size; extensions are ignored.
-fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    let rest = &line[digits..];
-    let rest_ok = rest.is_empty() || rest.trim_ascii_start().first() == Some(&b';');
-    if digits == 0 || digits > 16 || !rest_ok || rest.contains(&b'\n') {
-        return Err(BodyError::Malformed("invalid chunk size"));
-    }
-    let hex = std::str::from_utf8(&line[..digits])
-        .map_err(|_| BodyError::Malformed("invalid chunk size"))?;
-    u64::from_str_radix(hex, 16).map_err(|_| BodyError::Malformed("invalid chunk size"))
-}
-
 /// A response body read straight off its connection.
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
@@ -620,7 +450,7 @@ impl ResponseBody {
         if let Some(conn) = self.conn.take()
             && self.keep_alive
             && matches!(self.decoder, Decoder::Done)
-            && conn.filled == 0
+            && conn.r.filled() == 0
         {
             self.pool.put_idle_h1(conn);
         }
@@ -651,7 +481,7 @@ impl ResponseBody {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match self.decoder.step(conn) {
+            match self.decoder.step(&mut conn.r) {
                 Ok(Step::Data(data)) => {
                     if matches!(self.decoder, Decoder::Done) {
                         self.finish();
@@ -665,7 +495,7 @@ impl ResponseBody {
                 Ok(Step::More) => {}
                 Err(e) => return self.fail(e),
             }
-            match ready!(conn.poll_fill(cx)) {
+            match ready!(conn.r.poll_fill(cx)) {
                 Ok(0) if matches!(self.decoder, Decoder::Eof) => {
                     self.decoder = Decoder::Done;
                     self.keep_alive = false;
@@ -743,17 +573,6 @@ mod tests {
     }
 
     #[test]
-    fn chunk_sizes() {
-        assert_eq!(chunk_size(b"1a").unwrap(), 26);
-        assert_eq!(chunk_size(b"1A;name=value").unwrap(), 26);
-        assert_eq!(chunk_size(b"0 ;x").unwrap(), 0);
-        assert!(chunk_size(b"").is_err());
-        assert!(chunk_size(b"x1").is_err());
-        assert!(chunk_size(b"1 2").is_err());
-        assert!(chunk_size(b"11111111111111111").is_err());
-    }
-
-    #[test]
     fn keep_alive_by_version() {
         let persistent = |conn: &[u8], version| {
             let mut d = Delimiters::default();
@@ -773,20 +592,18 @@ mod tests {
         let (mut conn, _peer) = pair().await;
         let raw =
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nX-A: b\r\n\r\nok";
-        conn.buf[..raw.len()].copy_from_slice(raw);
-        conn.filled = raw.len();
+        conn.r = feed(conn.r, raw);
         let head = take_head(&mut conn).unwrap().unwrap();
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.headers.len(), 2, "connection is consumed");
         assert_eq!(head.headers["x-a"], "b");
-        assert_eq!(conn.unread(), b"ok");
+        assert_eq!(conn.r.unread(), b"ok");
         for bad in [
             &b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n"[..],
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nX: \x7f\r\n\r\n",
         ] {
-            conn.buf[..bad.len()].copy_from_slice(bad);
-            conn.filled = bad.len();
+            conn.r = feed(conn.r, bad);
             assert!(
                 take_head(&mut conn).is_err(),
                 "{}",
@@ -794,9 +611,13 @@ mod tests {
             );
         }
         let partial = b"HTTP/1.1 200 OK\r\nX: a";
-        conn.buf[..partial.len()].copy_from_slice(partial);
-        conn.filled = partial.len();
+        conn.r = feed(conn.r, partial);
         assert!(take_head(&mut conn).unwrap().is_none());
+    }
+
+    /// A reader holding exactly `bytes`.
+    fn feed(r: Reader<TcpStream>, bytes: &[u8]) -> Reader<TcpStream> {
+        Reader::with_buffer(r.io, bytes)
     }
 
     /// A connection over a real loopback socket (its peer returned to keep it open).

@@ -48,9 +48,10 @@ pub enum UpstreamError {
     /// The upstream's response broke HTTP/1.1 (malformed head, conflicting framing).
     #[error("invalid upstream response: {0}")]
     BadResponse(&'static str),
-    /// The client's request body failed while it was being sent (the client went away).
+    /// The client's request body failed while it was being sent (the client went away, or
+    /// broke its framing).
     #[error("client request body: {0}")]
-    ClientBody(#[source] hyper::Error),
+    ClientBody(#[source] BodyError),
 }
 
 impl UpstreamError {

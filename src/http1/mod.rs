@@ -1,0 +1,284 @@
+//! HTTP/1.1 wire pieces shared by weir's server and upstream connections: a read buffer that
+//! hands out what it read without copying, body decoding (Content-Length and chunked, RFC 9112
+//! section 7) and strict number parsing. Nothing here allocates per message in the common case.
+
+pub mod server;
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Largest message head (start line and headers) accepted.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields accepted in a head.
+pub(crate) const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Read buffer growth step, and the least free space a read is given.
+const READ_CHUNK: usize = 16 * 1024;
+const MIN_READ: usize = 4 * 1024;
+
+/// Why a body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The connection failed.
+    #[error("body: {0}")]
+    Io(#[from] io::Error),
+    /// The body broke its framing (bad chunk, closed early).
+    #[error("body: {0}")]
+    Malformed(&'static str),
+    /// An HTTP/2 stream failed.
+    #[error("body: {0}")]
+    H2(#[from] hyper::Error),
+}
+
+/// The read side of a connection and what has been read from it.
+#[derive(Debug)]
+pub(crate) struct Reader<R> {
+    pub(crate) io: R,
+    /// `buf[..filled]` has been read and not consumed; the rest is initialised space to read
+    /// into (kept initialised, so reads need no zeroing).
+    buf: BytesMut,
+    filled: usize,
+}
+
+impl<R> Reader<R> {
+    pub(crate) fn new(io: R) -> Reader<R> {
+        Reader {
+            io,
+            buf: BytesMut::zeroed(READ_CHUNK),
+            filled: 0,
+        }
+    }
+
+    /// Splits off the reader, keeping the buffer for [`Reader::with_io`].
+    pub(crate) fn into_io(self) -> (R, Reader<()>) {
+        let shell = Reader {
+            io: (),
+            buf: self.buf,
+            filled: self.filled,
+        };
+        (self.io, shell)
+    }
+
+    /// The same buffer over another reader (after splitting a stream).
+    pub(crate) fn with_io<S>(self, io: S) -> Reader<S> {
+        Reader {
+            io,
+            buf: self.buf,
+            filled: self.filled,
+        }
+    }
+
+    /// A reader whose buffer already holds `bytes` (tests).
+    #[cfg(test)]
+    pub(crate) fn with_buffer(io: R, bytes: &[u8]) -> Reader<R> {
+        let mut r = Reader::new(io);
+        r.buf[..bytes.len()].copy_from_slice(bytes);
+        r.filled = bytes.len();
+        r
+    }
+
+    /// Read and not yet consumed.
+    pub(crate) fn unread(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+
+    pub(crate) fn filled(&self) -> usize {
+        self.filled
+    }
+
+    /// Takes `n` read bytes off the front, without copying.
+    pub(crate) fn take(&mut self, n: usize) -> Bytes {
+        self.filled -= n;
+        self.buf.split_to(n).freeze()
+    }
+
+    /// Takes everything read so far.
+    pub(crate) fn take_all(&mut self) -> Bytes {
+        self.take(self.filled)
+    }
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    /// Reads more; `Ok(0)` is the end of the stream.
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.len() - self.filled < MIN_READ {
+            self.buf.resize(self.filled + READ_CHUNK, 0);
+        }
+        let mut rb = ReadBuf::new(&mut self.buf[self.filled..]);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        self.filled += n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Writes all of `buf`; on failure also says whether any of it was written.
+pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    buf: &[u8],
+) -> Result<(), (io::Error, bool)> {
+    let mut written = 0;
+    while written < buf.len() {
+        match io.write(&buf[written..]).await {
+            Ok(0) => return Err((io::ErrorKind::WriteZero.into(), written > 0)),
+            Ok(n) => written += n,
+            Err(e) => return Err((e, written > 0)),
+        }
+    }
+    Ok(())
+}
+
+/// Content-Length digits: no sign, no spaces, no overflow.
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// Splits a header value into its trimmed comma-separated tokens.
+pub(crate) fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// Where a body's decoding stands.
+#[derive(Debug)]
+pub(crate) enum Decoder {
+    /// This many bytes still to come.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked(Chunk),
+    /// Delimited by the connection's close.
+    Eof,
+    /// Read to its end.
+    Done,
+}
+
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this much left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// Reading (and dropping) trailer lines, this many bytes so far.
+    Trailers(usize),
+}
+
+pub(crate) enum Step {
+    Data(Bytes),
+    Done,
+    More,
+}
+
+impl Decoder {
+    /// Decodes what is buffered: data, the end, or a need for more bytes.
+    pub(crate) fn step<R>(&mut self, r: &mut Reader<R>) -> Result<Step, BodyError> {
+        loop {
+            match self {
+                Decoder::Done => return Ok(Step::Done),
+                Decoder::Length(rem) | Decoder::Chunked(Chunk::Data(rem)) => {
+                    if r.filled == 0 {
+                        return Ok(Step::More);
+                    }
+                    let n = r.filled.min(usize::try_from(*rem).unwrap_or(usize::MAX));
+                    *rem -= n as u64;
+                    if *rem == 0 {
+                        *self = match self {
+                            Decoder::Length(_) => Decoder::Done,
+                            _ => Decoder::Chunked(Chunk::DataEnd),
+                        };
+                    }
+                    return Ok(Step::Data(r.take(n)));
+                }
+                Decoder::Eof => {
+                    if r.filled == 0 {
+                        return Ok(Step::More);
+                    }
+                    return Ok(Step::Data(r.take(r.filled)));
+                }
+                Decoder::Chunked(Chunk::DataEnd) => {
+                    if r.filled < 2 {
+                        return Ok(Step::More);
+                    }
+                    if &r.unread()[..2] != b"\r\n" {
+                        return Err(BodyError::Malformed("missing CRLF after chunk data"));
+                    }
+                    r.take(2);
+                    *self = Decoder::Chunked(Chunk::Size);
+                }
+                Decoder::Chunked(Chunk::Size) => {
+                    let Some(line) = line_len(r.unread(), MAX_CHUNK_LINE)? else {
+                        return Ok(Step::More);
+                    };
+                    let size = chunk_size(&r.unread()[..line])?;
+                    r.take(line + 2);
+                    *self = Decoder::Chunked(if size == 0 {
+                        Chunk::Trailers(0)
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                Decoder::Chunked(Chunk::Trailers(seen)) => {
+                    let Some(line) = line_len(r.unread(), MAX_HEAD - *seen)? else {
+                        return Ok(Step::More);
+                    };
+                    r.take(line + 2);
+                    if line == 0 {
+                        *self = Decoder::Done;
+                    } else {
+                        *seen += line + 2;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The length of the CRLF-terminated line at the start of `buf`, if it is all there.
+fn line_len(buf: &[u8], max: usize) -> Result<Option<usize>, BodyError> {
+    let window = &buf[..buf.len().min(max + 2)];
+    match window.windows(2).position(|w| w == b"\r\n") {
+        Some(n) => Ok(Some(n)),
+        None if window.len() >= max + 2 => Err(BodyError::Malformed("chunk line too long")),
+        None if window.contains(&b'\n') => Err(BodyError::Malformed("bare LF in chunked body")),
+        None => Ok(None),
+    }
+}
+
+/// `1*HEXDIG [ BWS ";" extensions ]`: the size; extensions are ignored.
+fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = &line[digits..];
+    let rest_ok = rest.is_empty() || rest.trim_ascii_start().first() == Some(&b';');
+    if digits == 0 || digits > 16 || !rest_ok || rest.contains(&b'\n') {
+        return Err(BodyError::Malformed("invalid chunk size"));
+    }
+    let hex = std::str::from_utf8(&line[..digits])
+        .map_err(|_| BodyError::Malformed("invalid chunk size"))?;
+    u64::from_str_radix(hex, 16).map_err(|_| BodyError::Malformed("invalid chunk size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(chunk_size(b"1A;name=value").unwrap(), 26);
+        assert_eq!(chunk_size(b"0 ;x").unwrap(), 0);
+        assert!(chunk_size(b"").is_err());
+        assert!(chunk_size(b"x1").is_err());
+        assert!(chunk_size(b"1 2").is_err());
+        assert!(chunk_size(b"11111111111111111").is_err());
+    }
+}

@@ -1,0 +1,637 @@
+//! weir's own HTTP/1.1 server connection: reads requests, hands each to the proxy in this
+//! connection's task, and writes the response, with no per-request task, channel or boxed
+//! future in between.
+//!
+//! Strict about what it accepts (RFC 9112, and RELIABILITY.md section 3): `Content-Length`
+//! with `Transfer-Encoding`, conflicting or malformed lengths, a `Transfer-Encoding` other than
+//! `chunked`, a missing or repeated `Host`, malformed heads: 400 and the connection is closed,
+//! nothing is forwarded. A head over [`MAX_HEAD`] or with more than [`MAX_HEADERS`] fields gets
+//! 431, a request target over [`MAX_URI`] 414.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+
+use super::{BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, Step, tokens, write_all};
+use crate::proxy::{ConnInfo, Proxy, ResponseBody};
+use crate::upstream::Body;
+
+/// Longest request target accepted.
+pub const MAX_URI: usize = 16 * 1024;
+
+/// A request weir refuses before routing it: the status to answer, then the connection closes.
+#[derive(Debug)]
+struct Reject(StatusCode, &'static str);
+
+/// A parsed request head.
+struct Head {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Decoder,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// Serves HTTP/1.1 on a connection whose first bytes are already in `reader`, until the client
+/// closes, a request asks to close, an error, or `stop` (between requests).
+pub(crate) async fn serve(
+    reader: Reader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut w = Writer {
+        io: writer,
+        out: BytesMut::with_capacity(4096),
+    };
+    let mut fields = Vec::new();
+    // Lent to a request's body while it is read, and back after.
+    let mut slot = Some(reader);
+    loop {
+        let Some(reader) = slot.as_mut() else {
+            return;
+        };
+        let head = tokio::select! {
+            biased;
+            head = read_head(reader, &mut fields) => head,
+            // Idle between requests: a stopping listener closes the connection now.
+            _ = stop.changed() => return,
+        };
+        let head = match head {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(Reject(status, why)) => {
+                tracing::debug!(peer = %info.peer, %status, why, "Request refused.");
+                let _ = w.reject(status, why).await;
+                return;
+            }
+        };
+        let stopping = *stop.borrow();
+        let keep_alive = head.keep_alive && !stopping;
+        let head_only = head.method == Method::HEAD;
+        let version = head.version;
+        if head.expect_continue && !matches!(head.body, Decoder::Done) {
+            // Answered at once: weir reads the body as it forwards it.
+            if w.send(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                return;
+            }
+        }
+        let (body, home) = if matches!(head.body, Decoder::Done) {
+            (Body::empty(), None)
+        } else {
+            let home = Arc::new(Mutex::new(None));
+            let body = RequestBody {
+                reader: slot.take(),
+                decoder: head.body,
+                home: home.clone(),
+            };
+            (Body::Client(body), Some(home))
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.uri;
+        *req.version_mut() = version;
+        *req.headers_mut() = head.headers;
+        let resp = proxy.respond(req, &info).await;
+        let (body, keep_alive) =
+            w.encode_head(resp, head_only, version == Version::HTTP_10, keep_alive);
+        let written = match body {
+            Some((body, chunked)) => w.write_body(body, chunked).await,
+            None => w.flush().await,
+        };
+        if written.is_err() || !keep_alive {
+            return;
+        }
+        if let Some(home) = home {
+            // The request body came back read to its end, or the connection cannot be reused.
+            let back = home.lock().map(|mut slot| slot.take()).ok().flatten();
+            match back {
+                Some((r, true)) => slot = Some(r),
+                _ => return,
+            }
+        }
+    }
+}
+
+/// Reads a request head; `None` when the client closed cleanly between requests.
+async fn read_head(
+    r: &mut Reader<OwnedReadHalf>,
+    fields: &mut Vec<(HeaderName, usize, usize)>,
+) -> Result<Option<Head>, Reject> {
+    loop {
+        if r.filled() > 0 {
+            if let Some(head) = take_head(r, fields)? {
+                return Ok(Some(head));
+            }
+            if r.filled() >= MAX_HEAD {
+                return Err(too_large(r.unread()));
+            }
+        }
+        match poll_fn(|cx| r.poll_fill(cx)).await {
+            Ok(0) if r.filled() == 0 => return Ok(None),
+            Ok(0) => return Err(Reject(StatusCode::BAD_REQUEST, "closed mid-head")),
+            Ok(_) => {}
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+/// 414 when the request line alone is over the limit, else 431.
+fn too_large(buf: &[u8]) -> Reject {
+    let line = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+    if line > MAX_URI {
+        Reject(StatusCode::URI_TOO_LONG, "request target too long")
+    } else {
+        Reject(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        )
+    }
+}
+
+/// Parses the head at the front of the buffer and, if complete, takes it off (header values
+/// stay slices of it, uncopied).
+fn take_head(
+    r: &mut Reader<OwnedReadHalf>,
+    fields: &mut Vec<(HeaderName, usize, usize)>,
+) -> Result<Option<Head>, Reject> {
+    let bad = |why| Reject(StatusCode::BAD_REQUEST, why);
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let buf = r.unread();
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too many header fields",
+            ));
+        }
+        Err(_) => return Err(bad("malformed request head")),
+    };
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+        .map_err(|_| bad("invalid method"))?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let path = req.path.unwrap_or_default();
+    if path.len() > MAX_URI {
+        return Err(Reject(StatusCode::URI_TOO_LONG, "request target too long"));
+    }
+    let base = buf.as_ptr() as usize;
+    let path_range = {
+        let start = path.as_ptr() as usize - base;
+        start..start + path.len()
+    };
+    fields.clear();
+    for h in req.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
+        let start = h.value.as_ptr() as usize - base;
+        fields.push((name, start, start + h.value.len()));
+    }
+    let head = r.take(len);
+    let uri = Uri::from_maybe_shared(head.slice(path_range)).map_err(|_| bad("invalid target"))?;
+    let mut headers = HeaderMap::with_capacity(fields.len() + 4);
+    let mut framing = RequestFraming::default();
+    for (name, start, end) in fields.drain(..) {
+        framing.see(&name, &head[start..end]).map_err(bad)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| bad("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let (body, keep_alive) = framing.decide(version).map_err(bad)?;
+    Ok(Some(Head {
+        method,
+        uri,
+        version,
+        headers,
+        body,
+        keep_alive,
+        expect_continue: framing.expect_continue,
+    }))
+}
+
+/// What a request's framing and connection headers said.
+#[derive(Debug, Default)]
+struct RequestFraming {
+    length: Option<u64>,
+    transfer_encoding: bool,
+    hosts: usize,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl RequestFraming {
+    fn see(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), &'static str> {
+        if name == header::CONTENT_LENGTH {
+            for part in tokens(value) {
+                let n = super::parse_length(part).ok_or("invalid Content-Length")?;
+                if self.length.is_some_and(|l| l != n) {
+                    return Err("conflicting Content-Length values");
+                }
+                self.length = Some(n);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            // Only a lone `chunked` is understood; anything else cannot be framed safely.
+            if self.transfer_encoding || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err("unsupported Transfer-Encoding");
+            }
+            self.transfer_encoding = true;
+        } else if name == header::HOST {
+            self.hosts += 1;
+        } else if name == header::CONNECTION {
+            for t in tokens(value) {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::EXPECT {
+            self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+        Ok(())
+    }
+
+    /// The body's framing and whether the client keeps the connection.
+    fn decide(&self, version: Version) -> Result<(Decoder, bool), &'static str> {
+        if self.transfer_encoding && self.length.is_some() {
+            return Err("both Content-Length and Transfer-Encoding");
+        }
+        if self.transfer_encoding && version == Version::HTTP_10 {
+            return Err("Transfer-Encoding in an HTTP/1.0 request");
+        }
+        if self.hosts > 1 || (self.hosts == 0 && version == Version::HTTP_11) {
+            return Err("a request needs exactly one Host");
+        }
+        let keep_alive = if version == Version::HTTP_10 {
+            self.keep_alive && !self.close
+        } else {
+            !self.close
+        };
+        let body = if self.transfer_encoding {
+            Decoder::Chunked(Chunk::Size)
+        } else {
+            match self.length {
+                None | Some(0) => Decoder::Done,
+                Some(n) => Decoder::Length(n),
+            }
+        };
+        Ok((body, keep_alive))
+    }
+}
+
+/// A request body read straight off the client's connection. The connection's read side goes
+/// back to the connection once the body has been read to its end (or is dropped, unfinished,
+/// in which case the connection is not reused).
+#[derive(Debug)]
+pub struct RequestBody {
+    reader: Option<Reader<OwnedReadHalf>>,
+    decoder: Decoder,
+    home: Home,
+}
+
+/// Where a request body returns the connection's read side, with whether it was read to its
+/// end.
+type Home = Arc<Mutex<Option<(Reader<OwnedReadHalf>, bool)>>>;
+
+impl RequestBody {
+    fn go_home(&mut self) {
+        if let Some(r) = self.reader.take()
+            && let Ok(mut slot) = self.home.lock()
+        {
+            *slot = Some((r, matches!(self.decoder, Decoder::Done)));
+        }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        self.go_home();
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(r) = this.reader.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.step(r) {
+                Ok(Step::Data(data)) => {
+                    if matches!(this.decoder, Decoder::Done) {
+                        this.go_home();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::Done) => {
+                    this.go_home();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::More) => {}
+                Err(e) => {
+                    this.reader = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            match ready!(r.poll_fill(cx)) {
+                Ok(0) => {
+                    this.reader = None;
+                    return Poll::Ready(Some(Err(BodyError::Malformed("client closed mid-body"))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.reader = None;
+                    return Poll::Ready(Some(Err(BodyError::Io(e))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.decoder, Decoder::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder {
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            Decoder::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// The write side of a client connection.
+struct Writer {
+    io: OwnedWriteHalf,
+    out: BytesMut,
+}
+
+impl Writer {
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        write_all(&mut self.io, bytes).await.map_err(|(e, _)| e)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        write_all(&mut self.io, &self.out)
+            .await
+            .map_err(|(e, _)| e)?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// A refusal, then the connection closes.
+    async fn reject(&mut self, status: StatusCode, why: &str) -> io::Result<()> {
+        self.out.clear();
+        let _ = write!(
+            self.out,
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\ndate: ",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            why.len() + 1,
+        );
+        self.out.extend_from_slice(date().as_bytes());
+        self.out.extend_from_slice(b"\r\n\r\n");
+        self.out.extend_from_slice(why.as_bytes());
+        self.out.extend_from_slice(b"\n");
+        self.flush().await
+    }
+
+    /// Queues the response head. Returns the body still to write (with whether it is chunked),
+    /// if the response has one, and whether the connection stays open after it.
+    fn encode_head(
+        &mut self,
+        resp: Response<ResponseBody>,
+        head_only: bool,
+        http10: bool,
+        keep_alive: bool,
+    ) -> (Option<(ResponseBody, bool)>, bool) {
+        let (parts, body) = resp.into_parts();
+        let status = parts.status;
+        let bodiless = head_only
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let length = if bodiless {
+            None
+        } else {
+            body.size_hint().exact()
+        };
+        // Without a known length: chunked for HTTP/1.1 clients, the connection's end for 1.0.
+        let chunked = !bodiless && length.is_none() && !http10;
+        let keep_alive = keep_alive && (bodiless || length.is_some() || chunked);
+        self.out.clear();
+        let _ = write!(
+            self.out,
+            "HTTP/1.1 {} {}\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or("")
+        );
+        for (name, value) in &parts.headers {
+            // Framing is weir's to write; a HEAD or 304 response keeps the upstream's length.
+            if (name == header::CONTENT_LENGTH && !bodiless)
+                || name == header::TRANSFER_ENCODING
+                || name == header::CONNECTION
+            {
+                continue;
+            }
+            self.out.extend_from_slice(name.as_str().as_bytes());
+            self.out.extend_from_slice(b": ");
+            self.out.extend_from_slice(value.as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+        }
+        if !parts.headers.contains_key(header::DATE) {
+            self.out.extend_from_slice(b"date: ");
+            self.out.extend_from_slice(date().as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+        }
+        if let Some(n) = length {
+            let _ = write!(self.out, "content-length: {n}\r\n");
+        } else if chunked {
+            self.out
+                .extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if !keep_alive {
+            self.out.extend_from_slice(b"connection: close\r\n");
+        } else if http10 {
+            self.out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        ((!bodiless).then_some((body, chunked)), keep_alive)
+    }
+
+    /// Writes the queued head and the body. An error (of the body too) means the connection
+    /// must close: the client must not take what it got for a whole response.
+    async fn write_body(&mut self, mut body: ResponseBody, chunked: bool) -> io::Result<()> {
+        let broken = || io::Error::other("response body failed");
+        // A first frame that is already here goes out with the head, in one write.
+        let mut ended = body.is_end_stream();
+        if !ended
+            && let Poll::Ready(frame) =
+                poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await
+        {
+            match queue_frame(&mut self.out, &body, frame, chunked) {
+                Some(end) => ended = end,
+                None => {
+                    self.flush().await?;
+                    return Err(broken());
+                }
+            }
+        } else if ended && chunked {
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.flush().await?;
+        while !ended {
+            let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            ended = queue_frame(&mut self.out, &body, frame, chunked).ok_or_else(broken)?;
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Queues one response body frame with its framing; `Some(true)` once the body has ended (its
+/// terminator queued), `None` when the body failed.
+fn queue_frame(
+    out: &mut BytesMut,
+    body: &ResponseBody,
+    frame: Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>,
+    chunked: bool,
+) -> Option<bool> {
+    match frame {
+        None => {}
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "Response body failed; closing the connection.");
+            return None;
+        }
+        Some(Ok(frame)) => {
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                if chunked {
+                    let _ = write!(out, "{:x}\r\n", data.len());
+                }
+                out.extend_from_slice(&data);
+                if chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            if !body.is_end_stream() {
+                return Some(false);
+            }
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    Some(true)
+}
+
+/// The `Date` header value, formatted once a second.
+fn date() -> HeaderValue {
+    thread_local! {
+        static CACHE: RefCell<(u64, HeaderValue)> = const { RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            c.1 = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""));
+            c.0 = secs;
+        }
+        c.1.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decide(pairs: &[(&str, &str)], version: Version) -> Result<(String, bool), &'static str> {
+        let mut f = RequestFraming::default();
+        for (k, v) in pairs {
+            f.see(&HeaderName::from_bytes(k.as_bytes()).unwrap(), v.as_bytes())?;
+        }
+        f.decide(version).map(|(d, k)| (format!("{d:?}"), k))
+    }
+
+    #[test]
+    fn request_framing_is_strict() {
+        let v11 = Version::HTTP_11;
+        let host = ("host", "a");
+        assert_eq!(decide(&[host], v11), Ok(("Done".into(), true)));
+        assert_eq!(
+            decide(&[host, ("content-length", "3")], v11),
+            Ok(("Length(3)".into(), true))
+        );
+        assert_eq!(
+            decide(&[host, ("transfer-encoding", "Chunked")], v11),
+            Ok(("Chunked(Size)".into(), true))
+        );
+        for bad in [
+            vec![
+                host,
+                ("content-length", "3"),
+                ("transfer-encoding", "chunked"),
+            ],
+            vec![host, ("content-length", "3"), ("content-length", "4")],
+            vec![host, ("content-length", "3, 4")],
+            vec![host, ("content-length", "+3")],
+            vec![host, ("content-length", "")],
+            vec![host, ("transfer-encoding", "gzip, chunked")],
+            vec![host, ("transfer-encoding", "xchunked")],
+            vec![
+                host,
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            vec![],
+            vec![host, host],
+        ] {
+            assert!(decide(&bad, v11).is_err(), "{bad:?}");
+        }
+        assert!(decide(&[("transfer-encoding", "chunked")], Version::HTTP_10).is_err());
+        assert_eq!(decide(&[], Version::HTTP_10), Ok(("Done".into(), false)));
+        assert_eq!(
+            decide(&[("connection", "keep-alive")], Version::HTTP_10),
+            Ok(("Done".into(), true))
+        );
+        assert_eq!(
+            decide(&[host, ("connection", "close")], v11),
+            Ok(("Done".into(), false))
+        );
+    }
+
+    #[test]
+    fn dates_are_imf_fixdate() {
+        let d = date();
+        let s = d.to_str().unwrap();
+        assert_eq!(s.len(), 29, "{s}");
+        assert!(s.ends_with(" GMT"), "{s}");
+    }
+}
