@@ -73,10 +73,12 @@ impl<R> Reader<R> {
         }
     }
 
-    /// A reader whose buffer already holds `bytes` (tests).
-    #[cfg(test)]
-    pub(crate) fn with_buffer(io: R, bytes: &[u8]) -> Reader<R> {
+    /// A reader whose buffer already holds `bytes` (tests, fuzzing).
+    pub(crate) fn from_bytes(io: R, bytes: &[u8]) -> Reader<R> {
         let mut r = Reader::new(io);
+        if r.buf.len() < bytes.len() {
+            r.buf.resize(bytes.len(), 0);
+        }
         r.buf[..bytes.len()].copy_from_slice(bytes);
         r.filled = bytes.len();
         r
@@ -133,6 +135,21 @@ pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Appends `n` in decimal (without the formatting machinery: it runs for every response).
+pub(crate) fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// Content-Length digits: no sign, no spaces, no overflow.
 pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
@@ -141,6 +158,24 @@ pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |n, d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
+}
+
+/// Fuzzing entry point: the request and response head parsers and the chunked body decoder
+/// over arbitrary bytes. Must never panic, and decoding must stay within the input.
+#[doc(hidden)]
+pub fn fuzz_parse(data: &[u8]) {
+    let mut fields = Vec::new();
+    let mut r = Reader::from_bytes((), data);
+    while let Ok(Some(_)) = server::take_head(&mut r, &mut fields) {}
+    let mut r = Reader::from_bytes((), data);
+    while let Ok(Some(_)) = crate::upstream::h1::take_head(&mut r, &mut fields) {}
+    let mut r = Reader::from_bytes((), data);
+    let mut decoder = Decoder::Chunked(Chunk::Size);
+    let mut total = 0;
+    while let Ok(Step::Data(chunk)) = decoder.step(&mut r) {
+        total += chunk.len();
+    }
+    assert!(total <= data.len());
 }
 
 /// Splits a header value into its trimmed comma-separated tokens.
@@ -270,6 +305,15 @@ fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut out = BytesMut::new();
+            put_decimal(&mut out, n);
+            assert_eq!(&out[..], n.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn chunk_sizes() {

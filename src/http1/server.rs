@@ -33,10 +33,10 @@ pub const MAX_URI: usize = 16 * 1024;
 
 /// A request weir refuses before routing it: the status to answer, then the connection closes.
 #[derive(Debug)]
-struct Reject(StatusCode, &'static str);
+pub(crate) struct Reject(StatusCode, &'static str);
 
 /// A parsed request head.
-struct Head {
+pub(crate) struct Head {
     method: Method,
     uri: Uri,
     version: Version,
@@ -166,8 +166,8 @@ fn too_large(buf: &[u8]) -> Reject {
 
 /// Parses the head at the front of the buffer and, if complete, takes it off (header values
 /// stay slices of it, uncopied).
-fn take_head(
-    r: &mut Reader<OwnedReadHalf>,
+pub(crate) fn take_head<R>(
+    r: &mut Reader<R>,
     fields: &mut Vec<(HeaderName, usize, usize)>,
 ) -> Result<Option<Head>, Reject> {
     let bad = |why| Reject(StatusCode::BAD_REQUEST, why);
@@ -444,12 +444,12 @@ impl Writer {
         let chunked = !bodiless && length.is_none() && !http10;
         let keep_alive = keep_alive && (bodiless || length.is_some() || chunked);
         self.out.clear();
-        let _ = write!(
-            self.out,
-            "HTTP/1.1 {} {}\r\n",
-            status.as_str(),
-            status.canonical_reason().unwrap_or("")
-        );
+        self.out.extend_from_slice(b"HTTP/1.1 ");
+        self.out.extend_from_slice(status.as_str().as_bytes());
+        self.out.extend_from_slice(b" ");
+        self.out
+            .extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        self.out.extend_from_slice(b"\r\n");
         for (name, value) in &parts.headers {
             // Framing is weir's to write; a HEAD or 304 response keeps the upstream's length.
             if (name == header::CONTENT_LENGTH && !bodiless)
@@ -469,7 +469,9 @@ impl Writer {
             self.out.extend_from_slice(b"\r\n");
         }
         if let Some(n) = length {
-            let _ = write!(self.out, "content-length: {n}\r\n");
+            self.out.extend_from_slice(b"content-length: ");
+            super::put_decimal(&mut self.out, n);
+            self.out.extend_from_slice(b"\r\n");
         } else if chunked {
             self.out
                 .extend_from_slice(b"transfer-encoding: chunked\r\n");

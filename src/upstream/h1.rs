@@ -24,7 +24,8 @@ use tokio::net::TcpStream;
 use super::body::{Body, UpstreamBody};
 use super::{Pool, UpstreamError};
 use crate::http1::{
-    BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, Step, parse_length, tokens, write_all,
+    BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, Step, parse_length, put_decimal,
+    tokens, write_all,
 };
 
 /// Counts a pool's open connections for as long as it lives.
@@ -245,7 +246,9 @@ fn encode_head(out: &mut BytesMut, req: &Request<Body>, length: Option<u64>, chu
         out.extend_from_slice(b"\r\n");
     }
     if let Some(n) = length {
-        let _ = write!(out, "content-length: {n}\r\n");
+        out.extend_from_slice(b"content-length: ");
+        put_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
     } else if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -253,7 +256,7 @@ fn encode_head(out: &mut BytesMut, req: &Request<Body>, length: Option<u64>, chu
 }
 
 /// A response head, with what its framing headers said.
-struct Head {
+pub(crate) struct Head {
     status: StatusCode,
     version: Version,
     /// Forwardable headers: framing and connection-management headers are consumed here.
@@ -266,7 +269,7 @@ async fn read_head(conn: &mut Conn) -> Result<Head, Failure> {
     let mut received = conn.r.filled() > 0;
     loop {
         if conn.r.filled() > 0 {
-            if let Some(head) = take_head(conn).map_err(bad)? {
+            if let Some(head) = take_head(&mut conn.r, &mut conn.fields).map_err(bad)? {
                 return Ok(head);
             }
             if conn.r.filled() >= MAX_HEAD {
@@ -287,10 +290,13 @@ async fn read_head(conn: &mut Conn) -> Result<Head, Failure> {
 
 /// Parses the head at the front of the buffer; if it is complete, takes it off (header values
 /// stay slices of it, uncopied).
-fn take_head(conn: &mut Conn) -> Result<Option<Head>, &'static str> {
+pub(crate) fn take_head<R>(
+    r: &mut Reader<R>,
+    fields: &mut Vec<(HeaderName, usize, usize)>,
+) -> Result<Option<Head>, &'static str> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
-    let buf = conn.r.unread();
+    let buf = r.unread();
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -307,15 +313,13 @@ fn take_head(conn: &mut Conn) -> Result<Option<Head>, &'static str> {
     };
     // Names now, values once the head is taken (it is borrowed while parsed).
     let base = buf.as_ptr() as usize;
-    let fields = &mut conn.fields;
     fields.clear();
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
     }
-    let mut fields = std::mem::take(&mut conn.fields);
-    let head = conn.r.take(len);
+    let head = r.take(len);
     let mut headers = HeaderMap::with_capacity(fields.len());
     let mut delimiters = Delimiters::default();
     for (name, start, end) in fields.drain(..) {
@@ -326,7 +330,6 @@ fn take_head(conn: &mut Conn) -> Result<Option<Head>, &'static str> {
             headers.append(name, value);
         }
     }
-    conn.fields = fields;
     Ok(Some(Head {
         status,
         version,
@@ -587,49 +590,31 @@ mod tests {
         assert!(!persistent(b"foo, close", Version::HTTP_11));
     }
 
-    #[tokio::test]
-    async fn heads_are_taken_with_values_uncopied() {
-        let (mut conn, _peer) = pair().await;
+    #[test]
+    fn heads_are_taken_with_values_uncopied() {
+        let mut fields = Vec::new();
         let raw =
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nX-A: b\r\n\r\nok";
-        conn.r = feed(conn.r, raw);
-        let head = take_head(&mut conn).unwrap().unwrap();
+        let mut r = Reader::from_bytes((), raw);
+        let head = take_head(&mut r, &mut fields).unwrap().unwrap();
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.headers.len(), 2, "connection is consumed");
         assert_eq!(head.headers["x-a"], "b");
-        assert_eq!(conn.r.unread(), b"ok");
+        assert_eq!(r.unread(), b"ok");
         for bad in [
             &b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n"[..],
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nX: \x7f\r\n\r\n",
         ] {
-            conn.r = feed(conn.r, bad);
+            let mut r = Reader::from_bytes((), bad);
             assert!(
-                take_head(&mut conn).is_err(),
+                take_head(&mut r, &mut fields).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
         let partial = b"HTTP/1.1 200 OK\r\nX: a";
-        conn.r = feed(conn.r, partial);
-        assert!(take_head(&mut conn).unwrap().is_none());
-    }
-
-    /// A reader holding exactly `bytes`.
-    fn feed(r: Reader<TcpStream>, bytes: &[u8]) -> Reader<TcpStream> {
-        Reader::with_buffer(r.io, bytes)
-    }
-
-    /// A connection over a real loopback socket (its peer returned to keep it open).
-    async fn pair() -> (Conn, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (peer, _) = listener.accept().await.unwrap();
-        (
-            Conn::new(client, Open::new(&Arc::new(AtomicUsize::new(0)))),
-            peer,
-        )
+        let mut r = Reader::from_bytes((), partial);
+        assert!(take_head(&mut r, &mut fields).unwrap().is_none());
     }
 }

@@ -5,7 +5,7 @@
 //! are keyed by address, so they survive config reloads.
 
 pub mod body;
-mod h1;
+pub(crate) mod h1;
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
