@@ -13,7 +13,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -77,18 +77,11 @@ impl Conn {
     }
 
     /// Whether an idle connection can still be used: nothing (not even a close) has arrived on
-    /// it since its last response. Costs no system call unless the socket reports readable.
+    /// it since its last response. Without readiness reported for the socket this is decided
+    /// without a system call (and without registering a waker).
     pub(super) fn is_clean(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.r.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readiness can be left over from the last read: look.
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.r.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
-        }
+        let mut probe = [0u8; 1];
+        matches!(self.r.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Writes `out`; on failure also says whether any of it was written.
