@@ -401,13 +401,15 @@ fn request_id() -> HeaderValue {
     let n = fastrand::u128(..);
     let n = (n & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
     let mut id = [b'-'; 36];
-    let mut nibble = 32;
-    for (i, out) in id.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            continue;
+    let bytes = n.to_be_bytes();
+    let mut at = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
         }
-        nibble -= 1;
-        *out = HEX[((n >> (nibble * 4)) & 0xf) as usize];
+        id[at] = HEX[usize::from(b >> 4)];
+        id[at + 1] = HEX[usize::from(b & 0xf)];
+        at += 2;
     }
     let bytes = IDS.with(|ids| {
         let mut ids = ids.borrow_mut();

@@ -55,6 +55,10 @@ pub(crate) async fn serve(
     info: ConnInfo,
     mut stop: watch::Receiver<bool>,
 ) {
+    let flag = stop.clone();
+    // Made once and kept: it registers for the signal on its first poll, not once per request.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     let mut w = Writer {
         io: writer,
         out: BytesMut::with_capacity(4096),
@@ -70,7 +74,7 @@ pub(crate) async fn serve(
             biased;
             head = read_head(reader, &mut fields) => head,
             // Idle between requests: a stopping listener closes the connection now.
-            _ = stop.changed() => return,
+            _ = &mut stopped => return,
         };
         let head = match head {
             Ok(Some(head)) => head,
@@ -81,7 +85,7 @@ pub(crate) async fn serve(
                 return;
             }
         };
-        let stopping = *stop.borrow();
+        let stopping = *flag.borrow();
         let keep_alive = head.keep_alive && !stopping;
         let head_only = head.method == Method::HEAD;
         let version = head.version;
