@@ -2,9 +2,10 @@
 //!
 //! The request path (see `docs/request-path.md`):
 //! ```text
-//! listener -> proxy::Proxy::handle -> snapshot -> route table (host, first matching rule)
+//! listener -> http1::server (or hyper h2) -> proxy::Proxy::respond
+//!   -> snapshot -> route table (host, first matching rule)
 //!   -> action: redirect | direct response | forward
-//!   -> timeout -> split (weighted pick) -> cluster -> balancer -> upstream pool
+//!   -> timeout -> split (weighted pick) -> cluster -> balancer -> upstream pool (upstream::h1)
 //!   -> metrics, response
 //! ```
 //! Dependency rules: `config` builds `route`, `policy` and `backend` types and imports no other

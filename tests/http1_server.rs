@@ -155,3 +155,17 @@ async fn responses_carry_date_and_exact_framing() {
         "HEAD response with a body: {out}"
     );
 }
+
+#[tokio::test]
+async fn an_unread_request_body_closes_the_connection_politely() {
+    let (_backend, weir) = setup().await;
+    // No route: weir answers without reading the body, so it cannot reuse the connection.
+    let out = raw(
+        weir.mesh(),
+        "POST / HTTP/1.1\r\nhost: nobody\r\ncontent-length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nhost: svc\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 404 "), "{out}");
+    assert!(out.contains("connection: close"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+}

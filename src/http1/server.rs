@@ -112,6 +112,15 @@ pub(crate) async fn serve(
         *req.version_mut() = version;
         *req.headers_mut() = head.headers;
         let resp = proxy.respond(req, &info).await;
+        let mut keep_alive = keep_alive;
+        if let Some(home) = home {
+            // The request body is back, read to its end; if not (a response made without reading
+            // it, a failed upload), the connection cannot carry another request: say so.
+            match home.lock().map(|mut slot| slot.take()).ok().flatten() {
+                Some((r, true)) => slot = Some(r),
+                _ => keep_alive = false,
+            }
+        }
         let (body, keep_alive) =
             w.encode_head(resp, head_only, version == Version::HTTP_10, keep_alive);
         let written = match body {
@@ -120,14 +129,6 @@ pub(crate) async fn serve(
         };
         if written.is_err() || !keep_alive {
             return;
-        }
-        if let Some(home) = home {
-            // The request body came back read to its end, or the connection cannot be reused.
-            let back = home.lock().map(|mut slot| slot.take()).ok().flatten();
-            match back {
-                Some((r, true)) => slot = Some(r),
-                _ => return,
-            }
         }
     }
 }
