@@ -252,7 +252,11 @@ impl<'s> Forward<'s> {
     }
 
     /// The response to send downstream, from the upstream's or from the error.
-    fn finish(self, result: Result<Response<UpstreamBody>, ProxyError>) -> Response<ResponseBody> {
+    fn finish(
+        mut self,
+        result: Result<Response<UpstreamBody>, ProxyError>,
+    ) -> Response<ResponseBody> {
+        crate::http1::recycle(std::mem::take(self.req.headers_mut()));
         let stats = &self.endpoint.stats;
         stats.active.fetch_sub(1, Ordering::Relaxed);
         let mut resp = match result {

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Largest message head (start line and headers) accepted.
@@ -117,6 +118,35 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         self.filled += n;
         Poll::Ready(Ok(n))
     }
+}
+
+/// Header maps kept for reuse on this thread: building a message's map then needs no allocation.
+const SPARE_MAPS: usize = 64;
+/// Maps grown past this many entries are not kept.
+const SPARE_MAP_CAPACITY: usize = 64;
+
+thread_local! {
+    static MAPS: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty header map, reused when one is spare.
+pub(crate) fn header_map(capacity: usize) -> HeaderMap {
+    MAPS.with(|m| m.borrow_mut().pop())
+        .unwrap_or_else(|| HeaderMap::with_capacity(capacity))
+}
+
+/// Gives a message's header map back for reuse.
+pub(crate) fn recycle(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > SPARE_MAP_CAPACITY {
+        return;
+    }
+    map.clear();
+    MAPS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() < SPARE_MAPS {
+            m.push(map);
+        }
+    });
 }
 
 /// Writes all of `buf`; on failure also says whether any of it was written.
@@ -305,6 +335,19 @@ fn chunk_size(line: &[u8]) -> Result<u64, BodyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_maps_come_back_empty() {
+        let mut map = header_map(8);
+        map.insert("x-a", http::HeaderValue::from_static("1"));
+        let cap = map.capacity();
+        recycle(map);
+        let again = header_map(8);
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), cap, "the spare map was not reused");
+        recycle(HeaderMap::with_capacity(1000));
+        assert!(header_map(1).capacity() < 1000, "an oversized map was kept");
+    }
 
     #[test]
     fn decimals() {

@@ -214,7 +214,7 @@ pub(crate) fn take_head<R>(
     }
     let head = r.take(len);
     let uri = Uri::from_maybe_shared(head.slice(path_range)).map_err(|_| bad("invalid target"))?;
-    let mut headers = HeaderMap::with_capacity(fields.len() + 4);
+    let mut headers = super::header_map(fields.len() + 4);
     let mut framing = RequestFraming::default();
     for (name, start, end) in fields.drain(..) {
         framing.see(&name, &head[start..end]).map_err(bad)?;
@@ -487,6 +487,7 @@ impl Writer {
             self.out.extend_from_slice(b"connection: keep-alive\r\n");
         }
         self.out.extend_from_slice(b"\r\n");
+        super::recycle(parts.headers);
         ((!bodiless).then_some((body, chunked)), keep_alive)
     }
 

@@ -24,8 +24,8 @@ use tokio::net::TcpStream;
 use super::body::{Body, UpstreamBody};
 use super::{Pool, UpstreamError};
 use crate::http1::{
-    BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, Step, parse_length, put_decimal,
-    tokens, write_all,
+    BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, Step, header_map, parse_length,
+    put_decimal, tokens, write_all,
 };
 
 /// Counts a pool's open connections for as long as it lives.
@@ -313,7 +313,7 @@ pub(crate) fn take_head<R>(
         fields.push((name, start, start + h.value.len()));
     }
     let head = r.take(len);
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = header_map(fields.len());
     let mut delimiters = Delimiters::default();
     for (name, start, end) in fields.drain(..) {
         let raw = &head[start..end];
