@@ -1,4 +1,4 @@
-//! The `weir` command line: `run`, `validate`, `demo`.
+//! The `weir` command line: `run`, `validate`, `demo`, `faults`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +42,22 @@ enum Command {
     },
     /// Start demo backends and weir on loopback and watch traffic shift between versions.
     Demo,
+    /// Fault injection's kill switch on a running weir: `disable` stops every fault at once.
+    Faults {
+        /// `disable`, `enable` or `status`.
+        #[arg(value_enum)]
+        action: FaultAction,
+        /// The running weir's admin API address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FaultAction {
+    Disable,
+    Enable,
+    Status,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +72,27 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { paths } => validate(&paths),
         Command::Demo => runtime(None).block_on(weir::demo::run()),
+        Command::Faults { action, admin } => {
+            let (method, path) = match action {
+                FaultAction::Disable => ("POST", "/faults/disable"),
+                FaultAction::Enable => ("POST", "/faults/enable"),
+                FaultAction::Status => ("GET", "/faults"),
+            };
+            match runtime(Some(1)).block_on(weir::admin::call(admin, method, path)) {
+                Ok((200, body)) => {
+                    println!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Ok((status, body)) => {
+                    eprintln!("weir: admin answered {status}: {body}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("weir: cannot reach the admin API at {admin}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             configs,
             admin,

@@ -23,6 +23,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::backend::{Cluster, Endpoint, Protocol};
 use crate::error::{ProxyError, local_response};
+use crate::policy::fault::{Abort, FaultSwitch, PER_MILLION};
 use crate::policy::headers::strip_hop_by_hop;
 use crate::policy::split::WeightedDest;
 use crate::route::matcher::RequestView;
@@ -35,6 +36,8 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// Facts about the downstream connection a request came on.
 #[derive(Clone, Debug)]
@@ -66,12 +69,13 @@ impl ConnInfo {
 /// The proxy: reads the current snapshot for each request.
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    faults: Arc<FaultSwitch>,
 }
 
 impl Proxy {
-    /// A proxy serving whatever `snapshot` holds.
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Proxy {
-        Proxy { snapshot }
+    /// A proxy serving whatever `snapshot` holds, injecting faults while `faults` is on.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, faults: Arc<FaultSwitch>) -> Proxy {
+        Proxy { snapshot, faults }
     }
 
     /// Handles one request, start to response headers (the service function's shape).
@@ -94,6 +98,25 @@ impl Proxy {
         match route(&snap, req, conn, start) {
             Routed::Local(resp) => resp,
             Routed::Forward(mut fwd) => {
+                if let Some(fault) = &fwd.rule.fault
+                    && self.faults.enabled()
+                {
+                    // Before the upstream request, holding nothing of the pool.
+                    let drawn = fault.draw(|| fastrand::u32(..PER_MILLION));
+                    let stats = &fwd.snap.stats[fwd.dest.stats];
+                    if let Some(delay) = drawn.delay {
+                        stats.fault_delays.inc();
+                        self.faults.delay(delay).await;
+                        // The rule's timeout runs from here, as Envoy's router timer does.
+                        fwd.deadline = fwd.rule.timeout.map(|t| Instant::now() + t);
+                    }
+                    if let Some(abort) = drawn.abort
+                        && self.faults.enabled()
+                    {
+                        stats.fault_aborts.inc();
+                        return fwd.abort(abort);
+                    }
+                }
                 let result = fwd.send().await;
                 fwd.finish(result)
             }
@@ -196,8 +219,6 @@ fn route<'s>(
     if !target_uri(&mut parts, rule, path_and_query, h2) {
         return Routed::Local(fail(Some(dest.stats), &method, ProxyError::MissingHost));
     }
-    endpoint.stats.active.fetch_add(1, Ordering::Relaxed);
-    endpoint.stats.total.fetch_add(1, Ordering::Relaxed);
     Routed::Forward(Forward {
         snap,
         rule,
@@ -229,6 +250,8 @@ struct Forward<'s> {
 impl<'s> Forward<'s> {
     /// The upstream exchange, under the rule's deadline.
     async fn send(&mut self) -> Result<Response<UpstreamBody>, ProxyError> {
+        self.endpoint.stats.active.fetch_add(1, Ordering::Relaxed);
+        self.endpoint.stats.total.fetch_add(1, Ordering::Relaxed);
         let pool = if self.h2 {
             &self.endpoint.h2
         } else {
@@ -249,6 +272,29 @@ impl<'s> Forward<'s> {
                 .await
                 .map_err(ProxyError::from),
         }
+    }
+
+    /// An injected abort, answered by weir: the upstream never sees the request.
+    fn abort(mut self, abort: &Abort) -> Response<ResponseBody> {
+        crate::http1::recycle(std::mem::take(self.req.headers_mut()));
+        let mut resp = local_response(abort.status, Bytes::from_static(b"fault filter abort"));
+        if let Some(code) = abort.grpc_status {
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            h.insert(GRPC_STATUS, HeaderValue::from(code));
+            h.insert(GRPC_MESSAGE, HeaderValue::from_static("fault filter abort"));
+        }
+        self.rule.headers.response.apply(resp.headers_mut());
+        local(
+            self.snap,
+            Some(self.dest.stats),
+            &self.method,
+            self.start,
+            resp,
+        )
     }
 
     /// The response to send downstream, from the upstream's or from the error.

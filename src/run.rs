@@ -18,6 +18,7 @@ use crate::backend::BackendState;
 use crate::config::{self, ConfigError, ResourceSet, yaml::Pos};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
+use crate::policy::fault::FaultSwitch;
 use crate::proxy::Proxy;
 use crate::snapshot::Snapshot;
 
@@ -60,6 +61,8 @@ pub enum StartError {
 /// The control plane: current snapshot, runtime state and the apply path.
 pub struct Control {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The fault-injection kill switch (kept across reloads).
+    pub faults: Arc<FaultSwitch>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     backends: BackendState,
@@ -199,9 +202,11 @@ impl Server {
             .map_err(|e| StartError::Bind(opts.admin, e))?;
         let metrics = Arc::new(Metrics::new());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty(mesh_addr, &metrics)));
-        let proxy = Arc::new(Proxy::new(snapshot.clone()));
+        let faults = Arc::new(FaultSwitch::default());
+        let proxy = Arc::new(Proxy::new(snapshot.clone(), faults.clone()));
         let control = Arc::new(Control {
             snapshot,
+            faults,
             metrics,
             backends: BackendState::default(),
             proxy: proxy.clone(),

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::config::Spec;
 use crate::run::Control;
 
 /// Serves the admin API on `socket` until the task is aborted.
@@ -61,14 +62,55 @@ fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
         }
         (&Method::GET, "/config") => json_response(config_json(control)),
         (&Method::GET, "/clusters") => json_response(clusters_json(control)),
-        (_, "/ready" | "/live" | "/metrics" | "/config" | "/clusters") => {
+        (&Method::GET, "/faults") => json_response(faults_json(control)),
+        (&Method::POST, "/faults/disable") => {
+            control.faults.set(false);
+            tracing::warn!("Fault injection disabled (kill switch).");
+            json_response(faults_json(control))
+        }
+        (&Method::POST, "/faults/enable") => {
+            control.faults.set(true);
+            tracing::warn!("Fault injection enabled.");
+            json_response(faults_json(control))
+        }
+        (_, "/ready" | "/live" | "/metrics" | "/config" | "/clusters" | "/faults") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        (_, "/faults/disable" | "/faults/enable") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready /live /metrics /config /clusters\n",
+            "not found; try /ready /live /metrics /config /clusters /faults\n",
         ),
     }
+}
+
+/// One call to a running weir's admin API (for the CLI): the status and the body.
+pub async fn call(
+    admin: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {admin}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let text = String::from_utf8_lossy(&out);
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, body.trim_end().to_owned()))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -90,6 +132,26 @@ fn json_response(v: Value) -> Response<Full<Bytes>> {
 }
 
 /// The effective configuration: every resource as applied, with its source and the generation.
+/// The kill switch's position and every configured fault.
+fn faults_json(control: &Control) -> Value {
+    let snap = control.snapshot();
+    let mut rules = Vec::new();
+    for r in &snap.resources.resources {
+        if let Spec::VirtualService(vs) = &r.spec {
+            for (i, route) in vs.http.iter().enumerate() {
+                if let Some(fault) = &route.fault {
+                    rules.push(json!({
+                        "virtualService": r.name(),
+                        "rule": route.name.as_deref().map_or_else(|| format!("{}/{i}", r.name()), str::to_owned),
+                        "fault": fault,
+                    }));
+                }
+            }
+        }
+    }
+    json!({ "enabled": control.faults.enabled(), "rules": rules })
+}
+
 fn config_json(control: &Control) -> Value {
     let snap = control.snapshot();
     let resources: Vec<Value> = snap

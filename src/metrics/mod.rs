@@ -55,6 +55,15 @@ pub struct DurationLabels {
     pub route: String,
 }
 
+/// Labels of `weir_faults_injected_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    /// Destination host.
+    pub service: String,
+    /// `delay` or `abort`.
+    pub kind: &'static str,
+}
+
 /// Labels of `weir_config_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -103,6 +112,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<DurationLabels, Histogram>,
     reloads: Family<ReloadLabels, Counter>,
+    faults: Family<FaultLabels, Counter>,
     generation: Gauge,
 }
 
@@ -135,6 +145,12 @@ impl Metrics {
             "Configuration reloads, by result",
             reloads.clone(),
         );
+        let faults = Family::<FaultLabels, Counter>::default();
+        registry.register(
+            "weir_faults_injected",
+            "Faults injected, by destination and kind (delay, abort)",
+            faults.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "weir_config_generation",
@@ -146,6 +162,7 @@ impl Metrics {
             requests,
             duration,
             reloads,
+            faults,
             generation,
         }
     }
@@ -157,7 +174,17 @@ impl Metrics {
             version: version.to_owned(),
             route: route.to_owned(),
         };
+        let fault = |kind| {
+            self.faults
+                .get_or_create(&FaultLabels {
+                    service: service.to_owned(),
+                    kind,
+                })
+                .clone()
+        };
         DestStats {
+            fault_delays: fault("delay"),
+            fault_aborts: fault("abort"),
             duration: self.duration.get_or_create(&labels).clone(),
             counters: OnceLock::new(),
             family: self.requests.clone(),
@@ -201,6 +228,10 @@ const STATUSES: [u16; 32] = [
 
 /// Metric handles of one (service, version, route), resolved when the config is built.
 pub struct DestStats {
+    /// Delays injected on requests to this destination.
+    pub fault_delays: Counter,
+    /// Aborts injected instead of requests to this destination.
+    pub fault_aborts: Counter,
     duration: Histogram,
     counters: OnceLock<Box<[OnceLock<Counter>]>>,
     family: Family<RequestLabels, Counter>,

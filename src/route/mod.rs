@@ -61,6 +61,8 @@ pub struct Rule {
     pub rewrite: Option<Rewrite>,
     /// Whole-request deadline.
     pub timeout: Option<std::time::Duration>,
+    /// Injected delays and aborts.
+    pub fault: Option<crate::policy::fault::Fault>,
     /// Stats handle for responses weir makes itself on this rule.
     pub local_stats: usize,
 }

@@ -34,33 +34,6 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        if let Some(fault) = &route.fault {
-            let pct = |this: &mut Self, p: Option<&istio::Percent>, pos: Pos| {
-                if p.is_some_and(|p| !(0.0..=100.0).contains(&p.value)) {
-                    this.err(r, pos, "percentage must be between 0 and 100");
-                }
-            };
-            if let Some(d) = &fault.delay {
-                pct(self, d.percentage.as_ref(), d.pos);
-                if d.fixed_delay.is_none() && d.exponential_delay.is_none() {
-                    self.err(r, d.pos, "fault delay needs fixedDelay");
-                }
-            }
-            if let Some(a) = &fault.abort {
-                pct(self, a.percentage.as_ref(), a.pos);
-                match (a.http_status, &a.grpc_status, &a.http2_error) {
-                    (Some(s), None, None) => {
-                        self.status(r, a.pos, s);
-                    }
-                    (None, Some(_), None) | (None, None, Some(_)) => {}
-                    _ => self.err(
-                        r,
-                        a.pos,
-                        "fault abort takes one of httpStatus, grpcStatus, http2Error",
-                    ),
-                }
-            }
-        }
         if let Some(m) = &route.mirror {
             self.check_destination(r, m);
         }
@@ -79,7 +52,6 @@ impl<'a> Checker<'a> {
         }
         let parsed_only = [
             ("retries", route.retries.is_some()),
-            ("fault", route.fault.is_some()),
             (
                 "mirror",
                 route.mirror.is_some() || !route.mirrors.is_empty(),

@@ -237,4 +237,123 @@ impl<'a> Checker<'a> {
             gateways: m.gateways.iter().map(|g| g.as_str().into()).collect(),
         })
     }
+
+    /// `fault`: delays and aborts with their shares.
+    pub(super) fn fault(&mut self, r: &Resource, f: &istio::HttpFaultInjection) -> Option<Fault> {
+        let delay = f.delay.as_ref().and_then(|d| {
+            let share = self.fault_share(r, d.pos, d.percentage.as_ref(), d.percent);
+            match (d.fixed_delay, d.exponential_delay) {
+                (Some(delay), _) => Some(fault::Delay {
+                    delay: delay.0,
+                    per_million: share?,
+                }),
+                (None, Some(_)) => {
+                    self.warn(
+                        r,
+                        d.pos,
+                        "exponentialDelay is not supported; no delay is injected",
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.err(r, d.pos, "fault delay needs fixedDelay");
+                    None
+                }
+            }
+        });
+        let abort = f.abort.as_ref().and_then(|a| {
+            let share = self.fault_share(r, a.pos, a.percentage.as_ref(), a.percent);
+            let (status, grpc_status) = match (a.http_status, &a.grpc_status, &a.http2_error) {
+                (Some(s), None, None) => (self.status(r, a.pos, s)?, None),
+                (None, Some(g), None) => {
+                    let Some(code) = grpc_code(g) else {
+                        self.err(r, a.pos, format!("unknown grpcStatus {g:?}"));
+                        return None;
+                    };
+                    (StatusCode::OK, Some(code))
+                }
+                (None, None, Some(_)) => {
+                    self.warn(
+                        r,
+                        a.pos,
+                        "http2Error aborts are not supported; no abort is injected",
+                    );
+                    return None;
+                }
+                _ => {
+                    self.err(
+                        r,
+                        a.pos,
+                        "fault abort takes one of httpStatus, grpcStatus, http2Error",
+                    );
+                    return None;
+                }
+            };
+            Some(fault::Abort {
+                status,
+                grpc_status,
+                per_million: share?,
+            })
+        });
+        (delay.is_some() || abort.is_some()).then_some(Fault { delay, abort })
+    }
+
+    /// `percentage` (preferred) or the deprecated integer `percent`, as parts per million. As in
+    /// Istio, a fault without either injects nothing (said as a warning).
+    fn fault_share(
+        &mut self,
+        r: &Resource,
+        pos: Pos,
+        percentage: Option<&istio::Percent>,
+        percent: Option<u32>,
+    ) -> Option<u32> {
+        let value = match (percentage, percent) {
+            (Some(p), _) => p.value,
+            (None, Some(p)) => f64::from(p),
+            (None, None) => {
+                self.warn(
+                    r,
+                    pos,
+                    "fault without percentage injects nothing (as in Istio)",
+                );
+                0.0
+            }
+        };
+        if !(0.0..=100.0).contains(&value) {
+            self.err(r, pos, "percentage must be between 0 and 100");
+            return None;
+        }
+        Some(fault::per_million(value))
+    }
+}
+
+/// A gRPC status by name (`UNAVAILABLE`) or number (`14`).
+fn grpc_code(s: &str) -> Option<u32> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    match s.parse::<u32>() {
+        Ok(n) if n < 17 => Some(n),
+        Ok(_) => None,
+        Err(_) => NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(s))
+            .map(|i| i as u32),
+    }
 }

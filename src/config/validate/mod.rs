@@ -17,6 +17,7 @@ use super::istio::{self, DestinationRule, Gateway, ServiceEntry, StringMatch, Vi
 use super::yaml::Pos;
 use super::{Resource, ResourceSet, Spec};
 use crate::backend::{ClusterSpec, EndpointAddr, EndpointSpec, Lb, Protocol};
+use crate::policy::fault::{self, Fault};
 use crate::policy::headers::{HeaderEdits, HeaderOps};
 use crate::policy::rewrite::{Redirect, Rewrite, re2_replacement};
 use crate::policy::split::{Split, WeightedDest};

@@ -181,6 +181,18 @@ impl<'a> Checker<'a> {
             let timeout = route.timeout.map(|d| d.0).filter(|d| !d.is_zero());
             let rewrite = route.rewrite.as_ref().and_then(|rw| self.rewrite(r, rw));
             let headers = self.header_edits(r, route.headers.as_ref());
+            let fault = match (&route.fault, &action) {
+                (Some(f), Action::Forward(_)) => self.fault(r, f),
+                (Some(f), _) => {
+                    self.warn(
+                        r,
+                        f.pos,
+                        "fault applies to forwarded requests only; ignored here",
+                    );
+                    None
+                }
+                (None, _) => None,
+            };
             let local_stats = self.stats_id("", "", &label);
             rules.push(Rule {
                 label,
@@ -189,6 +201,7 @@ impl<'a> Checker<'a> {
                 headers,
                 rewrite,
                 timeout,
+                fault,
                 local_stats,
             });
         }
@@ -206,6 +219,7 @@ impl<'a> Checker<'a> {
             headers: HeaderEdits::default(),
             rewrite: None,
             timeout: None,
+            fault: None,
         }
     }
 
