@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::error::Error as StdError;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, Entry, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -84,7 +85,7 @@ impl Proxy {
         req: Request<Body>,
         conn: ConnInfo,
     ) -> Result<Response<ResponseBody>, Infallible> {
-        Ok(self.respond(req, &conn).await)
+        Ok(self.respond(req, &conn, None).await)
     }
 
     /// Handles one request, start to response headers.
@@ -92,7 +93,15 @@ impl Proxy {
     /// Everything but the upstream exchange is synchronous ([`route`], [`Forward::finish`]), so
     /// this future holds little besides the exchange: it is created and moved for every
     /// request, and its size is paid each time.
-    pub async fn respond(&self, req: Request<Body>, conn: &ConnInfo) -> Response<ResponseBody> {
+    ///
+    /// `client`, when given, tells whether the client has gone away; a request waiting on an
+    /// injected delay is then dropped without ever reaching the upstream.
+    pub async fn respond(
+        &self,
+        req: Request<Body>,
+        conn: &ConnInfo,
+        client: Option<&mut dyn ClientGone>,
+    ) -> Response<ResponseBody> {
         let start = Instant::now();
         let snap = self.snapshot.load_full();
         match route(&snap, req, conn, start) {
@@ -106,7 +115,15 @@ impl Proxy {
                     let stats = &fwd.snap.stats[fwd.dest.stats];
                     if let Some(delay) = drawn.delay {
                         stats.fault_delays.inc();
-                        self.faults.delay(delay).await;
+                        let delayed = self.faults.delay(delay);
+                        if let Some(client) = client {
+                            tokio::select! {
+                                _ = delayed => {}
+                                _ = poll_fn(|cx| client.poll_gone(cx)) => return fwd.client_gone(),
+                            }
+                        } else {
+                            delayed.await;
+                        }
                         // The rule's timeout runs from here, as Envoy's router timer does.
                         fwd.deadline = fwd.rule.timeout.map(|t| Instant::now() + t);
                     }
@@ -122,6 +139,12 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Tells whether a client has gone away (closed its connection) while its request waits.
+pub trait ClientGone: Send {
+    /// Ready once the client is gone.
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
 
 /// What routing decided.
@@ -272,6 +295,21 @@ impl<'s> Forward<'s> {
                 .await
                 .map_err(ProxyError::from),
         }
+    }
+
+    /// The client left while its request waited: nothing is forwarded; counted as 499 (nginx's
+    /// code for it), and the response goes nowhere.
+    fn client_gone(mut self) -> Response<ResponseBody> {
+        crate::http1::recycle(std::mem::take(self.req.headers_mut()));
+        let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+        let resp = local_response(status, Bytes::new());
+        local(
+            self.snap,
+            Some(self.dest.stats),
+            &self.method,
+            self.start,
+            resp,
+        )
     }
 
     /// An injected abort, answered by weir: the upstream never sees the request.

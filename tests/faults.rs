@@ -186,3 +186,35 @@ async fn bad_fault_configs_are_rejected_with_positions() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_client_leaving_during_a_delay_is_never_forwarded() {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::start("ratings-v1").await;
+    let cfg = ratings(
+        &backend,
+        "      delay: {percentage: {value: 100}, fixedDelay: 60s}",
+    );
+    let weir = Weir::start(&cfg).await;
+    let mut s = tokio::net::TcpStream::connect(weir.mesh()).await.unwrap();
+    s.write_all(b"GET /ratings/0 HTTP/1.1\r\nhost: ratings\r\nend-user: jason\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+    // The request ends as the client leaves (counted as 499), not when the delay would.
+    let series = "http_requests_total{service=\"ratings\",version=\"v1\",status=\"499\",method=\"GET\",route=\"ratings/0\"}";
+    let mut counted = None;
+    for _ in 0..100 {
+        counted = metric_value(&weir.metrics().await, series);
+        if counted.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counted, Some(1.0));
+    // Were it still waiting, switching faults off would release it to the backend now.
+    post(&weir, "/faults/disable").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(backend.hits(), 0, "the request reached the backend");
+}

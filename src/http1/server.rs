@@ -25,7 +25,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use super::{BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, Step, tokens, write_all};
-use crate::proxy::{ConnInfo, Proxy, ResponseBody};
+use crate::proxy::{ClientGone, ConnInfo, Proxy, ResponseBody};
 use crate::upstream::Body;
 
 /// Longest request target accepted.
@@ -111,7 +111,9 @@ pub(crate) async fn serve(
         *req.uri_mut() = head.uri;
         *req.version_mut() = version;
         *req.headers_mut() = head.headers;
-        let resp = proxy.respond(req, &info).await;
+        // Without a body, the read side is free to notice a client that leaves mid-request.
+        let client = slot.as_mut().map(|r| r as &mut dyn ClientGone);
+        let resp = proxy.respond(req, &info, client).await;
         let mut keep_alive = keep_alive;
         if let Some(home) = home {
             // The request body is back, read to its end; if not (a response made without reading
@@ -385,6 +387,22 @@ impl HttpBody for RequestBody {
             Decoder::Length(n) => SizeHint::with_exact(n),
             Decoder::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
+        }
+    }
+}
+
+impl ClientGone for Reader<OwnedReadHalf> {
+    /// Gone at the end of the stream or on an error. Bytes waiting to be read (a pipelined
+    /// request) say nothing, and neither does anything afterwards.
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.filled() > 0 {
+            return Poll::Pending;
+        }
+        let mut probe = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut probe);
+        match self.io.poll_peek(cx, &mut buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(()),
+            _ => Poll::Pending,
         }
     }
 }
