@@ -352,3 +352,48 @@ async fn large_bodies_stream_both_ways() {
     let got = up.last_request();
     assert!(got.ends_with(&upload), "upload arrived incomplete");
 }
+
+/// `config` with a DestinationRule setting the connection pool's HTTP settings.
+fn with_pool(up: &RawUpstream, http: &str) -> String {
+    config(up)
+        + &format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: raw}}
+spec:
+  host: raw
+  trafficPolicy:
+    connectionPool:
+      http: {http}
+"
+        )
+}
+
+#[tokio::test]
+async fn max_requests_per_connection_closes_used_up_connections() {
+    let up = RawUpstream::start().await;
+    let weir = Weir::start(&with_pool(&up, "{maxRequestsPerConnection: 2}")).await;
+    let c = client();
+    for _ in 0..5 {
+        let (s, _, _) = send(&c, weir.mesh(), "raw", "/", &[]).await;
+        assert_eq!(s, 200);
+    }
+    assert_eq!(up.accepted(), 3, "2 + 2 + 1 requests");
+}
+
+#[tokio::test]
+async fn connections_idle_past_the_idle_timeout_are_not_reused() {
+    let up = RawUpstream::start().await;
+    let weir = Weir::start(&with_pool(&up, "{idleTimeout: 0.1s}")).await;
+    let c = client();
+    let (s, _, _) = send(&c, weir.mesh(), "raw", "/", &[]).await;
+    assert_eq!(s, 200);
+    let (s, _, _) = send(&c, weir.mesh(), "raw", "/", &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(up.accepted(), 1, "reused while fresh");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (s, _, _) = send(&c, weir.mesh(), "raw", "/", &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(up.accepted(), 2, "an idle-expired connection was reused");
+}

@@ -211,6 +211,8 @@ fn clusters_json(control: &Control) -> Value {
                 "lb": c.spec.lb.name(),
                 "protocol": format!("{:?}", c.spec.protocol),
                 "connect_timeout_ms": c.spec.connect_timeout.as_millis() as u64,
+                "max_requests_per_connection": c.spec.max_requests_per_connection,
+                "idle_timeout_ms": c.spec.idle_timeout.as_millis() as u64,
                 "endpoints": endpoints,
             })
         })

@@ -72,6 +72,10 @@ pub struct ClusterSpec {
     pub protocol: Protocol,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
+    /// Requests one upstream connection carries before it is closed (`None`: no limit).
+    pub max_requests_per_connection: Option<u32>,
+    /// Upstream connections idle this long are closed instead of reused.
+    pub idle_timeout: Duration,
 }
 
 /// Live counters of one endpoint within one cluster, kept across reloads.

@@ -20,6 +20,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::body::{Body, UpstreamBody};
 use super::{Pool, UpstreamError};
@@ -53,6 +54,12 @@ pub(crate) struct Conn {
     out: BytesMut,
     /// Header names and value offsets of the head being parsed (kept to reuse its allocation).
     fields: Vec<(HeaderName, usize, usize)>,
+    /// Requests sent on this connection.
+    served: u32,
+    /// Most requests it may carry (`maxRequestsPerConnection`).
+    max_requests: Option<u32>,
+    /// When it last went idle.
+    idle_since: Instant,
     _open: Open,
 }
 
@@ -72,8 +79,29 @@ impl Conn {
             r: Reader::new(io),
             out: BytesMut::with_capacity(1024),
             fields: Vec::new(),
+            served: 0,
+            max_requests: None,
+            idle_since: Instant::now(),
             _open: open,
         }
+    }
+
+    /// Applies the cluster's `maxRequestsPerConnection` to the request about to be sent.
+    pub(super) fn limit_requests(&mut self, max: Option<u32>) {
+        self.max_requests = max;
+    }
+
+    /// Whether the connection may be reused for another request.
+    pub(super) fn may_carry_more(&self) -> bool {
+        self.max_requests.is_none_or(|max| self.served < max)
+    }
+
+    pub(super) fn mark_idle(&mut self) {
+        self.idle_since = Instant::now();
+    }
+
+    pub(super) fn idle_for(&self) -> std::time::Duration {
+        self.idle_since.elapsed()
     }
 
     /// Whether an idle connection can still be used: nothing (not even a close) has arrived on
@@ -100,6 +128,7 @@ pub(super) async fn exchange(
     pool: &Arc<Pool>,
 ) -> Result<Response<UpstreamBody>, Failure> {
     let head_only = req.method() == Method::HEAD;
+    conn.served += 1;
     write_request(&mut conn, req).await?;
     loop {
         let head = read_head(&mut conn).await?;

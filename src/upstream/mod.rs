@@ -18,7 +18,7 @@ use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::backend::EndpointAddr;
+use crate::backend::{ClusterSpec, EndpointAddr};
 pub use body::{Body, BodyError, UpstreamBody};
 use h1::{Conn, Failure, Open};
 
@@ -109,20 +109,20 @@ impl Pool {
     pub async fn send(
         self: &Arc<Self>,
         req: &mut Request<Body>,
-        connect_timeout: Duration,
+        spec: &ClusterSpec,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         if self.h2 {
             // Boxed: HTTP/2's handshake future is large and would enlarge every request's state.
-            Box::pin(self.send_h2(req, connect_timeout)).await
+            Box::pin(self.send_h2(req, spec.connect_timeout)).await
         } else {
-            self.send_h1(req, connect_timeout).await
+            self.send_h1(req, spec).await
         }
     }
 
     async fn send_h1(
         self: &Arc<Self>,
         req: &mut Request<Body>,
-        connect_timeout: Duration,
+        spec: &ClusterSpec,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         // An idle connection may have been closed by the upstream meanwhile. A request that was
         // not written to it goes to the next; one without a body and with an idempotent method
@@ -131,14 +131,15 @@ impl Pool {
         // small: it is part of every request's state.)
         let mut resend = req.body().is_end_stream() && idempotent(req.method());
         loop {
-            let (conn, reused) = match self.take_idle() {
+            let (mut conn, reused) = match self.take_idle(spec.idle_timeout) {
                 Some(conn) => (conn, true),
                 None => {
                     // Boxed, as connecting is the rare case.
-                    let io = Box::pin(self.connect(connect_timeout)).await?;
+                    let io = Box::pin(self.connect(spec.connect_timeout)).await?;
                     (Conn::new(io, Open::new(&self.open)), false)
                 }
             };
+            conn.limit_requests(spec.max_requests_per_connection);
             match h1::exchange(conn, req, self).await {
                 Ok(resp) => return Ok(resp),
                 Err(Failure::Stale(_)) if reused => {}
@@ -192,8 +193,15 @@ impl Pool {
     }
 
     /// The most recently used idle connection that is still clean.
-    fn take_idle(&self) -> Option<Conn> {
+    /// The most recently used idle connection that is still clean and not idle too long.
+    fn take_idle(&self, idle_timeout: Duration) -> Option<Conn> {
         let mut idle = self.lock_idle();
+        // Oldest first: those past the idle timeout are closed.
+        let expired = idle
+            .iter()
+            .take_while(|c| c.idle_for() >= idle_timeout)
+            .count();
+        idle.drain(..expired);
         while let Some(mut conn) = idle.pop() {
             if conn.is_clean() {
                 return Some(conn);
@@ -202,7 +210,11 @@ impl Pool {
         None
     }
 
-    fn put_idle_h1(&self, conn: Conn) {
+    fn put_idle_h1(&self, mut conn: Conn) {
+        if !conn.may_carry_more() {
+            return;
+        }
+        conn.mark_idle();
         let mut idle = self.lock_idle();
         if idle.len() < MAX_IDLE {
             idle.push(conn);

@@ -31,6 +31,8 @@ mod services;
 
 /// Istio's default connect timeout.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Istio's default idle timeout for upstream connections (`connectionPool.http.idleTimeout`).
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The gateway name that means "the mesh listener".
 const MESH: &str = "mesh";
 

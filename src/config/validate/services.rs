@@ -267,6 +267,8 @@ impl<'a> Checker<'a> {
             _ => Protocol::Http1,
         };
         let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+        let mut max_requests_per_connection = None;
+        let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
         for tp in policies {
             let port_level = tp.port_level_settings.iter().find(|p| {
                 p.port
@@ -295,6 +297,12 @@ impl<'a> Checker<'a> {
                 connect_timeout = t.0;
             }
             if let Some(h) = pool.and_then(|p| p.http.as_ref()) {
+                if let Some(n) = h.max_requests_per_connection {
+                    max_requests_per_connection = (n > 0).then_some(n);
+                }
+                if let Some(t) = h.idle_timeout.filter(|t| !t.0.is_zero()) {
+                    idle_timeout = t.0;
+                }
                 if h.use_client_protocol == Some(true) {
                     protocol = Protocol::Client;
                 } else if h.h2_upgrade_policy == Some(istio::H2UpgradePolicy::Upgrade) {
@@ -312,6 +320,8 @@ impl<'a> Checker<'a> {
             lb,
             protocol,
             connect_timeout,
+            max_requests_per_connection,
+            idle_timeout,
         });
         self.cluster_ids.insert(key, self.clusters.len() - 1);
         self.clusters.len() - 1
