@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -115,14 +116,9 @@ impl Proxy {
                     let stats = &fwd.snap.stats[fwd.dest.stats];
                     if let Some(delay) = drawn.delay {
                         stats.fault_delays.inc();
-                        let delayed = self.faults.delay(delay);
-                        if let Some(client) = client {
-                            tokio::select! {
-                                _ = delayed => {}
-                                _ = poll_fn(|cx| client.poll_gone(cx)) => return fwd.client_gone(),
-                            }
-                        } else {
-                            delayed.await;
+                        // Boxed: a rare path, kept out of every request's state.
+                        if !Box::pin(self.fault_delay(delay, client)).await {
+                            return fwd.client_gone();
                         }
                         // The rule's timeout runs from here, as Envoy's router timer does.
                         fwd.deadline = fwd.rule.timeout.map(|t| Instant::now() + t);
@@ -136,6 +132,23 @@ impl Proxy {
                 }
                 let result = fwd.send().await;
                 fwd.finish(result)
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// Waits out an injected delay; false if the client left meanwhile.
+    async fn fault_delay(&self, delay: Duration, client: Option<&mut dyn ClientGone>) -> bool {
+        let delayed = self.faults.delay(delay);
+        match client {
+            Some(client) => tokio::select! {
+                _ = delayed => true,
+                _ = poll_fn(|cx| client.poll_gone(cx)) => false,
+            },
+            None => {
+                delayed.await;
+                true
             }
         }
     }
