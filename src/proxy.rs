@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -195,17 +196,11 @@ fn route<'s>(
     let Some(Matched { rule, block }) = table.find(&view) else {
         return Routed::Local(fail(None, req.method(), ProxyError::NoRoute));
     };
-    let split = match &rule.action {
+    // Break: weir answers itself (with the rule's response edits); Continue: forward.
+    let decided = match &rule.action {
+        Action::Forward(split) => ControlFlow::Continue(split),
         Action::Direct { status, body } => {
-            let mut resp = local_response(*status, body.clone());
-            rule.headers.response.apply(resp.headers_mut());
-            return Routed::Local(local(
-                snap,
-                Some(rule.local_stats),
-                req.method(),
-                start,
-                resp,
-            ));
+            ControlFlow::Break(local_response(*status, body.clone()))
         }
         Action::Redirect(rd) => {
             let location = rd.location("http", authority, view.path, view.query, block);
@@ -213,16 +208,16 @@ fn route<'s>(
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            rule.headers.response.apply(resp.headers_mut());
-            return Routed::Local(local(
-                snap,
-                Some(rule.local_stats),
-                req.method(),
-                start,
-                resp,
-            ));
+            ControlFlow::Break(resp)
         }
-        Action::Forward(split) => split,
+    };
+    let split = match decided {
+        ControlFlow::Continue(split) => split,
+        ControlFlow::Break(mut resp) => {
+            rule.headers.response.apply(resp.headers_mut());
+            let stats = Some(rule.local_stats);
+            return Routed::Local(local(snap, stats, req.method(), start, resp));
+        }
     };
     let path = rule
         .rewrite

@@ -8,8 +8,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use std::fmt::Write as _;
+
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
+use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Largest message head (start line and headers) accepted.
@@ -306,6 +309,74 @@ impl Decoder {
             }
         }
     }
+}
+
+impl Decoder {
+    /// The next piece of body data off `r`, reading as needed: `None` at the body's end.
+    /// `early_close` names a close before the end (a close ends an `Eof` body normally).
+    pub(crate) fn poll_data<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut Reader<R>,
+        cx: &mut Context<'_>,
+        early_close: &'static str,
+    ) -> Poll<Result<Option<Bytes>, BodyError>> {
+        loop {
+            match self.step(r) {
+                Ok(Step::Data(data)) => return Poll::Ready(Ok(Some(data))),
+                Ok(Step::Done) => return Poll::Ready(Ok(None)),
+                Ok(Step::More) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            match ready!(r.poll_fill(cx)) {
+                Ok(0) if matches!(self, Decoder::Eof) => {
+                    *self = Decoder::Done;
+                    return Poll::Ready(Ok(None));
+                }
+                Ok(0) => return Poll::Ready(Err(BodyError::Malformed(early_close))),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(BodyError::Io(e))),
+            }
+        }
+    }
+}
+
+/// Queues one polled body frame with its framing (data only: trailers are not written);
+/// `Ok(true)` once the body has ended and its terminator is queued. `ended` says whether the
+/// body is at its end after this frame.
+pub(crate) fn queue_frame<E>(
+    out: &mut BytesMut,
+    frame: Option<Result<Frame<Bytes>, E>>,
+    ended: impl FnOnce() -> bool,
+    chunked: bool,
+) -> Result<bool, E> {
+    if let Some(frame) = frame {
+        if let Ok(data) = frame?.into_data()
+            && !data.is_empty()
+        {
+            if chunked {
+                let _ = write!(out, "{:x}\r\n", data.len());
+            }
+            out.extend_from_slice(&data);
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        if !ended() {
+            return Ok(false);
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    Ok(true)
+}
+
+/// Appends one `name: value` header line.
+pub(crate) fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The length of the CRLF-terminated line at the start of `buf`, if it is all there.

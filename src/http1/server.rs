@@ -24,7 +24,10 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
-use super::{BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, Step, tokens, write_all};
+use super::{
+    BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, put_field, queue_frame, tokens,
+    write_all,
+};
 use crate::proxy::{ClientGone, ConnInfo, Proxy, ResponseBody};
 use crate::upstream::Body;
 
@@ -343,37 +346,23 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        loop {
-            let Some(r) = this.reader.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match this.decoder.step(r) {
-                Ok(Step::Data(data)) => {
-                    if matches!(this.decoder, Decoder::Done) {
-                        this.go_home();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Step::Done) => {
+        let Some(r) = this.reader.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(this.decoder.poll_data(r, cx, "client closed mid-body")) {
+            Ok(Some(data)) => {
+                if matches!(this.decoder, Decoder::Done) {
                     this.go_home();
-                    return Poll::Ready(None);
                 }
-                Ok(Step::More) => {}
-                Err(e) => {
-                    this.reader = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            match ready!(r.poll_fill(cx)) {
-                Ok(0) => {
-                    this.reader = None;
-                    return Poll::Ready(Some(Err(BodyError::Malformed("client closed mid-body"))));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    this.reader = None;
-                    return Poll::Ready(Some(Err(BodyError::Io(e))));
-                }
+            Ok(None) => {
+                this.go_home();
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.reader = None;
+                Poll::Ready(Some(Err(e)))
             }
         }
     }
@@ -481,15 +470,10 @@ impl Writer {
             {
                 continue;
             }
-            self.out.extend_from_slice(name.as_str().as_bytes());
-            self.out.extend_from_slice(b": ");
-            self.out.extend_from_slice(value.as_bytes());
-            self.out.extend_from_slice(b"\r\n");
+            put_field(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
         }
         if !parts.headers.contains_key(header::DATE) {
-            self.out.extend_from_slice(b"date: ");
-            self.out.extend_from_slice(date().as_bytes());
-            self.out.extend_from_slice(b"\r\n");
+            put_field(&mut self.out, b"date", date().as_bytes());
         }
         if let Some(n) = length {
             self.out.extend_from_slice(b"content-length: ");
@@ -512,18 +496,21 @@ impl Writer {
     /// Writes the queued head and the body. An error (of the body too) means the connection
     /// must close: the client must not take what it got for a whole response.
     async fn write_body(&mut self, mut body: ResponseBody, chunked: bool) -> io::Result<()> {
-        let broken = || io::Error::other("response body failed");
+        let broken = |e: Box<dyn std::error::Error + Send + Sync>| {
+            tracing::debug!(error = %e, "Response body failed; closing the connection.");
+            io::Error::other("response body failed")
+        };
         // A first frame that is already here goes out with the head, in one write.
         let mut ended = body.is_end_stream();
         if !ended
             && let Poll::Ready(frame) =
                 poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await
         {
-            match queue_frame(&mut self.out, &body, frame, chunked) {
-                Some(end) => ended = end,
-                None => {
+            match queue_frame(&mut self.out, frame, || body.is_end_stream(), chunked) {
+                Ok(end) => ended = end,
+                Err(e) => {
                     self.flush().await?;
-                    return Err(broken());
+                    return Err(broken(e));
                 }
             }
         } else if ended && chunked {
@@ -532,48 +519,12 @@ impl Writer {
         self.flush().await?;
         while !ended {
             let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-            ended = queue_frame(&mut self.out, &body, frame, chunked).ok_or_else(broken)?;
+            ended = queue_frame(&mut self.out, frame, || body.is_end_stream(), chunked)
+                .map_err(broken)?;
             self.flush().await?;
         }
         Ok(())
     }
-}
-
-/// Queues one response body frame with its framing; `Some(true)` once the body has ended (its
-/// terminator queued), `None` when the body failed.
-fn queue_frame(
-    out: &mut BytesMut,
-    body: &ResponseBody,
-    frame: Option<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>>,
-    chunked: bool,
-) -> Option<bool> {
-    match frame {
-        None => {}
-        Some(Err(e)) => {
-            tracing::debug!(error = %e, "Response body failed; closing the connection.");
-            return None;
-        }
-        Some(Ok(frame)) => {
-            if let Ok(data) = frame.into_data()
-                && !data.is_empty()
-            {
-                if chunked {
-                    let _ = write!(out, "{:x}\r\n", data.len());
-                }
-                out.extend_from_slice(&data);
-                if chunked {
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
-            if !body.is_end_stream() {
-                return Some(false);
-            }
-        }
-    }
-    if chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    Some(true)
 }
 
 /// The `Date` header value, formatted once a second.

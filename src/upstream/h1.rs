@@ -7,7 +7,6 @@
 //! body fail the exchange, and the connection is closed, never reused. A connection goes back to
 //! its pool only when its response was read exactly to the end and both sides keep it alive.
 
-use std::fmt::Write as _;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -25,8 +24,8 @@ use tokio::time::Instant;
 use super::body::{Body, UpstreamBody};
 use super::{Pool, UpstreamError};
 use crate::http1::{
-    BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, Step, header_map, parse_length,
-    put_decimal, tokens, write_all,
+    BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, header_map, parse_length,
+    put_decimal, put_field, queue_frame, tokens, write_all,
 };
 
 /// Counts a pool's open connections for as long as it lives.
@@ -151,6 +150,10 @@ pub(super) async fn exchange(
     }
 }
 
+fn client_body(e: BodyError) -> Failure {
+    Failure::Failed(UpstreamError::ClientBody(e))
+}
+
 fn bad(what: &'static str) -> Failure {
     Failure::Failed(UpstreamError::BadResponse(what))
 }
@@ -181,7 +184,8 @@ async fn write_request(conn: &mut Conn, req: &mut Request<Body>) -> Result<(), F
             poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await
     {
         consumed = true;
-        ended = queue_frame(&mut conn.out, body, frame, chunked)?;
+        ended = queue_frame(&mut conn.out, frame, || body.is_end_stream(), chunked)
+            .map_err(client_body)?;
     }
     if let Err((e, some)) = conn.flush_out().await {
         return Err(if some || consumed {
@@ -201,7 +205,8 @@ async fn write_request(conn: &mut Conn, req: &mut Request<Body>) -> Result<(), F
 async fn stream_body(conn: &mut Conn, body: &mut Body, chunked: bool) -> Result<(), Failure> {
     loop {
         let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
-        let ended = queue_frame(&mut conn.out, body, frame, chunked)?;
+        let ended = queue_frame(&mut conn.out, frame, || body.is_end_stream(), chunked)
+            .map_err(client_body)?;
         conn.flush_out()
             .await
             .map_err(|(e, _)| Failure::Failed(UpstreamError::Reset(Box::new(e))))?;
@@ -209,41 +214,6 @@ async fn stream_body(conn: &mut Conn, body: &mut Body, chunked: bool) -> Result<
             return Ok(());
         }
     }
-}
-
-/// Queues one polled body frame with its framing; true once the body has ended (and its
-/// terminator is queued).
-fn queue_frame(
-    out: &mut BytesMut,
-    body: &Body,
-    frame: Option<Result<Frame<Bytes>, BodyError>>,
-    chunked: bool,
-) -> Result<bool, Failure> {
-    match frame {
-        None => {}
-        Some(Err(e)) => return Err(Failure::Failed(UpstreamError::ClientBody(e))),
-        Some(Ok(frame)) => {
-            // Trailers are not sent to HTTP/1.1 upstreams; data is.
-            if let Ok(data) = frame.into_data()
-                && !data.is_empty()
-            {
-                if chunked {
-                    let _ = write!(out, "{:x}\r\n", data.len());
-                }
-                out.extend_from_slice(&data);
-                if chunked {
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
-            if !body.is_end_stream() {
-                return Ok(false);
-            }
-        }
-    }
-    if chunked {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    Ok(true)
 }
 
 /// Request line and headers. The client's own framing headers are replaced by the framing weir
@@ -262,10 +232,7 @@ fn encode_head(out: &mut BytesMut, req: &Request<Body>, length: Option<u64>, chu
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if let Some(n) = length {
         out.extend_from_slice(b"content-length: ");
@@ -502,35 +469,24 @@ impl ResponseBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match self.decoder.step(&mut conn.r) {
-                Ok(Step::Data(data)) => {
-                    if matches!(self.decoder, Decoder::Done) {
-                        self.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Step::Done) => {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(
+            self.decoder
+                .poll_data(&mut conn.r, cx, "upstream closed mid-body")
+        ) {
+            Ok(Some(data)) => {
+                if matches!(self.decoder, Decoder::Done) {
                     self.finish();
-                    return Poll::Ready(None);
                 }
-                Ok(Step::More) => {}
-                Err(e) => return self.fail(e),
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            match ready!(conn.r.poll_fill(cx)) {
-                Ok(0) if matches!(self.decoder, Decoder::Eof) => {
-                    self.decoder = Decoder::Done;
-                    self.keep_alive = false;
-                    self.finish();
-                    return Poll::Ready(None);
-                }
-                Ok(0) => return self.fail(BodyError::Malformed("upstream closed mid-body")),
-                Ok(_) => {}
-                Err(e) => return self.fail(BodyError::Io(e)),
+            Ok(None) => {
+                self.finish();
+                Poll::Ready(None)
             }
+            Err(e) => self.fail(e),
         }
     }
 }
