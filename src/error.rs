@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::backend::limits::Overflow;
+use crate::policy::retry::Outcome;
 use crate::proxy::ResponseBody;
 use crate::upstream::UpstreamError;
 
@@ -21,6 +23,12 @@ pub enum ProxyError {
     /// The whole-request deadline passed.
     #[error("upstream request timeout")]
     Timeout,
+    /// One try's deadline (`perTryTimeout`) passed.
+    #[error("upstream request timeout")]
+    TryTimeout,
+    /// A connection-pool limit turned the request away.
+    #[error("upstream connect error or disconnect/reset before headers. reset reason: overflow")]
+    Overflow(Overflow),
     /// Talking to the upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -33,7 +41,8 @@ impl ProxyError {
             ProxyError::MissingHost => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout | ProxyError::TryTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(e) if e.never_sent() => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -48,9 +57,37 @@ impl ProxyError {
             }
             other => other.to_string(),
         };
-        local_response(self.status(), Bytes::from(body))
+        let mut resp = local_response(self.status(), Bytes::from(body));
+        if let ProxyError::Overflow(_) = self {
+            // Envoy's marker, under weir's name: clients and proxies must not retry it.
+            resp.headers_mut()
+                .insert(X_WEIR_OVERLOADED, HeaderValue::from_static("true"));
+        }
+        resp
+    }
+
+    /// How a try that failed with this error ended, for retries and outlier detection; `None`
+    /// for errors that are not the upstream's doing (weir's own limits, the client's body, the
+    /// whole request's deadline).
+    pub fn outcome(&self) -> Option<Outcome> {
+        Some(match self {
+            ProxyError::Upstream(e) => match e {
+                UpstreamError::Connect(_)
+                | UpstreamError::ConnectTimeout
+                | UpstreamError::Handshake(_) => Outcome::ConnectFailed,
+                UpstreamError::NotSent(_) => Outcome::Refused,
+                UpstreamError::Reset(_) => Outcome::Reset,
+                UpstreamError::BadResponse(_) => Outcome::BadResponse,
+                UpstreamError::ClientBody(_) => return None,
+            },
+            ProxyError::TryTimeout => Outcome::TimedOut,
+            _ => return None,
+        })
     }
 }
+
+/// Set on responses weir sheds because of a connection-pool limit.
+pub const X_WEIR_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-weir-overloaded");
 
 /// A response made by weir, with a plain-text body.
 pub fn local_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {

@@ -24,10 +24,14 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::backend::{Cluster, Endpoint, Protocol};
-use crate::error::{ProxyError, local_response};
+use crate::backend::budget::InFlight;
+use crate::backend::limits::{Admission, Admit, Overflow, RetrySlot};
+use crate::backend::outlier::Event;
+use crate::backend::{Cluster, Picked, Protocol};
+use crate::error::{ProxyError, X_WEIR_OVERLOADED, local_response};
 use crate::policy::fault::{Abort, FaultSwitch, PER_MILLION};
 use crate::policy::headers::strip_hop_by_hop;
+use crate::policy::retry::{Outcome, repeatable};
 use crate::policy::split::WeightedDest;
 use crate::route::matcher::RequestView;
 use crate::route::{Action, Matched, Rule};
@@ -131,8 +135,28 @@ impl Proxy {
                         return fwd.abort(abort);
                     }
                 }
-                let result = fwd.send().await;
-                fwd.finish(result)
+                fwd.cluster.budget.deposit(fwd.start);
+                if fwd.had_body && fwd.may_resend() {
+                    // Boxed: only requests with a body that may be sent twice wait here.
+                    if let Err(e) = Box::pin(fwd.keep_body()).await {
+                        return fwd.finish(Err(e));
+                    }
+                }
+                // The retry loop: one try, then its outcome decides (synchronously) whether
+                // another follows.
+                loop {
+                    let result = fwd.attempt().await;
+                    match fwd.settle(result) {
+                        Step::Done(result) => return fwd.finish(result),
+                        Step::Retry(wait) if wait.is_zero() => {}
+                        Step::Retry(wait) => {
+                            // Boxed: backoff is the rare path.
+                            if !Box::pin(fwd.backoff(wait)).await {
+                                return fwd.finish(Err(ProxyError::Timeout));
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -229,7 +253,7 @@ fn route<'s>(
     };
     let dest = split.pick();
     let cluster = &snap.clusters[dest.cluster];
-    let Some(endpoint) = cluster.pick() else {
+    let Some(picked) = cluster.pick(0) else {
         return Routed::Local(fail(
             Some(dest.stats),
             req.method(),
@@ -250,17 +274,28 @@ fn route<'s>(
     if !target_uri(&mut parts, rule, path_and_query, h2) {
         return Routed::Local(fail(Some(dest.stats), &method, ProxyError::MissingHost));
     }
+    let had_body = !body.is_end_stream();
+    // Only methods that are not idempotent look for an idempotency key.
+    let safe = rule.retry.non_idempotent || repeatable(&method, &parts.headers);
     Routed::Forward(Forward {
         snap,
         rule,
         dest,
         cluster,
-        endpoint,
+        picked,
         h2,
         req: Request::from_parts(parts, body),
         method,
         deadline: rule.timeout.map(|t| start + t),
         start,
+        tries: 0,
+        tried: 0,
+        safe,
+        had_body,
+        replay: None,
+        template: None,
+        admission: None,
+        retrying: None,
     })
 }
 
@@ -270,38 +305,261 @@ struct Forward<'s> {
     rule: &'s Rule,
     dest: &'s WeightedDest,
     cluster: &'s Cluster,
-    endpoint: &'s Endpoint,
+    /// The endpoint of the current (or next) try.
+    picked: Picked<'s>,
     h2: bool,
     req: Request<Body>,
     method: Method,
     deadline: Option<Instant>,
     start: Instant,
+    /// Tries made.
+    tries: u32,
+    /// Endpoints tried, a bit per index (for `retryIgnorePreviousHosts`).
+    tried: u64,
+    /// The request may be sent twice (idempotent, an idempotency key, or the route opts in).
+    safe: bool,
+    /// The request came with a body.
+    had_body: bool,
+    /// The body, kept to be sent again.
+    replay: Option<Bytes>,
+    /// The head of an HTTP/2 request (which a try consumes), kept to be sent again.
+    template: Option<Box<Request<()>>>,
+    /// The try's connection-pool slots, held until its response has been read.
+    admission: Option<Admission>,
+    /// The retry under way, counted against the retry budget and `maxRetries`.
+    retrying: Option<Retrying<'s>>,
 }
 
+/// A retry's place in the budget and under `maxRetries`, given back when its try ends.
+struct Retrying<'s> {
+    _budget: InFlight<'s>,
+    _slot: Option<RetrySlot>,
+}
+
+/// What follows a try.
+enum Step {
+    /// Answer with this.
+    Done(Result<Response<UpstreamBody>, ProxyError>),
+    /// Try again after this wait.
+    Retry(Duration),
+}
+
+/// Request bodies up to this size are kept in memory, to be sent again by a retry.
+const REPLAY_LIMIT: usize = 64 * 1024;
+
 impl<'s> Forward<'s> {
-    /// The upstream exchange, under the rule's deadline.
-    async fn send(&mut self) -> Result<Response<UpstreamBody>, ProxyError> {
-        self.endpoint.stats.active.fetch_add(1, Ordering::Relaxed);
-        self.endpoint.stats.total.fetch_add(1, Ordering::Relaxed);
-        let pool = if self.h2 {
-            &self.endpoint.h2
-        } else {
-            &self.endpoint.h1
-        };
-        let spec = &self.cluster.spec;
-        // Two arms rather than a future held in a local and again inside the timeout, which
-        // would carry the exchange twice.
-        match self.deadline {
-            Some(deadline) => {
-                match tokio::time::timeout_at(deadline, pool.send(&mut self.req, spec)).await {
-                    Ok(r) => r.map_err(ProxyError::from),
-                    Err(_) => Err(ProxyError::Timeout),
+    /// Whether the next try could be followed by a retry that sends the request again.
+    fn may_resend(&self) -> bool {
+        self.safe && self.tries < self.rule.retry.attempts
+    }
+
+    /// Reads the request body into memory to replay it, up to [`REPLAY_LIMIT`]. A longer body
+    /// is forwarded as it comes (what was read first, then the rest) and is not replayed.
+    async fn keep_body(&mut self) -> Result<(), ProxyError> {
+        let body = self.req.body_mut();
+        if body.size_hint().lower() > REPLAY_LIMIT as u64 {
+            return Ok(());
+        }
+        let mut kept = BytesMut::new();
+        loop {
+            match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        kept.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(ProxyError::Upstream(crate::upstream::UpstreamError::ClientBody(e)));
                 }
             }
+            if kept.len() > REPLAY_LIMIT {
+                let rest = std::mem::replace(body, Body::empty());
+                *body = Body::Prefixed(Some(kept.freeze()), Box::new(rest));
+                return Ok(());
+            }
+        }
+        let kept = kept.freeze();
+        self.replay = Some(kept.clone());
+        *body = Body::Full(Some(kept));
+        Ok(())
+    }
+
+    /// One try: admission by the connection-pool limits, then the exchange under the try's
+    /// deadline (the request's, or sooner with `perTryTimeout`).
+    async fn attempt(&mut self) -> Result<Response<UpstreamBody>, ProxyError> {
+        if self.h2 && self.template.is_none() && self.may_resend() {
+            self.template = Some(Box::new(head_of(&self.req)));
+        }
+        self.tries += 1;
+        if let Some(gate) = &self.cluster.gate {
+            self.admission = Some(match gate.admit(self.h2) {
+                Admit::Now(a) => a,
+                Admit::Wait(waiting) => {
+                    self.cluster.metrics.pending.inc();
+                    // Boxed: waiting for a connection is the overloaded case.
+                    let ready = Box::pin(waiting.ready());
+                    match self.deadline {
+                        Some(d) => match tokio::time::timeout_at(d, ready).await {
+                            Ok(a) => a,
+                            Err(_) => return Err(ProxyError::Timeout),
+                        },
+                        None => ready.await,
+                    }
+                }
+                Admit::Overflow(limit) => {
+                    self.cluster.metrics.overflow[limit as usize].inc();
+                    return Err(ProxyError::Overflow(limit));
+                }
+            });
+        }
+        let endpoint = self.picked.endpoint;
+        endpoint.stats.active.fetch_add(1, Ordering::Relaxed);
+        endpoint.stats.total.fetch_add(1, Ordering::Relaxed);
+        let pool = if self.h2 { &endpoint.h2 } else { &endpoint.h1 };
+        let spec = &self.cluster.spec;
+        let try_deadline = match self.rule.retry.per_try_timeout {
+            Some(t) => {
+                let d = Instant::now() + t;
+                Some(self.deadline.map_or(d, |whole| whole.min(d)))
+            }
+            None => self.deadline,
+        };
+        // Two arms rather than a future held in a local and again inside the timeout, which
+        // would carry the exchange twice.
+        let result = match try_deadline {
+            Some(d) => match tokio::time::timeout_at(d, pool.send(&mut self.req, spec)).await {
+                Ok(r) => r.map_err(ProxyError::from),
+                Err(_) if Some(d) == self.deadline => {
+                    // The request's deadline: the upstream did not answer in time.
+                    self.cluster.record(&mut self.picked, Event::LocalFailure);
+                    Err(ProxyError::Timeout)
+                }
+                Err(_) => Err(ProxyError::TryTimeout),
+            },
             None => pool
                 .send(&mut self.req, spec)
                 .await
                 .map_err(ProxyError::from),
+        };
+        endpoint.stats.active.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Classifies a try's result (outlier detection, counters) and decides whether another try
+    /// follows: the policy's conditions and attempts, the idempotency rule, a body that can be
+    /// sent again, `maxRetries`, the retry budget, and an endpoint to send it to.
+    fn settle(&mut self, result: Result<Response<UpstreamBody>, ProxyError>) -> Step {
+        self.retrying = None;
+        let outcome = match &result {
+            Ok(resp) => Some(response_outcome(resp, self.h2)),
+            Err(e) => e.outcome(),
+        };
+        let Some(outcome) = outcome else {
+            return Step::Done(result);
+        };
+        let failed = !matches!(outcome, Outcome::Response { status, .. } if status < 500);
+        let event = match outcome {
+            Outcome::Response { status, .. } => Event::Status(status),
+            _ => Event::LocalFailure,
+        };
+        if failed {
+            let stats = &self.picked.endpoint.stats;
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.cluster.record(&mut self.picked, event);
+        let policy = &self.rule.retry;
+        let again = policy.retries(&outcome, self.safe);
+        let retries = &self.cluster.metrics.retries;
+        if self.tries > 1 {
+            retries[usize::from(failed || again)].inc();
+        }
+        let replayable = !self.had_body || self.replay.is_some() || outcome.never_sent();
+        if !again || self.tries > policy.attempts || !replayable {
+            return Step::Done(result);
+        }
+        if let Err(e) = self.allow_retry(&outcome) {
+            retries[e].inc();
+            return Step::Done(result);
+        }
+        if policy.ignore_previous_hosts {
+            self.tried |= 1 << (self.picked.index % 64);
+        }
+        let Some(next) = self.cluster.pick(self.tried) else {
+            self.retrying = None;
+            return Step::Done(result);
+        };
+        self.picked = next;
+        // An unread response closes its connection.
+        drop(result);
+        self.admission = None;
+        if !outcome.never_sent() {
+            self.rebuild_request();
+        }
+        Step::Retry(policy.backoff(self.tries, |k| fastrand::u64(..k)))
+    }
+
+    /// Takes the retry's slot under `maxRetries` and its share of the retry budget; a retry of
+    /// a request that never reached an upstream costs neither. The error is the
+    /// `weir_retries_total` slot to count.
+    fn allow_retry(&mut self, outcome: &Outcome) -> Result<(), usize> {
+        if outcome.never_sent() {
+            return Ok(());
+        }
+        let cluster: &'s Cluster = self.cluster;
+        let slot = match &cluster.gate {
+            Some(gate) => match gate.retry() {
+                Some(slot) => Some(slot),
+                None => {
+                    cluster.metrics.overflow[Overflow::Retries as usize].inc();
+                    return Err(3);
+                }
+            },
+            None => None,
+        };
+        let budget = cluster
+            .budget
+            .withdraw(Instant::now(), cluster.in_flight())
+            .ok_or(2usize)?;
+        self.retrying = Some(Retrying {
+            _budget: budget,
+            _slot: slot,
+        });
+        Ok(())
+    }
+
+    /// Makes the request whole again after a try that sent it: the kept body, and for HTTP/2
+    /// (whose try consumed the request) the kept head.
+    fn rebuild_request(&mut self) {
+        let body = match &self.replay {
+            Some(b) => Body::Full(Some(b.clone())),
+            None => Body::empty(),
+        };
+        match &self.template {
+            Some(head) => {
+                let mut req = Request::new(body);
+                *req.method_mut() = head.method().clone();
+                *req.uri_mut() = head.uri().clone();
+                *req.version_mut() = head.version();
+                *req.headers_mut() = head.headers().clone();
+                self.req = req;
+            }
+            None => *self.req.body_mut() = body,
+        }
+    }
+
+    /// Waits before a retry; false if the request's deadline comes first.
+    async fn backoff(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        match self.deadline {
+            Some(d) if d <= until => {
+                tokio::time::sleep_until(d).await;
+                false
+            }
+            _ => {
+                tokio::time::sleep_until(until).await;
+                true
+            }
         }
     }
 
@@ -349,13 +607,10 @@ impl<'s> Forward<'s> {
         result: Result<Response<UpstreamBody>, ProxyError>,
     ) -> Response<ResponseBody> {
         crate::http1::recycle(std::mem::take(self.req.headers_mut()));
-        let stats = &self.endpoint.stats;
-        stats.active.fetch_sub(1, Ordering::Relaxed);
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(cluster = %self.cluster.spec.name, endpoint = %self.endpoint.spec.addr, error = %e, "Upstream request failed.");
+                tracing::debug!(cluster = %self.cluster.spec.name, endpoint = %self.picked.endpoint.spec.addr, tries = self.tries, error = %e, "Upstream request failed.");
                 let resp = e.to_response();
                 return local(
                     self.snap,
@@ -366,9 +621,6 @@ impl<'s> Forward<'s> {
                 );
             }
         };
-        if resp.status().is_server_error() {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-        }
         strip_hop_by_hop(resp.headers_mut());
         self.rule.headers.response.apply(resp.headers_mut());
         self.dest.headers.response.apply(resp.headers_mut());
@@ -377,9 +629,40 @@ impl<'s> Forward<'s> {
             snap: self.snap.clone(),
             stats: self.dest.stats,
             start: self.start,
+            _admission: self.admission.take(),
         };
         resp.map(|inner| ResponseBody::upstream(inner, recorder, self.deadline))
     }
+}
+
+/// How a try that got a response ended. Headers are looked at only where they can matter:
+/// `grpc-status` on HTTP/2, overload markers on 503, the rate-limit marker on 429.
+fn response_outcome(resp: &Response<UpstreamBody>, h2: bool) -> Outcome {
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    Outcome::Response {
+        status,
+        grpc: if h2 {
+            h.get(GRPC_STATUS)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        } else {
+            None
+        },
+        overloaded: status == 503
+            && (h.contains_key(X_WEIR_OVERLOADED) || h.contains_key("x-envoy-overloaded")),
+        ratelimited: status == 429 && h.contains_key("x-envoy-ratelimited"),
+    }
+}
+
+/// A copy of a request's head.
+fn head_of(req: &Request<Body>) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    head
 }
 
 /// The authority to route by: the absolute-form target's, or `Host` (HTTP/2: `:authority`).
@@ -532,11 +815,13 @@ fn local(
     resp
 }
 
-/// Observes the request duration once the response body is finished (or dropped).
+/// Observes the request duration once the response body is finished (or dropped), and then
+/// gives back the try's connection-pool slots.
 struct Recorder {
     snap: Arc<Snapshot>,
     stats: usize,
     start: Instant,
+    _admission: Option<Admission>,
 }
 
 impl Drop for Recorder {

@@ -64,7 +64,7 @@ impl Snapshot {
             clusters: model
                 .clusters
                 .into_iter()
-                .map(|spec| Cluster::new(spec, state))
+                .map(|spec| Cluster::new(spec, state, metrics))
                 .collect(),
             stats: model
                 .stats

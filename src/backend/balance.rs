@@ -27,11 +27,10 @@ impl Lb {
     }
 }
 
-/// Power of two choices on requests in flight.
-pub fn least_request(endpoints: &[Endpoint]) -> usize {
-    let n = endpoints.len();
+/// Power of two choices on requests in flight, among `n` (at least 2) candidates.
+pub fn least_request<'e>(n: usize, endpoint: impl Fn(usize) -> &'e Endpoint) -> usize {
     let a = fastrand::usize(..n);
     let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-    let load = |i: usize| endpoints[i].stats.active.load(Ordering::Relaxed);
+    let load = |i: usize| endpoint(i).stats.active.load(Ordering::Relaxed);
     if load(b) < load(a) { b } else { a }
 }

@@ -3,6 +3,9 @@
 //! [`Cluster`] adds the runtime parts (connection pools, counters) kept across reloads.
 
 pub mod balance;
+pub mod budget;
+pub mod limits;
+pub mod outlier;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -12,8 +15,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
+use crate::metrics::{ClusterMetrics, EndpointMetrics, Metrics};
 use crate::upstream::Pool;
 pub use balance::Lb;
+use budget::{BudgetSpec, RetryBudget};
+use limits::{Gate, PoolLimits};
+use outlier::{Claim, EndpointHealth, Event, OutlierPolicy, State, Transition};
 
 /// Where an endpoint is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,6 +85,12 @@ pub struct ClusterSpec {
     pub max_requests_per_connection: Option<u32>,
     /// Upstream connections idle this long are closed instead of reused.
     pub idle_timeout: Duration,
+    /// Connection-pool limits.
+    pub limits: PoolLimits,
+    /// Outlier detection, if configured.
+    pub outlier: Option<OutlierPolicy>,
+    /// Retry budget.
+    pub budget: BudgetSpec,
 }
 
 /// Live counters of one endpoint within one cluster, kept across reloads.
@@ -87,6 +102,8 @@ pub struct EndpointStats {
     pub total: AtomicU64,
     /// Requests that failed (no response, or 5xx).
     pub failures: AtomicU64,
+    /// Outlier-detection state.
+    pub health: EndpointHealth,
 }
 
 /// A runtime endpoint.
@@ -98,8 +115,10 @@ pub struct Endpoint {
     pub h1: Arc<Pool>,
     /// HTTP/2 connection pool.
     pub h2: Arc<Pool>,
-    /// Counters.
+    /// Counters and outlier state.
     pub stats: Arc<EndpointStats>,
+    /// Metric handles, with outlier detection.
+    metrics: Option<EndpointMetrics>,
 }
 
 /// A runtime cluster.
@@ -109,13 +128,42 @@ pub struct Cluster {
     pub spec: ClusterSpec,
     /// Its endpoints.
     pub endpoints: Vec<Endpoint>,
+    /// Connection-pool limits, when any is set.
+    pub gate: Option<Arc<Gate>>,
+    /// Retry budget.
+    pub budget: Arc<RetryBudget>,
+    /// Metric handles.
+    pub metrics: ClusterMetrics,
+    /// Endpoints that are not closed (kept across reloads).
+    ejected: Arc<AtomicUsize>,
     next: AtomicUsize,
 }
 
+/// An endpoint taken for one try. A half-open endpoint's probe is given back if the try is
+/// abandoned before its outcome is recorded.
+#[derive(Debug)]
+pub struct Picked<'c> {
+    /// The endpoint.
+    pub endpoint: &'c Endpoint,
+    /// Its index in the cluster.
+    pub index: usize,
+    claim: Claim,
+}
+
+impl Drop for Picked<'_> {
+    fn drop(&mut self) {
+        if self.claim == Claim::Probe {
+            self.endpoint.stats.health.release();
+        }
+    }
+}
+
 impl Cluster {
-    /// Builds the runtime cluster, reusing pools and counters from `state`.
-    pub fn new(spec: ClusterSpec, state: &BackendState) -> Cluster {
-        let endpoints = spec
+    /// Builds the runtime cluster, reusing pools, counters, outlier states, budgets and limit
+    /// counters from `state`.
+    pub fn new(spec: ClusterSpec, state: &BackendState, metrics: &Metrics) -> Cluster {
+        let version = spec.subset.as_deref().unwrap_or("");
+        let endpoints: Vec<Endpoint> = spec
             .endpoints
             .iter()
             .map(|e| Endpoint {
@@ -129,27 +177,165 @@ impl Cluster {
                 stats: state
                     .endpoint_stats
                     .get(&(spec.name.clone(), e.addr.clone()), EndpointStats::default),
+                metrics: spec
+                    .outlier
+                    .as_ref()
+                    .map(|_| metrics.endpoint(&spec.service, version, &e.addr.to_string())),
             })
             .collect();
+        let ejected = state
+            .ejected
+            .get(&spec.name, || AtomicUsize::new(0));
+        // Endpoints may have come or gone: count again.
+        let now = Instant::now();
+        let not_closed = endpoints
+            .iter()
+            .filter(|e| !e.stats.health.is_closed())
+            .count();
+        ejected.store(not_closed, Ordering::Relaxed);
+        for e in &endpoints {
+            e.show_state(e.stats.health.view(now).state);
+        }
         Cluster {
+            gate: spec.limits.any().then(|| {
+                state
+                    .gates
+                    .get(&(spec.name.clone(), spec.limits), || Gate::new(spec.limits))
+            }),
+            budget: state.budgets.get(&(spec.name.clone(), spec.budget.clone()), || {
+                RetryBudget::new(spec.budget.clone())
+            }),
+            metrics: metrics.cluster(&spec.service, version),
             spec,
             endpoints,
+            ejected,
             next: AtomicUsize::new(fastrand::usize(..1024)),
         }
     }
 
-    /// Picks an endpoint, or `None` when the cluster has none.
-    pub fn pick(&self) -> Option<&Endpoint> {
-        match self.endpoints.len() {
-            0 => None,
-            1 => self.endpoints.first(),
-            n => {
-                let i = match self.spec.lb {
-                    Lb::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
-                    Lb::Random => fastrand::usize(..n),
-                    Lb::LeastRequest => balance::least_request(&self.endpoints),
-                };
-                self.endpoints.get(i)
+    /// Picks an endpoint for a try, avoiding those in `tried` (a bit per endpoint index) when
+    /// another is available. `None` when no endpoint can take a request: there are none, or
+    /// every one is ejected and the cluster is not in panic mode.
+    pub fn pick(&self, tried: u64) -> Option<Picked<'_>> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        if tried == 0 && self.ejected.load(Ordering::Relaxed) == 0 {
+            let index = self.choose(n, |i| i);
+            return Some(self.picked(index, Claim::Normal));
+        }
+        // Some endpoint is ejected, or this is a retry: the rare path.
+        let now = Instant::now();
+        let mut healthy: Vec<usize> = (0..n)
+            .filter(|&i| self.endpoints[i].stats.health.available(now))
+            .collect();
+        if let Some(p) = &self.spec.outlier
+            && healthy.len() * 100 < p.min_health_percent as usize * n
+        {
+            // Panic mode: too few healthy endpoints to trust ejections (Envoy's panic threshold).
+            healthy = (0..n).collect();
+            let index = self.choose_among(&healthy, tried);
+            return Some(self.picked(index, Claim::Normal));
+        }
+        while !healthy.is_empty() {
+            let at = self.choose_among(&healthy, tried);
+            let e = &self.endpoints[at];
+            match e.stats.health.claim(now) {
+                Some((claim, turned)) => {
+                    if let Some(t) = turned {
+                        self.transition(e, t);
+                    }
+                    return Some(self.picked(at, claim));
+                }
+                // Taken meanwhile by another request's probe.
+                None => healthy.retain(|&i| i != at),
+            }
+        }
+        None
+    }
+
+    /// Chooses among `candidates` (indices), avoiding `tried` when it can.
+    fn choose_among(&self, candidates: &[usize], tried: u64) -> usize {
+        let fresh: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| tried & (1 << (i % 64)) == 0)
+            .collect();
+        let pool = if fresh.is_empty() { candidates } else { &fresh };
+        pool[self.choose(pool.len(), |k| pool[k])]
+    }
+
+    /// The load balancer over `n` candidates; `index` maps a candidate to its endpoint.
+    fn choose(&self, n: usize, index: impl Fn(usize) -> usize) -> usize {
+        if n == 1 {
+            return index(0);
+        }
+        match self.spec.lb {
+            Lb::RoundRobin => index(self.next.fetch_add(1, Ordering::Relaxed) % n),
+            Lb::Random => index(fastrand::usize(..n)),
+            Lb::LeastRequest => index(balance::least_request(n, |k| &self.endpoints[index(k)])),
+        }
+    }
+
+    fn picked(&self, index: usize, claim: Claim) -> Picked<'_> {
+        Picked {
+            endpoint: &self.endpoints[index],
+            index,
+            claim,
+        }
+    }
+
+    /// Records how a try on `picked` ended, for outlier detection (a probe is then spent).
+    pub fn record(&self, picked: &mut Picked<'_>, event: Event) {
+        let Some(policy) = &self.spec.outlier else {
+            return;
+        };
+        let claim = std::mem::replace(&mut picked.claim, Claim::Normal);
+        let e = picked.endpoint;
+        let now = Instant::now();
+        let changed = e.stats.health.record(
+            event,
+            claim,
+            now,
+            policy,
+            &self.ejected,
+            self.endpoints.len(),
+        );
+        if let Some(t) = changed {
+            self.transition(e, t);
+        }
+    }
+
+    fn transition(&self, e: &Endpoint, t: Transition) {
+        e.show_state(t.to);
+        match t.reason {
+            Some(reason) => {
+                if let Some(m) = &e.metrics {
+                    m.ejections[reason as usize].inc();
+                }
+                tracing::warn!(cluster = %self.spec.name, endpoint = %e.spec.addr, reason = reason.name(), "Endpoint ejected.");
+            }
+            None => {
+                tracing::info!(cluster = %self.spec.name, endpoint = %e.spec.addr, state = t.to.name(), "Endpoint state changed.")
+            }
+        }
+    }
+
+    /// Requests in flight to this cluster.
+    pub fn in_flight(&self) -> u64 {
+        self.endpoints
+            .iter()
+            .map(|e| e.stats.active.load(Ordering::Relaxed).max(0) as u64)
+            .sum()
+    }
+}
+
+impl Endpoint {
+    fn show_state(&self, state: State) {
+        if let Some(m) = &self.metrics {
+            for (i, g) in m.state.iter().enumerate() {
+                g.set(i64::from(i == state as usize));
             }
         }
     }
@@ -160,6 +346,9 @@ impl Cluster {
 pub struct BackendState {
     pools: Registry<(EndpointAddr, bool), Pool>,
     endpoint_stats: Registry<(String, EndpointAddr), EndpointStats>,
+    ejected: Registry<String, AtomicUsize>,
+    gates: Registry<(String, PoolLimits), Gate>,
+    budgets: Registry<(String, BudgetSpec), RetryBudget>,
 }
 
 /// Objects shared by key for as long as some snapshot uses them.

@@ -280,6 +280,8 @@ decode_struct! {
         retry_ignore_previous_hosts: Option<bool> = "retryIgnorePreviousHosts",
         /// Base backoff interval (default 25ms).
         backoff: Option<Dur> = "backoff",
+        /// weir: also retry non-idempotent requests that reached the upstream.
+        retry_non_idempotent: Option<bool> = "retryNonIdempotent",
     }
 }
 

@@ -16,6 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::backend::limits::Overflow;
+use crate::backend::outlier::{Reason, State};
+
 /// Name of the request counter (exported with `_total`).
 pub const HTTP_REQUESTS: &str = "http_requests";
 /// Name of the request duration histogram.
@@ -62,6 +65,64 @@ pub struct FaultLabels {
     pub service: String,
     /// `delay` or `abort`.
     pub kind: &'static str,
+}
+
+/// Labels of `weir_retries_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    /// Destination host.
+    pub service: String,
+    /// Subset name.
+    pub version: String,
+    /// `success`, `failure` (the retry was sent, and how it ended), `budget_exhausted` or
+    /// `overflow` (it was not sent).
+    pub result: &'static str,
+}
+
+/// Labels of `weir_upstream_overflow_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OverflowLabels {
+    /// Destination host.
+    pub service: String,
+    /// Subset name.
+    pub version: String,
+    /// `pending`, `requests` or `retries`.
+    pub limit: &'static str,
+}
+
+/// Labels of `weir_upstream_pending_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// Destination host.
+    pub service: String,
+    /// Subset name.
+    pub version: String,
+}
+
+/// Labels of `weir_endpoint_state`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointStateLabels {
+    /// Destination host.
+    pub service: String,
+    /// Subset name.
+    pub version: String,
+    /// Endpoint address.
+    pub endpoint: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+}
+
+/// Labels of `weir_outlier_ejections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EjectionLabels {
+    /// Destination host.
+    pub service: String,
+    /// Subset name.
+    pub version: String,
+    /// Endpoint address.
+    pub endpoint: String,
+    /// Why it was ejected.
+    pub reason: &'static str,
 }
 
 /// Labels of `weir_config_reloads_total`.
@@ -113,6 +174,11 @@ pub struct Metrics {
     duration: Family<DurationLabels, Histogram>,
     reloads: Family<ReloadLabels, Counter>,
     faults: Family<FaultLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
+    overflow: Family<OverflowLabels, Counter>,
+    pending: Family<ClusterLabels, Counter>,
+    endpoint_state: Family<EndpointStateLabels, Gauge>,
+    ejections: Family<EjectionLabels, Counter>,
     generation: Gauge,
 }
 
@@ -151,6 +217,36 @@ impl Metrics {
             "Faults injected, by destination and kind (delay, abort)",
             faults.clone(),
         );
+        let retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "weir_retries",
+            "Retries, by destination and result (success, failure, budget_exhausted, overflow)",
+            retries.clone(),
+        );
+        let overflow = Family::<OverflowLabels, Counter>::default();
+        registry.register(
+            "weir_upstream_overflow",
+            "Requests and retries turned away by connection-pool limits, by limit",
+            overflow.clone(),
+        );
+        let pending = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "weir_upstream_pending",
+            "Requests that waited for an upstream connection",
+            pending.clone(),
+        );
+        let endpoint_state = Family::<EndpointStateLabels, Gauge>::default();
+        registry.register(
+            "weir_endpoint_state",
+            "Outlier-detection state of each endpoint (1 for its current state)",
+            endpoint_state.clone(),
+        );
+        let ejections = Family::<EjectionLabels, Counter>::default();
+        registry.register(
+            "weir_outlier_ejections",
+            "Endpoints ejected by outlier detection, by reason",
+            ejections.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "weir_config_generation",
@@ -163,7 +259,73 @@ impl Metrics {
             duration,
             reloads,
             faults,
+            retries,
+            overflow,
+            pending,
+            endpoint_state,
+            ejections,
             generation,
+        }
+    }
+
+    /// Handles for one cluster.
+    pub fn cluster(&self, service: &str, version: &str) -> ClusterMetrics {
+        let retry = |result| {
+            self.retries
+                .get_or_create(&RetryLabels {
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                    result,
+                })
+                .clone()
+        };
+        let overflow = |limit| {
+            self.overflow
+                .get_or_create(&OverflowLabels {
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                    limit,
+                })
+                .clone()
+        };
+        ClusterMetrics {
+            retries: RETRY_RESULTS.map(retry),
+            overflow: Overflow::ALL.map(|o| overflow(o.label())),
+            pending: self
+                .pending
+                .get_or_create(&ClusterLabels {
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Handles for one endpoint of a cluster with outlier detection.
+    pub fn endpoint(&self, service: &str, version: &str, endpoint: &str) -> EndpointMetrics {
+        let state = |state| {
+            self.endpoint_state
+                .get_or_create(&EndpointStateLabels {
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                    endpoint: endpoint.to_owned(),
+                    state,
+                })
+                .clone()
+        };
+        let ejection = |reason| {
+            self.ejections
+                .get_or_create(&EjectionLabels {
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                    endpoint: endpoint.to_owned(),
+                    reason,
+                })
+                .clone()
+        };
+        EndpointMetrics {
+            state: State::ALL.map(|s| state(s.name())),
+            ejections: Reason::ALL.map(|r| ejection(r.name())),
         }
     }
 
@@ -284,6 +446,29 @@ impl DestStats {
             route: self.labels.route.clone(),
         }
     }
+}
+
+/// `result` values of `weir_retries_total`, in [`ClusterMetrics::retries`] order.
+pub const RETRY_RESULTS: [&str; 4] = ["success", "failure", "budget_exhausted", "overflow"];
+
+/// Metric handles of one cluster.
+#[derive(Debug)]
+pub struct ClusterMetrics {
+    /// `weir_retries_total`, by [`RETRY_RESULTS`].
+    pub retries: [Counter; 4],
+    /// `weir_upstream_overflow_total`, by [`Overflow::ALL`].
+    pub overflow: [Counter; 3],
+    /// `weir_upstream_pending_total`.
+    pub pending: Counter,
+}
+
+/// Metric handles of one endpoint.
+#[derive(Debug)]
+pub struct EndpointMetrics {
+    /// `weir_endpoint_state`, by [`State::ALL`].
+    pub state: [Gauge; 3],
+    /// `weir_outlier_ejections_total`, by [`Reason::ALL`].
+    pub ejections: [Counter; 4],
 }
 
 /// Shared handle to the metrics.

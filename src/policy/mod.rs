@@ -4,5 +4,6 @@
 
 pub mod fault;
 pub mod headers;
+pub mod retry;
 pub mod rewrite;
 pub mod split;

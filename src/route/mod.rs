@@ -63,6 +63,8 @@ pub struct Rule {
     pub timeout: Option<std::time::Duration>,
     /// Injected delays and aborts.
     pub fault: Option<crate::policy::fault::Fault>,
+    /// Retries.
+    pub retry: crate::policy::retry::RetryPolicy,
     /// Stats handle for responses weir makes itself on this rule.
     pub local_stats: usize,
 }

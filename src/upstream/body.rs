@@ -19,6 +19,8 @@ pub enum Body {
     Incoming(Incoming),
     /// Held in memory (replays, mirrors, generated requests).
     Full(Option<Bytes>),
+    /// A part already read, then the rest of the stream (a body too large to keep for replay).
+    Prefixed(Option<Bytes>, Box<Body>),
 }
 
 impl Body {
@@ -44,6 +46,10 @@ impl HttpBody for Body {
                     .filter(|b| !b.is_empty())
                     .map(|b| Ok(Frame::data(b))),
             ),
+            Body::Prefixed(head, rest) => match head.take() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None => Pin::new(&mut **rest).poll_frame(cx),
+            },
         }
     }
 
@@ -52,6 +58,7 @@ impl HttpBody for Body {
             Body::Client(b) => b.is_end_stream(),
             Body::Incoming(b) => b.is_end_stream(),
             Body::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            Body::Prefixed(head, rest) => head.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -60,6 +67,16 @@ impl HttpBody for Body {
             Body::Client(b) => b.size_hint(),
             Body::Incoming(b) => b.size_hint(),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Prefixed(head, rest) => {
+                let n = head.as_ref().map_or(0, |b| b.len() as u64);
+                let r = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(r.lower() + n);
+                if let Some(u) = r.upper() {
+                    hint.set_upper(u + n);
+                }
+                hint
+            }
         }
     }
 }

@@ -174,11 +174,15 @@ impl Pool {
             .ready()
             .await
             .map_err(|e| UpstreamError::NotSent(Box::new(e)))?;
-        let req = std::mem::replace(req, Request::new(Body::empty()));
-        match sender.try_send_request(req).await {
+        let sent = std::mem::replace(req, Request::new(Body::empty()));
+        match sender.try_send_request(sent).await {
             Ok(resp) => Ok(resp.map(UpstreamBody::h2)),
             Err(mut e) => Err(match e.take_message() {
-                Some(_) => UpstreamError::NotSent(Box::new(e.into_error())),
+                // Refused before it was sent: the request comes back whole, to be sent again.
+                Some(back) => {
+                    *req = back;
+                    UpstreamError::NotSent(Box::new(e.into_error()))
+                }
                 None => UpstreamError::Reset(Box::new(e.into_error())),
             }),
         }

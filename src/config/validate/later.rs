@@ -1,4 +1,4 @@
-//! Fields that later features act on (retries, faults, mirrors, Canary resources): checked
+//! Fields that later features act on (mirrors, CORS, Canary resources): checked
 //! now, so that a config written today keeps loading.
 
 use super::*;
@@ -6,34 +6,6 @@ use super::*;
 impl<'a> Checker<'a> {
     /// Checks the fields that later features act on, so a config written today keeps loading.
     pub(super) fn later_fields(&mut self, r: &Resource, route: &istio::HttpRoute) {
-        if let Some(retries) = &route.retries
-            && let Some(on) = &retries.retry_on
-        {
-            for cond in on.value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-                let known = matches!(
-                    cond,
-                    "5xx"
-                        | "gateway-error"
-                        | "reset"
-                        | "reset-before-request"
-                        | "connect-failure"
-                        | "envoy-ratelimited"
-                        | "retriable-4xx"
-                        | "refused-stream"
-                        | "retriable-status-codes"
-                        | "retriable-headers"
-                        | "http3-post-connect-failure"
-                        | "cancelled"
-                        | "deadline-exceeded"
-                        | "internal"
-                        | "resource-exhausted"
-                        | "unavailable"
-                ) || cond.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
-                if !known {
-                    self.err(r, on.pos, format!("unknown retryOn condition `{cond}`"));
-                }
-            }
-        }
         if let Some(m) = &route.mirror {
             self.check_destination(r, m);
         }
@@ -51,7 +23,6 @@ impl<'a> Checker<'a> {
             }
         }
         let parsed_only = [
-            ("retries", route.retries.is_some()),
             (
                 "mirror",
                 route.mirror.is_some() || !route.mirrors.is_empty(),

@@ -16,9 +16,13 @@ use super::flagger::Canary;
 use super::istio::{self, DestinationRule, Gateway, ServiceEntry, StringMatch, VirtualService};
 use super::yaml::Pos;
 use super::{Resource, ResourceSet, Spec};
+use crate::backend::budget::BudgetSpec;
+use crate::backend::limits::PoolLimits;
+use crate::backend::outlier::OutlierPolicy;
 use crate::backend::{ClusterSpec, EndpointAddr, EndpointSpec, Lb, Protocol};
 use crate::policy::fault::{self, Fault};
 use crate::policy::headers::{HeaderEdits, HeaderOps};
+use crate::policy::retry::RetryPolicy;
 use crate::policy::rewrite::{Redirect, Rewrite, re2_replacement};
 use crate::policy::split::{Split, WeightedDest};
 use crate::route::matcher::{RequestMatch, StrMatcher, UriMatch, compile_regex};
@@ -26,6 +30,7 @@ use crate::route::{Action, RouteTable, Rule, VirtualHost};
 
 mod later;
 mod matches;
+mod resilience;
 mod routes;
 mod services;
 

@@ -193,6 +193,7 @@ impl<'a> Checker<'a> {
                 }
                 (None, _) => None,
             };
+            let retry = self.retry_policy(r, route.retries.as_ref());
             let local_stats = self.stats_id("", "", &label);
             rules.push(Rule {
                 label,
@@ -202,6 +203,7 @@ impl<'a> Checker<'a> {
                 rewrite,
                 timeout,
                 fault,
+                retry,
                 local_stats,
             });
         }
@@ -220,6 +222,7 @@ impl<'a> Checker<'a> {
             rewrite: None,
             timeout: None,
             fault: None,
+            retry: RetryPolicy::istio_default(),
         }
     }
 

@@ -254,62 +254,84 @@ impl<'a> Checker<'a> {
             .and_then(|p| p.protocol.as_deref())
             .unwrap_or("HTTP")
             .to_ascii_uppercase();
-        let policies: Vec<&istio::TrafficPolicy> = [
+        // Each setting comes whole from the most specific place that has it: the subset's
+        // policy over the host's, a port-level setting over its policy's own (as Istio merges).
+        let mut lb_settings = None;
+        let mut pool = None;
+        let mut outlier = None;
+        let mut retry_budget = None;
+        for tp in [
             dr.and_then(|d| d.traffic_policy.as_ref()),
             subset_def.and_then(|s| s.traffic_policy.as_ref()),
         ]
         .into_iter()
         .flatten()
-        .collect();
-        let mut lb = Lb::RoundRobin;
-        let mut protocol = match protocol_name.as_str() {
-            "HTTP2" | "GRPC" => Protocol::Http2,
-            _ => Protocol::Http1,
-        };
-        let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
-        let mut max_requests_per_connection = None;
-        let mut idle_timeout = DEFAULT_IDLE_TIMEOUT;
-        for tp in policies {
+        {
             let port_level = tp.port_level_settings.iter().find(|p| {
                 p.port
                     .as_ref()
                     .is_some_and(|s| s.number == port_number as u32)
             });
-            let simple = port_level
+            lb_settings = port_level
                 .and_then(|p| p.load_balancer.as_ref())
                 .or(tp.load_balancer.as_ref())
-                .and_then(|l| l.simple);
-            lb = match simple {
-                Some(istio::SimpleLb::Random) => Lb::Random,
-                Some(istio::SimpleLb::LeastRequest | istio::SimpleLb::LeastConn) => {
-                    Lb::LeastRequest
-                }
-                Some(_) => Lb::RoundRobin,
-                None => lb,
-            };
-            let pool = port_level
+                .or(lb_settings);
+            pool = port_level
                 .and_then(|p| p.connection_pool.as_ref())
-                .or(tp.connection_pool.as_ref());
-            if let Some(t) = pool
-                .and_then(|p| p.tcp.as_ref())
-                .and_then(|t| t.connect_timeout)
-            {
-                connect_timeout = t.0;
-            }
-            if let Some(h) = pool.and_then(|p| p.http.as_ref()) {
-                if let Some(n) = h.max_requests_per_connection {
-                    max_requests_per_connection = (n > 0).then_some(n);
-                }
-                if let Some(t) = h.idle_timeout.filter(|t| !t.0.is_zero()) {
-                    idle_timeout = t.0;
-                }
-                if h.use_client_protocol == Some(true) {
-                    protocol = Protocol::Client;
-                } else if h.h2_upgrade_policy == Some(istio::H2UpgradePolicy::Upgrade) {
-                    protocol = Protocol::Http2;
-                }
+                .or(tp.connection_pool.as_ref())
+                .or(pool);
+            outlier = port_level
+                .and_then(|p| p.outlier_detection.as_ref())
+                .or(tp.outlier_detection.as_ref())
+                .or(outlier);
+            retry_budget = tp.retry_budget.as_ref().or(retry_budget);
+        }
+        let lb = match lb_settings.and_then(|l| l.simple) {
+            Some(istio::SimpleLb::Random) => Lb::Random,
+            Some(istio::SimpleLb::LeastRequest | istio::SimpleLb::LeastConn) => Lb::LeastRequest,
+            _ => Lb::RoundRobin,
+        };
+        let mut protocol = match protocol_name.as_str() {
+            "HTTP2" | "GRPC" => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        let tcp = pool.and_then(|p| p.tcp.as_ref());
+        let http = pool.and_then(|p| p.http.as_ref());
+        // Zero means "not set" for every limit, as Istio translates them.
+        let limit = |v: Option<u32>| v.filter(|&n| n > 0);
+        let limits = PoolLimits {
+            max_connections: limit(tcp.and_then(|t| t.max_connections)),
+            max_pending: limit(http.and_then(|h| h.http1_max_pending_requests)),
+            max_requests: limit(http.and_then(|h| h.http2_max_requests)),
+            max_retries: limit(http.and_then(|h| h.max_retries)),
+        };
+        if let Some(h) = http {
+            if h.use_client_protocol == Some(true) {
+                protocol = Protocol::Client;
+            } else if h.h2_upgrade_policy == Some(istio::H2UpgradePolicy::Upgrade) {
+                protocol = Protocol::Http2;
             }
         }
+        let connect_timeout = tcp
+            .and_then(|t| t.connect_timeout)
+            .map_or(DEFAULT_CONNECT_TIMEOUT, |t| t.0);
+        let max_requests_per_connection = limit(http.and_then(|h| h.max_requests_per_connection));
+        let idle_timeout = http
+            .and_then(|h| h.idle_timeout)
+            .or(tcp.and_then(|t| t.idle_timeout))
+            .filter(|t| !t.0.is_zero())
+            .map_or(DEFAULT_IDLE_TIMEOUT, |t| t.0);
+        let outlier = outlier.map(outlier_policy);
+        let budget = retry_budget.map_or_else(BudgetSpec::default, |b| BudgetSpec {
+            percent: b.percent.map_or(20.0, |p| p.0),
+            window: b
+                .budget_interval
+                .filter(|d| !d.0.is_zero())
+                .map_or(BudgetSpec::default().window, |d| d.0),
+            min_per_sec: 0,
+            min_concurrency: b.min_retry_concurrency.unwrap_or(3),
+            concurrency: true,
+        });
         let name = format!("{host}|{}|{port_number}", subset.unwrap_or(""));
         self.clusters.push(ClusterSpec {
             name,
@@ -322,8 +344,37 @@ impl<'a> Checker<'a> {
             connect_timeout,
             max_requests_per_connection,
             idle_timeout,
+            limits,
+            outlier,
+            budget,
         });
         self.cluster_ids.insert(key, self.clusters.len() - 1);
         self.clusters.len() - 1
+    }
+}
+
+/// Outlier detection with Istio's defaults for what is not set.
+fn outlier_policy(od: &istio::OutlierDetection) -> OutlierPolicy {
+    let d = OutlierPolicy::default();
+    let dur = |v: Option<crate::config::decode::Dur>, default| v.map_or(default, |v| v.0);
+    OutlierPolicy {
+        consecutive_5xx: od
+            .consecutive_5xx_errors
+            .or(od.consecutive_errors)
+            .unwrap_or(d.consecutive_5xx),
+        consecutive_gateway: od.consecutive_gateway_errors.unwrap_or(0),
+        consecutive_local: od
+            .consecutive_local_origin_failures
+            .unwrap_or(d.consecutive_local),
+        split_local_origin: od.split_external_local_origin_errors.unwrap_or(false),
+        interval: dur(od.interval, d.interval),
+        base_ejection: dur(od.base_ejection_time, d.base_ejection),
+        max_ejection_percent: od.max_ejection_percent.unwrap_or(d.max_ejection_percent),
+        min_health_percent: od.min_health_percent.unwrap_or(d.min_health_percent),
+        error_codes: od
+            .outlier_detection_http_error_codes
+            .iter()
+            .map(|&c| c as u16)
+            .collect(),
     }
 }
