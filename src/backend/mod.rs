@@ -263,7 +263,7 @@ impl Cluster {
             .filter(|&i| tried & (1 << (i % 64)) == 0)
             .collect();
         let pool = if fresh.is_empty() { candidates } else { &fresh };
-        pool[self.choose(pool.len(), |k| pool[k])]
+        self.choose(pool.len(), |k| pool[k])
     }
 
     /// The load balancer over `n` candidates; `index` maps a candidate to its endpoint.

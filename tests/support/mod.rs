@@ -21,13 +21,39 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A backend that answers with its name in `x-backend` and echoes the request as JSON.
-/// `/status/<code>` answers that code; `/delay/<ms>` waits first.
+/// A backend that answers with its name in `x-backend` and echoes the request (and its body)
+/// as JSON. `/status/<code>` answers that code; `/delay/<ms>` waits first; `/flaky/<k>/<code>`
+/// answers `code` to the first `k` tries of each `x-request-id`, then 200; `/slow-first/<ms>`
+/// waits on the first try of each request id only. Tries are counted per request id.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    pub tries: Tries,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Tries seen per `x-request-id`, and the most requests in flight at once.
+#[derive(Clone, Default)]
+pub struct Tries {
+    by_id: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    in_flight: Arc<AtomicUsize>,
+    pub max_in_flight: Arc<AtomicUsize>,
+}
+
+impl Tries {
+    /// Counts a try of `id`; returns its number (1 for the first).
+    fn count(&self, id: &str) -> usize {
+        let mut m = self.by_id.lock().unwrap();
+        let n = m.entry(id.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Tries of one request id.
+    pub fn of(&self, id: &str) -> usize {
+        self.by_id.lock().unwrap().get(id).copied().unwrap_or(0)
+    }
 }
 
 impl Drop for Backend {
@@ -41,17 +67,18 @@ impl Backend {
         let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
-        let (n, h) = (name.to_owned(), hits.clone());
+        let tries = Tries::default();
+        let (n, h, t) = (name.to_owned(), hits.clone(), tries.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = socket.accept().await else {
                     continue;
                 };
-                let (n, h) = (n.clone(), h.clone());
+                let (n, h, t) = (n.clone(), h.clone(), t.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
-                        let (n, h) = (n.clone(), h.clone());
-                        async move { Ok::<_, Infallible>(answer(&n, &h, req).await) }
+                        let (n, h, t) = (n.clone(), h.clone(), t.clone());
+                        async move { Ok::<_, Infallible>(answer(&n, &h, &t, req).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -63,6 +90,7 @@ impl Backend {
             name: name.to_owned(),
             addr,
             hits,
+            tries,
             task,
         }
     }
@@ -72,14 +100,40 @@ impl Backend {
     }
 }
 
-async fn answer(name: &str, hits: &AtomicUsize, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    name: &str,
+    hits: &AtomicUsize,
+    tries: &Tries,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     hits.fetch_add(1, Ordering::SeqCst);
+    let now = tries.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    tries.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _flight = Flight(&tries.in_flight);
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let try_number = tries.count(&id);
     let path = req.uri().path().to_owned();
     let mut status = StatusCode::OK;
     if let Some(code) = path.strip_prefix("/status/") {
         status = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
     }
+    if let Some(rest) = path.strip_prefix("/flaky/") {
+        let (k, code) = rest.split_once('/').unwrap_or((rest, "503"));
+        if try_number <= k.parse().unwrap_or(0) {
+            status = StatusCode::from_u16(code.parse().unwrap_or(503)).unwrap();
+        }
+    }
     if let Some(ms) = path.strip_prefix("/delay/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    if let Some(ms) = path.strip_prefix("/slow-first/")
+        && try_number == 1
+    {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }
     let headers: HashMap<String, String> = req
@@ -87,12 +141,16 @@ async fn answer(name: &str, hits: &AtomicUsize, req: Request<Incoming>) -> Respo
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
         .collect();
+    let (method, uri, version) = (req.method().clone(), req.uri().to_string(), req.version());
+    let sent = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let body = serde_json::json!({
         "backend": name,
-        "method": req.method().as_str(),
-        "uri": req.uri().to_string(),
-        "version": format!("{:?}", req.version()),
+        "method": method.as_str(),
+        "uri": uri,
+        "version": format!("{version:?}"),
         "headers": headers,
+        "try": try_number,
+        "body": String::from_utf8_lossy(&sent),
     });
     Response::builder()
         .status(status)
@@ -101,6 +159,15 @@ async fn answer(name: &str, hits: &AtomicUsize, req: Request<Incoming>) -> Respo
         .header("x-hop", "drop-me")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
+}
+
+/// Leaves the in-flight count when the request ends, answered or cancelled.
+struct Flight<'a>(&'a AtomicUsize);
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A unique scratch directory.
@@ -215,7 +282,7 @@ pub fn h2_client() -> TestClient {
         .build_http()
 }
 
-/// Sends a request with `client`; returns status, headers and body.
+/// Sends a GET with `client`; returns status, headers and body.
 pub async fn send(
     client: &TestClient,
     addr: SocketAddr,
@@ -223,16 +290,27 @@ pub async fn send(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (StatusCode, http::HeaderMap, String) {
+    request(client, addr, "GET", host, path, headers, Bytes::new()).await
+}
+
+/// Sends a request with `client`; returns status, headers and body.
+pub async fn request(
+    client: &TestClient,
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> (StatusCode, http::HeaderMap, String) {
     let mut b = Request::builder()
+        .method(method)
         .uri(format!("http://{addr}{path}"))
         .header("host", host);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = client
-        .request(b.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
+    let resp = client.request(b.body(Full::new(body)).unwrap()).await.unwrap();
     let status = resp.status();
     let h = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
