@@ -337,6 +337,8 @@ struct Retrying<'s> {
 }
 
 /// What follows a try.
+// Consumed where it is made; boxing the common variant would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     /// Answer with this.
     Done(Result<Response<UpstreamBody>, ProxyError>),
@@ -370,7 +372,9 @@ impl<'s> Forward<'s> {
                     }
                 }
                 Some(Err(e)) => {
-                    return Err(ProxyError::Upstream(crate::upstream::UpstreamError::ClientBody(e)));
+                    return Err(ProxyError::Upstream(
+                        crate::upstream::UpstreamError::ClientBody(e),
+                    ));
                 }
             }
             if kept.len() > REPLAY_LIMIT {

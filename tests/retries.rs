@@ -23,7 +23,9 @@ spec:
 "
     );
     for p in ports {
-        out.push_str(&format!("  - {{address: 127.0.0.1, ports: {{http: {p}}}}}\n"));
+        out.push_str(&format!(
+            "  - {{address: 127.0.0.1, ports: {{http: {p}}}}}\n"
+        ));
     }
     out.push_str(&format!(
         "---
@@ -83,9 +85,8 @@ async fn attempts_and_retry_on() {
     assert_eq!(tries_of(&weir, &b, "/flaky/10/503", "i").await, (503, 1));
 
     let m = weir.metrics().await;
-    let series = |r: &str| {
-        format!("weir_retries_total{{service=\"flaky\",version=\"\",result=\"{r}\"}}")
-    };
+    let series =
+        |r: &str| format!("weir_retries_total{{service=\"flaky\",version=\"\",result=\"{r}\"}}");
     // Retries that succeeded: a's last, f's, g's.
     assert_eq!(metric_value(&m, &series("success")), Some(3.0), "{m}");
     assert!(metric_value(&m, &series("failure")).unwrap() >= 10.0, "{m}");
@@ -99,7 +100,11 @@ async fn the_default_policy_retries_connect_failures_and_503_on_another_host() {
     let weir = Weir::start(&config(&[dead, b.addr.port()], "HTTP", "")).await;
     for i in 0..20 {
         let (s, h, _) = get(weir.mesh(), "flaky", "/", &[]).await;
-        assert_eq!((s.as_u16(), backend_of(&h).as_str()), (200, "healthy"), "request {i}");
+        assert_eq!(
+            (s.as_u16(), backend_of(&h).as_str()),
+            (200, "healthy"),
+            "request {i}"
+        );
     }
     // 503 retried twice, 500 not at all.
     let weir = Weir::start(&config(&[b.addr.port()], "HTTP", "")).await;
@@ -124,13 +129,23 @@ async fn retries_go_to_another_host() {
     let (nb, ng) = (bad.hits(), good.hits());
     assert_eq!(nb + ng, 60);
     assert!((20..=40).contains(&nb), "bad {nb} good {ng}");
-    // With one host that fails and one that works, every request succeeds.
-    let weir = Weir::start(&config(&[bad.addr.port(), good.addr.port()], "HTTP", "")).await;
+    // With one host that always fails and one that works, every request succeeds, and the
+    // failing host sees each request at most once.
+    let policy = "    retries: {attempts: 2, retryOn: 5xx}";
+    let weir = Weir::start(&config(
+        &[bad.addr.port(), good.addr.port()],
+        "HTTP",
+        policy,
+    ))
+    .await;
     let before = bad.hits();
     for i in 0..20 {
-        let id = format!("p{i}");
-        let (s, h, _) = get(weir.mesh(), "flaky", "/flaky/1/503", &[("x-request-id", &id)]).await;
-        assert_eq!(s.as_u16(), 200, "request {i} from {}", backend_of(&h));
+        let (s, h, _) = get(weir.mesh(), "flaky", "/fail/bad", &[]).await;
+        assert_eq!(
+            (s.as_u16(), backend_of(&h).as_str()),
+            (200, "good"),
+            "request {i}"
+        );
     }
     assert!(bad.hits() - before <= 20);
 }
@@ -166,9 +181,16 @@ async fn per_try_timeout_and_the_request_timeout_bounding_all_tries() {
 async fn bodies_are_replayed_and_unsafe_requests_are_not_retried_once_sent() {
     let b = Backend::start("echo").await;
     let port = b.addr.port();
-    let weir = Weir::start(&config(&[port], "HTTP", "    retries: {attempts: 2, retryOn: 5xx}")).await;
+    let weir = Weir::start(&config(
+        &[port],
+        "HTTP",
+        "    retries: {attempts: 2, retryOn: 5xx}",
+    ))
+    .await;
     let c = client();
-    let body: String = (0..10 * 1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let body: String = (0..10 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     let post = |id: &'static str, key: Option<&'static str>, body: String, path: &'static str| {
         let c = c.clone();
         let addr = weir.mesh();
@@ -196,7 +218,10 @@ async fn bodies_are_replayed_and_unsafe_requests_are_not_retried_once_sent() {
     let _ = echoed;
     let (s, _, echoed) = post("d", Some("k3"), big.clone(), "/").await;
     let echoed: serde_json::Value = serde_json::from_str(&echoed).unwrap();
-    assert_eq!((s.as_u16(), echoed["body"].as_str().unwrap().len()), (200, big.len()));
+    assert_eq!(
+        (s.as_u16(), echoed["body"].as_str().unwrap().len()),
+        (200, big.len())
+    );
 
     // Chunked bodies (no length known up front): a small one is kept and replayed, a large
     // one is forwarded whole (what was read while trying to keep it, then the rest).
@@ -205,19 +230,34 @@ async fn bodies_are_replayed_and_unsafe_requests_are_not_retried_once_sent() {
             "POST /flaky/1/503 HTTP/1.1\r\nhost: flaky\r\nx-request-id: {id}\r\nidempotency-key: {id}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
         );
         for part in body.as_bytes().chunks(8000) {
-            raw_req.push_str(&format!("{:x}\r\n{}\r\n", part.len(), String::from_utf8_lossy(part)));
+            raw_req.push_str(&format!(
+                "{:x}\r\n{}\r\n",
+                part.len(),
+                String::from_utf8_lossy(part)
+            ));
         }
         raw_req.push_str("0\r\n\r\n");
         raw_req
     };
     let answer = raw(weir.mesh(), &chunked("f", &body)).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{}", &answer[..100.min(answer.len())]);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..100.min(answer.len())]
+    );
     assert_eq!(b.tries.of("f"), 2);
     assert!(answer.contains(&body));
     let answer = raw(weir.mesh(), &chunked("g", &big)).await;
-    assert!(answer.starts_with("HTTP/1.1 503"), "{}", &answer[..100.min(answer.len())]);
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "{}",
+        &answer[..100.min(answer.len())]
+    );
     assert_eq!(b.tries.of("g"), 1);
-    assert!(answer.contains(&big), "the large chunked body arrived whole");
+    assert!(
+        answer.contains(&big),
+        "the large chunked body arrived whole"
+    );
 
     // The route may opt in (weir's retryNonIdempotent).
     let opt_in = "    retries: {attempts: 2, retryOn: 5xx, retryNonIdempotent: true}";
@@ -243,7 +283,11 @@ async fn unsafe_requests_are_retried_when_they_never_reached_an_upstream() {
             Bytes::from_static(b"payment"),
         )
         .await;
-        assert_eq!((s.as_u16(), backend_of(&h).as_str()), (200, "healthy"), "{i}");
+        assert_eq!(
+            (s.as_u16(), backend_of(&h).as_str()),
+            (200, "healthy"),
+            "{i}"
+        );
         assert!(echoed.contains("\"body\":\"payment\""), "{echoed}");
     }
     assert_eq!(b.hits(), 10, "each POST reached the upstream once");
@@ -252,8 +296,19 @@ async fn unsafe_requests_are_retried_when_they_never_reached_an_upstream() {
 #[tokio::test]
 async fn http2_upstream_requests_are_rebuilt_for_retries() {
     let b = Backend::start("h2").await;
-    let weir = Weir::start(&config(&[b.addr.port()], "HTTP2", "    retries: {attempts: 2}")).await;
-    let (s, _, echoed) = get(weir.mesh(), "flaky", "/flaky/1/503", &[("x-request-id", "h")]).await;
+    let weir = Weir::start(&config(
+        &[b.addr.port()],
+        "HTTP2",
+        "    retries: {attempts: 2}",
+    ))
+    .await;
+    let (s, _, echoed) = get(
+        weir.mesh(),
+        "flaky",
+        "/flaky/1/503",
+        &[("x-request-id", "h")],
+    )
+    .await;
     assert_eq!((s.as_u16(), b.tries.of("h")), (200, 2));
     assert!(echoed.contains("HTTP/2.0"), "{echoed}");
 }
@@ -261,7 +316,12 @@ async fn http2_upstream_requests_are_rebuilt_for_retries() {
 #[tokio::test]
 async fn the_retry_budget_stops_a_retry_storm() {
     let b = Backend::start("down").await;
-    let weir = Weir::start(&config(&[b.addr.port()], "HTTP", "    retries: {attempts: 3, retryOn: 5xx}")).await;
+    let weir = Weir::start(&config(
+        &[b.addr.port()],
+        "HTTP",
+        "    retries: {attempts: 3, retryOn: 5xx}",
+    ))
+    .await;
     // 500 requests at concurrency 10 against a backend that fails them all. Without a budget it
     // would see 2,000; the budget allows 20 % of 500 or the floor of 100 per 10 s window.
     let n = 500;
@@ -280,9 +340,13 @@ async fn the_retry_budget_stops_a_retry_storm() {
         t.await.unwrap();
     }
     let seen = b.hits();
-    assert!((n..=n + 100).contains(&seen), "backend saw {seen} for {n} requests");
+    assert!(
+        (n..=n + 100).contains(&seen),
+        "backend saw {seen} for {n} requests"
+    );
     let m = weir.metrics().await;
-    let exhausted = "weir_retries_total{service=\"flaky\",version=\"\",result=\"budget_exhausted\"}";
+    let exhausted =
+        "weir_retries_total{service=\"flaky\",version=\"\",result=\"budget_exhausted\"}";
     // Each request past the budget is counted once, when its first retry is refused.
     let refused = metric_value(&m, exhausted).unwrap();
     assert!(refused >= 400.0, "{m}");

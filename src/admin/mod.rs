@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+use crate::backend::outlier::State;
 use crate::config::Spec;
 use crate::run::Control;
 
@@ -183,6 +184,7 @@ fn config_json(control: &Control) -> Value {
 /// Clusters with their endpoints and live counts.
 fn clusters_json(control: &Control) -> Value {
     let snap = control.snapshot();
+    let now = tokio::time::Instant::now();
     let clusters: Vec<Value> = snap
         .clusters
         .iter()
@@ -192,10 +194,14 @@ fn clusters_json(control: &Control) -> Value {
                 .iter()
                 .map(|e| {
                     let pool = if c.spec.protocol == crate::backend::Protocol::Http2 { &e.h2 } else { &e.h1 };
+                    let health = e.stats.health.view(now);
                     json!({
                         "address": e.spec.addr.to_string(),
                         "labels": e.spec.labels,
-                        "health": "healthy",
+                        "state": health.state.name(),
+                        "ejection_reason": health.reason.filter(|_| health.state != State::Closed).map(|r| r.name()),
+                        "back_in_ms": health.until.map(|u| u.saturating_duration_since(now).as_millis() as u64),
+                        "ejections": health.ejections,
                         "active_requests": e.stats.active.load(Ordering::Relaxed),
                         "total_requests": e.stats.total.load(Ordering::Relaxed),
                         "failures": e.stats.failures.load(Ordering::Relaxed),
@@ -203,6 +209,12 @@ fn clusters_json(control: &Control) -> Value {
                     })
                 })
                 .collect();
+            let limits = c.spec.limits;
+            let (in_flight, pending) = c.gate.as_ref().map_or((None, None), |g| {
+                let (r, p) = g.load();
+                (Some(r), Some(p))
+            });
+            let budget = c.budget.spec();
             json!({
                 "name": c.spec.name,
                 "service": c.spec.service,
@@ -213,6 +225,30 @@ fn clusters_json(control: &Control) -> Value {
                 "connect_timeout_ms": c.spec.connect_timeout.as_millis() as u64,
                 "max_requests_per_connection": c.spec.max_requests_per_connection,
                 "idle_timeout_ms": c.spec.idle_timeout.as_millis() as u64,
+                "limits": {
+                    "max_connections": limits.max_connections,
+                    "max_pending_requests": limits.max_pending,
+                    "max_requests": limits.max_requests,
+                    "max_retries": limits.max_retries,
+                    "requests_in_flight": in_flight,
+                    "pending": pending,
+                },
+                "outlier_detection": c.spec.outlier.as_ref().map(|o| json!({
+                    "consecutive_5xx_errors": o.consecutive_5xx,
+                    "consecutive_gateway_errors": o.consecutive_gateway,
+                    "consecutive_local_origin_failures": o.consecutive_local,
+                    "split_external_local_origin_errors": o.split_local_origin,
+                    "interval_ms": o.interval.as_millis() as u64,
+                    "base_ejection_time_ms": o.base_ejection.as_millis() as u64,
+                    "max_ejection_percent": o.max_ejection_percent,
+                    "min_health_percent": o.min_health_percent,
+                })),
+                "retry_budget": {
+                    "percent": budget.percent,
+                    "window_ms": budget.window.as_millis() as u64,
+                    "min_retries_per_second": budget.min_per_sec,
+                    "min_retry_concurrency": budget.min_concurrency,
+                },
                 "endpoints": endpoints,
             })
         })

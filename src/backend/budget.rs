@@ -216,7 +216,10 @@ mod tests {
         for _ in 0..100 {
             b.deposit(now);
         }
-        assert_eq!((0..100).filter(|_| b.withdraw(now, 0).is_some()).count(), 20);
+        assert_eq!(
+            (0..100).filter(|_| b.withdraw(now, 0).is_some()).count(),
+            20
+        );
         // Eleven seconds on, those requests no longer pay for retries.
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(b.withdraw(Instant::now(), 0).is_none());

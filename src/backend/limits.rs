@@ -268,7 +268,10 @@ mod tests {
         }));
         let a = g.admit(true);
         let _b = g.admit(false);
-        assert!(matches!(g.admit(false), Admit::Overflow(Overflow::Requests)));
+        assert!(matches!(
+            g.admit(false),
+            Admit::Overflow(Overflow::Requests)
+        ));
         drop(a);
         assert!(matches!(g.admit(false), Admit::Now(_)));
         let r = g.retry().unwrap();

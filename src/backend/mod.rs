@@ -183,9 +183,7 @@ impl Cluster {
                     .map(|_| metrics.endpoint(&spec.service, version, &e.addr.to_string())),
             })
             .collect();
-        let ejected = state
-            .ejected
-            .get(&spec.name, || AtomicUsize::new(0));
+        let ejected = state.ejected.get(&spec.name, || AtomicUsize::new(0));
         // Endpoints may have come or gone: count again.
         let now = Instant::now();
         let not_closed = endpoints
@@ -202,9 +200,11 @@ impl Cluster {
                     .gates
                     .get(&(spec.name.clone(), spec.limits), || Gate::new(spec.limits))
             }),
-            budget: state.budgets.get(&(spec.name.clone(), spec.budget.clone()), || {
-                RetryBudget::new(spec.budget.clone())
-            }),
+            budget: state
+                .budgets
+                .get(&(spec.name.clone(), spec.budget.clone()), || {
+                    RetryBudget::new(spec.budget.clone())
+                }),
             metrics: metrics.cluster(&spec.service, version),
             spec,
             endpoints,

@@ -322,7 +322,8 @@ impl EndpointHealth {
         );
         let reason = reason?;
         let n = ejected.load(Ordering::Relaxed);
-        let allowed = n == 0 || (n as u64) * 100 < u64::from(policy.max_ejection_percent) * size as u64;
+        let allowed =
+            n == 0 || (n as u64) * 100 < u64::from(policy.max_ejection_percent) * size as u64;
         if !allowed {
             return None;
         }

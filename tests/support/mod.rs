@@ -24,7 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// A backend that answers with its name in `x-backend` and echoes the request (and its body)
 /// as JSON. `/status/<code>` answers that code; `/delay/<ms>` waits first; `/flaky/<k>/<code>`
 /// answers `code` to the first `k` tries of each `x-request-id`, then 200; `/slow-first/<ms>`
-/// waits on the first try of each request id only. Tries are counted per request id.
+/// waits on the first try of each request id only; `/fail/<name>` answers 500 from the backend
+/// of that name and 200 from the others. Tries are counted per request id.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -128,6 +129,9 @@ async fn answer(
             status = StatusCode::from_u16(code.parse().unwrap_or(503)).unwrap();
         }
     }
+    if path.strip_prefix("/fail/") == Some(name) {
+        status = StatusCode::INTERNAL_SERVER_ERROR;
+    }
     if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }
@@ -142,7 +146,12 @@ async fn answer(
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
         .collect();
     let (method, uri, version) = (req.method().clone(), req.uri().to_string(), req.version());
-    let sent = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let sent = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let body = serde_json::json!({
         "backend": name,
         "method": method.as_str(),
@@ -310,7 +319,10 @@ pub async fn request(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = client.request(b.body(Full::new(body)).unwrap()).await.unwrap();
+    let resp = client
+        .request(b.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let h = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();

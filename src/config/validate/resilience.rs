@@ -6,7 +6,11 @@ use crate::policy::retry::{DEFAULT_BACKOFF, RetryOn, RetryPolicy};
 impl<'a> Checker<'a> {
     /// `retries`, as Istio converts it: absent gives Istio's default policy, `attempts` 0 (or
     /// unset) turns retries off, an unset `retryOn` keeps the default conditions.
-    pub(super) fn retry_policy(&mut self, r: &Resource, retries: Option<&istio::HttpRetry>) -> RetryPolicy {
+    pub(super) fn retry_policy(
+        &mut self,
+        r: &Resource,
+        retries: Option<&istio::HttpRetry>,
+    ) -> RetryPolicy {
         let Some(rt) = retries else {
             return RetryPolicy::istio_default();
         };
@@ -23,7 +27,10 @@ impl<'a> Checker<'a> {
             }
             policy.on = set;
         }
-        for (name, d) in [("perTryTimeout", rt.per_try_timeout), ("backoff", rt.backoff)] {
+        for (name, d) in [
+            ("perTryTimeout", rt.per_try_timeout),
+            ("backoff", rt.backoff),
+        ] {
             if d.is_some_and(|d| d.0 < Duration::from_millis(1)) {
                 self.err(r, rt.pos, format!("retries.{name} must be at least 1ms"));
             }
