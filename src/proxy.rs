@@ -25,7 +25,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::backend::budget::InFlight;
-use crate::backend::limits::{Admission, Admit, Overflow, RetrySlot};
+use crate::backend::limits::{Admission, Admit, Overflow, RetrySlot, Waiting};
 use crate::backend::outlier::Event;
 use crate::backend::{Cluster, Picked, Protocol};
 use crate::error::{ProxyError, X_WEIR_OVERLOADED, local_response};
@@ -402,14 +402,7 @@ impl<'s> Forward<'s> {
                 Admit::Wait(waiting) => {
                     self.cluster.metrics.pending.inc();
                     // Boxed: waiting for a connection is the overloaded case.
-                    let ready = Box::pin(waiting.ready());
-                    match self.deadline {
-                        Some(d) => match tokio::time::timeout_at(d, ready).await {
-                            Ok(a) => a,
-                            Err(_) => return Err(ProxyError::Timeout),
-                        },
-                        None => ready.await,
-                    }
+                    Box::pin(queue(waiting, self.deadline)).await?
                 }
                 Admit::Overflow(limit) => {
                     self.cluster.metrics.overflow[limit as usize].inc();
@@ -636,6 +629,16 @@ impl<'s> Forward<'s> {
             _admission: self.admission.take(),
         };
         resp.map(|inner| ResponseBody::upstream(inner, recorder, self.deadline))
+    }
+}
+
+/// Waits in the pending queue for a connection, until the request's deadline.
+async fn queue(waiting: Waiting, deadline: Option<Instant>) -> Result<Admission, ProxyError> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, waiting.ready())
+            .await
+            .map_err(|_| ProxyError::Timeout),
+        None => Ok(waiting.ready().await),
     }
 }
 
