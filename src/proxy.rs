@@ -25,6 +25,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::backend::budget::InFlight;
+use crate::backend::hash::request_hash;
 use crate::backend::limits::{Admission, Admit, Overflow, RetrySlot, Waiting};
 use crate::backend::outlier::Event;
 use crate::backend::{Cluster, Picked, Protocol};
@@ -253,7 +254,11 @@ fn route<'s>(
     };
     let dest = split.pick();
     let cluster = &snap.clusters[dest.cluster];
-    let Some(picked) = cluster.pick(0) else {
+    let (hash, set_cookie) = match &cluster.spec.hash {
+        Some(h) => request_hash(&h.key, req.headers(), view.query, conn.peer.ip()),
+        None => (None, None),
+    };
+    let Some(picked) = cluster.pick(0, hash) else {
         return Routed::Local(fail(
             Some(dest.stats),
             req.method(),
@@ -296,6 +301,8 @@ fn route<'s>(
         template: None,
         admission: None,
         retrying: None,
+        hash,
+        set_cookie: set_cookie.map(Box::new),
     })
 }
 
@@ -328,6 +335,10 @@ struct Forward<'s> {
     admission: Option<Admission>,
     /// The retry under way, counted against the retry budget and `maxRetries`.
     retrying: Option<Retrying<'s>>,
+    /// The request's consistent-hash key.
+    hash: Option<u64>,
+    /// A hash cookie generated for this client.
+    set_cookie: Option<Box<HeaderValue>>,
 }
 
 /// A retry's place in the budget and under `maxRetries`, given back when its try ends.
@@ -482,7 +493,7 @@ impl<'s> Forward<'s> {
         if policy.ignore_previous_hosts {
             self.tried |= 1 << (self.picked.index % 64);
         }
-        let Some(next) = self.cluster.pick(self.tried) else {
+        let Some(next) = self.cluster.pick(self.tried, self.hash) else {
             self.retrying = None;
             return Step::Done(result);
         };
@@ -619,6 +630,9 @@ impl<'s> Forward<'s> {
             }
         };
         strip_hop_by_hop(resp.headers_mut());
+        if let Some(cookie) = self.set_cookie.take() {
+            resp.headers_mut().append(header::SET_COOKIE, *cookie);
+        }
         self.rule.headers.response.apply(resp.headers_mut());
         self.dest.headers.response.apply(resp.headers_mut());
         self.snap.stats[self.dest.stats].count(&self.method, resp.status().as_u16());

@@ -4,6 +4,7 @@
 
 pub mod balance;
 pub mod budget;
+pub mod hash;
 pub mod limits;
 pub mod outlier;
 
@@ -19,8 +20,9 @@ use tokio::time::Instant;
 
 use crate::metrics::{ClusterMetrics, EndpointMetrics, Metrics};
 use crate::upstream::Pool;
-pub use balance::Lb;
+pub use balance::{Lb, Warmup};
 use budget::{BudgetSpec, RetryBudget};
+use hash::{HashPolicy, HashTable};
 use limits::{Gate, PoolLimits};
 use outlier::{Claim, EndpointHealth, Event, OutlierPolicy, State, Transition};
 
@@ -91,11 +93,18 @@ pub struct ClusterSpec {
     pub outlier: Option<OutlierPolicy>,
     /// Retry budget.
     pub budget: BudgetSpec,
+    /// Consistent hashing, instead of `lb`.
+    pub hash: Option<HashPolicy>,
+    /// Slow start for new endpoints.
+    pub warmup: Option<Warmup>,
 }
 
 /// Live counters of one endpoint within one cluster, kept across reloads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EndpointStats {
+    /// When a reload added this endpoint to the cluster (for slow start); `None` for endpoints
+    /// the cluster had from its start.
+    pub since: Option<Instant>,
     /// Requests in flight.
     pub active: AtomicI64,
     /// Requests sent.
@@ -104,6 +113,18 @@ pub struct EndpointStats {
     pub failures: AtomicU64,
     /// Outlier-detection state.
     pub health: EndpointHealth,
+}
+
+impl EndpointStats {
+    fn new(since: Option<Instant>) -> Self {
+        EndpointStats {
+            since,
+            active: AtomicI64::new(0),
+            total: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            health: EndpointHealth::default(),
+        }
+    }
 }
 
 /// A runtime endpoint.
@@ -136,6 +157,10 @@ pub struct Cluster {
     pub metrics: ClusterMetrics,
     /// Endpoints that are not closed (kept across reloads).
     ejected: Arc<AtomicUsize>,
+    /// The consistent-hash table over the endpoints.
+    table: Option<HashTable>,
+    /// When the last endpoint in slow start leaves it.
+    warm_until: Instant,
     next: AtomicUsize,
 }
 
@@ -163,6 +188,12 @@ impl Cluster {
     /// counters from `state`.
     pub fn new(spec: ClusterSpec, state: &BackendState, metrics: &Metrics) -> Cluster {
         let version = spec.subset.as_deref().unwrap_or("");
+        let now = Instant::now();
+        let (ejected, first_build) = state
+            .ejected
+            .get_or_make(&spec.name, || AtomicUsize::new(0));
+        // Endpoints a reload adds are new (slow start); those of a new cluster are not.
+        let since = (!first_build).then_some(now);
         let endpoints: Vec<Endpoint> = spec
             .endpoints
             .iter()
@@ -176,16 +207,16 @@ impl Cluster {
                     .get(&(e.addr.clone(), true), || Pool::new(e.addr.clone(), true)),
                 stats: state
                     .endpoint_stats
-                    .get(&(spec.name.clone(), e.addr.clone()), EndpointStats::default),
+                    .get(&(spec.name.clone(), e.addr.clone()), || {
+                        EndpointStats::new(since)
+                    }),
                 metrics: spec
                     .outlier
                     .as_ref()
                     .map(|_| metrics.endpoint(&spec.service, version, &e.addr.to_string())),
             })
             .collect();
-        let ejected = state.ejected.get(&spec.name, || AtomicUsize::new(0));
         // Endpoints may have come or gone: count again.
-        let now = Instant::now();
         let not_closed = endpoints
             .iter()
             .filter(|e| !e.stats.health.is_closed())
@@ -194,7 +225,22 @@ impl Cluster {
         for e in &endpoints {
             e.show_state(e.stats.health.view(now).state);
         }
+        let table = spec.hash.as_ref().and_then(|h| {
+            let names: Vec<String> = endpoints.iter().map(|e| e.spec.addr.to_string()).collect();
+            HashTable::build(h.algo, &names)
+        });
+        let warm_until = match &spec.warmup {
+            Some(w) => endpoints
+                .iter()
+                .filter_map(|e| e.stats.since)
+                .map(|since| since + w.duration)
+                .max()
+                .unwrap_or(now),
+            None => now,
+        };
         Cluster {
+            table,
+            warm_until,
             gate: spec.limits.any().then(|| {
                 state
                     .gates
@@ -214,15 +260,20 @@ impl Cluster {
     }
 
     /// Picks an endpoint for a try, avoiding those in `tried` (a bit per endpoint index) when
-    /// another is available. `None` when no endpoint can take a request: there are none, or
-    /// every one is ejected and the cluster is not in panic mode.
-    pub fn pick(&self, tried: u64) -> Option<Picked<'_>> {
+    /// another is available; `key` is the request's consistent-hash key, if the cluster hashes.
+    /// `None` when no endpoint can take a request: there are none, or every one is ejected and
+    /// the cluster is not in panic mode.
+    pub fn pick(&self, tried: u64, key: Option<u64>) -> Option<Picked<'_>> {
         let n = self.endpoints.len();
         if n == 0 {
             return None;
         }
+        let hashed = self.table.as_ref().zip(key);
         if tried == 0 && self.ejected.load(Ordering::Relaxed) == 0 {
-            let index = self.choose(n, |i| i);
+            let index = match hashed {
+                Some((table, h)) => table.get(h),
+                None => self.choose(n, |i| i),
+            };
             return Some(self.picked(index, Claim::Normal));
         }
         // Some endpoint is ejected, or this is a retry: the rare path.
@@ -234,25 +285,42 @@ impl Cluster {
             && healthy.len() * 100 < p.min_health_percent as usize * n
         {
             // Panic mode: too few healthy endpoints to trust ejections (Envoy's panic threshold).
-            healthy = (0..n).collect();
-            let index = self.choose_among(&healthy, tried);
+            let index = match hashed {
+                Some((table, h)) => table.get(h),
+                None => self.choose_among(&(0..n).collect::<Vec<_>>(), tried),
+            };
             return Some(self.picked(index, Claim::Normal));
+        }
+        if let Some((table, h)) = hashed {
+            // The key's endpoint, else the next ones the table offers.
+            let fresh = |i: usize| tried & (1 << (i % 64)) == 0 && healthy.contains(&i);
+            for i in std::iter::once(table.get(h)).chain(table.fallbacks(h)) {
+                if fresh(i)
+                    && let Some(p) = self.claim(i, now)
+                {
+                    return Some(p);
+                }
+            }
         }
         while !healthy.is_empty() {
             let at = self.choose_among(&healthy, tried);
-            let e = &self.endpoints[at];
-            match e.stats.health.claim(now) {
-                Some((claim, turned)) => {
-                    if let Some(t) = turned {
-                        self.transition(e, t);
-                    }
-                    return Some(self.picked(at, claim));
-                }
+            match self.claim(at, now) {
+                Some(p) => return Some(p),
                 // Taken meanwhile by another request's probe.
                 None => healthy.retain(|&i| i != at),
             }
         }
         None
+    }
+
+    /// Takes endpoint `i` if its state lets it take a request.
+    fn claim(&self, i: usize, now: Instant) -> Option<Picked<'_>> {
+        let e = &self.endpoints[i];
+        let (claim, turned) = e.stats.health.claim(now)?;
+        if let Some(t) = turned {
+            self.transition(e, t);
+        }
+        Some(self.picked(i, claim))
     }
 
     /// Chooses among `candidates` (indices), avoiding `tried` when it can.
@@ -266,8 +334,32 @@ impl Cluster {
         self.choose(pool.len(), |k| pool[k])
     }
 
-    /// The load balancer over `n` candidates; `index` maps a candidate to its endpoint.
+    /// The load balancer over `n` candidates; `index` maps a candidate to its endpoint. With
+    /// slow start, an endpoint still warming up is kept with the probability of its share, else
+    /// another is drawn (at most four times).
     fn choose(&self, n: usize, index: impl Fn(usize) -> usize) -> usize {
+        let mut pick = self.balance(n, &index);
+        let Some(warmup) = &self.spec.warmup else {
+            return pick;
+        };
+        let now = Instant::now();
+        if now >= self.warm_until {
+            return pick;
+        }
+        for _ in 0..4 {
+            let share = match self.endpoints[pick].stats.since {
+                Some(since) => warmup.factor(now.saturating_duration_since(since)),
+                None => 1.0,
+            };
+            if share >= 1.0 || fastrand::f64() < share {
+                break;
+            }
+            pick = self.balance(n, &index);
+        }
+        pick
+    }
+
+    fn balance(&self, n: usize, index: &impl Fn(usize) -> usize) -> usize {
         if n == 1 {
             return index(0);
         }
@@ -367,15 +459,20 @@ impl<K, V> Default for Registry<K, V> {
 impl<K: Eq + Hash + Clone, V> Registry<K, V> {
     /// The live object for `key`, or a new one.
     pub fn get(&self, key: &K, make: impl FnOnce() -> V) -> Arc<V> {
+        self.get_or_make(key, make).0
+    }
+
+    /// The live object for `key`, or a new one; true if it is new.
+    pub fn get_or_make(&self, key: &K, make: impl FnOnce() -> V) -> (Arc<V>, bool) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = map.get(key).and_then(Weak::upgrade) {
-            return v;
+            return (v, false);
         }
         if map.len() > 64 && map.len().is_power_of_two() {
             map.retain(|_, v| v.strong_count() > 0);
         }
         let v = Arc::new(make());
         map.insert(key.clone(), Arc::downgrade(&v));
-        v
+        (v, true)
     }
 }

@@ -480,7 +480,19 @@ decode_struct! {
         /// Slow start, in seconds.
         warmup_duration_secs: Option<Dur> = "warmupDurationSecs",
         /// Slow start.
-        warmup: Option<Opaque> = "warmup",
+        warmup: Option<WarmupConfiguration> = "warmup",
+    }
+}
+
+decode_struct! {
+    /// `WarmupConfiguration`.
+    pub struct WarmupConfiguration ("WarmupConfiguration") {
+        /// The slow-start window.
+        duration: Option<Dur> = "duration",
+        /// Share at the start, in percent (default 10).
+        minimum_percent: Option<PercentValue> = "minimumPercent",
+        /// How fast the share grows (default 1.0).
+        aggression: Option<PercentValue> = "aggression",
     }
 }
 
@@ -515,11 +527,27 @@ decode_struct! {
         /// Hash a query parameter.
         http_query_parameter_name: Option<String> = "httpQueryParameterName",
         /// Ring hash.
-        ring_hash: Option<Opaque> = "ringHash",
+        ring_hash: Option<RingHash> = "ringHash",
         /// Maglev.
-        maglev: Option<Opaque> = "maglev",
+        maglev: Option<MagLev> = "maglev",
         /// Deprecated ring size.
         minimum_ring_size: Option<u64> = "minimumRingSize",
+    }
+}
+
+decode_struct! {
+    /// `ConsistentHashLB.RingHash`.
+    pub struct RingHash ("RingHash") {
+        /// Smallest ring (default 1024).
+        minimum_ring_size: Option<u64> = "minimumRingSize",
+    }
+}
+
+decode_struct! {
+    /// `ConsistentHashLB.MagLev`.
+    pub struct MagLev ("MagLev") {
+        /// Table size, a prime (default 65537).
+        table_size: Option<u64> = "tableSize",
     }
 }
 

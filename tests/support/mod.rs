@@ -25,7 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// as JSON. `/status/<code>` answers that code; `/delay/<ms>` waits first; `/flaky/<k>/<code>`
 /// answers `code` to the first `k` tries of each `x-request-id`, then 200; `/slow-first/<ms>`
 /// waits on the first try of each request id only; `/fail/<name>` answers 500 from the backend
-/// of that name and 200 from the others. Tries are counted per request id.
+/// of that name and 200 from the others; `/slow-on/<name>/<ms>` waits on that backend only.
+/// Tries are counted per request id.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -131,6 +132,13 @@ async fn answer(
     }
     if path.strip_prefix("/fail/") == Some(name) {
         status = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    if let Some((who, ms)) = path
+        .strip_prefix("/slow-on/")
+        .and_then(|r| r.split_once('/'))
+        && who == name
+    {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }
     if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;

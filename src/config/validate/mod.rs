@@ -17,9 +17,12 @@ use super::istio::{self, DestinationRule, Gateway, ServiceEntry, StringMatch, Vi
 use super::yaml::Pos;
 use super::{Resource, ResourceSet, Spec};
 use crate::backend::budget::BudgetSpec;
+use crate::backend::hash::{
+    DEFAULT_MAGLEV_SIZE, DEFAULT_RING_SIZE, HashAlgo, HashKey, HashPolicy, MAX_TABLE_SIZE,
+};
 use crate::backend::limits::PoolLimits;
 use crate::backend::outlier::OutlierPolicy;
-use crate::backend::{ClusterSpec, EndpointAddr, EndpointSpec, Lb, Protocol};
+use crate::backend::{ClusterSpec, EndpointAddr, EndpointSpec, Lb, Protocol, Warmup};
 use crate::policy::fault::{self, Fault};
 use crate::policy::headers::{HeaderEdits, HeaderOps};
 use crate::policy::retry::RetryPolicy;

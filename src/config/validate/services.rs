@@ -144,17 +144,12 @@ impl<'a> Checker<'a> {
     }
 
     pub(super) fn traffic_policy(&mut self, r: &Resource, tp: &istio::TrafficPolicy) {
-        if let Some(lb) = &tp.load_balancer {
-            if lb.simple == Some(istio::SimpleLb::Passthrough) {
-                self.err(r, lb.pos, "loadBalancer PASSTHROUGH is not supported");
-            }
-            if lb.consistent_hash.is_some() {
-                self.warn(
-                    r,
-                    lb.pos,
-                    "consistentHash is parsed but not applied yet (round robin is used)",
-                );
-            }
+        let port_lbs = tp
+            .port_level_settings
+            .iter()
+            .filter_map(|p| p.load_balancer.as_ref());
+        for lb in tp.load_balancer.iter().chain(port_lbs) {
+            self.load_balancer(r, lb);
         }
         if let Some(od) = &tp.outlier_detection {
             for (v, name) in [
@@ -200,6 +195,81 @@ impl<'a> Checker<'a> {
         for pl in &tp.port_level_settings {
             if pl.port.is_none() {
                 self.err(r, pl.pos, "portLevelSettings entry needs a port");
+            }
+        }
+    }
+
+    fn load_balancer(&mut self, r: &Resource, lb: &istio::LoadBalancerSettings) {
+        if lb.simple == Some(istio::SimpleLb::Passthrough) {
+            self.err(r, lb.pos, "loadBalancer PASSTHROUGH is not supported");
+        }
+        if let Some(ch) = &lb.consistent_hash {
+            if lb.simple.is_some() {
+                self.err(
+                    r,
+                    lb.pos,
+                    "loadBalancer takes one of simple and consistentHash",
+                );
+            }
+            let keys = [
+                ch.http_header_name.is_some(),
+                ch.http_cookie.is_some(),
+                ch.use_source_ip == Some(true),
+                ch.http_query_parameter_name.is_some(),
+            ];
+            if keys.iter().filter(|k| **k).count() != 1 {
+                self.err(
+                    r,
+                    ch.pos,
+                    "consistentHash takes one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
+                );
+            }
+            if let Some(h) = &ch.http_header_name
+                && HeaderName::from_bytes(h.as_bytes()).is_err()
+            {
+                self.err(r, ch.pos, format!("`{h}` is not a header name"));
+            }
+            if let Some(c) = &ch.http_cookie
+                && (c.name.is_empty() || c.name.contains([';', '=', ' ', ',']))
+            {
+                self.err(r, c.pos, format!("`{}` is not a cookie name", c.name));
+            }
+            if ch.ring_hash.is_some() && ch.maglev.is_some() {
+                self.err(r, ch.pos, "consistentHash takes one of ringHash and maglev");
+            }
+            if let Some(size) = ch.maglev.as_ref().and_then(|m| m.table_size)
+                && !is_prime(size)
+            {
+                self.err(r, ch.pos, format!("maglev.tableSize {size} is not a prime"));
+            }
+            let ring = ch
+                .ring_hash
+                .as_ref()
+                .and_then(|h| h.minimum_ring_size)
+                .or(ch.minimum_ring_size);
+            if let Some(size) = ring
+                .into_iter()
+                .chain(ch.maglev.as_ref().and_then(|m| m.table_size))
+                .find(|&s| s > MAX_TABLE_SIZE)
+            {
+                self.err(
+                    r,
+                    ch.pos,
+                    format!("hash table size {size} is above {MAX_TABLE_SIZE}"),
+                );
+            }
+        }
+        if let Some(w) = &lb.warmup {
+            if w.duration.is_none() {
+                self.err(r, w.pos, "warmup needs a duration");
+            }
+            if w.minimum_percent
+                .is_some_and(|p| !(0.0..=100.0).contains(&p.0))
+            {
+                self.err(r, w.pos, "warmup.minimumPercent must be between 0 and 100");
+            }
+            if w.aggression.is_some_and(|a| a.0 < 1.0) {
+                self.err(r, w.pos, "warmup.aggression must be at least 1");
             }
         }
     }
@@ -286,6 +356,22 @@ impl<'a> Checker<'a> {
                 .or(outlier);
             retry_budget = tp.retry_budget.as_ref().or(retry_budget);
         }
+        let hash = lb_settings
+            .and_then(|l| l.consistent_hash.as_ref())
+            .and_then(hash_policy);
+        let warmup = lb_settings.and_then(|l| match (&l.warmup, l.warmup_duration_secs) {
+            (Some(w), _) => Some(Warmup {
+                duration: w.duration?.0,
+                min_percent: w.minimum_percent.map_or(10.0, |p| p.0),
+                aggression: w.aggression.map_or(1.0, |a| a.0),
+            }),
+            (None, Some(d)) => Some(Warmup {
+                duration: d.0,
+                min_percent: 10.0,
+                aggression: 1.0,
+            }),
+            (None, None) => None,
+        });
         let lb = match lb_settings.and_then(|l| l.simple) {
             Some(istio::SimpleLb::Random) => Lb::Random,
             Some(istio::SimpleLb::LeastRequest | istio::SimpleLb::LeastConn) => Lb::LeastRequest,
@@ -347,6 +433,8 @@ impl<'a> Checker<'a> {
             limits,
             outlier,
             budget,
+            hash,
+            warmup,
         });
         self.cluster_ids.insert(key, self.clusters.len() - 1);
         self.clusters.len() - 1
@@ -377,4 +465,35 @@ fn outlier_policy(od: &istio::OutlierDetection) -> OutlierPolicy {
             .map(|&c| c as u16)
             .collect(),
     }
+}
+
+/// `consistentHash` as weir runs it; `None` when no key is set (reported by validation).
+fn hash_policy(ch: &istio::ConsistentHashLb) -> Option<HashPolicy> {
+    let key = if let Some(h) = &ch.http_header_name {
+        HashKey::Header(HeaderName::from_bytes(h.as_bytes()).ok()?)
+    } else if let Some(c) = &ch.http_cookie {
+        HashKey::Cookie {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            ttl: c.ttl.map(|t| t.0),
+        }
+    } else if ch.use_source_ip == Some(true) {
+        HashKey::SourceIp
+    } else {
+        HashKey::Query(ch.http_query_parameter_name.clone()?)
+    };
+    let algo = match (&ch.maglev, &ch.ring_hash) {
+        (Some(m), _) => HashAlgo::Maglev(m.table_size.unwrap_or(DEFAULT_MAGLEV_SIZE)),
+        (None, ring) => HashAlgo::Ring(
+            ring.as_ref()
+                .and_then(|r| r.minimum_ring_size)
+                .or(ch.minimum_ring_size)
+                .unwrap_or(DEFAULT_RING_SIZE),
+        ),
+    };
+    Some(HashPolicy { key, algo })
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
