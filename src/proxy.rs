@@ -30,6 +30,7 @@ use crate::backend::limits::{Admission, Admit, Overflow, RetrySlot, Waiting};
 use crate::backend::outlier::Event;
 use crate::backend::{Cluster, Picked, Protocol};
 use crate::error::{ProxyError, X_WEIR_OVERLOADED, local_response};
+use crate::policy::fallback::{Tee, X_WEIR_FALLBACK};
 use crate::policy::fault::{Abort, FaultSwitch, PER_MILLION};
 use crate::policy::headers::strip_hop_by_hop;
 use crate::policy::retry::{Outcome, repeatable};
@@ -37,7 +38,7 @@ use crate::policy::split::WeightedDest;
 use crate::route::matcher::RequestView;
 use crate::route::{Action, Matched, Rule};
 use crate::snapshot::Snapshot;
-use crate::upstream::{Body, UpstreamBody};
+use crate::upstream::{Body, UpstreamBody, UpstreamError};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -148,6 +149,10 @@ impl Proxy {
                 loop {
                     let result = fwd.attempt().await;
                     match fwd.settle(result) {
+                        Step::Done(result) if fwd.falls_back(&result) => {
+                            // Boxed: the rare path.
+                            return Box::pin(fwd.fall_back(result)).await;
+                        }
                         Step::Done(result) => return fwd.finish(result),
                         Step::Retry(wait) if wait.is_zero() => {}
                         Step::Retry(wait) => {
@@ -258,12 +263,11 @@ fn route<'s>(
         Some(h) => request_hash(&h.key, req.headers(), view.query, conn.peer.ip()),
         None => (None, None),
     };
-    let Some(picked) = cluster.pick(0, hash) else {
-        return Routed::Local(fail(
-            Some(dest.stats),
-            req.method(),
-            ProxyError::NoHealthyUpstream,
-        ));
+    // None: the try answers "no healthy upstream" (or the rule's fallback does).
+    let picked = cluster.pick(0, hash);
+    let cache_key = match rule.fallback.as_ref().and_then(|f| f.cache) {
+        Some(_) if req.method() == Method::GET => Some(format!("{authority}{pq}").into_boxed_str()),
+        _ => None,
     };
     let h2 = match cluster.spec.protocol {
         Protocol::Http1 => false,
@@ -303,6 +307,8 @@ fn route<'s>(
         retrying: None,
         hash,
         set_cookie: set_cookie.map(Box::new),
+        reached: false,
+        cache_key,
     })
 }
 
@@ -312,8 +318,8 @@ struct Forward<'s> {
     rule: &'s Rule,
     dest: &'s WeightedDest,
     cluster: &'s Cluster,
-    /// The endpoint of the current (or next) try.
-    picked: Picked<'s>,
+    /// The endpoint of the current (or next) try; `None` when none can take it.
+    picked: Option<Picked<'s>>,
     h2: bool,
     req: Request<Body>,
     method: Method,
@@ -339,6 +345,10 @@ struct Forward<'s> {
     hash: Option<u64>,
     /// A hash cookie generated for this client.
     set_cookie: Option<Box<HeaderValue>>,
+    /// Some try may have reached an upstream.
+    reached: bool,
+    /// Where a good response to this GET is kept for the stale-cache fallback.
+    cache_key: Option<Box<str>>,
 }
 
 /// A retry's place in the budget and under `maxRetries`, given back when its try ends.
@@ -421,7 +431,10 @@ impl<'s> Forward<'s> {
                 }
             });
         }
-        let endpoint = self.picked.endpoint;
+        let Some(picked) = &self.picked else {
+            return Err(ProxyError::NoHealthyUpstream);
+        };
+        let endpoint = picked.endpoint;
         endpoint.stats.active.fetch_add(1, Ordering::Relaxed);
         endpoint.stats.total.fetch_add(1, Ordering::Relaxed);
         let pool = if self.h2 { &endpoint.h2 } else { &endpoint.h1 };
@@ -440,7 +453,9 @@ impl<'s> Forward<'s> {
                 Ok(r) => r.map_err(ProxyError::from),
                 Err(_) if Some(d) == self.deadline => {
                     // The request's deadline: the upstream did not answer in time.
-                    self.cluster.record(&mut self.picked, Event::LocalFailure);
+                    if let Some(p) = &mut self.picked {
+                        self.cluster.record(p, Event::LocalFailure);
+                    }
                     Err(ProxyError::Timeout)
                 }
                 Err(_) => Err(ProxyError::TryTimeout),
@@ -459,23 +474,10 @@ impl<'s> Forward<'s> {
     /// sent again, `maxRetries`, the retry budget, and an endpoint to send it to.
     fn settle(&mut self, result: Result<Response<UpstreamBody>, ProxyError>) -> Step {
         self.retrying = None;
-        let outcome = match &result {
-            Ok(resp) => Some(response_outcome(resp, self.h2)),
-            Err(e) => e.outcome(),
-        };
-        let Some(outcome) = outcome else {
+        let Some(outcome) = self.observe(&result) else {
             return Step::Done(result);
         };
         let failed = !matches!(outcome, Outcome::Response { status, .. } if status < 500);
-        let event = match outcome {
-            Outcome::Response { status, .. } => Event::Status(status),
-            _ => Event::LocalFailure,
-        };
-        if failed {
-            let stats = &self.picked.endpoint.stats;
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        self.cluster.record(&mut self.picked, event);
         let policy = &self.rule.retry;
         let again = policy.retries(&outcome, self.safe);
         let retries = &self.cluster.metrics.retries;
@@ -490,14 +492,16 @@ impl<'s> Forward<'s> {
             retries[e].inc();
             return Step::Done(result);
         }
-        if policy.ignore_previous_hosts {
-            self.tried |= 1 << (self.picked.index % 64);
+        if policy.ignore_previous_hosts
+            && let Some(p) = &self.picked
+        {
+            self.tried |= 1 << (p.index % 64);
         }
         let Some(next) = self.cluster.pick(self.tried, self.hash) else {
             self.retrying = None;
             return Step::Done(result);
         };
-        self.picked = next;
+        self.picked = Some(next);
         // An unread response closes its connection.
         drop(result);
         self.admission = None;
@@ -505,6 +509,140 @@ impl<'s> Forward<'s> {
             self.rebuild_request();
         }
         Step::Retry(policy.backoff(self.tries, |k| fastrand::u64(..k)))
+    }
+
+    /// Classifies a try's result: how it ended (`None` for what is not the upstream's doing),
+    /// recorded for outlier detection and the endpoint's counters.
+    fn observe(&mut self, result: &Result<Response<UpstreamBody>, ProxyError>) -> Option<Outcome> {
+        let outcome = match result {
+            Ok(resp) => Some(response_outcome(resp, self.h2)),
+            Err(e) => e.outcome(),
+        };
+        self.reached |= match (&outcome, result) {
+            (Some(o), _) => !o.never_sent(),
+            (None, Err(e)) => matches!(e, ProxyError::Timeout),
+            (None, Ok(_)) => true,
+        };
+        let outcome = outcome?;
+        let failed = !matches!(outcome, Outcome::Response { status, .. } if status < 500);
+        let event = match outcome {
+            Outcome::Response { status, .. } => Event::Status(status),
+            _ => Event::LocalFailure,
+        };
+        if let Some(p) = &mut self.picked {
+            if failed {
+                p.endpoint.stats.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            self.cluster.record(p, event);
+        }
+        Some(outcome)
+    }
+
+    /// Whether a final result goes to the rule's fallbacks: a 5xx, or an error that is not the
+    /// client's.
+    fn falls_back(&self, result: &Result<Response<UpstreamBody>, ProxyError>) -> bool {
+        self.rule.fallback.is_some()
+            && match result {
+                Ok(resp) => resp.status().is_server_error(),
+                Err(ProxyError::Upstream(UpstreamError::ClientBody(_))) => false,
+                Err(_) => true,
+            }
+    }
+
+    /// The fallbacks, in order: the stale cache, the backup service, the fixed response; if
+    /// none answers, the request's own result.
+    async fn fall_back(
+        mut self,
+        result: Result<Response<UpstreamBody>, ProxyError>,
+    ) -> Response<ResponseBody> {
+        let Some(fb) = self.rule.fallback.as_deref() else {
+            return self.finish(result);
+        };
+        let stats = &self.snap.stats[self.dest.stats];
+        if let (Some(i), Some(key)) = (fb.cache, &self.cache_key)
+            && let Some(hit) = self.snap.caches[i].get(key, Instant::now())
+        {
+            stats.fallbacks[0].inc();
+            let age = hit.stored.elapsed().as_secs();
+            let mut resp = local_response(hit.status, hit.body);
+            *resp.headers_mut() = hit.headers;
+            resp.headers_mut()
+                .insert(header::AGE, HeaderValue::from(age));
+            // Kept as sent: the rule's edits are in already.
+            return self.fallen_back(resp, 0, false);
+        }
+        // A backup gets the request only if sending it (again) is safe and it is whole.
+        let resendable = !self.reached
+            || (self.safe
+                && (!self.had_body || self.replay.is_some())
+                && (!self.h2 || self.template.is_some()));
+        if let Some(dest) = &fb.backup
+            && resendable
+        {
+            let (cluster, first) = (self.cluster, self.dest);
+            if self.reached {
+                self.rebuild_request();
+            }
+            self.cluster = &self.snap.clusters[dest.cluster];
+            self.dest = dest;
+            self.picked = self.cluster.pick(0, None);
+            let h2 = match self.cluster.spec.protocol {
+                Protocol::Http1 => false,
+                Protocol::Http2 => true,
+                Protocol::Client => self.h2,
+            };
+            if h2 != self.h2 && !retarget(&mut self.req, h2) {
+                self.picked = None;
+            }
+            self.h2 = h2;
+            self.admission = None;
+            // The backup's own time, and its answers are not kept as the route's.
+            self.deadline = self.rule.timeout.map(|t| Instant::now() + t);
+            self.cache_key = None;
+            let backup = self.attempt().await;
+            self.observe(&backup);
+            if !self.falls_back(&backup) {
+                stats.fallbacks[1].inc();
+                let mut resp = self.finish(backup);
+                resp.headers_mut()
+                    .insert(X_WEIR_FALLBACK, HeaderValue::from_static("backup"));
+                return resp;
+            }
+            (self.cluster, self.dest) = (cluster, first);
+        }
+        if let Some(fixed) = &fb.response {
+            stats.fallbacks[2].inc();
+            let mut resp = local_response(fixed.status, fixed.body.clone());
+            for (k, v) in &fixed.headers {
+                resp.headers_mut().insert(k, v.clone());
+            }
+            return self.fallen_back(resp, 2, true);
+        }
+        self.finish(result)
+    }
+
+    /// A response a fallback made, with the rule's response edits, recorded.
+    fn fallen_back(
+        mut self,
+        mut resp: Response<ResponseBody>,
+        kind: usize,
+        edit: bool,
+    ) -> Response<ResponseBody> {
+        crate::http1::recycle(std::mem::take(self.req.headers_mut()));
+        resp.headers_mut().insert(
+            X_WEIR_FALLBACK,
+            HeaderValue::from_static(crate::metrics::FALLBACK_KINDS[kind]),
+        );
+        if edit {
+            self.rule.headers.response.apply(resp.headers_mut());
+        }
+        local(
+            self.snap,
+            Some(self.dest.stats),
+            &self.method,
+            self.start,
+            resp,
+        )
     }
 
     /// Takes the retry's slot under `maxRetries` and its share of the retry budget; a retry of
@@ -618,7 +756,11 @@ impl<'s> Forward<'s> {
         let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
-                tracing::debug!(cluster = %self.cluster.spec.name, endpoint = %self.picked.endpoint.spec.addr, tries = self.tries, error = %e, "Upstream request failed.");
+                let endpoint = self
+                    .picked
+                    .as_ref()
+                    .map(|p| p.endpoint.spec.addr.to_string());
+                tracing::debug!(cluster = %self.cluster.spec.name, endpoint = ?endpoint, tries = self.tries, error = %e, "Upstream request failed.");
                 let resp = e.to_response();
                 return local(
                     self.snap,
@@ -642,7 +784,19 @@ impl<'s> Forward<'s> {
             start: self.start,
             _admission: self.admission.take(),
         };
-        resp.map(|inner| ResponseBody::upstream(inner, recorder, self.deadline))
+        let tee = match (&self.rule.fallback, self.cache_key.take()) {
+            (Some(fb), Some(key)) if resp.status().is_success() => fb.cache.map(|i| {
+                let cache = self.snap.caches[i].clone();
+                Box::new(Tee::new(
+                    cache,
+                    key.into(),
+                    resp.status(),
+                    resp.headers().clone(),
+                ))
+            }),
+            _ => None,
+        };
+        resp.map(|inner| ResponseBody::upstream(inner, recorder, self.deadline, tee))
     }
 }
 
@@ -674,6 +828,46 @@ fn response_outcome(resp: &Response<UpstreamBody>, h2: bool) -> Outcome {
             && (h.contains_key(X_WEIR_OVERLOADED) || h.contains_key("x-envoy-overloaded")),
         ratelimited: status == 429 && h.contains_key("x-envoy-ratelimited"),
     }
+}
+
+/// Turns a request's target into the other protocol's form: origin-form and `Host` for
+/// HTTP/1.1, an absolute URI for HTTP/2. False if it cannot be done.
+fn retarget(req: &mut Request<Body>, h2: bool) -> bool {
+    if h2 {
+        let Some(authority) = req
+            .headers_mut()
+            .remove(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        else {
+            return false;
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = req.uri().path_and_query().cloned();
+        match Uri::from_parts(uri) {
+            Ok(u) => *req.uri_mut() = u,
+            Err(_) => return false,
+        }
+        *req.version_mut() = Version::HTTP_2;
+    } else {
+        let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        else {
+            return false;
+        };
+        req.headers_mut().insert(header::HOST, host);
+        let mut uri = http::uri::Parts::default();
+        uri.path_and_query = req.uri().path_and_query().cloned();
+        match Uri::from_parts(uri) {
+            Ok(u) => *req.uri_mut() = u,
+            Err(_) => return false,
+        }
+        *req.version_mut() = Version::HTTP_11;
+    }
+    true
 }
 
 /// A copy of a request's head.
@@ -865,6 +1059,8 @@ enum Kind {
         inner: UpstreamBody,
         recorder: Option<Recorder>,
         deadline: Option<Pin<Box<Sleep>>>,
+        /// A copy for the stale cache, kept once the body ends.
+        tee: Option<Box<Tee>>,
     },
 }
 
@@ -881,20 +1077,32 @@ impl ResponseBody {
         }
     }
 
-    fn upstream(inner: UpstreamBody, recorder: Recorder, deadline: Option<Instant>) -> Self {
+    fn upstream(
+        inner: UpstreamBody,
+        recorder: Recorder,
+        deadline: Option<Instant>,
+        tee: Option<Box<Tee>>,
+    ) -> Self {
         let mut body = ResponseBody {
             kind: Kind::Upstream {
                 inner,
                 recorder: Some(recorder),
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+                tee,
             },
         };
         if let Kind::Upstream {
-            inner, recorder, ..
+            inner,
+            recorder,
+            tee,
+            ..
         } = &mut body.kind
             && inner.is_end_stream()
         {
             recorder.take();
+            if let Some(t) = tee.take() {
+                t.finish();
+            }
         }
         body
     }
@@ -918,20 +1126,37 @@ impl HttpBody for ResponseBody {
                 inner,
                 recorder,
                 deadline,
+                tee,
             } => {
                 if let Some(d) = deadline
                     && d.as_mut().poll(cx).is_ready()
                 {
                     recorder.take();
+                    tee.take();
                     return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
                 }
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
+                if let (Some(t), Poll::Ready(Some(Ok(frame)))) = (tee.as_mut(), &polled)
+                    && let Some(data) = frame.data_ref()
+                {
+                    t.data(data);
+                }
                 match &polled {
-                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                    Poll::Ready(None) => {
                         recorder.take();
+                        if let Some(t) = tee.take() {
+                            t.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => {
+                        recorder.take();
+                        tee.take();
                     }
                     Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
                         recorder.take();
+                        if let Some(t) = tee.take() {
+                            t.finish();
+                        }
                     }
                     _ => {}
                 }

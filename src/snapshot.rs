@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::backend::{BackendState, Cluster};
 use crate::config::{Model, ResourceSet};
 use crate::metrics::{DestStats, Metrics};
+use crate::policy::fallback::StaleCache;
 use crate::route::RouteTable;
 
 /// One listener's routes.
@@ -34,6 +35,8 @@ pub struct Snapshot {
     pub clusters: Vec<Cluster>,
     /// Metrics handles, indexed by routes.
     pub stats: Vec<DestStats>,
+    /// Stale caches of fallbacks, indexed by routes.
+    pub caches: Vec<Arc<StaleCache>>,
     /// Handles for requests no rule matched.
     pub unrouted: DestStats,
     /// Warnings from validation.
@@ -71,6 +74,11 @@ impl Snapshot {
                 .iter()
                 .map(|k| metrics.dest_stats(&k.service, &k.version, &k.route))
                 .collect(),
+            caches: model
+                .caches
+                .iter()
+                .map(|(name, spec)| state.cache(name, spec))
+                .collect(),
             unrouted: metrics.dest_stats("", "", ""),
             warnings: model.warnings,
         }
@@ -88,6 +96,7 @@ impl Snapshot {
             }],
             clusters: Vec::new(),
             stats: Vec::new(),
+            caches: Vec::new(),
             unrouted: metrics.dest_stats("", "", ""),
             warnings: Vec::new(),
         }

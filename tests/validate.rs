@@ -91,3 +91,65 @@ spec:
         assert!(out.contains(&expected), "missing `{expected}` in:\n{out}");
     }
 }
+
+#[test]
+fn resilience_errors_are_reported_with_their_positions() {
+    let dir = std::env::temp_dir().join(format!("weir-validate-r-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api]
+  resolution: STATIC
+  ports: [{number: 80, name: http}]
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api}
+spec:
+  host: api
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: x-user, useSourceIp: true, maglev: {tableSize: 65536}}
+      warmup: {minimumPercent: 10}
+    outlierDetection: {maxEjectionPercent: 150}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api]
+  http:
+  - retries: {attempts: 2, retryOn: "5xx,sometimes", perTryTimeout: 0s}
+    route: [{destination: {host: api}}]
+    fallback: {}
+  - route: [{destination: {host: api}}]
+    fallback:
+      destination: {host: nowhere}
+      staleCache: {maxEntries: 0}
+"#,
+    )
+    .unwrap();
+    let (ok, out) = validate(&[file.to_str().unwrap()]);
+    assert!(!ok);
+    let f = file.display().to_string();
+    for expected in [
+        "17:23: consistentHash takes one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
+        "17:23: maglev.tableSize 65536 is not a prime",
+        "18:15: warmup needs a duration",
+        "19:23: maxEjectionPercent must be between 0 and 100",
+        "27:14: retries.perTryTimeout must be at least 1ms",
+        "27:37: unknown retryOn condition `sometimes`",
+        "29:15: fallback needs one of staleCache, destination, response",
+        "32:27: destination host `nowhere` is not declared by any ServiceEntry",
+        "33:19: staleCache.maxEntries must be above 0",
+    ] {
+        let expected = format!("{f}:{expected}");
+        assert!(out.contains(&expected), "missing `{expected}` in:\n{out}");
+    }
+}

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::metrics::{ClusterMetrics, EndpointMetrics, Metrics};
+use crate::policy::fallback::{CacheSpec, StaleCache};
 use crate::upstream::Pool;
 pub use balance::{Lb, Warmup};
 use budget::{BudgetSpec, RetryBudget};
@@ -441,6 +442,16 @@ pub struct BackendState {
     ejected: Registry<String, AtomicUsize>,
     gates: Registry<(String, PoolLimits), Gate>,
     budgets: Registry<(String, BudgetSpec), RetryBudget>,
+    caches: Registry<(String, CacheSpec), StaleCache>,
+}
+
+impl BackendState {
+    /// The stale cache named `name`, kept while its spec stays the same.
+    pub fn cache(&self, name: &str, spec: &CacheSpec) -> Arc<StaleCache> {
+        self.caches.get(&(name.to_owned(), spec.clone()), || {
+            StaleCache::new(spec.clone())
+        })
+    }
 }
 
 /// Objects shared by key for as long as some snapshot uses them.

@@ -66,6 +66,44 @@ decode_struct! {
         cors_policy: Option<CorsPolicy> = "corsPolicy",
         /// Header edits.
         headers: Option<Headers> = "headers",
+        /// weir: what a request that finally fails gets instead.
+        fallback: Option<HttpFallback> = "fallback",
+    }
+}
+
+decode_struct! {
+    /// weir's `fallback` extension of `HTTPRoute`: tried in order when a request finally fails.
+    pub struct HttpFallback ("fallback") {
+        /// Serve the last good response to the same GET.
+        stale_cache: Option<StaleCacheConfig> = "staleCache",
+        /// Send the request to a backup service.
+        destination: Option<Destination> = "destination",
+        /// Answer with a fixed response.
+        response: Option<FallbackResponse> = "response",
+    }
+}
+
+decode_struct! {
+    /// `fallback.staleCache`.
+    pub struct StaleCacheConfig ("staleCache") {
+        /// Oldest response served (default 5m).
+        max_age: Option<Dur> = "maxAge",
+        /// Most responses kept (default 1000).
+        max_entries: Option<u64> = "maxEntries",
+        /// Largest body kept, in bytes (default 1 MiB).
+        max_body_bytes: Option<u64> = "maxBodyBytes",
+    }
+}
+
+decode_struct! {
+    /// `fallback.response`.
+    pub struct FallbackResponse ("fallback response") {
+        /// Status code.
+        status: u32 = "status",
+        /// Body.
+        body: Option<HttpBody> = "body",
+        /// Response headers.
+        headers: BTreeMap<String, String> = "headers",
     }
 }
 

@@ -58,12 +58,12 @@ pub struct DurationLabels {
     pub route: String,
 }
 
-/// Labels of `weir_faults_injected_total`.
+/// Labels of `weir_faults_injected_total` and `weir_fallbacks_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FaultLabels {
     /// Destination host.
     pub service: String,
-    /// `delay` or `abort`.
+    /// `delay` or `abort`; for fallbacks, which one answered.
     pub kind: &'static str,
 }
 
@@ -174,6 +174,7 @@ pub struct Metrics {
     duration: Family<DurationLabels, Histogram>,
     reloads: Family<ReloadLabels, Counter>,
     faults: Family<FaultLabels, Counter>,
+    fallbacks: Family<FaultLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
     overflow: Family<OverflowLabels, Counter>,
     pending: Family<ClusterLabels, Counter>,
@@ -217,6 +218,12 @@ impl Metrics {
             "Faults injected, by destination and kind (delay, abort)",
             faults.clone(),
         );
+        let fallbacks = Family::<FaultLabels, Counter>::default();
+        registry.register(
+            "weir_fallbacks",
+            "Failed requests answered by a fallback, by destination and kind (stale-cache, backup, static)",
+            fallbacks.clone(),
+        );
         let retries = Family::<RetryLabels, Counter>::default();
         registry.register(
             "weir_retries",
@@ -259,6 +266,7 @@ impl Metrics {
             duration,
             reloads,
             faults,
+            fallbacks,
             retries,
             overflow,
             pending,
@@ -344,9 +352,18 @@ impl Metrics {
                 })
                 .clone()
         };
+        let fallback = |kind| {
+            self.fallbacks
+                .get_or_create(&FaultLabels {
+                    service: service.to_owned(),
+                    kind,
+                })
+                .clone()
+        };
         DestStats {
             fault_delays: fault("delay"),
             fault_aborts: fault("abort"),
+            fallbacks: FALLBACK_KINDS.map(fallback),
             duration: self.duration.get_or_create(&labels).clone(),
             counters: OnceLock::new(),
             family: self.requests.clone(),
@@ -394,6 +411,8 @@ pub struct DestStats {
     pub fault_delays: Counter,
     /// Aborts injected instead of requests to this destination.
     pub fault_aborts: Counter,
+    /// Failed requests answered by a fallback, by [`FALLBACK_KINDS`].
+    pub fallbacks: [Counter; 3],
     duration: Histogram,
     counters: OnceLock<Box<[OnceLock<Counter>]>>,
     family: Family<RequestLabels, Counter>,
@@ -447,6 +466,9 @@ impl DestStats {
         }
     }
 }
+
+/// `kind` values of `weir_fallbacks_total`, also sent in `x-weir-fallback`.
+pub const FALLBACK_KINDS: [&str; 3] = ["stale-cache", "backup", "static"];
 
 /// `result` values of `weir_retries_total`, in [`ClusterMetrics::retries`] order.
 pub const RETRY_RESULTS: [&str; 4] = ["success", "failure", "budget_exhausted", "overflow"];

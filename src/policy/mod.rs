@@ -2,6 +2,7 @@
 //!
 //! The order they run in is written once, in [`crate::proxy::Proxy::handle`].
 
+pub mod fallback;
 pub mod fault;
 pub mod headers;
 pub mod retry;

@@ -65,6 +65,8 @@ pub struct Rule {
     pub fault: Option<crate::policy::fault::Fault>,
     /// Retries.
     pub retry: crate::policy::retry::RetryPolicy,
+    /// What a request that finally fails gets instead.
+    pub fallback: Option<Box<crate::policy::fallback::Fallback>>,
     /// Stats handle for responses weir makes itself on this rule.
     pub local_stats: usize,
 }

@@ -33,6 +33,7 @@ pub struct Backend {
     pub hits: Arc<AtomicUsize>,
     pub tries: Tries,
     task: tokio::task::JoinHandle<()>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 /// Tries seen per `x-request-id`, and the most requests in flight at once.
@@ -59,8 +60,12 @@ impl Tries {
 }
 
 impl Drop for Backend {
+    /// Stops listening and closes every connection.
     fn drop(&mut self) {
         self.task.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 }
 
@@ -71,13 +76,15 @@ impl Backend {
         let hits = Arc::new(AtomicUsize::new(0));
         let tries = Tries::default();
         let (n, h, t) = (name.to_owned(), hits.clone(), tries.clone());
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let live = conns.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = socket.accept().await else {
                     continue;
                 };
                 let (n, h, t) = (n.clone(), h.clone(), t.clone());
-                tokio::spawn(async move {
+                let conn = tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let (n, h, t) = (n.clone(), h.clone(), t.clone());
                         async move { Ok::<_, Infallible>(answer(&n, &h, &t, req).await) }
@@ -86,6 +93,9 @@ impl Backend {
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                 });
+                let mut live = live.lock().unwrap();
+                live.retain(|c: &tokio::task::AbortHandle| !c.is_finished());
+                live.push(conn.abort_handle());
             }
         });
         Backend {
@@ -94,6 +104,7 @@ impl Backend {
             hits,
             tries,
             task,
+            conns,
         }
     }
 

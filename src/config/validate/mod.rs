@@ -23,6 +23,7 @@ use crate::backend::hash::{
 use crate::backend::limits::PoolLimits;
 use crate::backend::outlier::OutlierPolicy;
 use crate::backend::{ClusterSpec, EndpointAddr, EndpointSpec, Lb, Protocol, Warmup};
+use crate::policy::fallback::CacheSpec;
 use crate::policy::fault::{self, Fault};
 use crate::policy::headers::{HeaderEdits, HeaderOps};
 use crate::policy::retry::RetryPolicy;
@@ -53,6 +54,8 @@ pub struct Model {
     pub clusters: Vec<ClusterSpec>,
     /// Metrics label sets referenced by the route tables (by index).
     pub stats: Vec<StatsKey>,
+    /// Stale caches referenced by fallbacks (by index): a stable name and the spec.
+    pub caches: Vec<(String, CacheSpec)>,
     /// Things that load but that weir does not act on (yet).
     pub warnings: Vec<String>,
 }
@@ -94,6 +97,7 @@ struct Checker<'a> {
     cluster_ids: HashMap<(String, Option<String>, u16), usize>,
     stats: Vec<StatsKey>,
     stats_ids: HashMap<StatsKey, usize>,
+    caches: Vec<(String, CacheSpec)>,
 }
 
 /// Validates a resource set for a mesh listener at `mesh_addr`.
@@ -107,6 +111,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         cluster_ids: HashMap::new(),
         stats: Vec::new(),
         stats_ids: HashMap::new(),
+        caches: Vec::new(),
     };
     c.check_names(set);
     for r in &set.resources {
@@ -198,6 +203,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
             listeners,
             clusters: c.clusters,
             stats: c.stats,
+            caches: c.caches,
             warnings: c.warnings,
         })
     } else {

@@ -1,6 +1,7 @@
-//! Route resilience policies: `retries`.
+//! Route resilience policies: `retries`, and weir's `fallback`.
 
 use super::*;
+use crate::policy::fallback::{CacheSpec, Fallback, StaticResponse};
 use crate::policy::retry::{DEFAULT_BACKOFF, RetryOn, RetryPolicy};
 
 impl<'a> Checker<'a> {
@@ -40,5 +41,84 @@ impl<'a> Checker<'a> {
         policy.ignore_previous_hosts = rt.retry_ignore_previous_hosts.unwrap_or(true);
         policy.non_idempotent = rt.retry_non_idempotent.unwrap_or(false);
         policy
+    }
+
+    /// weir's `fallback`: a stale cache (kept across reloads under the VirtualService and rule
+    /// names), a backup destination, a fixed response.
+    pub(super) fn fallback(
+        &mut self,
+        r: &Resource,
+        f: &istio::HttpFallback,
+        label: &str,
+    ) -> Option<Box<Fallback>> {
+        if f.stale_cache.is_none() && f.destination.is_none() && f.response.is_none() {
+            self.err(
+                r,
+                f.pos,
+                "fallback needs one of staleCache, destination, response",
+            );
+            return None;
+        }
+        let cache = f.stale_cache.as_ref().map(|c| {
+            let d = CacheSpec::default();
+            for (name, v) in [
+                ("maxEntries", c.max_entries),
+                ("maxBodyBytes", c.max_body_bytes),
+            ] {
+                if v == Some(0) {
+                    self.err(r, c.pos, format!("staleCache.{name} must be above 0"));
+                }
+            }
+            let spec = CacheSpec {
+                max_age: c.max_age.map_or(d.max_age, |a| a.0),
+                max_entries: c.max_entries.map_or(d.max_entries, |n| n as usize),
+                max_body: c.max_body_bytes.map_or(d.max_body, |n| n as usize),
+            };
+            self.caches.push((format!("{}/{label}", r.name()), spec));
+            self.caches.len() - 1
+        });
+        let backup = match &f.destination {
+            Some(d) => {
+                let (host, subset, port) = self.check_destination(r, d)?;
+                Some(self.dest(
+                    &host,
+                    subset.as_deref(),
+                    port,
+                    label,
+                    HeaderEdits::default(),
+                    100,
+                ))
+            }
+            None => None,
+        };
+        let response = match &f.response {
+            Some(resp) => {
+                let status = self.status(r, resp.pos, resp.status)?;
+                let body = self.http_body(r, resp.body.as_ref())?;
+                let mut headers = http::HeaderMap::new();
+                for (k, v) in &resp.headers {
+                    match (
+                        HeaderName::from_bytes(k.as_bytes()),
+                        HeaderValue::from_str(v),
+                    ) {
+                        (Ok(k), Ok(v)) => {
+                            headers.append(k, v);
+                        }
+                        _ => self.err(r, resp.pos, format!("invalid header `{k}: {v}`")),
+                    }
+                }
+                Some(StaticResponse {
+                    status,
+                    headers,
+                    body,
+                })
+            }
+            None => None,
+        };
+        Some(Box::new(Fallback {
+            cache,
+            backup,
+            response,
+        }))
     }
 }

@@ -194,6 +194,18 @@ impl<'a> Checker<'a> {
                 (None, _) => None,
             };
             let retry = self.retry_policy(r, route.retries.as_ref());
+            let fallback = match (&route.fallback, &action) {
+                (Some(f), Action::Forward(_)) => self.fallback(r, f, &label),
+                (Some(f), _) => {
+                    self.warn(
+                        r,
+                        f.pos,
+                        "fallback applies to forwarded requests only; ignored here",
+                    );
+                    None
+                }
+                (None, _) => None,
+            };
             let local_stats = self.stats_id("", "", &label);
             rules.push(Rule {
                 label,
@@ -204,6 +216,7 @@ impl<'a> Checker<'a> {
                 timeout,
                 fault,
                 retry,
+                fallback,
                 local_stats,
             });
         }
@@ -223,6 +236,7 @@ impl<'a> Checker<'a> {
             timeout: None,
             fault: None,
             retry: RetryPolicy::istio_default(),
+            fallback: None,
         }
     }
 
@@ -277,23 +291,7 @@ impl<'a> Checker<'a> {
         }
         if let Some(dr) = &route.direct_response {
             let status = self.status(r, dr.pos, dr.status)?;
-            let body = match &dr.body {
-                None => Bytes::new(),
-                Some(b) => match (&b.string, &b.bytes) {
-                    (Some(s), None) => Bytes::from(s.clone()),
-                    (None, Some(b64)) => match base64_decode(b64) {
-                        Some(v) => Bytes::from(v),
-                        None => {
-                            self.err(r, b.pos, "body.bytes is not valid base64");
-                            return None;
-                        }
-                    },
-                    _ => {
-                        self.err(r, b.pos, "body takes exactly one of `string`, `bytes`");
-                        return None;
-                    }
-                },
-            };
+            let body = self.http_body(r, dr.body.as_ref())?;
             return Some(Action::Direct { status, body });
         }
         let several = route.route.len() > 1;
@@ -340,6 +338,31 @@ impl<'a> Checker<'a> {
             weight,
             headers,
             stats,
+        }
+    }
+
+    /// An `HTTPBody`: text, or base64 bytes.
+    pub(super) fn http_body(
+        &mut self,
+        r: &Resource,
+        body: Option<&istio::HttpBody>,
+    ) -> Option<Bytes> {
+        let Some(b) = body else {
+            return Some(Bytes::new());
+        };
+        match (&b.string, &b.bytes) {
+            (Some(s), None) => Some(Bytes::from(s.clone())),
+            (None, Some(b64)) => match base64_decode(b64) {
+                Some(v) => Some(Bytes::from(v)),
+                None => {
+                    self.err(r, b.pos, "body.bytes is not valid base64");
+                    None
+                }
+            },
+            _ => {
+                self.err(r, b.pos, "body takes exactly one of `string`, `bytes`");
+                None
+            }
         }
     }
 
