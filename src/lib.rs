@@ -5,8 +5,10 @@
 //! listener -> http1::server (or hyper h2) -> proxy::Proxy::respond
 //!   -> snapshot -> route table (host, first matching rule)
 //!   -> action: redirect | direct response | forward
-//!   -> timeout -> split (weighted pick) -> cluster -> balancer -> upstream pool (upstream::h1)
-//!   -> metrics, response
+//!   -> fault -> split (weighted pick) -> retry loop under the timeout:
+//!        pool limits -> balancer over non-ejected endpoints -> upstream pool (upstream::h1)
+//!        -> outcome to the outlier detector -> retry (budget, backoff) or done
+//!   -> fallback (stale cache, backup, fixed response) -> metrics, response
 //! ```
 //! Dependency rules: `config` builds `route`, `policy` and `backend` types and imports no other
 //! runtime module; the data plane (`listener`, `proxy`, `upstream`) never imports `admin`.

@@ -20,6 +20,7 @@ fn examples_validate() {
         "examples/bookinfo.yaml",
         "examples/canary.yaml",
         "examples/ab-testing.yaml",
+        "examples/resilience.yaml",
     ] {
         let (ok, out) = validate(&[f]);
         assert!(ok, "{f}: {out}");

@@ -1,6 +1,8 @@
 //! Clusters (the DestinationRule level): a service host, optionally one subset, its endpoints and
 //! its backend policies. [`ClusterSpec`] is the pure description built by config validation;
-//! [`Cluster`] adds the runtime parts (connection pools, counters) kept across reloads.
+//! [`Cluster`] adds the runtime parts kept across reloads: connection pools, counters, outlier
+//! states, limit counters and the retry budget. Picking an endpoint (balancer, consistent hash,
+//! warmup, ejections, panic mode) is here too.
 
 pub mod balance;
 pub mod budget;

@@ -1,6 +1,7 @@
-//! Per-route policies (the VirtualService level): split, header edits, rewrite and redirect.
+//! Per-route policies (the VirtualService level): split, header edits, rewrite, redirect, fault,
+//! retry and fallback.
 //!
-//! The order they run in is written once, in [`crate::proxy::Proxy::handle`].
+//! The order they run in is written once, in [`crate::proxy::Proxy::respond`].
 
 pub mod fallback;
 pub mod fault;
