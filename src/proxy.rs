@@ -488,19 +488,18 @@ impl<'s> Forward<'s> {
         if !again || self.tries > policy.attempts || !replayable {
             return Step::Done(result);
         }
-        if let Err(e) = self.allow_retry(&outcome) {
-            retries[e].inc();
-            return Step::Done(result);
-        }
         if policy.ignore_previous_hosts
             && let Some(p) = &self.picked
         {
             self.tried |= 1 << (p.index % 64);
         }
         let Some(next) = self.cluster.pick(self.tried, self.hash) else {
-            self.retrying = None;
             return Step::Done(result);
         };
+        if let Err(e) = self.allow_retry(&outcome) {
+            retries[e].inc();
+            return Step::Done(result);
+        }
         self.picked = Some(next);
         // An unread response closes its connection.
         drop(result);
