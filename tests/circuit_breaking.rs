@@ -247,3 +247,25 @@ async fn panic_mode_and_max_ejection_percent() {
         assert_eq!((s.as_u16(), backend_of(&h).as_str()), (200, "b"));
     }
 }
+
+#[tokio::test]
+async fn a_reload_without_outlier_detection_brings_ejected_endpoints_back() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let od = "{consecutive5xxErrors: 1, baseEjectionTime: 1m, maxEjectionPercent: 100}";
+    let weir = Weir::start(&shop(&a, &b, od)).await;
+    fail_once(&weir, &a).await;
+    let before = a.hits();
+    for _ in 0..4 {
+        get(weir.mesh(), "shop", "/", &[]).await;
+    }
+    assert_eq!(a.hits(), before, "a is ejected");
+    let plain = shop(&a, &b, "{}").replace("    outlierDetection: {}\n", "");
+    let plain = plain.replace("  trafficPolicy:\n", "");
+    assert!(weir.rewrite(&plain).await);
+    for _ in 0..4 {
+        let (s, _, _) = get(weir.mesh(), "shop", "/", &[]).await;
+        assert_eq!(s, 200);
+    }
+    assert_eq!(a.hits(), before + 2, "round robin includes a again");
+}

@@ -219,11 +219,15 @@ impl Cluster {
                     .map(|_| metrics.endpoint(&spec.service, version, &e.addr.to_string())),
             })
             .collect();
-        // Endpoints may have come or gone: count again.
-        let not_closed = endpoints
-            .iter()
-            .filter(|e| !e.stats.health.is_closed())
-            .count();
+        // Endpoints may have come or gone: count again. Without outlier detection (a reload may
+        // have removed it) ejections are ignored.
+        let not_closed = match spec.outlier {
+            Some(_) => endpoints
+                .iter()
+                .filter(|e| !e.stats.health.is_closed())
+                .count(),
+            None => 0,
+        };
         ejected.store(not_closed, Ordering::Relaxed);
         for e in &endpoints {
             e.show_state(e.stats.health.view(now).state);
@@ -281,8 +285,9 @@ impl Cluster {
         }
         // Some endpoint is ejected, or this is a retry: the rare path.
         let now = Instant::now();
+        let detecting = self.spec.outlier.is_some();
         let mut healthy: Vec<usize> = (0..n)
-            .filter(|&i| self.endpoints[i].stats.health.available(now))
+            .filter(|&i| !detecting || self.endpoints[i].stats.health.available(now))
             .collect();
         if let Some(p) = &self.spec.outlier
             && healthy.len() * 100 < p.min_health_percent as usize * n
@@ -318,6 +323,9 @@ impl Cluster {
 
     /// Takes endpoint `i` if its state lets it take a request.
     fn claim(&self, i: usize, now: Instant) -> Option<Picked<'_>> {
+        if self.spec.outlier.is_none() {
+            return Some(self.picked(i, Claim::Normal));
+        }
         let e = &self.endpoints[i];
         let (claim, turned) = e.stats.health.claim(now)?;
         if let Some(t) = turned {
