@@ -23,6 +23,7 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod rollout;
 pub mod route;
 pub mod run;
 pub mod snapshot;

@@ -20,6 +20,7 @@ use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::policy::fault::FaultSwitch;
 use crate::proxy::Proxy;
+use crate::rollout::Rollouts;
 use crate::snapshot::Snapshot;
 
 /// How long file events are collected before a reload.
@@ -45,6 +46,8 @@ pub enum Change {
     Reload,
     /// Serve exactly these resources.
     Replace(ResourceSet),
+    /// Serve the current resources with the rollouts' current weights.
+    Weights,
 }
 
 /// Why the server could not start.
@@ -71,6 +74,11 @@ pub struct Control {
     configs: Vec<PathBuf>,
     gateways: Mutex<HashMap<SocketAddr, Listener>>,
     ready: AtomicBool,
+    /// Progressive-delivery controllers.
+    pub rollouts: Rollouts,
+    /// The resources as written (before rollout weights), for [`Change::Weights`].
+    source: std::sync::Mutex<Arc<ResourceSet>>,
+    me: std::sync::Weak<Control>,
 }
 
 impl Control {
@@ -112,13 +120,30 @@ impl Control {
         change: Change,
         gateways: &mut HashMap<SocketAddr, Listener>,
     ) -> Result<u64, Vec<ConfigError>> {
-        let (set, model) = match change {
-            Change::Reload => config::check(&self.configs, self.mesh)?,
-            Change::Replace(set) => {
-                let model = config::validate(&set, self.mesh)?;
-                (set, model)
+        let source = match change {
+            Change::Reload => {
+                let (set, errors) = config::read_paths(&self.configs);
+                if !errors.is_empty() {
+                    // Decoding errors, plus whatever validation finds in the rest.
+                    let mut all = errors;
+                    if let Err(more) = config::validate(&set, self.mesh) {
+                        all.extend(more);
+                    }
+                    all.sort();
+                    all.dedup();
+                    return Err(all);
+                }
+                Arc::new(set)
             }
+            Change::Replace(set) => Arc::new(set),
+            Change::Weights => self
+                .source
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         };
+        let set = self.rollouts.patch(&source);
+        let model = config::validate(&set, self.mesh)?;
         let mut fresh = Vec::new();
         for l in model.listeners.iter().skip(1) {
             if gateways.contains_key(&l.addr) || fresh.iter().any(|(a, _)| *a == l.addr) {
@@ -148,6 +173,8 @@ impl Control {
             &self.metrics,
         );
         self.snapshot.store(Arc::new(snap));
+        *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source.clone();
+        self.rollouts.sync(&source, &self.me);
         for (addr, socket) in fresh {
             tracing::info!(%addr, "Gateway listener started.");
             gateways.insert(
@@ -204,7 +231,7 @@ impl Server {
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty(mesh_addr, &metrics)));
         let faults = Arc::new(FaultSwitch::default());
         let proxy = Arc::new(Proxy::new(snapshot.clone(), faults.clone()));
-        let control = Arc::new(Control {
+        let control = Arc::new_cyclic(|me| Control {
             snapshot,
             faults,
             metrics,
@@ -214,6 +241,9 @@ impl Server {
             configs: opts.configs.clone(),
             gateways: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
+            rollouts: Rollouts::default(),
+            source: std::sync::Mutex::new(Arc::default()),
+            me: me.clone(),
         });
         let change = match initial {
             Some(set) => Change::Replace(set),

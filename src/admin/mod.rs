@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use crate::backend::outlier::State;
 use crate::config::Spec;
+use crate::rollout::Command;
 use crate::run::Control;
 
 /// Serves the admin API on `socket` until the task is aborted.
@@ -74,16 +75,54 @@ fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
             tracing::warn!("Fault injection enabled.");
             json_response(faults_json(control))
         }
-        (_, "/ready" | "/live" | "/metrics" | "/config" | "/clusters" | "/faults") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        (&Method::GET, "/canaries") => {
+            json_response(control.rollouts.json(None).unwrap_or_default())
         }
+        (method, p) if p.starts_with("/canaries/") => {
+            canary(control, method, &p["/canaries/".len()..])
+        }
+        (
+            _,
+            "/ready" | "/live" | "/metrics" | "/config" | "/clusters" | "/faults" | "/canaries",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         (_, "/faults/disable" | "/faults/enable") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready /live /metrics /config /clusters /faults\n",
+            "not found; try /ready /live /metrics /config /clusters /faults /canaries\n",
         ),
+    }
+}
+
+/// `GET /canaries/NAME`, `POST /canaries/NAME/{promote,rollback,pause,resume}`.
+fn canary(control: &Control, method: &Method, rest: &str) -> Response<Full<Bytes>> {
+    let (name, action) = match rest.split_once('/') {
+        Some((n, a)) => (n, Some(a)),
+        None => (rest, None),
+    };
+    let Some(view) = control.rollouts.json(Some(name)) else {
+        return text(StatusCode::NOT_FOUND, "no such canary\n");
+    };
+    match (method, action) {
+        (&Method::GET, None) => json_response(view),
+        (&Method::POST, Some(a)) => match Command::parse(a) {
+            Some(cmd) => {
+                tracing::warn!(
+                    canary = name,
+                    command = a,
+                    "Canary command from the admin API."
+                );
+                control.rollouts.command(name, cmd);
+                json_response(json!({"name": name, "accepted": a}))
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "commands: promote, rollback, pause, resume\n",
+            ),
+        },
+        (_, None) => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+        (_, Some(_)) => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
     }
 }
 

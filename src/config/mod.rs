@@ -168,7 +168,7 @@ pub fn check(
 }
 
 /// Reads every path; returns what decoded, and every error.
-fn read_paths(paths: &[PathBuf]) -> (ResourceSet, Vec<ConfigError>) {
+pub fn read_paths(paths: &[PathBuf]) -> (ResourceSet, Vec<ConfigError>) {
     let mut set = ResourceSet::default();
     let mut errors = Vec::new();
     for path in paths {

@@ -5,6 +5,7 @@
 //! `http_request_duration_seconds{service,version,route}`. Handles are resolved when a config is
 //! built ([`DestStats`]); the request path only increments them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -125,6 +126,24 @@ pub struct EjectionLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `weir_canary_weight` and `weir_canary_status`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryLabels {
+    /// Canary name.
+    pub name: String,
+}
+
+/// Labels of `weir_canary_checks_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryCheckLabels {
+    /// Canary name.
+    pub name: String,
+    /// Metric name.
+    pub metric: String,
+    /// `pass`, `fail` or `inconclusive`.
+    pub result: &'static str,
+}
+
 /// Labels of `weir_config_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -181,6 +200,10 @@ pub struct Metrics {
     endpoint_state: Family<EndpointStateLabels, Gauge>,
     ejections: Family<EjectionLabels, Counter>,
     generation: Gauge,
+    canary_weight: Family<CanaryLabels, Gauge>,
+    canary_status: Family<CanaryLabels, Gauge>,
+    canary_checks: Family<CanaryCheckLabels, Counter>,
+    versions: std::sync::Mutex<std::collections::HashMap<(String, String), Arc<VersionStats>>>,
 }
 
 impl Default for Metrics {
@@ -254,6 +277,24 @@ impl Metrics {
             "Endpoints ejected by outlier detection, by reason",
             ejections.clone(),
         );
+        let canary_weight = Family::<CanaryLabels, Gauge>::default();
+        registry.register(
+            "weir_canary_weight",
+            "Share of traffic on each canary, in percent",
+            canary_weight.clone(),
+        );
+        let canary_status = Family::<CanaryLabels, Gauge>::default();
+        registry.register(
+            "weir_canary_status",
+            "Rollout state of each canary: 0 running, 1 succeeded, 2 failed",
+            canary_status.clone(),
+        );
+        let canary_checks = Family::<CanaryCheckLabels, Counter>::default();
+        registry.register(
+            "weir_canary_checks",
+            "Canary analysis checks, by metric and result (pass, fail, inconclusive)",
+            canary_checks.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "weir_config_generation",
@@ -273,7 +314,41 @@ impl Metrics {
             endpoint_state,
             ejections,
             generation,
+            canary_weight,
+            canary_status,
+            canary_checks,
+            versions: Default::default(),
         }
+    }
+
+    /// Sets a canary's weight and status.
+    pub fn canary_state(&self, name: &str, weight: u32, status: i64) {
+        let labels = CanaryLabels {
+            name: name.to_owned(),
+        };
+        self.canary_weight
+            .get_or_create(&labels)
+            .set(i64::from(weight));
+        self.canary_status.get_or_create(&labels).set(status);
+    }
+
+    /// Counts a canary check.
+    pub fn canary_check(&self, name: &str, metric: &str, result: &'static str) {
+        self.canary_checks
+            .get_or_create(&CanaryCheckLabels {
+                name: name.to_owned(),
+                metric: metric.to_owned(),
+                result,
+            })
+            .inc();
+    }
+
+    /// The running totals of one (service, version), kept for the life of the process.
+    pub fn version(&self, service: &str, version: &str) -> Arc<VersionStats> {
+        let mut map = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((service.to_owned(), version.to_owned()))
+            .or_default()
+            .clone()
     }
 
     /// Handles for one cluster.
@@ -361,6 +436,7 @@ impl Metrics {
                 .clone()
         };
         DestStats {
+            version: self.version(service, version),
             fault_delays: fault("delay"),
             fault_aborts: fault("abort"),
             fallbacks: FALLBACK_KINDS.map(fallback),
@@ -405,8 +481,114 @@ const STATUSES: [u16; 32] = [
     410, 413, 414, 415, 422, 429, 431, 500, 501, 502, 503, 504, 505,
 ];
 
+/// Running totals of one (service, version) for canary analysis: responses, server errors,
+/// and a duration histogram (the buckets of `http_request_duration_seconds`). Read as
+/// [`VersionSample`]s; differences between two samples describe the time between them.
+#[derive(Debug, Default)]
+pub struct VersionStats {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    durations: [AtomicU64; BUCKETS.len() + 1],
+}
+
+/// A reading of [`VersionStats`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VersionSample {
+    /// Responses.
+    pub requests: u64,
+    /// Responses with a 5xx status.
+    pub errors: u64,
+    /// Durations per bucket of [`BUCKETS`] (the last: above every bucket).
+    pub durations: Vec<u64>,
+}
+
+impl VersionStats {
+    /// Reads the totals.
+    pub fn sample(&self) -> VersionSample {
+        VersionSample {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            durations: self
+                .durations
+                .iter()
+                .map(|d| d.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+
+    /// Counts responses and durations directly (tests, and traffic weir does not proxy).
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.count(status);
+        self.observe(elapsed);
+    }
+
+    fn count(&self, status: u16) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.durations[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl VersionSample {
+    /// What happened between `earlier` and this sample.
+    pub fn since(&self, earlier: &VersionSample) -> VersionSample {
+        VersionSample {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            durations: self
+                .durations
+                .iter()
+                .zip(earlier.durations.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
+        }
+    }
+
+    /// The share of responses that were not server errors, in percent.
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.requests > 0)
+            .then(|| (self.requests - self.errors) as f64 * 100.0 / self.requests as f64)
+    }
+
+    /// The `q` quantile of durations, in milliseconds (the upper bound of its bucket, as
+    /// Prometheus' `histogram_quantile` interpolates within it).
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.durations.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q * total as f64;
+        let mut seen = 0u64;
+        for (i, &n) in self.durations.iter().enumerate() {
+            let below = seen as f64;
+            seen += n;
+            if seen as f64 >= rank && n > 0 {
+                let lower = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
+                let Some(&upper) = BUCKETS.get(i) else {
+                    return Some(lower * 1000.0);
+                };
+                let within = (rank - below) / n as f64;
+                return Some((lower + (upper - lower) * within) * 1000.0);
+            }
+        }
+        None
+    }
+}
+
 /// Metric handles of one (service, version, route), resolved when the config is built.
 pub struct DestStats {
+    /// Running totals for canary analysis.
+    pub version: Arc<VersionStats>,
     /// Delays injected on requests to this destination.
     pub fault_delays: Counter,
     /// Aborts injected instead of requests to this destination.
@@ -430,6 +612,7 @@ impl std::fmt::Debug for DestStats {
 impl DestStats {
     /// Counts a response as sent.
     pub fn count(&self, method: &Method, status: u16) {
+        self.version.count(status);
         let method = MethodLabel::of(method);
         let Some(slot) = STATUSES.iter().position(|&s| s == status) else {
             self.family
@@ -453,6 +636,7 @@ impl DestStats {
 
     /// Records how long a response took.
     pub fn observe(&self, elapsed: Duration) {
+        self.version.observe(elapsed);
         self.duration.observe(elapsed.as_secs_f64());
     }
 
@@ -495,3 +679,28 @@ pub struct EndpointMetrics {
 
 /// Shared handle to the metrics.
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_samples_give_rates_and_quantiles_between_readings() {
+        let v = VersionStats::default();
+        v.record(200, Duration::from_millis(3));
+        let first = v.sample();
+        for i in 0..100 {
+            let status = if i < 5 { 503 } else { 200 };
+            v.record(status, Duration::from_millis(if i < 99 { 2 } else { 400 }));
+        }
+        let window = v.sample().since(&first);
+        assert_eq!((window.requests, window.errors), (100, 5));
+        assert_eq!(window.success_rate(), Some(95.0));
+        // 99 of 100 in the 1-2.5 ms bucket: the p99 is within it; the p100 is the slow one.
+        let p99 = window.quantile_ms(0.99).unwrap();
+        assert!((1.0..=2.5).contains(&p99), "{p99}");
+        let max = window.quantile_ms(1.0).unwrap();
+        assert!((250.0..=500.0).contains(&max), "{max}");
+        assert_eq!(VersionSample::default().success_rate(), None);
+    }
+}

@@ -138,10 +138,34 @@ impl<'a> Checker<'a> {
                 self.err(r, analysis.pos, "maxWeight must be at most 100");
             }
         }
-        self.warn(
-            r,
-            canary.pos,
-            "Canary is validated; the rollout controller is not running yet",
-        );
+        if target.kind.value != "VirtualService" {
+            self.warn(
+                r,
+                canary.pos,
+                "Canary is validated; rollouts of Deployment targets are not run yet",
+            );
+        }
+        if let Some(a) = &canary.analysis {
+            for m in a
+                .metrics
+                .iter()
+                .filter(|m| m.template_ref.is_some() || m.query.is_some())
+            {
+                self.warn(
+                    r,
+                    m.pos,
+                    format!(
+                        "metric `{}` is validated; template and query metrics are not run yet",
+                        m.name.value
+                    ),
+                );
+            }
+            if !a.webhooks.is_empty() {
+                self.warn(r, a.pos, "webhooks are validated but not called yet");
+            }
+            if a.iterations.is_some() || !a.matches.is_empty() || a.mirror == Some(true) {
+                self.warn(r, a.pos, "A/B and blue-green analysis (iterations, match, mirror) are not run yet; the canary strategy is used");
+            }
+        }
     }
 }
