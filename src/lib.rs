@@ -11,7 +11,8 @@
 //!   -> fallback (stale cache, backup, fixed response) -> metrics, response
 //! ```
 //! Dependency rules: `config` builds `route`, `policy` and `backend` types and imports no other
-//! runtime module; the data plane (`listener`, `proxy`, `upstream`) never imports `admin`.
+//! runtime module; the data plane (`listener`, `proxy`, `upstream`) never imports `admin` or
+//! `rollout`.
 
 pub mod admin;
 pub mod backend;

@@ -1,7 +1,7 @@
 //! Flagger `flagger.app/v1beta1` resources: `Canary`, `MetricTemplate`, `AlertProvider`.
 //!
-//! They parse and validate now; the rollout controller that acts on them comes with the
-//! progressive-delivery work. `primarySubset` and `canarySubset` are weir's own fields.
+//! Every field parses and validates; [`crate::rollout`] runs Canaries that target a
+//! VirtualService. `primarySubset` and `canarySubset` are weir's own fields.
 
 use std::collections::BTreeMap;
 
