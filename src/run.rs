@@ -174,7 +174,20 @@ impl Control {
         );
         self.snapshot.store(Arc::new(snap));
         *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source.clone();
-        self.rollouts.sync(&source, &self.me);
+        if self.rollouts.sync(&source, &self.me) {
+            // A Canary went away: its VirtualService gets its own weights back at once. (The
+            // same resources validated a moment ago; only weights differ.)
+            if let Ok(model) = config::validate(&self.rollouts.patch(&source), self.mesh) {
+                let snap = Snapshot::build(
+                    model,
+                    Arc::new(self.rollouts.patch(&source)),
+                    generation,
+                    &self.backends,
+                    &self.metrics,
+                );
+                self.snapshot.store(Arc::new(snap));
+            }
+        }
         for (addr, socket) in fresh {
             tracing::info!(%addr, "Gateway listener started.");
             gateways.insert(

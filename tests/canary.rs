@@ -171,6 +171,14 @@ async fn a_faulty_canary_is_rolled_back() {
         metric_value(&m, "weir_canary_status{name=\"api-service\"}"),
         Some(2.0)
     );
+    // Without the Canary, the VirtualService's own weights (90/10) are back at once.
+    let cfg = config(&v1, &v2, "    stepWeight: 20\n    maxWeight: 60");
+    let without = &cfg[..cfg.find("---\napiVersion: flagger.app").unwrap()];
+    assert!(weir.rewrite(without).await);
+    let (_, on_v2) = shares(&weir).await;
+    assert!((1..=30).contains(&on_v2), "v2 got {on_v2} of 100");
+    let (s, _, _) = get(weir.admin(), "admin", "/canaries/api-service", &[]).await;
+    assert_eq!(s, 404);
 }
 
 #[tokio::test]

@@ -74,7 +74,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Rollouts {
     /// Starts a controller for each new or changed Canary of `set`, and stops those whose
-    /// Canary is gone (their VirtualService then gets its own weights back).
+    /// Canary is gone or changed. True if any was stopped: the weights it set must go.
     pub fn sync(&self, set: &ResourceSet, control: &Weak<Control>) -> bool {
         let specs: HashMap<String, RolloutSpec> = set
             .resources
@@ -89,7 +89,7 @@ impl Rollouts {
         let mut running = lock(&self.running);
         let before = running.len();
         running.retain(|name, r| specs.get(name) == Some(&lock(&r.machine).spec));
-        let mut changed = running.len() != before;
+        let stopped = running.len() != before;
         for (name, spec) in specs {
             if running.contains_key(&name) {
                 continue;
@@ -105,9 +105,8 @@ impl Rollouts {
                     task,
                 },
             );
-            changed = true;
         }
-        changed
+        stopped
     }
 
     /// `set` with every rollout's weights written into its VirtualService: routes with both
