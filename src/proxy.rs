@@ -622,12 +622,11 @@ impl<'s> Forward<'s> {
 
     /// A response a fallback made, with the rule's response edits, recorded.
     fn fallen_back(
-        mut self,
+        self,
         mut resp: Response<ResponseBody>,
         kind: usize,
         edit: bool,
     ) -> Response<ResponseBody> {
-        crate::http1::recycle(std::mem::take(self.req.headers_mut()));
         resp.headers_mut().insert(
             X_WEIR_FALLBACK,
             HeaderValue::from_static(crate::metrics::FALLBACK_KINDS[kind]),
@@ -635,13 +634,7 @@ impl<'s> Forward<'s> {
         if edit {
             self.rule.headers.response.apply(resp.headers_mut());
         }
-        local(
-            self.snap,
-            Some(self.dest.stats),
-            &self.method,
-            self.start,
-            resp,
-        )
+        self.answer(resp)
     }
 
     /// Takes the retry's slot under `maxRetries` and its share of the retry budget; a retry of
@@ -681,14 +674,7 @@ impl<'s> Forward<'s> {
             None => Body::empty(),
         };
         match &self.template {
-            Some(head) => {
-                let mut req = Request::new(body);
-                *req.method_mut() = head.method().clone();
-                *req.uri_mut() = head.uri().clone();
-                *req.version_mut() = head.version();
-                *req.headers_mut() = head.headers().clone();
-                self.req = req;
-            }
+            Some(head) => self.req = (**head).clone().map(|()| body),
             None => *self.req.body_mut() = body,
         }
     }
@@ -710,10 +696,14 @@ impl<'s> Forward<'s> {
 
     /// The client left while its request waited: nothing is forwarded; counted as 499 (nginx's
     /// code for it), and the response goes nowhere.
-    fn client_gone(mut self) -> Response<ResponseBody> {
-        crate::http1::recycle(std::mem::take(self.req.headers_mut()));
+    fn client_gone(self) -> Response<ResponseBody> {
         let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
-        let resp = local_response(status, Bytes::new());
+        self.answer(local_response(status, Bytes::new()))
+    }
+
+    /// Answers with a response weir made, recorded against the destination.
+    fn answer(mut self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
+        crate::http1::recycle(std::mem::take(self.req.headers_mut()));
         local(
             self.snap,
             Some(self.dest.stats),
@@ -724,8 +714,7 @@ impl<'s> Forward<'s> {
     }
 
     /// An injected abort, answered by weir: the upstream never sees the request.
-    fn abort(mut self, abort: &Abort) -> Response<ResponseBody> {
-        crate::http1::recycle(std::mem::take(self.req.headers_mut()));
+    fn abort(self, abort: &Abort) -> Response<ResponseBody> {
         let mut resp = local_response(abort.status, Bytes::from_static(b"fault filter abort"));
         if let Some(code) = abort.grpc_status {
             let h = resp.headers_mut();
@@ -737,13 +726,7 @@ impl<'s> Forward<'s> {
             h.insert(GRPC_MESSAGE, HeaderValue::from_static("fault filter abort"));
         }
         self.rule.headers.response.apply(resp.headers_mut());
-        local(
-            self.snap,
-            Some(self.dest.stats),
-            &self.method,
-            self.start,
-            resp,
-        )
+        self.answer(resp)
     }
 
     /// The response to send downstream, from the upstream's or from the error.
@@ -760,14 +743,7 @@ impl<'s> Forward<'s> {
                     .as_ref()
                     .map(|p| p.endpoint.spec.addr.to_string());
                 tracing::debug!(cluster = %self.cluster.spec.name, endpoint = ?endpoint, tries = self.tries, error = %e, "Upstream request failed.");
-                let resp = e.to_response();
-                return local(
-                    self.snap,
-                    Some(self.dest.stats),
-                    &self.method,
-                    self.start,
-                    resp,
-                );
+                return self.answer(e.to_response());
             }
         };
         strip_hop_by_hop(resp.headers_mut());
@@ -832,41 +808,19 @@ fn response_outcome(resp: &Response<UpstreamBody>, h2: bool) -> Outcome {
 /// Turns a request's target into the other protocol's form: origin-form and `Host` for
 /// HTTP/1.1, an absolute URI for HTTP/2. False if it cannot be done.
 fn retarget(req: &mut Request<Body>, h2: bool) -> bool {
-    if h2 {
-        let Some(authority) = req
-            .headers_mut()
-            .remove(header::HOST)
-            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-        else {
-            return false;
-        };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(authority);
-        uri.path_and_query = req.uri().path_and_query().cloned();
-        match Uri::from_parts(uri) {
-            Ok(u) => *req.uri_mut() = u,
-            Err(_) => return false,
-        }
-        *req.version_mut() = Version::HTTP_2;
-    } else {
-        let Some(host) = req
-            .uri()
+    let (mut parts, body) = std::mem::replace(req, Request::new(Body::empty())).into_parts();
+    if !h2
+        && let Some(host) = parts
+            .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        else {
-            return false;
-        };
-        req.headers_mut().insert(header::HOST, host);
-        let mut uri = http::uri::Parts::default();
-        uri.path_and_query = req.uri().path_and_query().cloned();
-        match Uri::from_parts(uri) {
-            Ok(u) => *req.uri_mut() = u,
-            Err(_) => return false,
-        }
-        *req.version_mut() = Version::HTTP_11;
+    {
+        parts.headers.insert(header::HOST, host);
     }
-    true
+    let pq = parts.uri.path_and_query().cloned();
+    let done = set_form(&mut parts, pq, h2);
+    *req = Request::from_parts(parts, body);
+    done
 }
 
 /// A copy of a request's head.
@@ -919,6 +873,13 @@ fn target_uri(
         // Origin-form already, not rewritten: forwarded as it came.
         None => None,
     };
+    set_form(parts, pq, h2)
+}
+
+/// Puts a request head in its protocol's form: for HTTP/2 an absolute URI whose authority is
+/// taken from `Host`; for HTTP/1.1 origin-form (`pq`, or the URI left alone without one).
+fn set_form(parts: &mut http::request::Parts, pq: Option<PathAndQuery>, h2: bool) -> bool {
+    let mut uri = http::uri::Parts::default();
     if h2 {
         let Some(authority) = parts
             .headers
@@ -928,26 +889,23 @@ fn target_uri(
             return false;
         };
         parts.version = Version::HTTP_2;
-        let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(authority);
         uri.path_and_query = Some(pq.unwrap_or_else(|| PathAndQuery::from_static("/")));
-        match Uri::from_parts(uri) {
-            Ok(u) => parts.uri = u,
-            Err(_) => return false,
-        }
     } else {
         parts.version = Version::HTTP_11;
-        if let Some(pq) = pq {
-            let mut uri = http::uri::Parts::default();
-            uri.path_and_query = Some(pq);
-            match Uri::from_parts(uri) {
-                Ok(u) => parts.uri = u,
-                Err(_) => return false,
-            }
-        }
+        let Some(pq) = pq else {
+            return true;
+        };
+        uri.path_and_query = Some(pq);
     }
-    true
+    match Uri::from_parts(uri) {
+        Ok(u) => {
+            parts.uri = u;
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 fn strip_userinfo(authority: &str) -> &str {

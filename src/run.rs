@@ -165,29 +165,10 @@ impl Control {
         }
         let generation = self.snapshot.load().generation + 1;
         let wanted: Vec<SocketAddr> = model.listeners.iter().skip(1).map(|l| l.addr).collect();
-        let snap = Snapshot::build(
-            model,
-            Arc::new(set),
-            generation,
-            &self.backends,
-            &self.metrics,
-        );
+        let snap = Snapshot::build(model, set, generation, &self.backends, &self.metrics);
         self.snapshot.store(Arc::new(snap));
         *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source.clone();
-        if self.rollouts.sync(&source, &self.me) {
-            // A Canary went away: its VirtualService gets its own weights back at once. (The
-            // same resources validated a moment ago; only weights differ.)
-            if let Ok(model) = config::validate(&self.rollouts.patch(&source), self.mesh) {
-                let snap = Snapshot::build(
-                    model,
-                    Arc::new(self.rollouts.patch(&source)),
-                    generation,
-                    &self.backends,
-                    &self.metrics,
-                );
-                self.snapshot.store(Arc::new(snap));
-            }
-        }
+        self.rollouts.sync(&source, &self.me);
         for (addr, socket) in fresh {
             tracing::info!(%addr, "Gateway listener started.");
             gateways.insert(

@@ -124,29 +124,17 @@ async fn the_istio_circuit_breaking_task() {
 /// Two endpoints `a` and `b` of `shop`, with `outlier` as the DestinationRule's
 /// outlierDetection.
 fn shop(a: &Backend, b: &Backend, outlier: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: shop}}
-spec:
-  hosts: [shop]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints:
-  - {{address: 127.0.0.1, ports: {{http: {}}}}}
-  - {{address: 127.0.0.1, ports: {{http: {}}}}}
----
-apiVersion: networking.istio.io/v1
+    loopback_service("shop", "HTTP", &[a.addr.port(), b.addr.port()])
+        + &format!(
+            "apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: shop}}
 spec:
   host: shop
   trafficPolicy:
     outlierDetection: {outlier}
-",
-        a.addr.port(),
-        b.addr.port()
-    )
+"
+        )
 }
 
 /// Sends `/fail/<name>` until the backend of that name has answered it once.

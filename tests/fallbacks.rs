@@ -6,34 +6,10 @@ use support::*;
 
 /// `shop` (endpoints `primary`) and `backup`, and a VirtualService rule with `rule` lines.
 fn config(primary: &[u16], backup: u16, rule: &str) -> String {
-    let mut out = String::from(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: shop}
-spec:
-  hosts: [shop]
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints:
-",
-    );
-    for p in primary {
-        out.push_str(&format!(
-            "  - {{address: 127.0.0.1, ports: {{http: {p}}}}}\n"
-        ));
-    }
-    out.push_str(&format!(
-        "---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: backup}}
-spec:
-  hosts: [backup]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {backup}}}}}]
----
-apiVersion: networking.istio.io/v1
+    loopback_service("shop", "HTTP", primary)
+        + &loopback_service("backup", "HTTP", &[backup])
+        + &format!(
+            "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: shop}}
 spec:
@@ -43,8 +19,7 @@ spec:
     route: [{{destination: {{host: shop}}}}]
 {rule}
 "
-    ));
-    out
+        )
 }
 
 const STATIC: &str = "      response:

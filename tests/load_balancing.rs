@@ -9,26 +9,10 @@ use support::*;
 
 /// `shop` with one endpoint per backend and `lb` as the DestinationRule's loadBalancer.
 fn shop(backends: &[&Backend], lb: &str) -> String {
-    let mut out = String::from(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: shop}
-spec:
-  hosts: [shop]
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints:
-",
-    );
-    for b in backends {
-        out.push_str(&format!(
-            "  - {{address: 127.0.0.1, ports: {{http: {}}}}}\n",
-            b.addr.port()
-        ));
-    }
-    out.push_str(&format!(
-        "---
-apiVersion: networking.istio.io/v1
+    let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
+    loopback_service("shop", "HTTP", &ports)
+        + &format!(
+            "apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: shop}}
 spec:
@@ -36,8 +20,7 @@ spec:
   trafficPolicy:
     loadBalancer: {lb}
 "
-    ));
-    out
+        )
 }
 
 async fn three() -> [Backend; 3] {

@@ -11,25 +11,9 @@ use support::*;
 /// A ServiceEntry `flaky` with one endpoint per port (protocol HTTP or HTTP2), and a
 /// VirtualService whose one rule carries `policy` (YAML lines at rule level).
 fn config(ports: &[u16], protocol: &str, policy: &str) -> String {
-    let mut out = format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: flaky}}
-spec:
-  hosts: [flaky]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: {protocol}}}]
-  endpoints:
-"
-    );
-    for p in ports {
-        out.push_str(&format!(
-            "  - {{address: 127.0.0.1, ports: {{http: {p}}}}}\n"
-        ));
-    }
-    out.push_str(&format!(
-        "---
-apiVersion: networking.istio.io/v1
+    loopback_service("flaky", protocol, ports)
+        + &format!(
+            "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: flaky}}
 spec:
@@ -38,8 +22,7 @@ spec:
   - route: [{{destination: {{host: flaky}}}}]
 {policy}
 "
-    ));
-    out
+        )
 }
 
 /// A port nothing listens on (connections are refused).

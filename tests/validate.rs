@@ -14,6 +14,22 @@ fn validate(files: &[&str]) -> (bool, String) {
     )
 }
 
+/// Validates `yaml` as a file and checks it is rejected with each of `expected`
+/// (`line:column: message`, after the file's name).
+fn assert_errors(tag: &str, yaml: &str, expected: &[&str]) {
+    let dir = std::env::temp_dir().join(format!("weir-validate-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let (ok, out) = validate(&[file.to_str().unwrap()]);
+    assert!(!ok);
+    let f = file.display().to_string();
+    for expected in expected {
+        let expected = format!("{f}:{expected}");
+        assert!(out.contains(&expected), "missing `{expected}` in:\n{out}");
+    }
+}
+
 #[test]
 fn examples_validate() {
     for f in [
@@ -29,11 +45,8 @@ fn examples_validate() {
 
 #[test]
 fn every_error_is_reported_with_its_position() {
-    let dir = std::env::temp_dir().join(format!("weir-validate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("bad.yaml");
-    std::fs::write(
-        &file,
+    assert_errors(
+        "core",
         r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: api}
@@ -73,33 +86,22 @@ spec:
   hosts: [other]
   http: [{route: [{destination: {host: api}}]}]
 "#,
-    )
-    .unwrap();
-    let (ok, out) = validate(&[file.to_str().unwrap()]);
-    assert!(!ok);
-    let f = file.display().to_string();
-    for expected in [
-        format!("{f}:25:14: invalid duration `3 seconds`"),
-        format!(
-            "{f}:28:7: unknown field `weigth` in HTTPRouteDestination (did you mean `weight`?)"
-        ),
-        format!("{f}:30:25: expected an integer, found a string"),
-        format!("{f}:24:20: invalid regex `(unclosed`"),
-        format!("{f}:27:40: subset `v2` of `api` is not defined by a DestinationRule"),
-        format!("{f}:29:27: destination host `nowhere` is not declared by any ServiceEntry"),
-        format!("{f}:33:1: duplicate VirtualService `api`"),
-    ] {
-        assert!(out.contains(&expected), "missing `{expected}` in:\n{out}");
-    }
+        &[
+            "25:14: invalid duration `3 seconds`",
+            "28:7: unknown field `weigth` in HTTPRouteDestination (did you mean `weight`?)",
+            "30:25: expected an integer, found a string",
+            "24:20: invalid regex `(unclosed`",
+            "27:40: subset `v2` of `api` is not defined by a DestinationRule",
+            "29:27: destination host `nowhere` is not declared by any ServiceEntry",
+            "33:1: duplicate VirtualService `api`",
+        ],
+    );
 }
 
 #[test]
 fn resilience_errors_are_reported_with_their_positions() {
-    let dir = std::env::temp_dir().join(format!("weir-validate-r-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("bad.yaml");
-    std::fs::write(
-        &file,
+    assert_errors(
+        "resilience",
         r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: api}
@@ -134,23 +136,16 @@ spec:
       destination: {host: nowhere}
       staleCache: {maxEntries: 0}
 "#,
-    )
-    .unwrap();
-    let (ok, out) = validate(&[file.to_str().unwrap()]);
-    assert!(!ok);
-    let f = file.display().to_string();
-    for expected in [
-        "17:23: consistentHash takes one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
-        "17:23: maglev.tableSize 65536 is not a prime",
-        "18:15: warmup needs a duration",
-        "19:23: maxEjectionPercent must be between 0 and 100",
-        "27:14: retries.perTryTimeout must be at least 1ms",
-        "27:37: unknown retryOn condition `sometimes`",
-        "29:15: fallback needs one of staleCache, destination, response",
-        "32:27: destination host `nowhere` is not declared by any ServiceEntry",
-        "33:19: staleCache.maxEntries must be above 0",
-    ] {
-        let expected = format!("{f}:{expected}");
-        assert!(out.contains(&expected), "missing `{expected}` in:\n{out}");
-    }
+        &[
+            "17:23: consistentHash takes one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
+            "17:23: maglev.tableSize 65536 is not a prime",
+            "18:15: warmup needs a duration",
+            "19:23: maxEjectionPercent must be between 0 and 100",
+            "27:14: retries.perTryTimeout must be at least 1ms",
+            "27:37: unknown retryOn condition `sometimes`",
+            "29:15: fallback needs one of staleCache, destination, response",
+            "32:27: destination host `nowhere` is not declared by any ServiceEntry",
+            "33:19: staleCache.maxEntries must be above 0",
+        ],
+    );
 }

@@ -74,22 +74,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Rollouts {
     /// Starts a controller for each new or changed Canary of `set`, and stops those whose
-    /// Canary is gone or changed. True if any was stopped: the weights it set must go.
-    pub fn sync(&self, set: &ResourceSet, control: &Weak<Control>) -> bool {
-        let specs: HashMap<String, RolloutSpec> = set
-            .resources
-            .iter()
-            .filter_map(|r| match &r.spec {
-                Spec::Canary(c) => {
-                    RolloutSpec::from_canary(r.name(), c, set).map(|s| (r.name().to_owned(), s))
-                }
-                _ => None,
-            })
-            .collect();
+    /// Canary is gone or changed.
+    pub fn sync(&self, set: &ResourceSet, control: &Weak<Control>) {
+        let specs = specs(set);
         let mut running = lock(&self.running);
-        let before = running.len();
         running.retain(|name, r| specs.get(name) == Some(&lock(&r.machine).spec));
-        let stopped = running.len() != before;
         for (name, spec) in specs {
             if running.contains_key(&name) {
                 continue;
@@ -106,21 +95,26 @@ impl Rollouts {
                 },
             );
         }
-        stopped
     }
 
-    /// `set` with every rollout's weights written into its VirtualService: routes with both
-    /// subsets get `100 - w` on the primary and `w` on the canary.
-    pub fn patch(&self, set: &ResourceSet) -> ResourceSet {
+    /// `set` with the weights of every rollout whose Canary it still has (unchanged) written
+    /// into its VirtualService: routes with both subsets get `100 - w` on the primary and `w`
+    /// on the canary. A Canary that `set` removes or changes sets no weights, so its
+    /// VirtualService has its own weights back in the same apply.
+    pub fn patch(&self, set: &Arc<ResourceSet>) -> Arc<ResourceSet> {
+        let specs = specs(set);
         let weights: Vec<(RolloutSpec, u32)> = lock(&self.running)
-            .values()
-            .filter_map(|r| {
+            .iter()
+            .filter_map(|(name, r)| {
                 let m = lock(&r.machine);
-                (m.status.phase != machine::Phase::Initializing)
+                (m.status.phase != machine::Phase::Initializing && specs.get(name) == Some(&m.spec))
                     .then(|| (m.spec.clone(), m.status.canary_weight))
             })
             .collect();
-        let mut out = set.clone();
+        if weights.is_empty() {
+            return set.clone();
+        }
+        let mut out = ResourceSet::clone(set);
         for (spec, w) in &weights {
             for r in &mut out.resources {
                 if r.name() != spec.virtual_service {
@@ -152,7 +146,7 @@ impl Rollouts {
                 }
             }
         }
-        out
+        Arc::new(out)
     }
 
     /// Sends an operator command; false if there is no such rollout.
@@ -201,6 +195,19 @@ impl Rollouts {
             Some(n) => all.iter().find(|(s, _)| s.name == n).map(view),
         }
     }
+}
+
+/// The rollouts `set` asks for, by Canary name.
+fn specs(set: &ResourceSet) -> HashMap<String, RolloutSpec> {
+    set.resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Canary(c) => {
+                RolloutSpec::from_canary(r.name(), c, set).map(|s| (r.name().to_owned(), s))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The canary revision: its endpoints and their labels, or `None` without endpoints.

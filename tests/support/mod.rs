@@ -398,6 +398,24 @@ pub fn service_entry(host: &str, endpoints: &[(&str, &Backend)]) -> String {
     out
 }
 
+/// A ServiceEntry for `host` (service port 80, `protocol`) with one loopback endpoint per port.
+pub fn loopback_service(host: &str, protocol: &str, ports: &[u16]) -> String {
+    let mut out = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {host}}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: {protocol}}}]\n  endpoints:"
+    );
+    if ports.is_empty() {
+        out.push_str(" []");
+    }
+    out.push('\n');
+    for p in ports {
+        out.push_str(&format!(
+            "  - {{address: 127.0.0.1, ports: {{http: {p}}}}}\n"
+        ));
+    }
+    out.push_str("---\n");
+    out
+}
+
 /// A DestinationRule with subsets named after `version` labels.
 pub fn destination_rule(host: &str, versions: &[&str]) -> String {
     let mut out = format!(
