@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod error;

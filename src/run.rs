@@ -142,7 +142,8 @@ impl Control {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         };
-        let set = self.rollouts.patch(&source);
+        let plan = self.rollouts.plan(&source);
+        let set = self.rollouts.patch(&plan, &source);
         let model = config::validate(&set, self.mesh)?;
         let mut fresh = Vec::new();
         for l in model.listeners.iter().skip(1) {
@@ -168,7 +169,7 @@ impl Control {
         let snap = Snapshot::build(model, set, generation, &self.backends, &self.metrics);
         self.snapshot.store(Arc::new(snap));
         *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source.clone();
-        self.rollouts.sync(&source, &self.me);
+        self.rollouts.commit(plan, &self.me);
         for (addr, socket) in fresh {
             tracing::info!(%addr, "Gateway listener started.");
             gateways.insert(
@@ -235,7 +236,7 @@ impl Server {
             configs: opts.configs.clone(),
             gateways: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
-            rollouts: Rollouts::default(),
+            rollouts: Rollouts::new(opts.state_dir.clone()),
             source: std::sync::Mutex::new(Arc::default()),
             me: me.clone(),
         });

@@ -158,7 +158,7 @@ async fn a_faulty_canary_is_rolled_back() {
         .unwrap()
         .iter()
         .map(|e| e["message"].as_str().unwrap())
-        .find(|m| m.starts_with("Halt advancement"))
+        .find(|m| m.starts_with("Halt api-service advancement"))
         .unwrap()
         .to_owned();
     assert!(

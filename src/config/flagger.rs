@@ -180,6 +180,8 @@ decode_struct! {
         template_ref: Option<CrossRef> = "templateRef",
         /// Extra template variables.
         template_variables: BTreeMap<String, String> = "templateVariables",
+        /// weir: confidence, in percent, of the `error-rate-vs-primary` check (default 99).
+        confidence: Option<f64> = "confidence",
     }
 }
 

@@ -1,34 +1,43 @@
-//! The rollout state machine, with Flagger's phases, free of I/O and clocks: the controller
-//! feeds it one analysis step per interval (check results, whether the canary has endpoints)
-//! and commands, and applies the canary weight it returns.
+//! The rollout state machine, with Flagger's phases and rules, free of I/O and clocks: the
+//! controller calls [`Machine::step`] once per interval with the canary's revision and an
+//! [`Env`] that runs webhooks and metric checks when the machine asks for them, and applies the
+//! routing the machine leaves behind.
 //!
 //! ```text
-//! Initializing -> Initialized -> Progressing -(checks pass at the last step)-> Promoting
-//!   -> Finalising -> Succeeded;   Progressing -(threshold failed checks)-> Failed
+//! Initializing -> Initialized -(new revision)-> [Waiting: confirm-rollout] -> Progressing
+//!   -(analysis passes at the last step / iteration)-> [WaitingPromotion: confirm-promotion]
+//!   -> Promoting -> Finalising -> Succeeded
+//! Progressing | Waiting | WaitingPromotion -(threshold failed checks, rollback hook)-> Failed
 //! ```
-//! A new canary revision starts again from Progressing.
+//! A new canary revision starts the analysis again, whatever the phase.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::analysis::{CheckResult, Verdict};
-use super::spec::RolloutSpec;
+use super::spec::{HookKind, RolloutSpec, Strategy};
 
 /// Events kept per rollout.
 const EVENTS_KEPT: usize = 100;
 
 /// Flagger's canary phases.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     /// Routing is being set up: everything to the primary.
     Initializing,
     /// Routing set up; waiting for a canary revision.
     Initialized,
+    /// A `confirm-rollout` webhook has not approved the rollout yet.
+    Waiting,
     /// Shifting traffic step by step, checking at each.
     Progressing,
-    /// Checks passed at the last step: moving all traffic to the canary.
+    /// Analysis is done; a `confirm-promotion` webhook has not approved promotion yet (checks
+    /// keep running).
+    WaitingPromotion,
+    /// Moving all traffic to the canary.
     Promoting,
     /// All traffic is on the canary.
     Finalising,
@@ -47,65 +56,111 @@ impl Phase {
             _ => 0,
         }
     }
+
+    /// Whether the canary is being analysed (a rollback hook or failed checks can stop it).
+    pub fn analysing(self) -> bool {
+        matches!(
+            self,
+            Phase::Waiting | Phase::Progressing | Phase::WaitingPromotion
+        )
+    }
+
+    /// Whether the rollout is over (until a new revision).
+    pub fn finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
 }
 
 /// A recorded event.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Seconds since the Unix epoch.
     pub time: f64,
+    /// `Normal` or `Warning`, as Kubernetes events.
+    #[serde(rename = "type", default = "normal")]
+    pub kind: String,
     /// What happened, with the values that decided it.
     pub message: String,
 }
 
+fn normal() -> String {
+    "Normal".to_owned()
+}
+
+/// Where traffic goes; the controller writes it into the VirtualService.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Routing {
+    /// Share of (unmatched) traffic on the canary, in percent.
+    pub canary_weight: u32,
+    /// A/B testing: requests matching the Canary's `match` go to the canary.
+    pub matched: bool,
+    /// Blue-green: traffic is mirrored to the canary.
+    pub mirror: bool,
+}
+
 /// What the API shows and the state file keeps.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     /// Phase.
     pub phase: Phase,
-    /// Share of traffic on the canary, in percent.
-    pub canary_weight: u32,
+    /// Where traffic goes.
+    #[serde(flatten)]
+    pub routing: Routing,
     /// Failed checks in this revision's analysis.
     pub failed_checks: u32,
     /// Inconclusive checks in this revision's analysis.
     pub inconclusive_checks: u32,
-    /// Analysis steps passed.
+    /// Analysis steps passed (A/B and blue-green: iterations done).
     pub iterations: u32,
     /// Paused by an operator: no step is taken.
     pub paused: bool,
+    /// The `confirm-rollout` gate let this revision's analysis start.
+    #[serde(default)]
+    pub confirmed: bool,
     /// The canary revision being analysed.
     pub revision: String,
     /// The last checks run.
     pub last_checks: Vec<CheckView>,
     /// Recent events, oldest first.
     pub events: VecDeque<Event>,
+    /// Events ever recorded (the controller sends the new ones to `event` webhooks).
+    pub events_total: u64,
 }
 
 /// A check as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckView {
     /// Metric.
     pub metric: String,
     /// `pass`, `fail` or `inconclusive`.
-    pub result: &'static str,
+    pub result: String,
     /// Measured value.
     pub value: Option<f64>,
     /// Canary requests in the window.
     pub sample: u64,
+    /// The whole finding.
+    #[serde(default)]
+    pub message: String,
 }
 
-/// One analysis step's input.
-#[derive(Debug, Default)]
-pub struct Step {
-    /// Check results over the past window.
-    pub checks: Vec<CheckResult>,
-    /// The canary revision (its endpoints and labels), or `None` when it has no endpoints.
-    pub revision: Option<String>,
+/// What the machine asks of the world. Each call happens only when Flagger's rules need it.
+pub trait Env {
+    /// Calls every webhook of `kind`, in order: `Ok` when all answered 2xx (or none exist),
+    /// else why not.
+    fn hook(
+        &mut self,
+        kind: HookKind,
+        status: &Status,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+
+    /// Runs the metric checks over their windows.
+    fn checks(&mut self) -> impl Future<Output = Vec<CheckResult>> + Send;
 }
 
 /// The machine of one rollout.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Machine {
     /// The rollout.
     pub spec: RolloutSpec,
@@ -120,173 +175,311 @@ impl Machine {
             spec,
             status: Status {
                 phase: Phase::Initializing,
-                canary_weight: 0,
+                routing: Routing::default(),
                 failed_checks: 0,
                 inconclusive_checks: 0,
                 iterations: 0,
                 paused: false,
+                confirmed: false,
                 revision: String::new(),
                 last_checks: Vec::new(),
                 events: VecDeque::new(),
+                events_total: 0,
             },
         }
     }
 
-    /// Resumes from a kept status (after a restart).
+    /// Resumes from a kept status (after a restart, or with an edited Canary).
     pub fn resume(spec: RolloutSpec, status: Status) -> Machine {
         Machine { spec, status }
     }
 
     fn event(&mut self, message: String) {
+        self.record("Normal", message);
+    }
+
+    fn warning(&mut self, message: String) {
+        self.record("Warning", message);
+    }
+
+    fn record(&mut self, kind: &str, message: String) {
         tracing::info!(canary = %self.spec.name, "{message}");
         let time = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        self.status.events.push_back(Event { time, message });
+        self.status.events.push_back(Event {
+            time,
+            kind: kind.to_owned(),
+            message,
+        });
+        self.status.events_total += 1;
         while self.status.events.len() > EVENTS_KEPT {
             self.status.events.pop_front();
         }
     }
 
-    fn set_weight(&mut self, weight: u32) -> Option<u32> {
-        if weight == self.status.canary_weight {
-            return None;
-        }
-        self.status.canary_weight = weight;
-        Some(weight)
+    fn route(&mut self, canary_weight: u32, matched: bool, mirror: bool) {
+        self.status.routing = Routing {
+            canary_weight,
+            matched,
+            mirror,
+        };
     }
 
-    /// One analysis step; returns the canary weight to apply when it changes.
-    pub fn step(&mut self, input: Step) -> Option<u32> {
-        // A new revision (re)starts the analysis, whatever the phase (as Flagger does).
-        if let Some(rev) = &input.revision
-            && *rev != self.status.revision
-            && self.status.phase != Phase::Initializing
-        {
-            self.status.revision = rev.clone();
-            self.status.failed_checks = 0;
-            self.status.inconclusive_checks = 0;
-            self.status.iterations = 0;
-            self.status.phase = Phase::Progressing;
-            self.event(format!(
-                "New revision detected! Starting canary analysis for {}.",
-                self.spec.canary
-            ));
-            let first = self.spec.steps.first().copied().unwrap_or(100);
-            self.event(format!("Advance {} canary weight {first}", self.spec.name));
-            self.status.canary_weight = first;
-            return Some(first);
-        }
+    /// One step, taken every interval. `revision` is the canary's revision (its endpoints and
+    /// labels), `None` while it has no endpoints.
+    pub async fn step(&mut self, revision: Option<String>, env: &mut impl Env) {
         if self.status.paused {
-            return None;
+            return;
+        }
+        if self.status.phase == Phase::Initializing {
+            self.status.phase = Phase::Initialized;
+            self.route(0, false, false);
+            self.event(format!(
+                "Initialization done! {} routes all traffic to {}.",
+                self.spec.virtual_service, self.spec.primary
+            ));
+            return;
+        }
+        // Without canary endpoints there is nothing to analyse; the routing stays.
+        let Some(revision) = revision else { return };
+        if revision != self.status.revision {
+            self.restart(revision);
         }
         match self.status.phase {
-            Phase::Initializing => {
-                self.status.phase = Phase::Initialized;
-                self.event(format!(
-                    "Initialization done! {} routes all traffic to {}.",
-                    self.spec.virtual_service, self.spec.primary
-                ));
-                self.status.canary_weight = 0;
-                Some(0)
+            Phase::Initializing | Phase::Initialized | Phase::Succeeded | Phase::Failed => {}
+            Phase::Waiting | Phase::Progressing | Phase::WaitingPromotion => {
+                self.progress(env).await
             }
-            Phase::Initialized | Phase::Succeeded | Phase::Failed => None,
-            Phase::Progressing => self.analyse(input.checks),
-            Phase::Promoting => {
-                let next = match self.spec.step_promotion {
-                    Some(s) => (self.status.canary_weight + s).min(100),
-                    None => 100,
-                };
-                if next >= 100 {
-                    self.status.phase = Phase::Finalising;
-                    self.event(format!("Routing all traffic to {}.", self.spec.canary));
-                } else {
-                    self.event(format!("Promotion: canary weight {next}"));
-                }
-                self.set_weight(next)
-            }
+            Phase::Promoting => self.promote_step(),
             Phase::Finalising => {
                 self.status.phase = Phase::Succeeded;
-                self.event("Promotion completed!".to_owned());
-                None
+                self.event(format!(
+                    "Promotion completed! {} serves all traffic of {}.",
+                    self.spec.canary, self.spec.virtual_service
+                ));
             }
         }
     }
 
-    fn analyse(&mut self, checks: Vec<CheckResult>) -> Option<u32> {
+    /// A new revision: the analysis starts over, with all traffic on the primary.
+    fn restart(&mut self, revision: String) {
+        let again = !self.status.revision.is_empty();
+        self.status.revision = revision;
+        self.status.failed_checks = 0;
+        self.status.inconclusive_checks = 0;
+        self.status.iterations = 0;
+        self.status.confirmed = false;
+        self.status.last_checks.clear();
+        self.status.phase = Phase::Progressing;
+        self.route(0, false, false);
+        self.event(format!(
+            "New revision detected! {} {}.",
+            if again {
+                "Restarting analysis for"
+            } else {
+                "Progressing canary analysis for"
+            },
+            self.spec.canary
+        ));
+    }
+
+    /// Whether the analysis of this revision has not begun yet.
+    fn at_start(&self) -> bool {
+        self.status.routing == Routing::default() && self.status.iterations == 0
+    }
+
+    async fn progress(&mut self, env: &mut impl Env) {
+        if self.spec.has_hook(HookKind::Rollback)
+            && env.hook(HookKind::Rollback, &self.status).await.is_ok()
+        {
+            return self.fail("manual webhook invoked");
+        }
+        if !self.status.confirmed {
+            if let Err(why) = env.hook(HookKind::ConfirmRollout, &self.status).await {
+                if self.status.phase != Phase::Waiting {
+                    self.status.phase = Phase::Waiting;
+                    self.event(format!(
+                        "Halt {} advancement: waiting for approval ({why})",
+                        self.spec.name
+                    ));
+                }
+                return;
+            }
+            self.status.confirmed = true;
+            self.status.phase = Phase::Progressing;
+            self.event(format!(
+                "Starting canary analysis for {}.",
+                self.spec.canary
+            ));
+        }
+        if self.spec.skip_analysis {
+            self.route(100, false, false);
+            self.status.phase = Phase::Succeeded;
+            self.event(format!(
+                "Promotion completed! Canary analysis was skipped for {}; all traffic to it.",
+                self.spec.canary
+            ));
+            return;
+        }
+        if self.at_start() {
+            // Before any traffic reaches the canary: the pre-rollout webhooks.
+            if let Err(why) = env.hook(HookKind::PreRollout, &self.status).await {
+                return self.failed_check(format!("pre-rollout check failed: {why}"));
+            }
+        } else if !self.analyse(env).await {
+            return;
+        }
+        match self.spec.strategy {
+            Strategy::Canary => {
+                let weight = self.status.routing.canary_weight;
+                if weight < self.spec.max_weight() {
+                    let next = self
+                        .spec
+                        .steps
+                        .iter()
+                        .copied()
+                        .find(|&w| w > weight)
+                        .unwrap_or(100);
+                    if let Err(why) = env
+                        .hook(HookKind::ConfirmTrafficIncrease, &self.status)
+                        .await
+                    {
+                        self.event(format!(
+                            "Halt {} advancement: waiting for approval to increase the canary weight to {next} ({why})",
+                            self.spec.name
+                        ));
+                        return;
+                    }
+                    self.route(next, false, false);
+                    self.event(format!("Advance {} canary weight {next}", self.spec.name));
+                    return;
+                }
+            }
+            Strategy::AbTesting | Strategy::BlueGreen => {
+                if self.status.iterations < self.spec.iterations {
+                    self.status.iterations += 1;
+                    let ab = self.spec.strategy == Strategy::AbTesting;
+                    self.route(0, ab, !ab && self.spec.mirror.is_some());
+                    self.event(format!(
+                        "Advance {} canary iteration {}/{}",
+                        self.spec.name, self.status.iterations, self.spec.iterations
+                    ));
+                    return;
+                }
+            }
+        }
+        if let Err(why) = env.hook(HookKind::ConfirmPromotion, &self.status).await {
+            if self.status.phase != Phase::WaitingPromotion {
+                self.status.phase = Phase::WaitingPromotion;
+                self.event(format!(
+                    "Halt {} advancement: waiting for promotion approval ({why})",
+                    self.spec.name
+                ));
+            }
+            return;
+        }
+        self.status.phase = Phase::Promoting;
+        self.event(format!(
+            "Promoting {}: analysis passed (failed checks {} of {}).",
+            self.spec.canary, self.status.failed_checks, self.spec.threshold
+        ));
+        self.promote_step();
+    }
+
+    /// Runs the rollout webhooks and the metric checks; true when the canary may advance.
+    async fn analyse(&mut self, env: &mut impl Env) -> bool {
+        if let Err(why) = env.hook(HookKind::Rollout, &self.status).await {
+            self.failed_check(format!("rollout check failed: {why}"));
+            return false;
+        }
+        let checks = env.checks().await;
         self.status.last_checks = checks
             .iter()
             .map(|c| CheckView {
                 metric: c.name.clone(),
-                result: c.verdict.name(),
+                result: c.verdict.name().to_owned(),
                 value: c.value,
                 sample: c.sample,
+                message: c.describe(),
             })
             .collect();
-        if !self.spec.skip_analysis {
-            if let Some(failed) = checks.iter().find(|c| c.verdict == Verdict::Fail) {
-                self.status.failed_checks += 1;
-                self.event(format!(
-                    "Halt advancement: {} (failed checks {} of {})",
-                    failed.describe(),
-                    self.status.failed_checks,
-                    self.spec.threshold
-                ));
-                if self.status.failed_checks >= self.spec.threshold {
-                    return self.rollback("failed checks threshold reached");
-                }
-                return None;
-            }
-            if let Some(unsure) = checks.iter().find(|c| c.verdict == Verdict::Inconclusive) {
-                self.status.inconclusive_checks += 1;
-                self.event(format!("Hold: {}", unsure.describe()));
-                return None;
-            }
+        if let Some(failed) = checks.iter().find(|c| c.verdict == Verdict::Fail) {
+            self.failed_check(failed.describe());
+            return false;
         }
-        self.status.iterations += 1;
-        let weight = self.status.canary_weight;
-        match self.spec.steps.iter().copied().find(|&w| w > weight) {
-            Some(next) => {
-                self.event(format!("Advance {} canary weight {next}", self.spec.name));
-                self.set_weight(next)
-            }
-            None => {
-                self.status.phase = Phase::Promoting;
-                self.event(format!(
-                    "Checks passed at weight {weight}: promoting {}.",
-                    self.spec.canary
-                ));
-                self.step(Step::default())
-            }
+        if let Some(unsure) = checks.iter().find(|c| c.verdict == Verdict::Inconclusive) {
+            self.status.inconclusive_checks += 1;
+            self.event(format!(
+                "Hold {} advancement: {}",
+                self.spec.name,
+                unsure.describe()
+            ));
+            return false;
+        }
+        if self.spec.strategy == Strategy::Canary {
+            self.status.iterations += 1;
+        }
+        true
+    }
+
+    /// Counts a failed check; rolls back at the threshold.
+    fn failed_check(&mut self, why: String) {
+        self.status.failed_checks += 1;
+        self.event(format!(
+            "Halt {} advancement {why} (failed checks {} of {})",
+            self.spec.name, self.status.failed_checks, self.spec.threshold
+        ));
+        if self.status.failed_checks >= self.spec.threshold {
+            let n = self.status.failed_checks;
+            self.fail(&format!("failed checks threshold reached {n}"));
         }
     }
 
-    fn rollback(&mut self, why: &str) -> Option<u32> {
+    fn promote_step(&mut self) {
+        let next = match self.spec.step_promotion {
+            Some(s) if self.spec.strategy == Strategy::Canary => {
+                (self.status.routing.canary_weight + s).min(100)
+            }
+            _ => 100,
+        };
+        if next >= 100 {
+            self.status.phase = Phase::Finalising;
+            if self.status.routing.mirror {
+                self.event("Stop traffic mirroring.".to_owned());
+            }
+            self.event(format!("Routing all traffic to {}.", self.spec.canary));
+        } else {
+            self.event(format!("Promotion: canary weight {next}"));
+        }
+        self.route(next, false, false);
+    }
+
+    fn fail(&mut self, why: &str) {
         self.status.phase = Phase::Failed;
-        self.event(format!(
-            "Rolling back {}: {why}; all traffic to {}.",
-            self.spec.name, self.spec.primary
+        self.route(0, false, false);
+        self.warning(format!("Rolling back {} {why}", self.spec.name));
+        self.warning(format!(
+            "Canary failed! All traffic on {}.",
+            self.spec.primary
         ));
-        self.status.canary_weight = 0;
-        Some(0)
     }
 
     /// Operator command: promote now, whatever the step (a pause ends).
-    pub fn promote(&mut self) -> Option<u32> {
+    pub fn promote(&mut self) {
         self.status.paused = false;
         self.status.phase = Phase::Finalising;
+        self.route(100, false, false);
         self.event(format!(
             "Promoted by an operator: all traffic to {}.",
             self.spec.canary
         ));
-        self.status.canary_weight = 100;
-        Some(100)
     }
 
     /// Operator command: roll back now, whatever the step (a pause ends).
-    pub fn roll_back(&mut self) -> Option<u32> {
+    pub fn roll_back(&mut self) {
         self.status.paused = false;
-        self.rollback("rolled back by an operator")
+        self.fail("by an operator");
     }
 
     /// Operator command: stop or restart taking steps.
@@ -299,12 +492,13 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::analysis::CheckResult;
+    use std::collections::HashMap;
     use std::time::Duration;
 
     fn spec() -> RolloutSpec {
         RolloutSpec {
             name: "api".into(),
+            namespace: "default".into(),
             virtual_service: "api".into(),
             service: "api".into(),
             primary: "v1".into(),
@@ -315,111 +509,307 @@ mod tests {
             step_promotion: None,
             checks: Vec::new(),
             skip_analysis: false,
+            strategy: Strategy::Canary,
+            iterations: 0,
+            matches: Vec::new(),
+            mirror: None,
+            hooks: Vec::new(),
         }
     }
 
-    fn check(verdict: Verdict) -> Vec<CheckResult> {
-        vec![CheckResult {
-            name: "request-success-rate".into(),
-            verdict,
-            value: (verdict != Verdict::Inconclusive).then_some(97.0),
-            sample: 100,
-            min: Some(99.0),
-            max: None,
-        }]
+    /// Scripted answers: the next verdict of the checks and of each hook kind (default: pass),
+    /// and a log of the calls made.
+    #[derive(Default)]
+    struct Script {
+        verdict: Option<Verdict>,
+        hooks: HashMap<&'static str, bool>,
+        calls: Vec<&'static str>,
     }
 
-    fn step(m: &mut Machine, v: Verdict) -> Option<u32> {
-        m.step(Step {
-            checks: check(v),
-            revision: Some("r1".into()),
-        })
+    impl Env for Script {
+        async fn hook(&mut self, kind: HookKind, _: &Status) -> Result<(), String> {
+            self.calls.push(kind.name());
+            match self.hooks.get(kind.name()) {
+                Some(false) => Err("answered 403".into()),
+                Some(true) => Ok(()),
+                // Absent hooks: a gate is open, the rollback hook is not asked.
+                None => Ok(()),
+            }
+        }
+
+        async fn checks(&mut self) -> Vec<CheckResult> {
+            self.calls.push("checks");
+            let verdict = self.verdict.unwrap_or(Verdict::Pass);
+            vec![CheckResult {
+                name: "request-success-rate".into(),
+                verdict,
+                value: (verdict != Verdict::Inconclusive).then_some(97.0),
+                sample: 100,
+                min: Some(99.0),
+                max: None,
+                versus: None,
+            }]
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn step(m: &mut Machine, s: &mut Script, v: Verdict) -> u32 {
+        s.verdict = Some(v);
+        block_on(m.step(Some("r1".into()), s));
+        m.status.routing.canary_weight
+    }
+
+    fn started(spec: RolloutSpec) -> (Machine, Script) {
+        let mut m = Machine::new(spec);
+        let mut s = Script::default();
+        block_on(m.step(None, &mut s));
+        assert_eq!(m.status.phase, Phase::Initialized);
+        // No canary endpoints yet: nothing moves.
+        block_on(m.step(None, &mut s));
+        assert_eq!(m.status.phase, Phase::Initialized);
+        (m, s)
+    }
+
+    fn messages(m: &Machine) -> Vec<&str> {
+        m.status.events.iter().map(|e| e.message.as_str()).collect()
     }
 
     #[test]
     fn a_healthy_canary_steps_up_and_is_promoted() {
-        let mut m = Machine::new(spec());
-        assert_eq!(m.step(Step::default()), Some(0));
-        assert_eq!(m.status.phase, Phase::Initialized);
-        // No canary endpoints yet: nothing moves.
-        assert_eq!(m.step(Step::default()), None);
-        assert_eq!(step(&mut m, Verdict::Pass), Some(10));
+        let (mut m, mut s) = started(spec());
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 10);
         assert_eq!(m.status.phase, Phase::Progressing);
-        assert_eq!(step(&mut m, Verdict::Pass), Some(20));
+        // The first step runs no checks (no traffic reached the canary yet).
+        assert_eq!(
+            s.calls,
+            ["confirm-rollout", "pre-rollout", "confirm-traffic-increase"]
+        );
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 20);
         // Inconclusive holds the weight and is counted, not failed.
-        assert_eq!(step(&mut m, Verdict::Inconclusive), None);
+        assert_eq!(step(&mut m, &mut s, Verdict::Inconclusive), 20);
         assert_eq!(
             (m.status.inconclusive_checks, m.status.failed_checks),
             (1, 0)
         );
-        assert_eq!(step(&mut m, Verdict::Pass), Some(30));
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 30);
         // Past the last step: promotion, all at once, then finalising, then done.
-        assert_eq!(step(&mut m, Verdict::Pass), Some(100));
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 100);
         assert_eq!(m.status.phase, Phase::Finalising);
-        assert_eq!(step(&mut m, Verdict::Pass), None);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 100);
         assert_eq!(m.status.phase, Phase::Succeeded);
         assert_eq!(m.status.iterations, 3);
         assert!(
-            m.status
-                .events
+            messages(&m)
                 .iter()
-                .any(|e| e.message == "Promotion completed!")
+                .any(|e| e.starts_with("Promotion completed!"))
         );
     }
 
     #[test]
     fn threshold_failed_checks_roll_back() {
-        let mut m = Machine::new(spec());
-        m.step(Step::default());
-        assert_eq!(step(&mut m, Verdict::Pass), Some(10));
-        assert_eq!(step(&mut m, Verdict::Pass), Some(20));
-        assert_eq!(step(&mut m, Verdict::Fail), None);
+        let (mut m, mut s) = started(spec());
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 10);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 20);
+        assert_eq!(step(&mut m, &mut s, Verdict::Fail), 20);
         assert_eq!(m.status.phase, Phase::Progressing);
-        assert_eq!(step(&mut m, Verdict::Fail), Some(0));
+        assert_eq!(step(&mut m, &mut s, Verdict::Fail), 0);
         assert_eq!(m.status.phase, Phase::Failed);
-        let last = &m.status.events.back().unwrap().message;
-        assert!(last.contains("Rolling back"), "{last}");
-        let halt = &m.status.events[m.status.events.len() - 2].message;
-        assert!(halt.contains("97.00") && halt.contains(">= 99"), "{halt}");
-        // Failed stays failed until a new revision.
-        assert_eq!(step(&mut m, Verdict::Pass), None);
-        let again = m.step(Step {
-            checks: Vec::new(),
-            revision: Some("r2".into()),
-        });
-        assert_eq!(again, Some(10));
+        let ev = messages(&m);
+        let n = ev.len();
+        assert_eq!(
+            ev[n - 2],
+            "Rolling back api failed checks threshold reached 2"
+        );
+        assert!(ev[n - 1].starts_with("Canary failed!"));
+        assert!(
+            ev[n - 3].starts_with("Halt api advancement request-success-rate 97.00 (range >= 99"),
+            "{}",
+            ev[n - 3]
+        );
+        assert_eq!(m.status.events.back().unwrap().kind, "Warning");
+        // Failed stays failed until a new revision, which starts over.
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 0);
+        s.verdict = Some(Verdict::Pass);
+        block_on(m.step(Some("r2".into()), &mut s));
+        assert_eq!(m.status.routing.canary_weight, 10);
         assert_eq!(
             (m.status.phase, m.status.failed_checks),
             (Phase::Progressing, 0)
         );
+        assert!(messages(&m).contains(&"New revision detected! Restarting analysis for v2."));
     }
 
     #[test]
     fn step_weight_promotion_and_operator_commands() {
-        let mut m = Machine::new(RolloutSpec {
+        let (mut m, mut s) = started(RolloutSpec {
             steps: vec![50],
             step_promotion: Some(25),
             ..spec()
         });
-        m.step(Step::default());
-        assert_eq!(step(&mut m, Verdict::Pass), Some(50));
-        assert_eq!(step(&mut m, Verdict::Pass), Some(75));
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 50);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 75);
         assert_eq!(m.status.phase, Phase::Promoting);
         m.pause(true);
-        assert_eq!(step(&mut m, Verdict::Pass), None);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 75);
         m.pause(false);
-        assert_eq!(step(&mut m, Verdict::Pass), Some(100));
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 100);
         // Rollback and promote are immediate.
-        let mut m = Machine::new(spec());
-        m.step(Step::default());
-        step(&mut m, Verdict::Pass);
-        assert_eq!(m.roll_back(), Some(0));
-        assert_eq!(m.status.phase, Phase::Failed);
-        let mut m = Machine::new(spec());
-        m.step(Step::default());
-        step(&mut m, Verdict::Pass);
-        assert_eq!(m.promote(), Some(100));
-        assert_eq!(step(&mut m, Verdict::Pass), None);
+        let (mut m, mut s) = started(spec());
+        step(&mut m, &mut s, Verdict::Pass);
+        m.roll_back();
+        assert_eq!(
+            (m.status.phase, m.status.routing.canary_weight),
+            (Phase::Failed, 0)
+        );
+        let (mut m, mut s) = started(spec());
+        step(&mut m, &mut s, Verdict::Pass);
+        m.promote();
+        assert_eq!(m.status.routing.canary_weight, 100);
+        step(&mut m, &mut s, Verdict::Pass);
         assert_eq!(m.status.phase, Phase::Succeeded);
+    }
+
+    #[test]
+    fn gates_hold_the_rollout_until_approved() {
+        let (mut m, mut s) = started(spec());
+        s.hooks.insert("confirm-rollout", false);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 0);
+        assert_eq!(m.status.phase, Phase::Waiting);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 0);
+        s.hooks.insert("confirm-rollout", true);
+        s.hooks.insert("confirm-traffic-increase", false);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 0);
+        assert_eq!(m.status.phase, Phase::Progressing);
+        s.hooks.insert("confirm-traffic-increase", true);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 10);
+        step(&mut m, &mut s, Verdict::Pass);
+        step(&mut m, &mut s, Verdict::Pass);
+        assert_eq!(m.status.routing.canary_weight, 30);
+        // At the last step, promotion waits for its gate while the checks keep running.
+        s.hooks.insert("confirm-promotion", false);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 30);
+        assert_eq!(m.status.phase, Phase::WaitingPromotion);
+        s.calls.clear();
+        assert_eq!(step(&mut m, &mut s, Verdict::Fail), 30);
+        assert_eq!(s.calls, ["rollout", "checks"]);
+        assert_eq!(m.status.failed_checks, 1);
+        s.hooks.insert("confirm-promotion", true);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 100);
+        assert_eq!(m.status.phase, Phase::Finalising);
+    }
+
+    #[test]
+    fn failing_hooks_count_as_failed_checks_and_a_rollback_hook_rolls_back() {
+        let (mut m, mut s) = started(spec());
+        s.hooks.insert("pre-rollout", false);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 0);
+        assert_eq!(m.status.failed_checks, 1);
+        assert!(
+            messages(&m)
+                .last()
+                .unwrap()
+                .contains("pre-rollout check failed: answered 403")
+        );
+        s.hooks.insert("pre-rollout", true);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 10);
+        s.hooks.insert("rollout", false);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 0);
+        assert_eq!(m.status.phase, Phase::Failed);
+
+        let mut with_rollback = spec();
+        with_rollback.hooks.push(crate::rollout::spec::HookSpec {
+            kind: HookKind::Rollback,
+            name: "stop".into(),
+            url: "http://127.0.0.1:1/".into(),
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            metadata: Default::default(),
+        });
+        let (mut m, mut s) = started(with_rollback);
+        s.hooks.insert("rollback", false);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 10);
+        s.hooks.insert("rollback", true);
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 0);
+        assert!(messages(&m).contains(&"Rolling back api manual webhook invoked"));
+    }
+
+    #[test]
+    fn ab_testing_and_blue_green_count_iterations() {
+        let (mut m, mut s) = started(RolloutSpec {
+            strategy: Strategy::AbTesting,
+            iterations: 2,
+            ..spec()
+        });
+        step(&mut m, &mut s, Verdict::Pass);
+        assert_eq!(
+            m.status.routing,
+            Routing {
+                canary_weight: 0,
+                matched: true,
+                mirror: false
+            }
+        );
+        assert_eq!(
+            messages(&m).last().unwrap(),
+            &"Advance api canary iteration 1/2"
+        );
+        step(&mut m, &mut s, Verdict::Pass);
+        assert_eq!(m.status.iterations, 2);
+        step(&mut m, &mut s, Verdict::Pass);
+        assert_eq!(m.status.phase, Phase::Finalising);
+        assert_eq!(m.status.routing.canary_weight, 100);
+        assert!(!m.status.routing.matched);
+
+        let (mut m, mut s) = started(RolloutSpec {
+            strategy: Strategy::BlueGreen,
+            iterations: 3,
+            mirror: Some(50.0),
+            ..spec()
+        });
+        step(&mut m, &mut s, Verdict::Pass);
+        assert!(m.status.routing.mirror);
+        assert_eq!(m.status.routing.canary_weight, 0);
+        step(&mut m, &mut s, Verdict::Fail);
+        step(&mut m, &mut s, Verdict::Pass);
+        step(&mut m, &mut s, Verdict::Pass);
+        assert_eq!(m.status.iterations, 3);
+        step(&mut m, &mut s, Verdict::Pass);
+        assert_eq!(
+            (
+                m.status.phase,
+                m.status.routing.canary_weight,
+                m.status.routing.mirror
+            ),
+            (Phase::Finalising, 100, false)
+        );
+        assert!(messages(&m).contains(&"Stop traffic mirroring."));
+    }
+
+    #[test]
+    fn skip_analysis_promotes_at_once() {
+        let (mut m, mut s) = started(RolloutSpec {
+            skip_analysis: true,
+            ..spec()
+        });
+        assert_eq!(step(&mut m, &mut s, Verdict::Fail), 100);
+        assert_eq!(m.status.phase, Phase::Succeeded);
+        assert!(!s.calls.contains(&"checks"));
+    }
+
+    #[test]
+    fn the_status_survives_a_round_trip_through_json() {
+        let (mut m, mut s) = started(spec());
+        step(&mut m, &mut s, Verdict::Pass);
+        step(&mut m, &mut s, Verdict::Fail);
+        let text = serde_json::to_string(&m.status).unwrap();
+        assert!(text.contains("\"canaryWeight\":10"), "{text}");
+        let back: Status = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, m.status);
     }
 }

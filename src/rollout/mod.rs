@@ -7,21 +7,24 @@
 //! so every change is validated whole and swapped atomically.
 
 pub mod analysis;
+mod controller;
+mod hooks;
 pub mod machine;
 pub mod spec;
+pub mod store;
 
 use serde_json::{Value, json};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
+use crate::config::istio::{HttpMatchRequest, HttpRoute, Percent, VirtualService};
 use crate::config::{ResourceSet, Spec};
-use crate::metrics::VersionSample;
-use crate::run::{Change, Control};
-use crate::snapshot::Snapshot;
-use machine::{Machine, Status, Step};
-use spec::RolloutSpec;
+use crate::run::Control;
+use machine::{Machine, Phase, Routing, Status};
+use spec::{RolloutSpec, Strategy};
+use store::Store;
 
 /// An operator command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +69,15 @@ impl Drop for Rollout {
 #[derive(Default)]
 pub struct Rollouts {
     running: Mutex<HashMap<String, Rollout>>,
+    store: Store,
+}
+
+/// The rollouts a new config asks for: prepared before the config is applied (their routing is
+/// part of it), started once it is.
+pub struct Plan {
+    specs: HashMap<String, RolloutSpec>,
+    /// Rollouts to (re)start: new ones, resumed from the state file or from a Canary edit.
+    fresh: HashMap<String, Machine>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -73,19 +85,81 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Rollouts {
-    /// Starts a controller for each new or changed Canary of `set`, and stops those whose
-    /// Canary is gone or changed.
-    pub fn sync(&self, set: &ResourceSet, control: &Weak<Control>) {
+    /// Rollouts whose state is kept in `state_dir`, if given.
+    pub fn new(state_dir: Option<PathBuf>) -> Rollouts {
+        Rollouts {
+            running: Mutex::default(),
+            store: Store::new(state_dir),
+        }
+    }
+
+    /// What `set` asks for. A changed Canary with the same target carries its status over (as
+    /// Flagger, an edited analysis does not restart the rollout); a new one resumes from its
+    /// state file, if any.
+    pub fn plan(&self, set: &ResourceSet) -> Plan {
         let specs = specs(set);
-        let mut running = lock(&self.running);
-        running.retain(|name, r| specs.get(name) == Some(&lock(&r.machine).spec));
-        for (name, spec) in specs {
-            if running.contains_key(&name) {
-                continue;
+        let running = lock(&self.running);
+        let mut fresh = HashMap::new();
+        for (name, spec) in &specs {
+            let current = running.get(name).map(|r| lock(&r.machine).clone());
+            let machine = match current {
+                Some(m) if m.spec == *spec => continue,
+                Some(m) if same_target(&m.spec, spec) => Machine::resume(spec.clone(), m.status),
+                _ => match self.store.load(spec) {
+                    Some(status) => Machine::resume(spec.clone(), status),
+                    None => Machine::new(spec.clone()),
+                },
+            };
+            fresh.insert(name.clone(), machine);
+        }
+        Plan { specs, fresh }
+    }
+
+    /// `set` with the routing of every planned rollout written into its VirtualService.
+    /// A Canary that `set` no longer has sets nothing, so its VirtualService has its own
+    /// weights back in the same apply.
+    pub fn patch(&self, plan: &Plan, set: &Arc<ResourceSet>) -> Arc<ResourceSet> {
+        let running = lock(&self.running);
+        let routings: Vec<(RolloutSpec, Routing)> = plan
+            .specs
+            .keys()
+            .filter_map(|name| {
+                let m = match plan.fresh.get(name) {
+                    Some(m) => m.clone(),
+                    None => lock(&running.get(name)?.machine).clone(),
+                };
+                (m.status.phase != Phase::Initializing).then_some((m.spec, m.status.routing))
+            })
+            .collect();
+        if routings.is_empty() {
+            return set.clone();
+        }
+        let mut out = ResourceSet::clone(set);
+        for (spec, routing) in &routings {
+            for r in &mut out.resources {
+                if r.name() == spec.virtual_service
+                    && let Spec::VirtualService(vs) = &mut r.spec
+                {
+                    route(vs, spec, *routing);
+                }
             }
-            let machine = Arc::new(Mutex::new(Machine::new(spec)));
+        }
+        Arc::new(out)
+    }
+
+    /// Starts the planned rollouts and stops those the applied config no longer has.
+    pub fn commit(&self, plan: Plan, control: &Weak<Control>) {
+        let mut running = lock(&self.running);
+        running.retain(|name, _| plan.specs.contains_key(name) && !plan.fresh.contains_key(name));
+        for (name, machine) in plan.fresh {
+            let machine = Arc::new(Mutex::new(machine));
             let (tx, rx) = mpsc::unbounded_channel();
-            let task = tokio::spawn(drive(control.clone(), machine.clone(), rx));
+            let task = tokio::spawn(controller::drive(
+                control.clone(),
+                machine.clone(),
+                rx,
+                self.store.clone(),
+            ));
             running.insert(
                 name,
                 Rollout {
@@ -95,58 +169,8 @@ impl Rollouts {
                 },
             );
         }
-    }
-
-    /// `set` with the weights of every rollout whose Canary it still has (unchanged) written
-    /// into its VirtualService: routes with both subsets get `100 - w` on the primary and `w`
-    /// on the canary. A Canary that `set` removes or changes sets no weights, so its
-    /// VirtualService has its own weights back in the same apply.
-    pub fn patch(&self, set: &Arc<ResourceSet>) -> Arc<ResourceSet> {
-        let specs = specs(set);
-        let weights: Vec<(RolloutSpec, u32)> = lock(&self.running)
-            .iter()
-            .filter_map(|(name, r)| {
-                let m = lock(&r.machine);
-                (m.status.phase != machine::Phase::Initializing && specs.get(name) == Some(&m.spec))
-                    .then(|| (m.spec.clone(), m.status.canary_weight))
-            })
-            .collect();
-        if weights.is_empty() {
-            return set.clone();
-        }
-        let mut out = ResourceSet::clone(set);
-        for (spec, w) in &weights {
-            for r in &mut out.resources {
-                if r.name() != spec.virtual_service {
-                    continue;
-                }
-                let Spec::VirtualService(vs) = &mut r.spec else {
-                    continue;
-                };
-                for route in &mut vs.http {
-                    let subset_of = |d: &crate::config::istio::HttpRouteDestination| {
-                        d.destination.subset.as_ref().map(|s| s.value.clone())
-                    };
-                    let has = |name: &str| {
-                        route
-                            .route
-                            .iter()
-                            .any(|d| subset_of(d).as_deref() == Some(name))
-                    };
-                    if !(has(&spec.primary) && has(&spec.canary)) {
-                        continue;
-                    }
-                    for d in &mut route.route {
-                        match subset_of(d) {
-                            Some(s) if s == spec.primary => d.weight = Some(100 - w),
-                            Some(s) if s == spec.canary => d.weight = Some(*w),
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-        Arc::new(out)
+        let names: Vec<&str> = plan.specs.keys().map(String::as_str).collect();
+        self.store.retain(&names);
     }
 
     /// Sends an operator command; false if there is no such rollout.
@@ -175,16 +199,20 @@ impl Rollouts {
         let view = |(spec, status): &(RolloutSpec, Status)| {
             json!({
                 "name": spec.name,
+                "namespace": spec.namespace,
                 "target": spec.virtual_service,
                 "service": spec.service,
                 "primary": spec.primary,
                 "canary": spec.canary,
+                "strategy": spec.strategy,
                 "intervalMs": spec.interval.as_millis() as u64,
                 "threshold": spec.threshold,
                 "steps": spec.steps,
+                "maxIterations": spec.iterations,
+                "checks": spec.checks.iter().map(|c| &c.name).collect::<Vec<_>>(),
                 "status": status,
                 "phase": status.phase,
-                "canaryWeight": status.canary_weight,
+                "canaryWeight": status.routing.canary_weight,
                 "failedChecks": status.failed_checks,
                 "iterations": status.iterations,
                 "events": status.events,
@@ -197,123 +225,116 @@ impl Rollouts {
     }
 }
 
+fn same_target(a: &RolloutSpec, b: &RolloutSpec) -> bool {
+    (&a.virtual_service, &a.service, &a.primary, &a.canary)
+        == (&b.virtual_service, &b.service, &b.primary, &b.canary)
+}
+
 /// The rollouts `set` asks for, by Canary name.
 fn specs(set: &ResourceSet) -> HashMap<String, RolloutSpec> {
     set.resources
         .iter()
         .filter_map(|r| match &r.spec {
             Spec::Canary(c) => {
-                RolloutSpec::from_canary(r.name(), c, set).map(|s| (r.name().to_owned(), s))
+                let ns = r.metadata.namespace.as_deref();
+                RolloutSpec::from_canary(r.name(), ns, c, set).map(|s| (r.name().to_owned(), s))
             }
             _ => None,
         })
         .collect()
 }
 
-/// The canary revision: its endpoints and their labels, or `None` without endpoints.
-fn revision(snap: &Snapshot, spec: &RolloutSpec) -> Option<String> {
-    let cluster = snap.clusters.iter().find(|c| {
-        c.spec.service == spec.service && c.spec.subset.as_deref() == Some(spec.canary.as_str())
-    })?;
-    if cluster.spec.endpoints.is_empty() {
-        return None;
+/// Writes `routing` into the routes of `vs` that have both subsets: `100 - w` on the primary and
+/// `w` on the canary; for A/B testing, a copy of the route, first, that sends the Canary's
+/// matching requests to the canary; for blue-green, a mirror to the canary.
+fn route(vs: &mut VirtualService, spec: &RolloutSpec, routing: Routing) {
+    let subset = |d: &crate::config::istio::HttpRouteDestination| {
+        d.destination.subset.as_ref().map(|s| s.value.clone())
+    };
+    let mut out = Vec::with_capacity(vs.http.len() + 1);
+    for mut r in std::mem::take(&mut vs.http) {
+        let canary = r
+            .route
+            .iter()
+            .find(|d| subset(d).as_deref() == Some(spec.canary.as_str()))
+            .map(|d| d.destination.clone());
+        let has_primary = r
+            .route
+            .iter()
+            .any(|d| subset(d).as_deref() == Some(spec.primary.as_str()));
+        let Some(canary) = canary.filter(|_| has_primary) else {
+            out.push(r);
+            continue;
+        };
+        let weigh = |r: &mut HttpRoute, w: u32| {
+            for d in &mut r.route {
+                match subset(d) {
+                    Some(s) if s == spec.primary => d.weight = Some(100 - w),
+                    Some(s) if s == spec.canary => d.weight = Some(w),
+                    _ => {}
+                }
+            }
+        };
+        if routing.matched && spec.strategy == Strategy::AbTesting {
+            let mut ab = r.clone();
+            ab.name = Some(format!(
+                "{}-canary",
+                r.name.as_deref().unwrap_or(&spec.name)
+            ));
+            ab.matches = merge_matches(&r.matches, &spec.matches);
+            weigh(&mut ab, 100);
+            out.push(ab);
+        }
+        weigh(&mut r, routing.canary_weight);
+        if routing.mirror {
+            r.mirror = Some(canary);
+            r.mirrors.clear();
+            r.mirror_percentage = spec.mirror.map(|value| Percent {
+                value,
+                ..Percent::default()
+            });
+        }
+        out.push(r);
     }
-    let mut parts: Vec<String> = cluster
-        .spec
-        .endpoints
-        .iter()
-        .map(|e| format!("{}{:?}", e.addr, e.labels))
-        .collect();
-    parts.sort();
-    Some(format!(
-        "{:016x}",
-        crate::backend::hash::hash_bytes(parts.join(",").as_bytes())
-    ))
+    vs.http = out;
 }
 
-/// The controller of one rollout: a step every interval, commands as they come.
-async fn drive(
-    control: Weak<Control>,
-    machine: Arc<Mutex<Machine>>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-) {
-    let spec = lock(&machine).spec.clone();
-    let longest = spec
-        .checks
-        .iter()
-        .map(|c| c.window)
-        .max()
-        .unwrap_or_default();
-    let mut samples: VecDeque<(Instant, VersionSample)> = VecDeque::new();
-    let mut ticker = tokio::time::interval(spec.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let changed = tokio::select! {
-            _ = ticker.tick() => {
-                let Some(control) = control.upgrade() else { return };
-                let snap = control.snapshot();
-                let stats = control.metrics.version(&spec.service, &spec.canary);
-                let now = Instant::now();
-                let current = stats.sample();
-                let checks = spec
-                    .checks
-                    .iter()
-                    .map(|c| {
-                        let since = now.checked_sub(c.window).unwrap_or(now);
-                        let base = samples
-                            .iter()
-                            .rev()
-                            .find(|(t, _)| *t <= since)
-                            .or(samples.front())
-                            .map(|(_, s)| s.clone())
-                            .unwrap_or_else(|| current.clone());
-                        analysis::evaluate(c, &current.since(&base))
-                    })
-                    .collect::<Vec<_>>();
-                for c in &checks {
-                    control.metrics.canary_check(&spec.name, &c.name, c.verdict.name());
-                }
-                samples.push_back((now, current));
-                while samples.len() > 2
-                    && samples.get(1).is_some_and(|(t, _)| now.duration_since(*t) > longest)
-                {
-                    samples.pop_front();
-                }
-                let input = Step { checks, revision: revision(&snap, &spec) };
-                lock(&machine).step(input)
-            }
-            cmd = commands.recv() => {
-                let Some(cmd) = cmd else { return };
-                let mut m = lock(&machine);
-                match cmd {
-                    Command::Promote => m.promote(),
-                    Command::Rollback => m.roll_back(),
-                    Command::Pause => { m.pause(true); None }
-                    Command::Resume => { m.pause(false); None }
+/// The A/B route's conditions: each of the Canary's `match` blocks within each of the route's
+/// own (the Canary's conditions win where both set one).
+fn merge_matches(route: &[HttpMatchRequest], canary: &[HttpMatchRequest]) -> Vec<HttpMatchRequest> {
+    if route.is_empty() {
+        return canary.to_vec();
+    }
+    let mut out = Vec::with_capacity(route.len() * canary.len());
+    for r in route {
+        for c in canary {
+            let mut m = r.clone();
+            let fields = [
+                (&mut m.uri, &c.uri),
+                (&mut m.scheme, &c.scheme),
+                (&mut m.method, &c.method),
+                (&mut m.authority, &c.authority),
+            ];
+            for (to, from) in fields {
+                if from.is_some() {
+                    to.clone_from(from);
                 }
             }
-        };
-        let Some(control) = control.upgrade() else {
-            return;
-        };
-        let status = lock(&machine).status.clone();
-        control
-            .metrics
-            .canary_state(&spec.name, status.canary_weight, status.phase.status_code());
-        if changed.is_some() {
-            apply_weights(&control, &spec.name).await;
+            if c.port.is_some() {
+                m.port = c.port;
+            }
+            if c.ignore_uri_case.is_some() {
+                m.ignore_uri_case = c.ignore_uri_case;
+            }
+            m.headers.extend(c.headers.clone());
+            m.query_params.extend(c.query_params.clone());
+            m.without_headers.extend(c.without_headers.clone());
+            m.source_labels.extend(c.source_labels.clone());
+            if !c.gateways.is_empty() {
+                m.gateways.clone_from(&c.gateways);
+            }
+            out.push(m);
         }
     }
-}
-
-/// Applies the current weights; a rejected change (the config went bad meanwhile) is retried
-/// at the next step.
-async fn apply_weights(control: &Control, name: &str) {
-    if let Err(errors) = control.apply(Change::Weights).await {
-        tracing::error!(
-            canary = name,
-            errors = errors.len(),
-            "Canary weights not applied."
-        );
-    }
+    out
 }

@@ -1,20 +1,28 @@
 //! A `Canary` as the controller runs it: what is released, how weights move, what is checked.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::flagger::{Canary, CanaryMetric};
+use serde::Serialize;
+
+use crate::config::flagger::{Canary, CanaryMetric, CanaryWebhook};
+use crate::config::istio::HttpMatchRequest;
 use crate::config::{ResourceSet, Spec};
 
 /// Flagger's default analysis interval.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Flagger's default metric window.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+/// Flagger's default webhook timeout.
+const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A rollout of a canary subset of a VirtualService's destination.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RolloutSpec {
     /// The Canary's name.
     pub name: String,
+    /// The Canary's namespace (`default` when unset), for webhook payloads.
+    pub namespace: String,
     /// The VirtualService whose weights are managed.
     pub virtual_service: String,
     /// The destination host of the managed routes.
@@ -35,6 +43,97 @@ pub struct RolloutSpec {
     pub checks: Vec<CheckSpec>,
     /// Promote without analysis.
     pub skip_analysis: bool,
+    /// How traffic reaches the canary while it is analysed.
+    pub strategy: Strategy,
+    /// Analysis iterations before promotion (A/B testing and blue-green).
+    pub iterations: u32,
+    /// A/B testing: the requests that go to the canary.
+    pub matches: Vec<HttpMatchRequest>,
+    /// Blue-green: the share of traffic mirrored to the canary while it is analysed.
+    pub mirror: Option<f64>,
+    /// Webhooks, in the order written.
+    pub hooks: Vec<HookSpec>,
+}
+
+/// Flagger's strategies, chosen as Flagger chooses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Strategy {
+    /// Weights step up to `maxWeight`.
+    Canary,
+    /// `match` + `iterations`: matching requests go to the canary.
+    AbTesting,
+    /// `iterations` alone: the canary gets no user traffic (but mirrored copies) until all of
+    /// it switches at promotion.
+    BlueGreen,
+}
+
+/// A webhook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookSpec {
+    /// When it is called.
+    pub kind: HookKind,
+    /// Name.
+    pub name: String,
+    /// Where.
+    pub url: String,
+    /// Per call.
+    pub timeout: Duration,
+    /// Further calls after a failed one.
+    pub retries: u32,
+    /// The payload's `metadata`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Flagger's webhook types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookKind {
+    /// A gate before the analysis starts.
+    ConfirmRollout,
+    /// Before traffic shifts; a failure is a failed check.
+    PreRollout,
+    /// Every analysis step, before the metric checks; a failure is a failed check.
+    Rollout,
+    /// A gate before each weight increase.
+    ConfirmTrafficIncrease,
+    /// A gate before promotion.
+    ConfirmPromotion,
+    /// After promotion or rollback; failures are logged.
+    PostRollout,
+    /// While analysing: a 2xx rolls back.
+    Rollback,
+    /// Every event.
+    Event,
+}
+
+impl HookKind {
+    /// The kind named by a webhook's `type` (Flagger's default: `rollout`).
+    pub fn parse(name: Option<&str>) -> Option<HookKind> {
+        Some(match name.unwrap_or("rollout") {
+            "confirm-rollout" => HookKind::ConfirmRollout,
+            "pre-rollout" => HookKind::PreRollout,
+            "rollout" => HookKind::Rollout,
+            "confirm-traffic-increase" => HookKind::ConfirmTrafficIncrease,
+            "confirm-promotion" => HookKind::ConfirmPromotion,
+            "post-rollout" => HookKind::PostRollout,
+            "rollback" => HookKind::Rollback,
+            "event" => HookKind::Event,
+            _ => return None,
+        })
+    }
+
+    /// The `type` that names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::ConfirmRollout => "confirm-rollout",
+            HookKind::PreRollout => "pre-rollout",
+            HookKind::Rollout => "rollout",
+            HookKind::ConfirmTrafficIncrease => "confirm-traffic-increase",
+            HookKind::ConfirmPromotion => "confirm-promotion",
+            HookKind::PostRollout => "post-rollout",
+            HookKind::Rollback => "rollback",
+            HookKind::Event => "event",
+        }
+    }
 }
 
 /// One metric check.
@@ -53,18 +152,32 @@ pub struct CheckSpec {
 }
 
 /// What a check measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum CheckKind {
     /// `request-success-rate`: % of the canary's responses that are not 5xx.
     SuccessRate,
     /// `request-duration`: the canary's p99, in ms.
     Duration,
+    /// `error-rate-vs-primary` (weir): fails when the canary's error rate is higher than the
+    /// primary's over the same window with this confidence (a one-sided two-proportion test).
+    VsPrimary {
+        /// In (0, 1).
+        confidence: f64,
+    },
 }
+
+/// The default confidence of `error-rate-vs-primary`.
+pub const DEFAULT_CONFIDENCE: f64 = 0.99;
 
 impl RolloutSpec {
     /// The spec of a validated Canary whose target is a VirtualService; `None` for other
     /// targets (not run yet) or a VirtualService without the subsets.
-    pub fn from_canary(name: &str, c: &Canary, set: &ResourceSet) -> Option<RolloutSpec> {
+    pub fn from_canary(
+        name: &str,
+        namespace: Option<&str>,
+        c: &Canary,
+        set: &ResourceSet,
+    ) -> Option<RolloutSpec> {
         if c.target_ref.kind.value != "VirtualService" {
             return None;
         }
@@ -97,8 +210,19 @@ impl RolloutSpec {
                     .collect()
             }
         };
+        let iterations = a.and_then(|a| a.iterations).unwrap_or(0);
+        let matches = a.map(|a| a.matches.clone()).unwrap_or_default();
+        let strategy = match (iterations, matches.is_empty()) {
+            (0, _) => Strategy::Canary,
+            (_, false) => Strategy::AbTesting,
+            (_, true) => Strategy::BlueGreen,
+        };
+        let mirror = a
+            .filter(|a| strategy == Strategy::BlueGreen && a.mirror == Some(true))
+            .map(|a| a.mirror_weight.map_or(100.0, |w| f64::from(w.min(100))));
         Some(RolloutSpec {
             name: name.to_owned(),
+            namespace: namespace.unwrap_or("default").to_owned(),
             virtual_service: vs_name.clone(),
             service,
             primary,
@@ -113,8 +237,36 @@ impl RolloutSpec {
                 .map(|a| a.metrics.iter().filter_map(check).collect())
                 .unwrap_or_default(),
             skip_analysis: c.skip_analysis.unwrap_or(false),
+            strategy,
+            iterations,
+            matches,
+            mirror,
+            hooks: a
+                .map(|a| a.webhooks.iter().filter_map(hook).collect())
+                .unwrap_or_default(),
         })
     }
+
+    /// Whether a webhook of `kind` is configured.
+    pub fn has_hook(&self, kind: HookKind) -> bool {
+        self.hooks.iter().any(|h| h.kind == kind)
+    }
+
+    /// The highest canary weight before promotion.
+    pub fn max_weight(&self) -> u32 {
+        self.steps.last().copied().unwrap_or(100)
+    }
+}
+
+fn hook(w: &CanaryWebhook) -> Option<HookSpec> {
+    Some(HookSpec {
+        kind: HookKind::parse(w.kind.as_deref())?,
+        name: w.name.clone(),
+        url: w.url.clone(),
+        timeout: w.timeout.map_or(DEFAULT_HOOK_TIMEOUT, |d| d.0),
+        retries: w.retries.unwrap_or(0),
+        metadata: w.metadata.clone(),
+    })
 }
 
 /// A builtin metric check; `None` for template and query metrics (not run yet).
@@ -122,6 +274,9 @@ fn check(m: &CanaryMetric) -> Option<CheckSpec> {
     let kind = match m.name.value.as_str() {
         "request-success-rate" => CheckKind::SuccessRate,
         "request-duration" => CheckKind::Duration,
+        "error-rate-vs-primary" => CheckKind::VsPrimary {
+            confidence: m.confidence.map_or(DEFAULT_CONFIDENCE, |c| c / 100.0),
+        },
         _ => return None,
     };
     if m.template_ref.is_some() || m.query.is_some() {
@@ -139,6 +294,7 @@ fn check(m: &CanaryMetric) -> Option<CheckSpec> {
         match kind {
             CheckKind::SuccessRate => min = Some(t),
             CheckKind::Duration => max = Some(t),
+            CheckKind::VsPrimary { .. } => {}
         }
     }
     Some(CheckSpec {

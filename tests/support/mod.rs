@@ -214,18 +214,39 @@ pub fn scratch_dir() -> PathBuf {
 pub struct Weir {
     pub server: weir::run::Server,
     pub config: PathBuf,
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Weir {
     pub async fn start(yaml: &str) -> Weir {
+        Weir::start_with_state(yaml, None).await
+    }
+
+    /// Starts weir keeping its state in `state_dir`.
+    pub async fn start_with_state(yaml: &str, state_dir: Option<PathBuf>) -> Weir {
         let dir = scratch_dir();
         let config = dir.join("mesh.yaml");
         std::fs::write(&config, yaml).unwrap();
+        Weir::serve(config, state_dir).await
+    }
+
+    /// Stops weir (as SIGTERM does) and starts it again on the same files.
+    pub async fn restart(self) -> Weir {
+        let Weir {
+            server,
+            config,
+            state_dir,
+        } = self;
+        server.shutdown().await;
+        Weir::serve(config, state_dir).await
+    }
+
+    async fn serve(config: PathBuf, state_dir: Option<PathBuf>) -> Weir {
         let opts = weir::run::Options {
             configs: vec![config.clone()],
             admin: "127.0.0.1:0".parse().unwrap(),
             mesh: "127.0.0.1:0".parse().unwrap(),
-            state_dir: None,
+            state_dir: state_dir.clone(),
         };
         let server = match weir::run::Server::start(opts, None).await {
             Ok(s) => s,
@@ -241,7 +262,11 @@ impl Weir {
             }
             Err(e) => panic!("{e}"),
         };
-        Weir { server, config }
+        Weir {
+            server,
+            config,
+            state_dir,
+        }
     }
 
     pub fn mesh(&self) -> SocketAddr {

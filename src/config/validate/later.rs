@@ -96,8 +96,17 @@ impl<'a> Checker<'a> {
             for m in &analysis.metrics {
                 let builtin = matches!(
                     m.name.value.as_str(),
-                    "request-success-rate" | "request-duration"
+                    "request-success-rate" | "request-duration" | "error-rate-vs-primary"
                 );
+                if let Some(c) = m.confidence
+                    && !(c > 50.0 && c < 100.0)
+                {
+                    self.err(
+                        r,
+                        m.pos,
+                        "confidence must be a percentage above 50 and below 100",
+                    );
+                }
                 match &m.template_ref {
                     Some(t) => {
                         let found = set.resources.iter().any(|x| {
@@ -111,7 +120,7 @@ impl<'a> Checker<'a> {
                         r,
                         m.name.pos,
                         format!(
-                            "metric `{}` is not builtin (request-success-rate, request-duration) and has no templateRef",
+                            "metric `{}` is not builtin (request-success-rate, request-duration, error-rate-vs-primary) and has no templateRef",
                             m.name.value
                         ),
                     ),
@@ -160,11 +169,28 @@ impl<'a> Checker<'a> {
                     ),
                 );
             }
-            if !a.webhooks.is_empty() {
-                self.warn(r, a.pos, "webhooks are validated but not called yet");
+            for w in &a.webhooks {
+                if w.url.starts_with("https://") {
+                    self.warn(
+                        r,
+                        w.pos,
+                        format!(
+                            "webhook `{}`: https is not supported yet; calls will fail",
+                            w.name
+                        ),
+                    );
+                } else if !w.url.starts_with("http://") || w.url.parse::<http::Uri>().is_err() {
+                    self.err(
+                        r,
+                        w.pos,
+                        format!("webhook `{}`: `{}` is not an http:// URL", w.name, w.url),
+                    );
+                }
             }
-            if a.iterations.is_some() || !a.matches.is_empty() || a.mirror == Some(true) {
-                self.warn(r, a.pos, "A/B and blue-green analysis (iterations, match, mirror) are not run yet; the canary strategy is used");
+            if a.iterations.is_some_and(|i| i > 0) && !a.matches.is_empty() {
+                for m in &a.matches {
+                    self.request_match(r, m);
+                }
             }
         }
     }

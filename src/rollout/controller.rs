@@ -1,0 +1,219 @@
+//! The controller task of one rollout: a machine step every interval, operator commands as they
+//! come; after each change it saves the state, applies the routing, and tells the webhooks.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::analysis::{self, CheckResult};
+use super::machine::{Env, Machine, Status};
+use super::spec::{HookKind, RolloutSpec};
+use super::store::Store;
+use super::{Command, hooks, lock};
+use crate::metrics::VersionSample;
+use crate::run::{Change, Control};
+use crate::snapshot::Snapshot;
+
+/// Readings of the canary's and the primary's counters, oldest first.
+type History = VecDeque<(Instant, VersionSample, VersionSample)>;
+
+/// Runs one rollout until its task is aborted or weir stops.
+pub(super) async fn drive(
+    control: Weak<Control>,
+    shared: Arc<Mutex<Machine>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    store: Store,
+) {
+    let spec = lock(&shared).spec.clone();
+    let mut history = History::new();
+    let mut ticker = tokio::time::interval(spec.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if let Some(c) = control.upgrade() {
+        let status = lock(&shared).status.clone();
+        publish_state(&c, &spec, &status);
+    }
+    loop {
+        let before = lock(&shared).clone();
+        let after = tokio::select! {
+            _ = ticker.tick() => {
+                let Some(control) = control.upgrade() else { return };
+                let revision = revision(&control.snapshot(), &spec);
+                record(&control, &spec, &mut history);
+                // The step runs on a copy: a command that comes while it waits on a webhook
+                // drops the step and acts at once.
+                let mut m = before.clone();
+                let mut env = Live { control: &control, spec: &spec, history: &history };
+                tokio::select! {
+                    () = m.step(revision, &mut env) => m,
+                    cmd = commands.recv() => {
+                        let Some(cmd) = cmd else { return };
+                        command(before.clone(), cmd)
+                    }
+                }
+            }
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { return };
+                command(before.clone(), cmd)
+            }
+        };
+        if after.status == before.status {
+            continue;
+        }
+        *lock(&shared) = after.clone();
+        let Some(control) = control.upgrade() else {
+            return;
+        };
+        let (saving, status) = (store.clone(), after.status.clone());
+        let saved = tokio::task::spawn_blocking(move || saving.save(&after.spec, &status)).await;
+        if let Ok(Err(e)) = saved {
+            tracing::error!(canary = %spec.name, error = %e, "Cannot save rollout state.");
+        }
+        let status = lock(&shared).status.clone();
+        publish_state(&control, &spec, &status);
+        if status.routing != before.status.routing
+            && let Err(errors) = control.apply(Change::Weights).await
+        {
+            // The config went bad meanwhile; the routing is applied with the next change.
+            tracing::error!(
+                canary = %spec.name,
+                errors = errors.len(),
+                "Canary routing not applied."
+            );
+        }
+        notify(&spec, &before.status, &status);
+    }
+}
+
+fn publish_state(control: &Control, spec: &RolloutSpec, status: &Status) {
+    control.metrics.canary_state(
+        &spec.name,
+        status.routing.canary_weight,
+        status.phase.status_code(),
+    );
+}
+
+/// Applies an operator command.
+fn command(mut m: Machine, cmd: Command) -> Machine {
+    match cmd {
+        Command::Promote => m.promote(),
+        Command::Rollback => m.roll_back(),
+        Command::Pause => m.pause(true),
+        Command::Resume => m.pause(false),
+    }
+    m
+}
+
+/// Sends new events to the `event` webhooks, and a finished rollout to the `post-rollout` ones,
+/// off the controller's path.
+fn notify(spec: &RolloutSpec, before: &Status, after: &Status) {
+    let new = (after.events_total - before.events_total).min(after.events.len() as u64) as usize;
+    let events: Vec<_> = after
+        .events
+        .iter()
+        .skip(after.events.len() - new)
+        .cloned()
+        .collect();
+    let finished = after.phase.finished() && after.phase != before.phase;
+    let wants_events = spec.has_hook(HookKind::Event) && !events.is_empty();
+    if !(wants_events || finished && spec.has_hook(HookKind::PostRollout)) {
+        return;
+    }
+    let (spec, status) = (spec.clone(), after.clone());
+    tokio::spawn(async move {
+        if finished && let Err(why) = hooks::run(&spec, HookKind::PostRollout, &status).await {
+            tracing::warn!(canary = %spec.name, "Post-rollout: {why}");
+        }
+        hooks::send_events(&spec, &status, &events).await;
+    });
+}
+
+/// Takes a reading of the canary's and the primary's counters, keeping as many as the longest
+/// metric window needs.
+fn record(control: &Control, spec: &RolloutSpec, history: &mut History) {
+    let longest = spec
+        .checks
+        .iter()
+        .map(|c| c.window)
+        .max()
+        .unwrap_or_default();
+    let now = Instant::now();
+    let canary = control
+        .metrics
+        .version(&spec.service, &spec.canary)
+        .sample();
+    let primary = control
+        .metrics
+        .version(&spec.service, &spec.primary)
+        .sample();
+    history.push_back((now, canary, primary));
+    while history.len() > 2
+        && history
+            .get(1)
+            .is_some_and(|(t, _, _)| now.duration_since(*t) > longest)
+    {
+        history.pop_front();
+    }
+}
+
+/// The world as the machine sees it: webhooks over HTTP, checks over weir's own counters.
+struct Live<'a> {
+    control: &'a Control,
+    spec: &'a RolloutSpec,
+    history: &'a History,
+}
+
+impl Env for Live<'_> {
+    async fn hook(&mut self, kind: HookKind, status: &Status) -> Result<(), String> {
+        hooks::run(self.spec, kind, status).await
+    }
+
+    async fn checks(&mut self) -> Vec<CheckResult> {
+        let Some((now, canary, primary)) = self.history.back() else {
+            return Vec::new();
+        };
+        let results: Vec<CheckResult> = self
+            .spec
+            .checks
+            .iter()
+            .map(|c| {
+                let since = now.checked_sub(c.window).unwrap_or(*now);
+                // The reading nearest to a window ago (ticks drift by a little).
+                let (_, c0, p0) = self
+                    .history
+                    .iter()
+                    .min_by_key(|(t, _, _)| t.max(&since).duration_since(*t.min(&since)))
+                    .unwrap_or(&self.history[0]);
+                analysis::evaluate(c, &canary.since(c0), &primary.since(p0))
+            })
+            .collect();
+        for c in &results {
+            self.control
+                .metrics
+                .canary_check(&self.spec.name, &c.name, c.verdict.name());
+        }
+        results
+    }
+}
+
+/// The canary revision: its endpoints and their labels, or `None` without endpoints.
+fn revision(snap: &Snapshot, spec: &RolloutSpec) -> Option<String> {
+    let cluster = snap.clusters.iter().find(|c| {
+        c.spec.service == spec.service && c.spec.subset.as_deref() == Some(spec.canary.as_str())
+    })?;
+    if cluster.spec.endpoints.is_empty() {
+        return None;
+    }
+    let mut parts: Vec<String> = cluster
+        .spec
+        .endpoints
+        .iter()
+        .map(|e| format!("{}{:?}", e.addr, e.labels))
+        .collect();
+    parts.sort();
+    Some(format!(
+        "{:016x}",
+        crate::backend::hash::hash_bytes(parts.join(",").as_bytes())
+    ))
+}

@@ -1,0 +1,120 @@
+//! Rollout state in `--state-dir`: one JSON file per Canary, replaced atomically (written to a
+//! temporary file, flushed, renamed over the old one), so a crash leaves the old state or the
+//! new one, never half of either. A restart resumes each rollout from its file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::machine::Status;
+use super::spec::RolloutSpec;
+
+/// What is kept of a rollout.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Saved {
+    /// The target the status belongs to: a state file for another target is not resumed.
+    virtual_service: String,
+    primary: String,
+    canary: String,
+    status: Status,
+}
+
+/// The state directory (or none: nothing is kept).
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    dir: Option<PathBuf>,
+}
+
+const PREFIX: &str = "canary-";
+const SUFFIX: &str = ".json";
+
+impl Store {
+    /// Keeps state in `dir`, if given.
+    pub fn new(dir: Option<PathBuf>) -> Store {
+        Store { dir }
+    }
+
+    fn path(dir: &Path, name: &str) -> PathBuf {
+        // Canary names are DNS labels; anything else is escaped so it cannot leave the dir.
+        let safe: String = name
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '.' | '_' => c.to_string(),
+                other => format!("%{:02x}", other as u32),
+            })
+            .collect();
+        let safe = safe.trim_start_matches('.');
+        dir.join(format!("{PREFIX}{safe}{SUFFIX}"))
+    }
+
+    /// The kept status of `spec`'s rollout, if it is for the same target.
+    pub fn load(&self, spec: &RolloutSpec) -> Option<Status> {
+        let path = Self::path(self.dir.as_ref()?, &spec.name);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "Cannot read rollout state; starting over.");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<Saved>(&text) {
+            Ok(s)
+                if s.virtual_service == spec.virtual_service
+                    && s.primary == spec.primary
+                    && s.canary == spec.canary =>
+            {
+                tracing::info!(canary = %spec.name, phase = ?s.status.phase, weight = s.status.routing.canary_weight, "Rollout resumed from its state file.");
+                Some(s.status)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "Unreadable rollout state; starting over.");
+                None
+            }
+        }
+    }
+
+    /// Replaces the kept status of `spec`'s rollout.
+    pub fn save(&self, spec: &RolloutSpec, status: &Status) -> std::io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        std::fs::create_dir_all(dir)?;
+        let saved = Saved {
+            virtual_service: spec.virtual_service.clone(),
+            primary: spec.primary.clone(),
+            canary: spec.canary.clone(),
+            status: status.clone(),
+        };
+        let path = Self::path(dir, &spec.name);
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        // The rename itself is durable once the directory is.
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    /// Forgets every rollout but `keep` (by Canary name).
+    pub fn retain(&self, keep: &[&str]) {
+        let Some(dir) = &self.dir else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let kept: Vec<PathBuf> = keep.iter().map(|n| Self::path(dir, n)).collect();
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(PREFIX)
+                && name.ends_with(SUFFIX)
+                && !kept.contains(&path)
+                && let Err(err) = std::fs::remove_file(&path)
+            {
+                tracing::warn!(path = %path.display(), error = %err, "Cannot remove rollout state.");
+            }
+        }
+    }
+}
