@@ -1,15 +1,23 @@
 //! Progressive delivery end to end: a Canary over a VirtualService's subsets, live traffic,
 //! builtin checks; a healthy canary is promoted step by step, a faulty one rolled back; operator
-//! commands.
+//! commands; webhooks; A/B testing; a rollout that survives a restart.
 mod support;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::*;
 
-fn config(v1: &Backend, v2: &Backend, steps: &str) -> String {
+fn config(v1: &Backend, v2: &Backend, analysis: &str) -> String {
+    config_weighted(v1, v2, 10, analysis)
+}
+
+/// The VirtualService gives v2 `v2_weight` of its own; the Canary's `analysis` block is
+/// completed with a 1 s interval, threshold 2 and a success-rate check.
+fn config_weighted(v1: &Backend, v2: &Backend, v2_weight: u32, analysis: &str) -> String {
+    let v1_weight = 100 - v2_weight;
     service_entry("api-service", &[("v1", v1), ("v2", v2)])
         + &destination_rule("api-service", &["v1", "v2"])
         + &format!(
@@ -21,9 +29,9 @@ spec:
   http:
   - route:
     - destination: {{host: api-service, subset: v1}}
-      weight: 90
+      weight: {v1_weight}
     - destination: {{host: api-service, subset: v2}}
-      weight: 10
+      weight: {v2_weight}
 ---
 apiVersion: flagger.app/v1beta1
 kind: Canary
@@ -35,7 +43,7 @@ spec:
   analysis:
     interval: 1s
     threshold: 2
-{steps}
+{analysis}
     metrics:
     - name: request-success-rate
       interval: 1s
@@ -49,12 +57,16 @@ struct Load(Arc<AtomicBool>);
 
 impl Load {
     fn start(weir: &Weir, path: &'static str) -> Load {
+        Load::with_headers(weir, path, &[])
+    }
+
+    fn with_headers(weir: &Weir, path: &'static str, headers: &'static [(&str, &str)]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, addr) = (stop.clone(), weir.mesh());
         tokio::spawn(async move {
             let c = client();
             while !flag.load(Ordering::Relaxed) {
-                let _ = send(&c, addr, "api-service", path, &[]).await;
+                let _ = send(&c, addr, "api-service", path, headers).await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });
@@ -88,10 +100,15 @@ async fn wait_for(weir: &Weir, phase: &str) -> serde_json::Value {
 
 /// Which version answers 100 requests.
 async fn shares(weir: &Weir) -> (usize, usize) {
+    shares_with(weir, &[]).await
+}
+
+/// Which version answers 100 requests with `headers`.
+async fn shares_with(weir: &Weir, headers: &[(&str, &str)]) -> (usize, usize) {
     let c = client();
     let mut out = (0, 0);
     for _ in 0..100 {
-        let (_, h, _) = send(&c, weir.mesh(), "api-service", "/", &[]).await;
+        let (_, h, _) = send(&c, weir.mesh(), "api-service", "/", headers).await;
         match backend_of(&h).as_str() {
             "v1" => out.0 += 1,
             _ => out.1 += 1,
@@ -214,4 +231,286 @@ async fn operators_can_pause_promote_and_roll_back() {
         list.contains("\"name\":\"api-service\"") || list.contains("\"name\": \"api-service\""),
         "{list}"
     );
+}
+
+/// A webhook receiver: answers each path with the status set for it (200 by default) and
+/// records every call's path and JSON payload.
+#[derive(Clone, Default)]
+struct Hooks {
+    answers: Arc<Mutex<HashMap<String, u16>>>,
+    calls: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    addr: Option<std::net::SocketAddr>,
+}
+
+impl Hooks {
+    async fn start() -> Hooks {
+        use http_body_util::BodyExt;
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hooks = Hooks {
+            addr: Some(socket.local_addr().unwrap()),
+            ..Hooks::default()
+        };
+        let me = hooks.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = socket.accept().await {
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let me = me.clone();
+                            async move {
+                                let path = req.uri().path().to_owned();
+                                let body = req.into_body().collect().await?.to_bytes();
+                                let json = serde_json::from_slice(&body)
+                                    .unwrap_or(serde_json::Value::Null);
+                                me.calls.lock().unwrap().push((path.clone(), json));
+                                let status = *me.answers.lock().unwrap().get(&path).unwrap_or(&200);
+                                let mut resp = http::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::new(),
+                                ));
+                                *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, hyper::Error>(resp)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        hooks
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr.unwrap())
+    }
+
+    fn answer(&self, path: &str, status: u16) {
+        self.answers.lock().unwrap().insert(path.to_owned(), status);
+    }
+
+    fn calls_to(&self, path: &str) -> Vec<serde_json::Value> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+fn event_messages(status: &serde_json::Value) -> Vec<String> {
+    status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn webhooks_gate_and_follow_the_rollout() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let hooks = Hooks::start().await;
+    hooks.answer("/confirm-rollout", 403);
+    hooks.answer("/confirm-promotion", 403);
+    let webhooks = format!(
+        "    stepWeight: 50
+    maxWeight: 50
+    webhooks:
+    - {{name: gate, type: confirm-rollout, url: '{}'}}
+    - {{name: acceptance, type: pre-rollout, url: '{}', timeout: 5s, metadata: {{cmd: smoke}}}}
+    - {{name: load, url: '{}'}}
+    - {{name: promote-gate, type: confirm-promotion, url: '{}'}}
+    - {{name: done, type: post-rollout, url: '{}'}}
+    - {{name: feed, type: event, url: '{}'}}",
+        hooks.url("/confirm-rollout"),
+        hooks.url("/pre"),
+        hooks.url("/rollout"),
+        hooks.url("/confirm-promotion"),
+        hooks.url("/post"),
+        hooks.url("/event"),
+    );
+    let weir = Weir::start(&config_weighted(&v1, &v2, 0, &webhooks)).await;
+    let _load = Load::start(&weir, "/");
+    // The confirm-rollout gate holds the rollout: no traffic reaches the canary.
+    let waiting = wait_for(&weir, "Waiting").await;
+    assert_eq!(waiting["canaryWeight"], 0);
+    assert!(hooks.calls_to("/pre").is_empty());
+    hooks.answer("/confirm-rollout", 200);
+    // Analysis runs at 50 %, then promotion waits for its gate while checks keep running.
+    let held = wait_for(&weir, "WaitingPromotion").await;
+    assert_eq!(held["canaryWeight"], 50);
+    let pre = hooks.calls_to("/pre");
+    assert_eq!(pre.len(), 1, "{pre:?}");
+    assert_eq!(pre[0]["name"], "api-service");
+    assert_eq!(pre[0]["namespace"], "default");
+    assert_eq!(pre[0]["phase"], "Progressing");
+    assert_eq!(pre[0]["metadata"]["cmd"], "smoke");
+    assert!(pre[0]["checksum"].as_str().is_some_and(|c| !c.is_empty()));
+    hooks.answer("/confirm-promotion", 200);
+    let done = wait_for(&weir, "Succeeded").await;
+    assert_eq!(done["canaryWeight"], 100);
+    assert!(!hooks.calls_to("/rollout").is_empty());
+    // Post-rollout and event webhooks are sent off the controller's path: give them a moment.
+    for _ in 0..50 {
+        if !hooks.calls_to("/post").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = hooks.calls_to("/post");
+    assert_eq!(post.len(), 1);
+    assert_eq!(post[0]["phase"], "Succeeded");
+    let events: Vec<String> = hooks
+        .calls_to("/event")
+        .iter()
+        .map(|e| e["metadata"]["eventMessage"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("New revision detected!")),
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Halt api-service advancement: waiting for approval")),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_rollout_webhook_rolls_back() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let hooks = Hooks::start().await;
+    hooks.answer("/rollout", 500);
+    let analysis = format!(
+        "    stepWeight: 10
+    webhooks:
+    - {{name: tests, type: rollout, url: '{}', retries: 1}}",
+        hooks.url("/rollout")
+    );
+    let weir = Weir::start(&config_weighted(&v1, &v2, 0, &analysis)).await;
+    let _load = Load::start(&weir, "/");
+    let failed = wait_for(&weir, "Failed").await;
+    assert_eq!(failed["failedChecks"], 2);
+    let events = event_messages(&failed);
+    assert!(
+        events.iter().any(|e| e
+            .contains("rollout check failed: webhook tests answered 500 (failed checks 1 of 2)")),
+        "{events:#?}"
+    );
+    // One call and one retry per failed check.
+    assert_eq!(hooks.calls_to("/rollout").len(), 4);
+    assert_eq!(shares(&weir).await, (100, 0));
+}
+
+#[tokio::test]
+async fn ab_testing_sends_matching_requests_to_the_canary() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let analysis = "    iterations: 3
+    match:
+    - headers:
+        x-canary: {exact: insider}
+    - headers:
+        cookie: {regex: '^(.*?;)?(type=insider)(;.*)?$'}";
+    let weir = Weir::start(&config_weighted(&v1, &v2, 0, analysis)).await;
+    let _load = Load::with_headers(&weir, "/", &[("x-canary", "insider")]);
+    let s = wait_for(&weir, "Progressing").await;
+    assert_eq!(s["strategy"], "AbTesting");
+    // Deterministic routing: only matching requests reach the canary.
+    assert_eq!(
+        shares_with(&weir, &[("x-canary", "insider")]).await,
+        (0, 100)
+    );
+    assert_eq!(
+        shares_with(&weir, &[("X-Canary", "insider")]).await,
+        (0, 100)
+    );
+    assert_eq!(
+        shares_with(&weir, &[("x-canary", "Insider")]).await,
+        (100, 0)
+    );
+    assert_eq!(
+        shares_with(&weir, &[("cookie", "type=insider")]).await,
+        (0, 100)
+    );
+    assert_eq!(
+        shares_with(&weir, &[("cookie", "a=b;type=insider")]).await,
+        (0, 100)
+    );
+    // The regex trap: a space after `;` (as browsers send) does not match.
+    assert_eq!(
+        shares_with(&weir, &[("cookie", "a=b; type=insider")]).await,
+        (100, 0)
+    );
+    assert_eq!(shares(&weir).await, (100, 0));
+    let done = wait_for(&weir, "Succeeded").await;
+    assert_eq!(done["iterations"], 3);
+    let events = event_messages(&done);
+    for k in 1..=3 {
+        let e = format!("Advance api-service canary iteration {k}/3");
+        assert!(events.contains(&e), "{e} in {events:#?}");
+    }
+    assert_eq!(shares(&weir).await, (0, 100));
+}
+
+#[tokio::test]
+async fn a_rollout_resumes_at_the_same_step_after_a_restart() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let state = scratch_dir();
+    let cfg = config_weighted(&v1, &v2, 0, "    stepWeight: 20\n    maxWeight: 80");
+    let weir = Weir::start_with_state(&cfg, Some(state.clone())).await;
+    let _load = Load::start(&weir, "/");
+    wait_for(&weir, "Progressing").await;
+    assert_eq!(
+        weir::admin::call(weir.admin(), "POST", "/canaries/api-service/pause")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = status(&weir).await;
+    let weight = before["canaryWeight"].as_u64().unwrap();
+    assert!((20..=80).contains(&weight), "{before:#}");
+    let file = state.join("canary-api-service.json");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["status"]["canaryWeight"], weight);
+    drop(_load);
+
+    let weir = weir.restart().await;
+    // The first config served after the restart already has the kept weights.
+    let after = status(&weir).await;
+    assert_eq!(after["canaryWeight"], weight);
+    assert_eq!(after["phase"], "Progressing");
+    assert_eq!(after["status"]["paused"], true);
+    assert_eq!(event_messages(&after), event_messages(&before));
+    let (_, on_v2) = shares(&weir).await;
+    assert!(
+        (1..=60).contains(&on_v2),
+        "v2 got {on_v2} of 100 at weight {weight}"
+    );
+    // It carries on from there.
+    let _load = Load::start(&weir, "/");
+    weir::admin::call(weir.admin(), "POST", "/canaries/api-service/resume")
+        .await
+        .unwrap();
+    let done = wait_for(&weir, "Succeeded").await;
+    let advances: Vec<String> = event_messages(&done)
+        .into_iter()
+        .filter(|e| e.starts_with("Advance"))
+        .collect();
+    assert_eq!(advances.len(), 4, "each step taken once: {advances:#?}");
+    // Without the Canary its state is forgotten.
+    let without = &cfg[..cfg.find("---\napiVersion: flagger.app").unwrap()];
+    assert!(weir.rewrite(without).await);
+    assert!(!file.exists());
 }
