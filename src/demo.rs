@@ -1,6 +1,8 @@
-//! `weir demo`: the embedded-default main job. Two demo backends (v1, v2) and weir start on
-//! loopback; a load driver sends traffic through weir while the weights move from v1 to v2 in
-//! steps, applied through the same path a config reload takes. It ends by itself and exits 0.
+//! `weir demo`: the embedded-default main job. Three demo backends (v1, v2, and a faulty v3) and
+//! weir start on loopback; a load driver sends traffic through weir while a Flagger `Canary`
+//! releases v2 step by step (checks pass, it is promoted), then releases v3, whose 20 % errors
+//! fail the checks and roll it back on its own. Progress is printed live; it exits 0 when both
+//! releases ended as they should.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,24 +12,28 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 use crate::config;
+use crate::rollout::view;
 use crate::run::{Change, Options, Server};
 
-/// The weights the demo walks through (v1, v2), and how long each step lasts.
-const STEPS: [(u32, u32); 5] = [(100, 0), (90, 10), (75, 25), (50, 50), (0, 100)];
-const STEP: Duration = Duration::from_secs(4);
 /// Concurrent driver connections and the pause between their requests (about 400 req/s).
 const DRIVERS: usize = 4;
 const PAUSE: Duration = Duration::from_millis(10);
+/// How long one release may take before the demo gives up.
+const RELEASE_LIMIT: Duration = Duration::from_secs(60);
+/// Every how many requests the faulty v3 answers 500 (20 %).
+const V3_FAULT_EVERY: u64 = 5;
 
-/// The demo configuration; `{V1}`, `{V2}`, `{W1}`, `{W2}` are filled in.
+/// The demo configuration; `{V1}`, `{V2}`, `{V3}` (ports), `{PRIMARY}` and `{CANARY}`
+/// (versions) are filled in.
 const TEMPLATE: &str = "\
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -39,6 +45,7 @@ spec:
   endpoints:
   - {address: 127.0.0.1, ports: {http: {V1}}, labels: {version: v1}}
   - {address: 127.0.0.1, ports: {http: {V2}}, labels: {version: v2}}
+  - {address: 127.0.0.1, ports: {http: {V3}}, labels: {version: v3}}
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: DestinationRule
@@ -48,6 +55,7 @@ spec:
   subsets:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
 ---
 apiVersion: networking.istio.io/v1beta1
 kind: VirtualService
@@ -55,18 +63,53 @@ metadata: {name: api-service}
 spec:
   hosts: [api-service]
   http:
-  - name: canary
+  - name: release
     route:
-    - {destination: {host: api-service, subset: v1}, weight: {W1}}
-    - {destination: {host: api-service, subset: v2}, weight: {W2}}
+    - {destination: {host: api-service, subset: {PRIMARY}}, weight: 100}
+    - {destination: {host: api-service, subset: {CANARY}}, weight: 0}
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: api-service}
+spec:
+  targetRef: {apiVersion: networking.istio.io/v1beta1, kind: VirtualService, name: api-service}
+  primarySubset: {PRIMARY}
+  canarySubset: {CANARY}
+  analysis:
+    interval: 1s
+    threshold: 2
+    stepWeight: 20
+    maxWeight: 60
+    metrics:
+    - name: request-success-rate
+      interval: 2s
+      thresholdRange: {min: 99}
+    - name: error-rate-vs-primary
+      interval: 2s
+      confidence: 99
 ";
 
 /// Counts seen by the driver.
 #[derive(Default)]
 struct Tally {
-    v1: AtomicU64,
-    v2: AtomicU64,
+    by_version: [AtomicU64; 3],
+    errors: AtomicU64,
     failed: AtomicU64,
+    /// Milliseconds from the start to the first 5xx (0: none yet).
+    first_error_ms: AtomicU64,
+}
+
+impl Tally {
+    fn read(&self) -> [u64; 5] {
+        let v = |i: usize| self.by_version[i].load(Ordering::Relaxed);
+        [
+            v(0),
+            v(1),
+            v(2),
+            self.errors.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        ]
+    }
 }
 
 /// Runs the demo.
@@ -81,96 +124,168 @@ pub async fn run() -> ExitCode {
 }
 
 async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    let v1 = backend("v1").await?;
-    let v2 = backend("v2").await?;
-    let render = |w1: u32, w2: u32| {
-        TEMPLATE
-            .replace("{V1}", &v1.port().to_string())
-            .replace("{V2}", &v2.port().to_string())
-            .replace("{W1}", &w1.to_string())
-            .replace("{W2}", &w2.to_string())
+    let ports = [
+        backend("v1", 0).await?,
+        backend("v2", 0).await?,
+        backend("v3", V3_FAULT_EVERY).await?,
+    ];
+    let set = |primary: &str, canary: &str| {
+        let yaml = TEMPLATE
+            .replace("{V1}", &ports[0].port().to_string())
+            .replace("{V2}", &ports[1].port().to_string())
+            .replace("{V3}", &ports[2].port().to_string())
+            .replace("{PRIMARY}", primary)
+            .replace("{CANARY}", canary);
+        config::parse_set("<demo>", &yaml).map_err(errors)
     };
-    let set = |w1, w2| config::parse_set("<demo>", &render(w1, w2)).map_err(errors);
     let opts = Options {
         configs: Vec::new(),
         admin: "127.0.0.1:0".parse()?,
         mesh: "127.0.0.1:0".parse()?,
         state_dir: None,
     };
-    let server = Server::start(opts, Some(set(STEPS[0].0, STEPS[0].1)?)).await?;
+    let server = Server::start(opts, Some(set("v1", "v2")?)).await?;
     println!(
-        "weir demo: v1 on {v1}, v2 on {v2}, weir on {} (admin {})",
-        server.mesh_addr(),
-        server.admin_addr()
+        "weir demo: v1 on {}, v2 on {}, v3 (answers 500 to 1 request in {V3_FAULT_EVERY}) on {}",
+        ports[0], ports[1], ports[2]
     );
     println!(
-        "try it meanwhile: curl -H 'Host: api-service' http://{}/",
+        "weir on {} (admin {}); meanwhile try: curl -H 'Host: api-service' http://{}/",
+        server.mesh_addr(),
+        server.admin_addr(),
         server.mesh_addr()
     );
     println!(
-        "                  curl http://{}/metrics\n",
+        "                     weir canary watch api-service --admin {}\n",
         server.admin_addr()
     );
 
+    let start = Instant::now();
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let drivers: Vec<_> = (0..DRIVERS)
-        .map(|_| tokio::spawn(drive(server.mesh_addr(), tally.clone(), stop.clone())))
+        .map(|_| {
+            tokio::spawn(drive(
+                server.mesh_addr(),
+                tally.clone(),
+                stop.clone(),
+                start,
+            ))
+        })
         .collect();
 
-    let mut elapsed = 0;
-    let mut last = (0, 0, 0);
-    for (step, (w1, w2)) in STEPS.iter().enumerate() {
-        if step > 0 {
-            let generation = server
-                .apply(Change::Replace(set(*w1, *w2)?))
-                .await
-                .map_err(errors)?;
-            println!("-- applied weights v1={w1} v2={w2} (config generation {generation})");
-        }
-        for _ in 0..STEP.as_secs() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            elapsed += 1;
-            let now = (
-                tally.v1.load(Ordering::Relaxed),
-                tally.v2.load(Ordering::Relaxed),
-                tally.failed.load(Ordering::Relaxed),
-            );
-            let (a, b, f) = (now.0 - last.0, now.1 - last.1, now.2 - last.2);
-            last = now;
-            let total = (a + b + f).max(1) as f64;
-            println!(
-                "[{elapsed:>2}s] weights {w1:>3}/{w2:<3} | last second: v1 {a:>4} ({:>5.1}%)  v2 {b:>4} ({:>5.1}%)  {} | success {:>5.1}%",
-                100.0 * a as f64 / total,
-                100.0 * b as f64 / total,
-                bar(b as f64 / total),
-                100.0 * (a + b) as f64 / total,
-            );
-        }
+    println!("== release 1: v2, a healthy version, replaces v1 ==");
+    let mut seen = 0;
+    let released = follow(&server, &tally, start, &mut seen).await?;
+    if released != "Succeeded" {
+        return Err(format!("v2 should have been promoted, but the rollout {released}").into());
     }
+    println!("\n== release 2: v3, a faulty version, is tried against v2 ==");
+    server
+        .apply(Change::Replace(set("v2", "v3")?))
+        .await
+        .map_err(errors)?;
+    let before = tally.read();
+    let outcome = follow(&server, &tally, start, &mut seen).await?;
+    let after = tally.read();
     stop.store(true, Ordering::Relaxed);
     for d in drivers {
         let _ = d.await;
     }
-    let metrics = server.control().metrics.encode(false);
-    println!("\nweir's own metrics (http_requests_total by version):");
-    for line in metrics
-        .lines()
-        .filter(|l| l.starts_with("http_requests_total{service=\"api-service\""))
-    {
-        println!("  {line}");
+    if outcome != "Failed" {
+        return Err(format!("v3 should have been rolled back, but the rollout {outcome}").into());
     }
-    let failed = tally.failed.load(Ordering::Relaxed);
+    let first_error = tally.first_error_ms.load(Ordering::Relaxed);
+    let rolled_back = server
+        .control()
+        .rollouts
+        .json(Some("api-service"))
+        .and_then(|v| {
+            v["events"]
+                .as_array()?
+                .iter()
+                .rev()
+                .find(|e| {
+                    e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("Rolling back"))
+                })
+                .and_then(|e| e["time"].as_f64())
+        });
     println!(
-        "\ndone: {} requests to v1, {} to v2, {failed} failed; v2 now takes all traffic.",
-        tally.v1.load(Ordering::Relaxed),
-        tally.v2.load(Ordering::Relaxed)
+        "\ndone: v3 served {} requests, {} of them errors, before it was rolled back{}; v2 keeps all traffic.",
+        after[2] - before[2],
+        after[3] - before[3],
+        match rolled_back {
+            Some(t) if first_error > 0 => format!(
+                " {:.1} s after the first error",
+                t - unix_time_at(start, first_error)
+            ),
+            _ => String::new(),
+        }
     );
     server.shutdown().await;
-    if failed > 0 {
-        return Err(format!("{failed} requests failed").into());
+    if after[4] > 0 {
+        return Err(format!("{} requests got no answer", after[4]).into());
     }
     Ok(())
+}
+
+/// Prints the rollout's progress and traffic every second, and its events as they come, until
+/// it succeeds or fails; returns the final phase.
+async fn follow(
+    server: &Server,
+    tally: &Tally,
+    start: Instant,
+    seen: &mut u64,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let began = Instant::now();
+    let mut last = tally.read();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    loop {
+        let Some(v) = server.control().rollouts.json(Some("api-service")) else {
+            return Err("the rollout is gone".into());
+        };
+        let (events, total) = view::new_events(&v, *seen);
+        *seen = total;
+        for e in events {
+            println!("    {e}");
+        }
+        let phase = v["phase"].as_str().unwrap_or("").to_owned();
+        if phase == "Succeeded" || phase == "Failed" {
+            return Ok(phase);
+        }
+        if began.elapsed() > RELEASE_LIMIT {
+            return Err(format!("the release did not finish within {RELEASE_LIMIT:?}").into());
+        }
+        ticker.tick().await;
+        let now = tally.read();
+        let d: Vec<u64> = now.iter().zip(last).map(|(a, b)| a - b).collect();
+        last = now;
+        let total = (d[0] + d[1] + d[2]).max(1) as f64;
+        let pct = |n: u64| 100.0 * n as f64 / total;
+        let weight = v["canaryWeight"].as_u64().unwrap_or(0);
+        println!(
+            "[{:>3}s] {:<12} {} {:>3}% canary | last second: v1 {:>3.0}%  v2 {:>3.0}%  v3 {:>3.0}%  errors {}",
+            start.elapsed().as_secs(),
+            phase,
+            view::bar(weight),
+            weight,
+            pct(d[0]),
+            pct(d[1]),
+            pct(d[2]),
+            d[3],
+        );
+    }
+}
+
+/// The Unix time `ms` milliseconds after `start`.
+fn unix_time_at(start: Instant, ms: u64) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    now - start.elapsed().as_secs_f64() + ms as f64 / 1000.0
 }
 
 fn errors(errors: Vec<config::ConfigError>) -> Box<dyn std::error::Error> {
@@ -182,23 +297,33 @@ fn errors(errors: Vec<config::ConfigError>) -> Box<dyn std::error::Error> {
         .into()
 }
 
-fn bar(share: f64) -> String {
-    let n = (share * 20.0).round() as usize;
-    format!("[{}{}]", "#".repeat(n), ".".repeat(20 - n.min(20)))
-}
-
-/// A demo backend answering with its version.
-async fn backend(version: &'static str) -> std::io::Result<SocketAddr> {
+/// A demo backend answering with its version; with `fault_every` > 0, every that many
+/// requests get a 500.
+async fn backend(version: &'static str, fault_every: u64) -> std::io::Result<SocketAddr> {
     let socket = TcpListener::bind("127.0.0.1:0").await?;
     let addr = socket.local_addr()?;
+    let served = Arc::new(AtomicU64::new(0));
     tokio::spawn(async move {
         while let Ok((stream, _)) = socket.accept().await {
-            let svc = service_fn(move |_req: Request<hyper::body::Incoming>| async move {
-                let mut resp =
-                    Response::new(Full::new(Bytes::from(format!("hello from {version}\n"))));
-                resp.headers_mut()
-                    .insert("x-version", http::HeaderValue::from_static(version));
-                Ok::<_, Infallible>(resp)
+            let served = served.clone();
+            let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+                async move {
+                    let fault = fault_every > 0 && n.is_multiple_of(fault_every);
+                    let text = if fault {
+                        "injected failure\n"
+                    } else {
+                        "hello\n"
+                    };
+                    let mut resp =
+                        Response::new(Full::new(Bytes::from(format!("{version}: {text}"))));
+                    if fault {
+                        *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    resp.headers_mut()
+                        .insert("x-version", http::HeaderValue::from_static(version));
+                    Ok::<_, Infallible>(resp)
+                }
             });
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
@@ -211,7 +336,7 @@ async fn backend(version: &'static str) -> std::io::Result<SocketAddr> {
 }
 
 /// One keep-alive connection sending requests until told to stop.
-async fn drive(weir: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+async fn drive(weir: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>, start: Instant) {
     let mut sender = None;
     while !stop.load(Ordering::Relaxed) {
         if sender.is_none() {
@@ -228,16 +353,27 @@ async fn drive(weir: SocketAddr, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
             .body(Full::new(Bytes::new()))
             .expect("static request");
         let ok = match s.send_request(req).await {
-            Ok(resp) if resp.status().is_success() => {
+            Ok(resp) => {
                 let version = resp.headers().get("x-version").cloned();
-                let _ = resp.into_body().collect().await;
-                match version.as_ref().map(|v| v.as_bytes()) {
-                    Some(b"v1") => tally.v1.fetch_add(1, Ordering::Relaxed),
-                    _ => tally.v2.fetch_add(1, Ordering::Relaxed),
+                if resp.status().is_server_error() {
+                    tally.errors.fetch_add(1, Ordering::Relaxed);
+                    let ms = start.elapsed().as_millis() as u64;
+                    let _ = tally.first_error_ms.compare_exchange(
+                        0,
+                        ms.max(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                let i = match version.as_ref().map(|v| v.as_bytes()) {
+                    Some(b"v1") => 0,
+                    Some(b"v2") => 1,
+                    _ => 2,
                 };
-                true
+                tally.by_version[i].fetch_add(1, Ordering::Relaxed);
+                resp.into_body().collect().await.is_ok()
             }
-            _ => false,
+            Err(_) => false,
         };
         if !ok {
             tally.failed.fetch_add(1, Ordering::Relaxed);

@@ -1,4 +1,4 @@
-//! The `weir` command line: `run`, `validate`, `demo`, `faults`.
+//! The `weir` command line: `run`, `validate`, `demo`, `faults`, `canary`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +51,51 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: SocketAddr,
     },
+    /// Progressive delivery on a running weir: list, status, watch, promote, rollback, pause,
+    /// resume.
+    Canary {
+        #[command(subcommand)]
+        action: CanaryAction,
+        /// The running weir's admin API address.
+        #[arg(long, default_value = "127.0.0.1:15000", global = true)]
+        admin: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum CanaryAction {
+    /// Every rollout, one line each.
+    List,
+    /// A rollout's state, last checks and events.
+    Status {
+        /// The Canary's name.
+        name: String,
+    },
+    /// Live progress until the rollout succeeds (exit 0) or fails (exit 1).
+    Watch {
+        /// The Canary's name.
+        name: String,
+    },
+    /// Promote now, whatever the step.
+    Promote {
+        /// The Canary's name.
+        name: String,
+    },
+    /// Roll back now: all traffic to the primary.
+    Rollback {
+        /// The Canary's name.
+        name: String,
+    },
+    /// Stop taking steps.
+    Pause {
+        /// The Canary's name.
+        name: String,
+    },
+    /// Take steps again.
+    Resume {
+        /// The Canary's name.
+        name: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -72,6 +117,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { paths } => validate(&paths),
         Command::Demo => runtime(None).block_on(weir::demo::run()),
+        Command::Canary { action, admin } => runtime(Some(1)).block_on(canary(action, admin)),
         Command::Faults { action, admin } => {
             let (method, path) = match action {
                 FaultAction::Disable => ("POST", "/faults/disable"),
@@ -128,6 +174,76 @@ fn main() -> ExitCode {
                 }
             })
         }
+    }
+}
+
+async fn canary(action: CanaryAction, admin: SocketAddr) -> ExitCode {
+    use weir::rollout::view;
+    let get = |path: String| async move {
+        match weir::admin::call(admin, "GET", &path).await {
+            Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
+                .map_err(|e| format!("unexpected answer from the admin API: {e}")),
+            Ok((404, _)) => Err("no such canary".to_owned()),
+            Ok((status, body)) => Err(format!("admin answered {status}: {body}")),
+            Err(e) => Err(format!("cannot reach the admin API at {admin}: {e}")),
+        }
+    };
+    let result = match action {
+        CanaryAction::List => get("/canaries".into()).await.map(|v| {
+            print!("{}", view::table(&v));
+            ExitCode::SUCCESS
+        }),
+        CanaryAction::Status { name } => get(format!("/canaries/{name}")).await.map(|v| {
+            print!("{}", view::details(&v));
+            ExitCode::SUCCESS
+        }),
+        CanaryAction::Watch { name } => {
+            let path = format!("/canaries/{name}");
+            let mut seen = 0;
+            let mut last_line = String::new();
+            loop {
+                let v = match get(path.clone()).await {
+                    Ok(v) => v,
+                    Err(e) => break Err(e),
+                };
+                let (events, total) = view::new_events(&v, seen);
+                seen = total;
+                for e in events {
+                    println!("  {e}");
+                }
+                let line = view::progress(&v);
+                if line != last_line {
+                    println!("{line}");
+                    last_line = line;
+                }
+                match v["phase"].as_str() {
+                    Some("Succeeded") => break Ok(ExitCode::SUCCESS),
+                    Some("Failed") => break Ok(ExitCode::FAILURE),
+                    _ => {}
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        CanaryAction::Promote { name } => command(admin, &name, "promote").await,
+        CanaryAction::Rollback { name } => command(admin, &name, "rollback").await,
+        CanaryAction::Pause { name } => command(admin, &name, "pause").await,
+        CanaryAction::Resume { name } => command(admin, &name, "resume").await,
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("weir: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn command(admin: SocketAddr, name: &str, action: &str) -> Result<ExitCode, String> {
+    match weir::admin::call(admin, "POST", &format!("/canaries/{name}/{action}")).await {
+        Ok((200, _)) => {
+            println!("{name}: {action} sent");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((404, _)) => Err(format!("no such canary: {name}")),
+        Ok((status, body)) => Err(format!("admin answered {status}: {body}")),
+        Err(e) => Err(format!("cannot reach the admin API at {admin}: {e}")),
     }
 }
 

@@ -514,3 +514,65 @@ async fn a_rollout_resumes_at_the_same_step_after_a_restart() {
     assert!(weir.rewrite(without).await);
     assert!(!file.exists());
 }
+
+/// Runs `weir canary ARGS --admin ADDR` off the runtime (this weir lives on it); returns
+/// success and stdout.
+async fn cli(weir: &Weir, args: &[&str]) -> (bool, String) {
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    args.insert(0, "canary".into());
+    args.extend(["--admin".into(), weir.admin().to_string()]);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_lists_shows_watches_and_controls_rollouts() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let weir = Weir::start(&config(&v1, &v2, "    stepWeight: 10\n    maxWeight: 90")).await;
+    let _load = Load::start(&weir, "/");
+    wait_for(&weir, "Progressing").await;
+    let (ok, list) = cli(&weir, &["list"]).await;
+    assert!(ok, "{list}");
+    assert!(list.starts_with("NAME"), "{list}");
+    assert!(
+        list.lines().nth(1).unwrap().starts_with("api-service "),
+        "{list}"
+    );
+    let (ok, out) = cli(&weir, &["pause", "api-service"]).await;
+    assert!(ok && out.contains("pause sent"), "{out}");
+    let (ok, status) = cli(&weir, &["status", "api-service"]).await;
+    assert!(ok, "{status}");
+    assert!(status.contains("Canary strategy): v1 -> v2"), "{status}");
+    assert!(status.contains("PAUSED"), "{status}");
+    assert!(
+        status.contains("Advance api-service canary weight 10"),
+        "{status}"
+    );
+    // watch follows until the rollout ends: a rollback while it watches ends it with 1.
+    let admin = weir.admin();
+    let rollback = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        weir::admin::call(admin, "POST", "/canaries/api-service/rollback").await
+    });
+    let (ok, watched) = cli(&weir, &["watch", "api-service"]).await;
+    assert!(!ok, "{watched}");
+    assert!(
+        watched.contains("Rolling back api-service by an operator"),
+        "{watched}"
+    );
+    assert!(watched.contains("Failed"), "{watched}");
+    assert_eq!(rollback.await.unwrap().unwrap().0, 200);
+    let (ok, out) = cli(&weir, &["promote", "nope"]).await;
+    assert!(!ok && out.contains("no such canary: nope"), "{out}");
+}

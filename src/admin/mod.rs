@@ -131,26 +131,12 @@ pub async fn call(
     admin: std::net::SocketAddr,
     method: &str,
     path: &str,
-) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(admin).await?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {admin}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut out = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let text = String::from_utf8_lossy(&out);
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(bad)?;
-    Ok((status, body.trim_end().to_owned()))
+) -> Result<(u16, String), crate::client::CallError> {
+    let method = http::Method::from_bytes(method.as_bytes())
+        .map_err(|_| crate::client::CallError::Http(format!("bad method {method}")))?;
+    let url = format!("http://{admin}{path}");
+    let reply = crate::client::call(method, &url, None, std::time::Duration::from_secs(10)).await?;
+    Ok((reply.status, reply.body.trim_end().to_owned()))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

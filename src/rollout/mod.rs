@@ -12,6 +12,7 @@ mod hooks;
 pub mod machine;
 pub mod spec;
 pub mod store;
+pub mod view;
 
 use serde_json::{Value, json};
 use std::collections::HashMap;
