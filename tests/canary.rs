@@ -576,3 +576,160 @@ async fn the_cli_lists_shows_watches_and_controls_rollouts() {
     let (ok, out) = cli(&weir, &["promote", "nope"]).await;
     assert!(!ok && out.contains("no such canary: nope"), "{out}");
 }
+
+/// What clients saw of a release: when the canary first failed, how many 5xx they got.
+#[derive(Default)]
+struct Seen {
+    first_error: Option<std::time::Instant>,
+    errors: u64,
+    canary_after_rollback: u64,
+}
+
+/// The issue's scenario: a canary answering 20 % errors, 100 requests a second (open loop),
+/// interval 1 s, threshold 3, stepWeight 10, with `metrics`. Returns the seconds from the
+/// first error a client saw to the rollback, and the errors clients saw.
+async fn rollback_figures(metrics: &str) -> (f64, u64) {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let cfg = service_entry("api-service", &[("v1", &v1), ("v2", &v2)])
+        + &destination_rule("api-service", &["v1", "v2"])
+        + &format!(
+            "apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: api-service}}
+spec:
+  hosts: [api-service]
+  http:
+  - route:
+    - destination: {{host: api-service, subset: v1}}
+      weight: 100
+    - destination: {{host: api-service, subset: v2}}
+      weight: 0
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: api-service}}
+spec:
+  targetRef: {{apiVersion: networking.istio.io/v1beta1, kind: VirtualService, name: api-service}}
+  primarySubset: v1
+  canarySubset: v2
+  analysis:
+    interval: 1s
+    threshold: 3
+    stepWeight: 10
+    metrics:
+{metrics}
+"
+        );
+    let weir = Weir::start(&cfg).await;
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let rolled_back = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (seen, rolled_back, stop, addr) =
+            (seen.clone(), rolled_back.clone(), stop.clone(), weir.mesh());
+        tokio::spawn(async move {
+            let c = client();
+            let mut every = tokio::time::interval(Duration::from_millis(10));
+            while !stop.load(Ordering::Relaxed) {
+                every.tick().await;
+                let (c, seen, rolled_back) = (c.clone(), seen.clone(), rolled_back.clone());
+                tokio::spawn(async move {
+                    let (s, h, _) = send(&c, addr, "api-service", "/fail-every/v2/5", &[]).await;
+                    let mut seen = seen.lock().unwrap();
+                    if s.is_server_error() {
+                        seen.errors += 1;
+                        seen.first_error.get_or_insert_with(std::time::Instant::now);
+                    }
+                    if backend_of(&h) == "v2" && rolled_back.load(Ordering::Relaxed) {
+                        seen.canary_after_rollback += 1;
+                    }
+                });
+            }
+        })
+    };
+    let failed = wait_for(&weir, "Failed").await;
+    let at = std::time::Instant::now();
+    // Requests already on their way may still land on v2; afterwards none do.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rolled_back.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(failed["failedChecks"], 3);
+    let rollback_time = failed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["message"].as_str().unwrap().starts_with("Rolling back"))
+        .unwrap()["time"]
+        .as_f64()
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.canary_after_rollback, 0,
+        "the canary got traffic after the rollback"
+    );
+    // Both clocks are read now: the wall clock of the event, the monotonic one of the error.
+    let wall_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let first_error_wall = wall_now - seen.first_error.unwrap().elapsed().as_secs_f64();
+    let _ = at;
+    (rollback_time - first_error_wall, seen.errors)
+}
+
+#[tokio::test]
+async fn a_canary_with_a_fifth_of_errors_is_rolled_back_by_the_success_rate() {
+    let (secs, errors) = rollback_figures(
+        "    - name: request-success-rate
+      thresholdRange: {min: 99}",
+    )
+    .await;
+    println!(
+        "request-success-rate: rollback {secs:.2} s after the first error; {errors} errors seen"
+    );
+}
+
+#[tokio::test]
+async fn a_canary_with_a_fifth_of_errors_is_rolled_back_by_the_comparison_with_the_primary() {
+    let (secs, errors) = rollback_figures(
+        "    - name: error-rate-vs-primary
+      confidence: 99",
+    )
+    .await;
+    println!(
+        "error-rate-vs-primary: rollback {secs:.2} s after the first error; {errors} errors seen"
+    );
+}
+
+#[tokio::test]
+async fn a_canary_as_good_as_a_flawed_primary_passes_the_comparison() {
+    // Both versions answer 500 to one request in 20: a fixed floor of 99 % would roll the canary
+    // back; compared with the primary, it is no worse, and it is promoted.
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let analysis = "    stepWeight: 25
+    maxWeight: 50
+    metrics:
+    - name: error-rate-vs-primary
+      confidence: 99";
+    let cfg = config_weighted(&v1, &v2, 0, analysis).replace(
+        "    metrics:\n    - name: request-success-rate\n      interval: 1s\n      thresholdRange: {min: 99}\n",
+        "",
+    );
+    assert!(cfg.contains("error-rate-vs-primary") && !cfg.contains("request-success-rate"));
+    let weir = Weir::start(&cfg).await;
+    let _load = Load::start(&weir, "/fail-every/all/20");
+    let done = wait_for(&weir, "Succeeded").await;
+    assert_eq!(done["failedChecks"], 0, "{:#?}", event_messages(&done));
+    let checks = &done["status"]["lastChecks"];
+    assert!(
+        checks[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("vs primary 5.0"),
+        "{checks:#}"
+    );
+}

@@ -2,9 +2,11 @@
 //! canary had too few requests to judge (Flagger halts on "no values found" instead).
 //!
 //! `error-rate-vs-primary` compares the canary with the primary over the same window: a
-//! one-sided two-proportion z-test (pooled), failing when the canary's error rate is higher with
-//! the configured confidence. Its value is the z score; the limit is the normal quantile of the
-//! confidence (2.33 at 99 %).
+//! one-sided two-proportion test, in its exact form (Fisher's), so that it stays right at the
+//! small counts a canary sees early. Its value is the confidence, in percent, that the canary's
+//! error rate is higher than the primary's; it fails above the configured confidence. A
+//! significant difference fails even below [`MIN_SAMPLE`] canary requests (the exact test
+//! bounds false alarms at any size); an insignificant one passes only from [`MIN_SAMPLE`] up.
 
 use crate::metrics::VersionSample;
 
@@ -75,16 +77,21 @@ impl CheckResult {
             (None, Some(b)) => format!("<= {b}"),
             (None, None) => "any".to_owned(),
         };
-        if let (Some(z), Some(v)) = (self.value, &self.versus) {
+        if let Some(v) = &self.versus {
+            let judged = match self.value {
+                Some(c) => format!(
+                    "worse with {c:.2}% confidence (limit {}%)",
+                    self.max.unwrap_or(100.0)
+                ),
+                None => "too few requests to judge".to_owned(),
+            };
             return format!(
-                "{}: canary {:.2}% errors of {} requests vs primary {:.2}% of {} (z {:.2}, limit {:.2}): {}",
+                "{}: canary {:.2}% errors of {} requests vs primary {:.2}% of {}: {judged}: {}",
                 self.name,
                 v.canary_errors,
                 self.sample,
                 v.primary_errors,
                 v.primary_sample,
-                z,
-                self.max.unwrap_or(f64::INFINITY),
                 self.verdict.name()
             );
         }
@@ -107,22 +114,23 @@ impl CheckResult {
 /// Runs one check over the canary's and the primary's traffic in its window.
 pub fn evaluate(spec: &CheckSpec, canary: &VersionSample, primary: &VersionSample) -> CheckResult {
     let (mut min, mut max, mut versus) = (spec.min, spec.max, None);
-    let value = if canary.requests < MIN_SAMPLE {
-        None
-    } else {
-        match spec.kind {
-            CheckKind::SuccessRate => canary.success_rate(),
-            CheckKind::Duration => canary.quantile_ms(0.99),
-            CheckKind::VsPrimary { confidence } => {
-                (min, max) = (None, Some(normal_quantile(confidence)));
-                versus = Some(Versus {
-                    canary_errors: error_percent(canary),
-                    primary_errors: error_percent(primary),
-                    primary_sample: primary.requests,
-                });
-                (primary.requests >= MIN_SAMPLE).then(|| z_score(canary, primary))
-            }
+    let value = match spec.kind {
+        _ if canary.requests == 0 => None,
+        CheckKind::VsPrimary { confidence } => {
+            (min, max) = (None, Some(confidence * 100.0));
+            versus = Some(Versus {
+                canary_errors: error_percent(canary),
+                primary_errors: error_percent(primary),
+                primary_sample: primary.requests,
+            });
+            let worse = 100.0 * (1.0 - fisher_greater(canary, primary));
+            let significant = worse > confidence * 100.0;
+            (primary.requests >= MIN_SAMPLE && (significant || canary.requests >= MIN_SAMPLE))
+                .then_some(worse)
         }
+        _ if canary.requests < MIN_SAMPLE => None,
+        CheckKind::SuccessRate => canary.success_rate(),
+        CheckKind::Duration => canary.quantile_ms(0.99),
     };
     let verdict = match value {
         None => Verdict::Inconclusive,
@@ -147,64 +155,45 @@ fn error_percent(s: &VersionSample) -> f64 {
     100.0 * s.errors as f64 / s.requests as f64
 }
 
-/// The pooled two-proportion z score of the canary's error rate over the primary's: positive
-/// when the canary is worse; 0 when neither had an error.
-fn z_score(canary: &VersionSample, primary: &VersionSample) -> f64 {
-    let (n1, n2) = (canary.requests as f64, primary.requests as f64);
-    let (p1, p2) = (canary.errors as f64 / n1, primary.errors as f64 / n2);
-    let pooled = (canary.errors + primary.errors) as f64 / (n1 + n2);
-    let se = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
-    if se == 0.0 { 0.0 } else { (p1 - p2) / se }
+/// Fisher's one-sided exact p-value: the chance, were both versions equally good, that the
+/// canary would draw at least as many of all the errors as it did (a hypergeometric tail).
+fn fisher_greater(canary: &VersionSample, primary: &VersionSample) -> f64 {
+    let (n1, e1) = (canary.requests, canary.errors.min(canary.requests));
+    let (n, k) = (
+        n1 + primary.requests,
+        e1 + primary.errors.min(primary.requests),
+    );
+    let ln_all = ln_choose(n, n1);
+    let term = |x: u64| (ln_choose(k, x) + ln_choose(n - k, n1 - x) - ln_all).exp();
+    // Terms fall away from the mode; past it, stop when they no longer count.
+    let mode = (n1 + 1) * (k + 1) / (n + 2);
+    let mut p = 0.0;
+    for x in e1..=k.min(n1) {
+        if n1 - x > n - k {
+            continue;
+        }
+        let t = term(x);
+        p += t;
+        if x > mode && t < p * 1e-17 {
+            break;
+        }
+    }
+    p.min(1.0)
 }
 
-/// The standard normal quantile of `p` in (0, 1) (Acklam's rational approximation, relative
-/// error below 1.2e-9).
-pub fn normal_quantile(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969683028665376e1,
-        2.209460984245205e2,
-        -2.759285104469687e2,
-        1.38357751867269e2,
-        -3.066479806614716e1,
-        2.506628277459239,
-    ];
-    const B: [f64; 5] = [
-        -5.447609879822406e1,
-        1.615858368580409e2,
-        -1.556989798598866e2,
-        6.680131188771972e1,
-        -1.328068155288572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784894002430293e-3,
-        -3.223964580411365e-1,
-        -2.400758277161838,
-        -2.549732539343734,
-        4.374664141464968,
-        2.938163982698783,
-    ];
-    const D: [f64; 4] = [
-        7.784695709041462e-3,
-        3.224671290700398e-1,
-        2.445134137142996,
-        3.754408661907416,
-    ];
-    let p = p.clamp(1e-12, 1.0 - 1e-12);
-    let tail = |q: f64| {
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    };
-    const LOW: f64 = 0.02425;
-    if p < LOW {
-        tail((-2.0 * p.ln()).sqrt())
-    } else if p > 1.0 - LOW {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+fn ln_choose(n: u64, k: u64) -> f64 {
+    ln_factorial(n) - ln_factorial(k) - ln_factorial(n - k)
+}
+
+/// ln(n!): exact below 20, Stirling's series (error below 1e-12) above.
+fn ln_factorial(n: u64) -> f64 {
+    if n < 20 {
+        return (2..=n).map(|i| (i as f64).ln()).sum();
     }
+    let x = n as f64;
+    x * x.ln() - x + 0.5 * (2.0 * std::f64::consts::PI * x).ln() + 1.0 / (12.0 * x)
+        - 1.0 / (360.0 * x.powi(3))
+        + 1.0 / (1260.0 * x.powi(5))
 }
 
 #[cfg(test)]
@@ -266,17 +255,18 @@ mod tests {
     }
 
     #[test]
-    fn normal_quantiles() {
-        for (p, z) in [
-            (0.5, 0.0),
-            (0.95, 1.644854),
-            (0.975, 1.959964),
-            (0.99, 2.326348),
-        ] {
-            assert!((normal_quantile(p) - z).abs() < 1e-5, "{p}");
-            assert!((normal_quantile(1.0 - p) + z).abs() < 1e-5, "{p}");
-        }
-        assert!((normal_quantile(0.999_999) - 4.753424).abs() < 1e-5);
+    fn fisher_exact_tail() {
+        // 2 errors of 10 against none of 90: C(10,2) / C(100,2) = 45 / 4950.
+        let p = fisher_greater(&sample(10, 2), &sample(90, 0));
+        assert!((p - 45.0 / 4950.0).abs() < 1e-9, "{p}");
+        // No errors in the canary: nothing is worse.
+        assert!((fisher_greater(&sample(10, 0), &sample(90, 5)) - 1.0).abs() < 1e-9);
+        // Large counts stay finite and agree with the normal approximation (z = 9.1).
+        let p = fisher_greater(&sample(10_000, 200), &sample(90_000, 900));
+        assert!(p < 1e-15, "{p}");
+        let p = fisher_greater(&sample(1000, 10), &sample(9000, 90));
+        assert!((0.3..0.7).contains(&p), "{p}");
+        assert!((ln_factorial(25) - 58.003_605_222_980_52).abs() < 1e-9);
     }
 
     #[test]

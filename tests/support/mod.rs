@@ -25,7 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// as JSON. `/status/<code>` answers that code; `/delay/<ms>` waits first; `/flaky/<k>/<code>`
 /// answers `code` to the first `k` tries of each `x-request-id`, then 200; `/slow-first/<ms>`
 /// waits on the first try of each request id only; `/fail/<name>` answers 500 from the backend
-/// of that name and 200 from the others; `/slow-on/<name>/<ms>` waits on that backend only.
+/// of that name and 200 from the others; `/fail-every/<name>/<k>` answers 500 from that
+/// backend (or from every one, for `all`) to every k-th request it gets; `/slow-on/<name>/<ms>` waits on that backend only.
 /// Tries are counted per request id.
 pub struct Backend {
     pub name: String,
@@ -119,7 +120,7 @@ async fn answer(
     tries: &Tries,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    hits.fetch_add(1, Ordering::SeqCst);
+    let hit = hits.fetch_add(1, Ordering::SeqCst) + 1;
     let now = tries.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     tries.max_in_flight.fetch_max(now, Ordering::SeqCst);
     let _flight = Flight(&tries.in_flight);
@@ -142,6 +143,15 @@ async fn answer(
         }
     }
     if path.strip_prefix("/fail/") == Some(name) {
+        status = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    // `/fail-every/NAME/K`: backend NAME answers 500 to every K-th request it gets.
+    if let Some((who, k)) = path
+        .strip_prefix("/fail-every/")
+        .and_then(|r| r.split_once('/'))
+        && (who == name || who == "all")
+        && hit.is_multiple_of(k.parse().unwrap_or(1))
+    {
         status = StatusCode::INTERNAL_SERVER_ERROR;
     }
     if let Some((who, ms)) = path
