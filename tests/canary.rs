@@ -724,12 +724,47 @@ async fn a_canary_as_good_as_a_flawed_primary_passes_the_comparison() {
     let _load = Load::start(&weir, "/fail-every/all/20");
     let done = wait_for(&weir, "Succeeded").await;
     assert_eq!(done["failedChecks"], 0, "{:#?}", event_messages(&done));
+    // The primary's errors were seen and weighed.
     let checks = &done["status"]["lastChecks"];
+    let message = checks[0]["message"].as_str().unwrap();
     assert!(
-        checks[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("vs primary 5.0"),
+        message.contains("vs primary ") && !message.contains("vs primary 0.00%"),
         "{checks:#}"
     );
+    assert_eq!(checks[0]["result"], "pass");
+}
+
+#[tokio::test]
+async fn blue_green_with_mirroring_analyses_copies_then_switches_at_once() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let analysis = "    iterations: 3
+    mirror: true
+    mirrorWeight: 100";
+    let weir = Weir::start(&config_weighted(&v1, &v2, 0, analysis)).await;
+    let _load = Load::start(&weir, "/");
+    let s = wait_for(&weir, "Progressing").await;
+    assert_eq!(s["strategy"], "BlueGreen");
+    for _ in 0..50 {
+        if status(&weir).await["status"]["mirror"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Users get v1 only while v2 sees copies of their requests.
+    let seen_by_v2 = v2.hits();
+    assert_eq!(shares(&weir).await, (100, 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(v2.hits() >= seen_by_v2 + 100, "v2 saw no copies");
+    let done = wait_for(&weir, "Succeeded").await;
+    let events = event_messages(&done);
+    assert!(
+        events.contains(&"Advance api-service canary iteration 3/3".to_owned()),
+        "{events:#?}"
+    );
+    assert!(events.contains(&"Stop traffic mirroring.".to_owned()));
+    // The checks judged the mirrored traffic (v2 had no other).
+    let checks = &done["status"]["lastChecks"];
+    assert_eq!(checks[0]["result"], "pass", "{checks:#}");
+    assert_eq!(shares(&weir).await, (0, 100));
 }

@@ -442,3 +442,74 @@ spec:
     let (s, _, _) = get(weir.mesh(), "slow", "/status/503", &[]).await;
     assert_eq!(s, 503);
 }
+
+/// Waits (up to 5 s) for `backend` to have seen `n` requests.
+async fn hits_reach(backend: &Backend, n: usize) -> usize {
+    for _ in 0..100 {
+        if backend.hits() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    backend.hits()
+}
+
+#[tokio::test]
+async fn mirroring_copies_requests_and_drops_the_answers() {
+    let r = Reviews::start().await;
+    let vs = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /fail}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+    mirror: {host: reviews, subset: v2}
+  - match: [{uri: {prefix: /quarter}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+    mirrors:
+    - destination: {host: reviews, subset: v3}
+      percentage: {value: 25}
+";
+    let weir = Weir::start(&r.config(vs)).await;
+    let c = client();
+    for i in 0..100 {
+        // The mirror answers 500 to every request: clients never see it.
+        let (s, h, _) = send(&c, weir.mesh(), "reviews", "/fail/reviews-v2", &[]).await;
+        assert_eq!(
+            (s, backend_of(&h).as_str()),
+            (http::StatusCode::OK, "reviews-v1"),
+            "{i}"
+        );
+    }
+    assert_eq!(hits_reach(&r.v2, 100).await, 100);
+    // Bodies are copied too.
+    let body = bytes::Bytes::from(vec![b'x'; 10_000]);
+    let (s, _, echoed) = request(&c, weir.mesh(), "POST", "reviews", "/fail/none", &[], body).await;
+    assert_eq!(s, http::StatusCode::OK);
+    assert!(echoed.contains("reviews-v1"));
+    assert_eq!(hits_reach(&r.v2, 101).await, 101);
+    // Mirrored answers are counted under the mirror's version, as Istio's destination reports.
+    let m = weir.metrics().await;
+    let mirrored_500 = m
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{") && l.contains("version=\"v2\""))
+        .filter(|l| l.contains("status=\"500\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert_eq!(mirrored_500, 100.0, "{m}");
+    // 25 % of 400: binomial sd 8.7, bounds at 5.7 sd.
+    for _ in 0..400 {
+        let (s, _, _) = send(&c, weir.mesh(), "reviews", "/quarter", &[]).await;
+        assert_eq!(s, http::StatusCode::OK);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let copies = r.v3.hits();
+    assert!(
+        (50..=150).contains(&copies),
+        "v3 got {copies} copies of 400"
+    );
+    assert_eq!(r.v1.hits(), 501);
+}

@@ -1,11 +1,12 @@
 //! Per-route policies (the VirtualService level): split, header edits, rewrite, redirect, fault,
-//! retry and fallback.
+//! mirror, retry and fallback.
 //!
 //! The order they run in is written once, in [`crate::proxy::Proxy::respond`].
 
 pub mod fallback;
 pub mod fault;
 pub mod headers;
+pub mod mirror;
 pub mod retry;
 pub mod rewrite;
 pub mod split;

@@ -69,6 +69,8 @@ pub struct Rule {
     pub fallback: Option<Box<crate::policy::fallback::Fallback>>,
     /// Stats handle for responses weir makes itself on this rule.
     pub local_stats: usize,
+    /// Where copies of the requests go.
+    pub mirrors: Vec<crate::policy::mirror::Mirror>,
 }
 
 /// What a rule does with a request.

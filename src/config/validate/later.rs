@@ -1,42 +1,18 @@
-//! Fields that later features act on (mirrors, CORS, Canary resources): checked
-//! now, so that a config written today keeps loading.
+//! Fields that later features act on (CORS, Canary resources): checked now, so that a config
+//! written today keeps loading.
 
 use super::*;
 
 impl<'a> Checker<'a> {
     /// Checks the fields that later features act on, so a config written today keeps loading.
     pub(super) fn later_fields(&mut self, r: &Resource, route: &istio::HttpRoute) {
-        if let Some(m) = &route.mirror {
-            self.check_destination(r, m);
-        }
-        for m in &route.mirrors {
-            self.check_destination(r, &m.destination);
-        }
-        if let Some(p) = &route.mirror_percentage
-            && !(0.0..=100.0).contains(&p.value)
-        {
-            self.err(r, p.pos, "mirrorPercentage must be between 0 and 100");
-        }
         if let Some(cors) = &route.cors_policy {
             for o in &cors.allow_origins {
                 self.string_match(r, o, false);
             }
         }
-        let parsed_only = [
-            (
-                "mirror",
-                route.mirror.is_some() || !route.mirrors.is_empty(),
-            ),
-            ("corsPolicy", route.cors_policy.is_some()),
-        ];
-        for (name, present) in parsed_only {
-            if present {
-                self.warn(
-                    r,
-                    route.pos,
-                    format!("{name} is validated but not applied yet"),
-                );
-            }
+        if route.cors_policy.is_some() {
+            self.warn(r, route.pos, "corsPolicy is validated but not applied yet");
         }
     }
 

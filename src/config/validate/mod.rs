@@ -26,6 +26,7 @@ use crate::backend::{ClusterSpec, EndpointAddr, EndpointSpec, Lb, Protocol, Warm
 use crate::policy::fallback::CacheSpec;
 use crate::policy::fault::{self, Fault};
 use crate::policy::headers::{HeaderEdits, HeaderOps};
+use crate::policy::mirror::Mirror;
 use crate::policy::retry::RetryPolicy;
 use crate::policy::rewrite::{Redirect, Rewrite, re2_replacement};
 use crate::policy::split::{Split, WeightedDest};

@@ -207,6 +207,10 @@ impl<'a> Checker<'a> {
                 (None, _) => None,
             };
             let local_stats = self.stats_id("", "", &label);
+            let mirrors = match &action {
+                Action::Forward(_) => self.mirrors(r, route, &label),
+                _ => Vec::new(),
+            };
             rules.push(Rule {
                 label,
                 matches,
@@ -218,9 +222,59 @@ impl<'a> Checker<'a> {
                 retry,
                 fallback,
                 local_stats,
+                mirrors,
             });
         }
         rules
+    }
+
+    /// `mirror` with `mirrorPercentage` (or the deprecated `mirrorPercent`; 100 % when
+    /// neither is set, as in Istio), and each of `mirrors` with its `percentage`.
+    fn mirrors(&mut self, r: &Resource, route: &istio::HttpRoute, label: &str) -> Vec<Mirror> {
+        let legacy = route.mirror_percent.or(route.mirror_percent_snake);
+        let share = route
+            .mirror_percentage
+            .as_ref()
+            .map(|p| p.value)
+            .or(legacy.map(f64::from))
+            .unwrap_or(100.0);
+        let all = route
+            .mirror
+            .iter()
+            .map(|d| (d, share))
+            .chain(route.mirrors.iter().map(|m| {
+                (
+                    &m.destination,
+                    m.percentage.as_ref().map_or(100.0, |p| p.value),
+                )
+            }));
+        let mut out = Vec::new();
+        for (d, share) in all {
+            let Some((host, subset, port)) = self.check_destination(r, d) else {
+                continue;
+            };
+            if !(0.0..=100.0).contains(&share) {
+                self.err(r, d.pos, "mirror percentage must be between 0 and 100");
+                continue;
+            }
+            if out.len() == 64 {
+                self.err(r, d.pos, "a route may have at most 64 mirrors");
+                break;
+            }
+            let dest = self.dest(
+                &host,
+                subset.as_deref(),
+                port,
+                label,
+                HeaderEdits::default(),
+                0,
+            );
+            out.push(Mirror {
+                dest,
+                share: fault::per_million(share),
+            });
+        }
+        out
     }
 
     pub(super) fn default_rule(&mut self, host: &str) -> Rule {
@@ -237,6 +291,7 @@ impl<'a> Checker<'a> {
             fault: None,
             retry: RetryPolicy::istio_default(),
             fallback: None,
+            mirrors: Vec::new(),
         }
     }
 
