@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client for the control plane (webhooks, Prometheus queries, the CLI's admin
 //! calls): one request per connection, the whole exchange bounded by a timeout, `http://` URLs.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,7 +45,19 @@ pub async fn call(
     body: Option<(&str, Vec<u8>)>,
     timeout: Duration,
 ) -> Result<Reply, CallError> {
-    tokio::time::timeout(timeout, exchange(method, url, body))
+    call_via(method, url, body, timeout, None).await
+}
+
+/// Sends one request, connecting to `via` (a proxy that routes by `Host`, such as weir's mesh
+/// listener) instead of the URL's host when given.
+pub async fn call_via(
+    method: Method,
+    url: &str,
+    body: Option<(&str, Vec<u8>)>,
+    timeout: Duration,
+    via: Option<SocketAddr>,
+) -> Result<Reply, CallError> {
+    tokio::time::timeout(timeout, exchange(method, url, body, via))
         .await
         .map_err(|_| CallError::Timeout(timeout))?
 }
@@ -53,6 +66,7 @@ async fn exchange(
     method: Method,
     url: &str,
     body: Option<(&str, Vec<u8>)>,
+    via: Option<SocketAddr>,
 ) -> Result<Reply, CallError> {
     let bad = |why| CallError::Url(url.to_owned(), why);
     let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
@@ -66,7 +80,10 @@ async fn exchange(
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
-    let stream = tokio::net::TcpStream::connect((host, authority.port_u16().unwrap_or(80))).await?;
+    let stream = match via {
+        Some(addr) => tokio::net::TcpStream::connect(addr).await?,
+        None => tokio::net::TcpStream::connect((host, authority.port_u16().unwrap_or(80))).await?,
+    };
     stream.set_nodelay(true)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

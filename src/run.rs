@@ -87,6 +87,11 @@ impl Control {
         self.snapshot.load_full()
     }
 
+    /// The mesh listener's address.
+    pub fn mesh_addr(&self) -> SocketAddr {
+        self.mesh
+    }
+
     /// Whether config is loaded and listeners are bound.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)

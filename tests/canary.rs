@@ -61,12 +61,25 @@ impl Load {
     }
 
     fn with_headers(weir: &Weir, path: &'static str, headers: &'static [(&str, &str)]) -> Load {
+        Load::run(weir, "api-service", path, headers)
+    }
+
+    fn with_host(weir: &Weir, host: &'static str) -> Load {
+        Load::run(weir, host, "/", &[])
+    }
+
+    fn run(
+        weir: &Weir,
+        host: &'static str,
+        path: &'static str,
+        headers: &'static [(&str, &str)],
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, addr) = (stop.clone(), weir.mesh());
         tokio::spawn(async move {
             let c = client();
             while !flag.load(Ordering::Relaxed) {
-                let _ = send(&c, addr, "api-service", path, headers).await;
+                let _ = send(&c, addr, host, path, headers).await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });
@@ -81,21 +94,29 @@ impl Drop for Load {
 }
 
 async fn status(weir: &Weir) -> serde_json::Value {
-    let (s, _, body) = get(weir.admin(), "admin", "/canaries/api-service", &[]).await;
+    status_of(weir, "api-service").await
+}
+
+async fn status_of(weir: &Weir, name: &str) -> serde_json::Value {
+    let (s, _, body) = get(weir.admin(), "admin", &format!("/canaries/{name}"), &[]).await;
     assert_eq!(s, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
 
 /// Waits (up to 20 s) for the canary to reach `phase`; returns its status.
 async fn wait_for(weir: &Weir, phase: &str) -> serde_json::Value {
+    wait_for_named(weir, "api-service", phase).await
+}
+
+async fn wait_for_named(weir: &Weir, name: &str, phase: &str) -> serde_json::Value {
     for _ in 0..200 {
-        let s = status(weir).await;
+        let s = status_of(weir, name).await;
         if s["phase"] == phase {
             return s;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("never reached {phase}: {:#}", status(weir).await);
+    panic!("never reached {phase}: {:#}", status_of(weir, name).await);
 }
 
 /// Which version answers 100 requests.
@@ -767,4 +788,166 @@ async fn blue_green_with_mirroring_analyses_copies_then_switches_at_once() {
     let checks = &done["status"]["lastChecks"];
     assert_eq!(checks[0]["result"], "pass", "{checks:#}");
     assert_eq!(shares(&weir).await, (0, 100));
+}
+
+/// The Flagger tutorial's Canary (istio-progressive-delivery.md), verbatim.
+const PODINFO_CANARY: &str = "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  # deployment reference
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  # the maximum time in seconds for the canary deployment
+  # to make progress before it is rollback (default 600s)
+  progressDeadlineSeconds: 60
+  # HPA reference (optional)
+  autoscalerRef:
+    apiVersion: autoscaling/v2
+    kind: HorizontalPodAutoscaler
+    name: podinfo
+  service:
+    # service port number
+    port: 9898
+    # container port number or name (optional)
+    targetPort: 9898
+    # Istio gateways (optional)
+    gateways:
+    - istio-system/public-gateway
+    # Istio virtual service host names (optional)
+    hosts:
+    - app.example.com
+    # Istio traffic policy (optional)
+    trafficPolicy:
+      tls:
+        # use ISTIO_MUTUAL when mTLS is enabled
+        mode: DISABLE
+    # Istio retry policy (optional)
+    retries:
+      attempts: 3
+      perTryTimeout: 1s
+      retryOn: \"gateway-error,connect-failure,refused-stream\"
+  analysis:
+    # schedule interval (default 60s)
+    interval: 1m
+    # max number of failed metric checks before rollback
+    threshold: 5
+    # max traffic percentage routed to canary
+    # percentage (0-100)
+    maxWeight: 50
+    # canary increment step
+    # percentage (0-100)
+    stepWeight: 10
+    metrics:
+    - name: request-success-rate
+      # minimum req success rate (non 5xx responses)
+      # percentage (0-100)
+      thresholdRange:
+        min: 99
+      interval: 1m
+    - name: request-duration
+      # maximum req duration P99
+      # milliseconds
+      thresholdRange:
+        max: 500
+      interval: 30s
+    # testing (optional)
+    webhooks:
+      - name: acceptance-test
+        type: pre-rollout
+        url: http://flagger-loadtester.test/
+        timeout: 30s
+        metadata:
+          type: bash
+          cmd: \"curl -sd 'test' http://podinfo-canary:9898/token | grep token\"
+      - name: load-test
+        url: http://flagger-loadtester.test/
+        timeout: 5s
+        metadata:
+          cmd: \"hey -z 1m -q 10 -c 2 http://podinfo-canary.test:9898/\"
+";
+
+/// The tutorial's world on loopback: podinfo-primary and podinfo-canary, and the load tester
+/// (a webhook receiver) as mesh services.
+fn podinfo(primary: &Backend, canary: &Backend, tester: &Hooks, canary_yaml: &str) -> String {
+    let tester_port = tester.addr.unwrap().port();
+    service_entry("podinfo-primary", &[("primary", primary)])
+        + &service_entry("podinfo-canary", &[("canary", canary)])
+        + &loopback_service("flagger-loadtester.test", "HTTP", &[tester_port])
+        + canary_yaml
+}
+
+#[tokio::test]
+async fn the_flagger_tutorial_canary_runs_on_a_deployment_target() {
+    let primary = Backend::start("podinfo-6.0.0").await;
+    let canary = Backend::start("podinfo-6.0.1").await;
+    let tester = Hooks::start().await;
+    // Verbatim, it loads: weir writes the apex routing Flagger would.
+    let weir = Weir::start(&podinfo(&primary, &canary, &tester, PODINFO_CANARY)).await;
+    let (_, _, config) = get(weir.admin(), "admin", "/config", &[]).await;
+    assert!(config.contains("weir.io/generated-by"), "{config}");
+    for host in ["podinfo", "app.example.com"] {
+        let (s, h, _) = send(&client(), weir.mesh(), host, "/", &[]).await;
+        assert_eq!(
+            (s.as_u16(), backend_of(&h)),
+            (200, "podinfo-6.0.0".to_owned())
+        );
+    }
+    // Scaled in time (Flagger's docs allow it: intervals of 1 s), it runs to promotion.
+    let fast = PODINFO_CANARY
+        .replace("interval: 1m", "interval: 1s")
+        .replace("interval: 30s", "interval: 1s");
+    assert!(
+        weir.rewrite(&podinfo(&primary, &canary, &tester, &fast))
+            .await
+    );
+    let load = Load::with_host(&weir, "podinfo");
+    let done = wait_for_named(&weir, "podinfo", "Succeeded").await;
+    let events = event_messages(&done);
+    for w in [10, 20, 30, 40, 50] {
+        let e = format!("Advance podinfo canary weight {w}");
+        assert!(events.contains(&e), "{e} in {events:#?}");
+    }
+    assert!(!events.iter().any(|e| e.starts_with("Halt")), "{events:#?}");
+    // The webhooks reached the load tester through the mesh, with Flagger's payload.
+    let calls = tester.calls_to("/");
+    assert!(calls.len() >= 5, "{calls:?}");
+    assert_eq!(calls[0]["name"], "podinfo");
+    assert_eq!(calls[0]["namespace"], "test");
+    assert_eq!(calls[0]["metadata"]["type"], "bash");
+    // Promoted: all traffic on podinfo-canary, until the new version is deployed as the primary.
+    assert_eq!(done["canaryWeight"], 100);
+    assert_eq!(answered_by(&weir, "podinfo").await, "podinfo-6.0.1");
+    drop(load);
+    let updated = Backend::start("podinfo-6.0.1-primary").await;
+    assert!(
+        weir.rewrite(&podinfo(&updated, &canary, &tester, &fast))
+            .await
+    );
+    for _ in 0..50 {
+        if status_of(&weir, "podinfo").await["canaryWeight"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = status_of(&weir, "podinfo").await;
+    assert_eq!(
+        (after["phase"].as_str(), after["canaryWeight"].as_u64()),
+        (Some("Succeeded"), Some(0))
+    );
+    assert_eq!(answered_by(&weir, "podinfo").await, "podinfo-6.0.1-primary");
+    assert_eq!(
+        answered_by(&weir, "app.example.com").await,
+        "podinfo-6.0.1-primary"
+    );
+}
+
+/// The backend that answers a request for `host`.
+async fn answered_by(weir: &Weir, host: &str) -> String {
+    let (_, h, _) = send(&client(), weir.mesh(), host, "/", &[]).await;
+    backend_of(&h)
 }

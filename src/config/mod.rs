@@ -7,6 +7,7 @@
 
 pub mod decode;
 pub mod flagger;
+pub mod generate;
 pub mod istio;
 pub mod validate;
 pub mod yaml;
@@ -183,6 +184,7 @@ pub fn read_paths(paths: &[PathBuf]) -> (ResourceSet, Vec<ConfigError>) {
             }
         }
     }
+    generate::apex_routing(&mut set);
     (set, errors)
 }
 
@@ -210,13 +212,12 @@ pub fn parse_set(file: &str, text: &str) -> Result<ResourceSet, Vec<ConfigError>
     let file: Arc<str> = file.into();
     let mut errors = Vec::new();
     let resources = parse_str(&file, text, &mut errors);
-    finish(
-        ResourceSet {
-            resources,
-            sources: vec![file.to_string()],
-        },
-        errors,
-    )
+    let mut set = ResourceSet {
+        resources,
+        sources: vec![file.to_string()],
+    };
+    generate::apex_routing(&mut set);
+    finish(set, errors)
 }
 
 fn finish(set: ResourceSet, mut errors: Vec<ConfigError>) -> Result<ResourceSet, Vec<ConfigError>> {

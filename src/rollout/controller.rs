@@ -8,10 +8,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::analysis::{self, CheckResult};
-use super::machine::{Env, Machine, Status};
-use super::spec::{HookKind, RolloutSpec};
+use super::hooks::{self, Mesh};
+use super::machine::{Env, Machine, Revisions, Status};
+use super::spec::{HookKind, RolloutSpec, Side};
 use super::store::Store;
-use super::{Command, hooks, lock};
+use super::{Command, lock};
 use crate::metrics::VersionSample;
 use crate::run::{Change, Control};
 use crate::snapshot::Snapshot;
@@ -39,14 +40,15 @@ pub(super) async fn drive(
         let after = tokio::select! {
             _ = ticker.tick() => {
                 let Some(control) = control.upgrade() else { return };
-                let revision = revision(&control.snapshot(), &spec);
+                let revisions = revisions(&control.snapshot(), &spec);
                 record(&control, &spec, &mut history);
                 // The step runs on a copy: a command that comes while it waits on a webhook
                 // drops the step and acts at once.
                 let mut m = before.clone();
-                let mut env = Live { control: &control, spec: &spec, history: &history };
+                let mesh = Mesh { snap: control.snapshot(), addr: control.mesh_addr() };
+                let mut env = Live { control: &control, spec: &spec, history: &history, mesh };
                 tokio::select! {
-                    () = m.step(revision, &mut env) => m,
+                    () = m.step(revisions, &mut env) => m,
                     cmd = commands.recv() => {
                         let Some(cmd) = cmd else { return };
                         command(before.clone(), cmd)
@@ -82,7 +84,11 @@ pub(super) async fn drive(
                 "Canary routing not applied."
             );
         }
-        notify(&spec, &before.status, &status);
+        let mesh = Mesh {
+            snap: control.snapshot(),
+            addr: control.mesh_addr(),
+        };
+        notify(&spec, &before.status, &status, mesh);
     }
 }
 
@@ -107,7 +113,7 @@ fn command(mut m: Machine, cmd: Command) -> Machine {
 
 /// Sends new events to the `event` webhooks, and a finished rollout to the `post-rollout` ones,
 /// off the controller's path.
-fn notify(spec: &RolloutSpec, before: &Status, after: &Status) {
+fn notify(spec: &RolloutSpec, before: &Status, after: &Status, mesh: Mesh) {
     let new = (after.events_total - before.events_total).min(after.events.len() as u64) as usize;
     let events: Vec<_> = after
         .events
@@ -122,10 +128,11 @@ fn notify(spec: &RolloutSpec, before: &Status, after: &Status) {
     }
     let (spec, status) = (spec.clone(), after.clone());
     tokio::spawn(async move {
-        if finished && let Err(why) = hooks::run(&spec, HookKind::PostRollout, &status).await {
+        if finished && let Err(why) = hooks::run(&spec, HookKind::PostRollout, &status, &mesh).await
+        {
             tracing::warn!(canary = %spec.name, "Post-rollout: {why}");
         }
-        hooks::send_events(&spec, &status, &events).await;
+        hooks::send_events(&spec, &status, &events, &mesh).await;
     });
 }
 
@@ -139,14 +146,8 @@ fn record(control: &Control, spec: &RolloutSpec, history: &mut History) {
         .max()
         .unwrap_or_default();
     let now = Instant::now();
-    let canary = control
-        .metrics
-        .version(&spec.service, &spec.canary)
-        .sample();
-    let primary = control
-        .metrics
-        .version(&spec.service, &spec.primary)
-        .sample();
+    let side = |s: &Side| control.metrics.version(&s.host, s.version()).sample();
+    let (canary, primary) = (side(&spec.canary), side(&spec.primary));
     history.push_back((now, canary, primary));
     while history.len() > 2
         && history
@@ -162,11 +163,12 @@ struct Live<'a> {
     control: &'a Control,
     spec: &'a RolloutSpec,
     history: &'a History,
+    mesh: Mesh,
 }
 
 impl Env for Live<'_> {
     async fn hook(&mut self, kind: HookKind, status: &Status) -> Result<(), String> {
-        hooks::run(self.spec, kind, status).await
+        hooks::run(self.spec, kind, status, &self.mesh).await
     }
 
     async fn checks(&mut self) -> Vec<CheckResult> {
@@ -197,10 +199,18 @@ impl Env for Live<'_> {
     }
 }
 
-/// The canary revision: its endpoints and their labels, or `None` without endpoints.
-fn revision(snap: &Snapshot, spec: &RolloutSpec) -> Option<String> {
+/// Both versions' revisions.
+fn revisions(snap: &Snapshot, spec: &RolloutSpec) -> Revisions {
+    Revisions {
+        canary: revision(snap, &spec.canary),
+        primary: revision(snap, &spec.primary),
+    }
+}
+
+/// A version's revision: its endpoints and their labels, or `None` without endpoints.
+fn revision(snap: &Snapshot, side: &Side) -> Option<String> {
     let cluster = snap.clusters.iter().find(|c| {
-        c.spec.service == spec.service && c.spec.subset.as_deref() == Some(spec.canary.as_str())
+        c.spec.service == side.host && c.spec.subset == side.subset && !c.spec.endpoints.is_empty()
     })?;
     if cluster.spec.endpoints.is_empty() {
         return None;

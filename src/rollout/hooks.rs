@@ -1,21 +1,53 @@
 //! Flagger's webhooks: a JSON `POST` of `{name, namespace, phase, checksum, metadata}`; any 2xx
 //! answer passes, anything else (after `retries` further tries) fails with the reason.
+//!
+//! A webhook whose host weir routes on its mesh listener (a ServiceEntry host, such as the
+//! tutorials' `flagger-loadtester.test`) is called through it, as a sidecar would send it.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::machine::{Event, Status};
 use super::spec::{HookKind, HookSpec, RolloutSpec};
+use crate::snapshot::Snapshot;
+
+/// Weir's mesh listener and what it routes: where webhooks to mesh hosts are sent.
+#[derive(Clone)]
+pub(super) struct Mesh {
+    /// The routing served now.
+    pub snap: Arc<Snapshot>,
+    /// The mesh listener.
+    pub addr: SocketAddr,
+}
+
+impl Mesh {
+    /// The mesh listener, if it routes `url`'s host.
+    fn route(&self, url: &str) -> Option<SocketAddr> {
+        let uri: http::Uri = url.parse().ok()?;
+        let host = uri.host()?.to_ascii_lowercase();
+        self.snap
+            .table(self.addr)?
+            .has_host(&host)
+            .then_some(self.addr)
+    }
+}
 
 /// Pause between the tries of one webhook.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Calls every webhook of `kind`, in order, until one fails.
-pub(super) async fn run(spec: &RolloutSpec, kind: HookKind, status: &Status) -> Result<(), String> {
+pub(super) async fn run(
+    spec: &RolloutSpec,
+    kind: HookKind,
+    status: &Status,
+    mesh: &Mesh,
+) -> Result<(), String> {
     for h in spec.hooks.iter().filter(|h| h.kind == kind) {
-        call(spec, h, status, BTreeMap::new())
+        call(spec, h, status, BTreeMap::new(), mesh)
             .await
             .map_err(|why| format!("webhook {} {why}", h.name))?;
     }
@@ -23,7 +55,12 @@ pub(super) async fn run(spec: &RolloutSpec, kind: HookKind, status: &Status) -> 
 }
 
 /// Sends `events` to every `event` webhook, in order; failures are logged.
-pub(super) async fn send_events(spec: &RolloutSpec, status: &Status, events: &[Event]) {
+pub(super) async fn send_events(
+    spec: &RolloutSpec,
+    status: &Status,
+    events: &[Event],
+    mesh: &Mesh,
+) {
     for h in spec.hooks.iter().filter(|h| h.kind == HookKind::Event) {
         for e in events {
             let extra = BTreeMap::from([
@@ -34,7 +71,7 @@ pub(super) async fn send_events(spec: &RolloutSpec, status: &Status, events: &[E
                     format!("{}", (e.time * 1000.0) as u64),
                 ),
             ]);
-            if let Err(why) = call(spec, h, status, extra).await {
+            if let Err(why) = call(spec, h, status, extra, mesh).await {
                 tracing::warn!(canary = %spec.name, webhook = %h.name, "Event webhook failed: {why}");
             }
         }
@@ -47,6 +84,7 @@ async fn call(
     hook: &HookSpec,
     status: &Status,
     extra: BTreeMap<String, String>,
+    mesh: &Mesh,
 ) -> Result<(), String> {
     let mut metadata = hook.metadata.clone();
     metadata.extend(extra);
@@ -58,16 +96,18 @@ async fn call(
         "metadata": metadata,
     });
     let body = serde_json::to_vec(&payload).unwrap_or_default();
+    let via = mesh.route(&hook.url);
     let mut why = String::new();
     for attempt in 0..=hook.retries {
         if attempt > 0 {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
-        let sent = crate::client::call(
+        let sent = crate::client::call_via(
             http::Method::POST,
             &hook.url,
             Some(("application/json", body.clone())),
             hook.timeout,
+            via,
         )
         .await;
         match sent {

@@ -121,6 +121,9 @@ pub struct Status {
     pub confirmed: bool,
     /// The canary revision being analysed.
     pub revision: String,
+    /// Deployment targets: the primary's revision when the canary was promoted.
+    #[serde(default)]
+    pub primary_revision: String,
     /// The last checks run.
     pub last_checks: Vec<CheckView>,
     /// Recent events, oldest first.
@@ -159,6 +162,15 @@ pub trait Env {
     fn checks(&mut self) -> impl Future<Output = Vec<CheckResult>> + Send;
 }
 
+/// What the versions run: their endpoints and labels, `None` while one has no endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct Revisions {
+    /// The canary's.
+    pub canary: Option<String>,
+    /// The primary's.
+    pub primary: Option<String>,
+}
+
 /// The machine of one rollout.
 #[derive(Clone, Debug)]
 pub struct Machine {
@@ -182,6 +194,7 @@ impl Machine {
                 paused: false,
                 confirmed: false,
                 revision: String::new(),
+                primary_revision: String::new(),
                 last_checks: Vec::new(),
                 events: VecDeque::new(),
                 events_total: 0,
@@ -226,9 +239,8 @@ impl Machine {
         };
     }
 
-    /// One step, taken every interval. `revision` is the canary's revision (its endpoints and
-    /// labels), `None` while it has no endpoints.
-    pub async fn step(&mut self, revision: Option<String>, env: &mut impl Env) {
+    /// One step, taken every interval.
+    pub async fn step(&mut self, revisions: Revisions, env: &mut impl Env) {
         if self.status.paused {
             return;
         }
@@ -241,8 +253,13 @@ impl Machine {
             ));
             return;
         }
+        if self.status.phase == Phase::Succeeded && self.spec.deployment {
+            self.primary_updated(revisions.primary.as_deref());
+        }
         // Without canary endpoints there is nothing to analyse; the routing stays.
-        let Some(revision) = revision else { return };
+        let Some(revision) = revisions.canary else {
+            return;
+        };
         if revision != self.status.revision {
             self.restart(revision);
         }
@@ -254,12 +271,28 @@ impl Machine {
             Phase::Promoting => self.promote_step(),
             Phase::Finalising => {
                 self.status.phase = Phase::Succeeded;
+                self.status.primary_revision = revisions.primary.unwrap_or_default();
                 self.event(format!(
                     "Promotion completed! {} serves all traffic of {}.",
                     self.spec.canary, self.spec.virtual_service
                 ));
             }
         }
+    }
+
+    /// Deployment targets, after promotion: traffic stays on the canary until the primary's
+    /// endpoints change (the new version was deployed as the primary), then returns to it.
+    fn primary_updated(&mut self, primary: Option<&str>) {
+        let Some(now) = primary else { return };
+        if self.status.routing.canary_weight == 0 || now == self.status.primary_revision {
+            return;
+        }
+        self.status.primary_revision = now.to_owned();
+        self.route(0, false, false);
+        self.event(format!(
+            "{} was updated: routing all traffic back to it.",
+            self.spec.primary
+        ));
     }
 
     /// A new revision: the analysis starts over, with all traffic on the primary.
@@ -492,17 +525,25 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollout::spec::Side;
     use std::collections::HashMap;
     use std::time::Duration;
+
+    fn side(subset: &str) -> Side {
+        Side {
+            host: "api".into(),
+            subset: Some(subset.into()),
+        }
+    }
 
     fn spec() -> RolloutSpec {
         RolloutSpec {
             name: "api".into(),
             namespace: "default".into(),
             virtual_service: "api".into(),
-            service: "api".into(),
-            primary: "v1".into(),
-            canary: "v2".into(),
+            primary: side("v1"),
+            canary: side("v2"),
+            deployment: false,
             interval: Duration::from_secs(1),
             threshold: 2,
             steps: vec![10, 20, 30],
@@ -559,19 +600,26 @@ mod tests {
             .block_on(f)
     }
 
+    fn revisions(canary: &str) -> Revisions {
+        Revisions {
+            canary: Some(canary.into()),
+            primary: Some("p1".into()),
+        }
+    }
+
     fn step(m: &mut Machine, s: &mut Script, v: Verdict) -> u32 {
         s.verdict = Some(v);
-        block_on(m.step(Some("r1".into()), s));
+        block_on(m.step(revisions("r1"), s));
         m.status.routing.canary_weight
     }
 
     fn started(spec: RolloutSpec) -> (Machine, Script) {
         let mut m = Machine::new(spec);
         let mut s = Script::default();
-        block_on(m.step(None, &mut s));
+        block_on(m.step(Revisions::default(), &mut s));
         assert_eq!(m.status.phase, Phase::Initialized);
         // No canary endpoints yet: nothing moves.
-        block_on(m.step(None, &mut s));
+        block_on(m.step(Revisions::default(), &mut s));
         assert_eq!(m.status.phase, Phase::Initialized);
         (m, s)
     }
@@ -636,7 +684,7 @@ mod tests {
         // Failed stays failed until a new revision, which starts over.
         assert_eq!(step(&mut m, &mut s, Verdict::Pass), 0);
         s.verdict = Some(Verdict::Pass);
-        block_on(m.step(Some("r2".into()), &mut s));
+        block_on(m.step(revisions("r2"), &mut s));
         assert_eq!(m.status.routing.canary_weight, 10);
         assert_eq!(
             (m.status.phase, m.status.failed_checks),
@@ -789,6 +837,33 @@ mod tests {
             (Phase::Finalising, 100, false)
         );
         assert!(messages(&m).contains(&"Stop traffic mirroring."));
+    }
+
+    #[test]
+    fn a_deployment_target_returns_to_the_primary_once_it_is_updated() {
+        let (mut m, mut s) = started(RolloutSpec {
+            deployment: true,
+            steps: vec![50],
+            ..spec()
+        });
+        step(&mut m, &mut s, Verdict::Pass);
+        step(&mut m, &mut s, Verdict::Pass);
+        step(&mut m, &mut s, Verdict::Pass);
+        assert_eq!(m.status.phase, Phase::Succeeded);
+        assert_eq!(m.status.routing.canary_weight, 100);
+        // The primary unchanged: traffic stays on the canary.
+        assert_eq!(step(&mut m, &mut s, Verdict::Pass), 100);
+        // The new version deployed as the primary: all traffic back to it.
+        block_on(m.step(
+            Revisions {
+                canary: Some("r1".into()),
+                primary: Some("p2".into()),
+            },
+            &mut s,
+        ));
+        assert_eq!(m.status.routing.canary_weight, 0);
+        assert_eq!(m.status.phase, Phase::Succeeded);
+        assert!(messages(&m).last().unwrap().starts_with("v1 was updated"));
     }
 
     #[test]

@@ -202,9 +202,9 @@ impl Rollouts {
                 "name": spec.name,
                 "namespace": spec.namespace,
                 "target": spec.virtual_service,
-                "service": spec.service,
-                "primary": spec.primary,
-                "canary": spec.canary,
+                "service": spec.canary.host,
+                "primary": spec.primary.to_string(),
+                "canary": spec.canary.to_string(),
                 "strategy": spec.strategy,
                 "intervalMs": spec.interval.as_millis() as u64,
                 "threshold": spec.threshold,
@@ -227,8 +227,7 @@ impl Rollouts {
 }
 
 fn same_target(a: &RolloutSpec, b: &RolloutSpec) -> bool {
-    (&a.virtual_service, &a.service, &a.primary, &a.canary)
-        == (&b.virtual_service, &b.service, &b.primary, &b.canary)
+    (&a.virtual_service, &a.primary, &a.canary) == (&b.virtual_service, &b.primary, &b.canary)
 }
 
 /// The rollouts `set` asks for, by Canary name.
@@ -245,34 +244,28 @@ fn specs(set: &ResourceSet) -> HashMap<String, RolloutSpec> {
         .collect()
 }
 
-/// Writes `routing` into the routes of `vs` that have both subsets: `100 - w` on the primary and
+/// Writes `routing` into the routes of `vs` that have both versions: `100 - w` on the primary and
 /// `w` on the canary; for A/B testing, a copy of the route, first, that sends the Canary's
 /// matching requests to the canary; for blue-green, a mirror to the canary.
 fn route(vs: &mut VirtualService, spec: &RolloutSpec, routing: Routing) {
-    let subset = |d: &crate::config::istio::HttpRouteDestination| {
-        d.destination.subset.as_ref().map(|s| s.value.clone())
-    };
     let mut out = Vec::with_capacity(vs.http.len() + 1);
     for mut r in std::mem::take(&mut vs.http) {
         let canary = r
             .route
             .iter()
-            .find(|d| subset(d).as_deref() == Some(spec.canary.as_str()))
+            .find(|d| spec.canary.is(&d.destination))
             .map(|d| d.destination.clone());
-        let has_primary = r
-            .route
-            .iter()
-            .any(|d| subset(d).as_deref() == Some(spec.primary.as_str()));
+        let has_primary = r.route.iter().any(|d| spec.primary.is(&d.destination));
         let Some(canary) = canary.filter(|_| has_primary) else {
             out.push(r);
             continue;
         };
         let weigh = |r: &mut HttpRoute, w: u32| {
             for d in &mut r.route {
-                match subset(d) {
-                    Some(s) if s == spec.primary => d.weight = Some(100 - w),
-                    Some(s) if s == spec.canary => d.weight = Some(w),
-                    _ => {}
+                if spec.primary.is(&d.destination) {
+                    d.weight = Some(100 - w);
+                } else if spec.canary.is(&d.destination) {
+                    d.weight = Some(w);
                 }
             }
         };

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::flagger::{Canary, CanaryMetric, CanaryWebhook};
-use crate::config::istio::HttpMatchRequest;
+use crate::config::generate::deployment_services;
+use crate::config::istio::{Destination, HttpMatchRequest};
 use crate::config::{ResourceSet, Spec};
 
 /// Flagger's default analysis interval.
@@ -23,14 +24,15 @@ pub struct RolloutSpec {
     pub name: String,
     /// The Canary's namespace (`default` when unset), for webhook payloads.
     pub namespace: String,
-    /// The VirtualService whose weights are managed.
+    /// The VirtualService whose weights are managed (generated for a Deployment target).
     pub virtual_service: String,
-    /// The destination host of the managed routes.
-    pub service: String,
-    /// The stable subset.
-    pub primary: String,
-    /// The new subset.
-    pub canary: String,
+    /// The stable version.
+    pub primary: Side,
+    /// The new version.
+    pub canary: Side,
+    /// A Deployment target (`X-primary` / `X-canary` services): after promotion, traffic
+    /// returns to the primary once its endpoints change.
+    pub deployment: bool,
     /// Time between steps.
     pub interval: Duration,
     /// Failed checks that roll back.
@@ -53,6 +55,35 @@ pub struct RolloutSpec {
     pub mirror: Option<f64>,
     /// Webhooks, in the order written.
     pub hooks: Vec<HookSpec>,
+}
+
+/// One version of a rollout: a subset of a service (VirtualService targets), or a service
+/// (`X-primary`, `X-canary` of Deployment targets).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Side {
+    /// The service host, lower case.
+    pub host: String,
+    /// The subset, if the version is one.
+    pub subset: Option<String>,
+}
+
+impl Side {
+    /// Whether `d` sends to this version.
+    pub fn is(&self, d: &Destination) -> bool {
+        d.host.value.eq_ignore_ascii_case(&self.host)
+            && d.subset.as_ref().map(|s| &s.value) == self.subset.as_ref()
+    }
+
+    /// The `version` label of its metrics (the subset, empty without).
+    pub fn version(&self) -> &str {
+        self.subset.as_deref().unwrap_or("")
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.subset.as_deref().unwrap_or(&self.host))
+    }
 }
 
 /// Flagger's strategies, chosen as Flagger chooses them.
@@ -170,29 +201,43 @@ pub enum CheckKind {
 pub const DEFAULT_CONFIDENCE: f64 = 0.99;
 
 impl RolloutSpec {
-    /// The spec of a validated Canary whose target is a VirtualService; `None` for other
-    /// targets (not run yet) or a VirtualService without the subsets.
+    /// The spec of a validated Canary: a VirtualService target with weir's subsets, or a
+    /// Deployment target (whose apex VirtualService [`crate::config::generate`] wrote);
+    /// `None` for other targets or a VirtualService without the subsets.
     pub fn from_canary(
         name: &str,
         namespace: Option<&str>,
         c: &Canary,
         set: &ResourceSet,
     ) -> Option<RolloutSpec> {
-        if c.target_ref.kind.value != "VirtualService" {
-            return None;
-        }
-        let vs_name = &c.target_ref.name.value;
-        let primary = c.primary_subset.as_ref()?.value.clone();
-        let canary = c.canary_subset.as_ref()?.value.clone();
-        let service = set.resources.iter().find_map(|r| match &r.spec {
-            Spec::VirtualService(vs) if r.name() == vs_name => vs
-                .http
-                .iter()
-                .flat_map(|h| &h.route)
-                .find(|d| d.destination.subset.as_ref().map(|s| &s.value) == Some(&canary))
-                .map(|d| d.destination.host.value.to_ascii_lowercase()),
-            _ => None,
-        })?;
+        let target = c.target_ref.name.value.to_ascii_lowercase();
+        let (vs_name, primary, canary, deployment) = match c.target_ref.kind.value.as_str() {
+            "VirtualService" => {
+                let vs_name = c.target_ref.name.value.clone();
+                let primary = c.primary_subset.as_ref()?.value.clone();
+                let canary = c.canary_subset.as_ref()?.value.clone();
+                let service = set.resources.iter().find_map(|r| match &r.spec {
+                    Spec::VirtualService(vs) if r.name() == vs_name => vs
+                        .http
+                        .iter()
+                        .flat_map(|h| &h.route)
+                        .find(|d| d.destination.subset.as_ref().map(|s| &s.value) == Some(&canary))
+                        .map(|d| d.destination.host.value.to_ascii_lowercase()),
+                    _ => None,
+                })?;
+                let side = |subset| Side {
+                    host: service.clone(),
+                    subset: Some(subset),
+                };
+                (vs_name, side(primary), side(canary), false)
+            }
+            "Deployment" | "DaemonSet" => {
+                let (primary, canary) = deployment_services(&target);
+                let side = |host| Side { host, subset: None };
+                (target, side(primary), side(canary), true)
+            }
+            _ => return None,
+        };
         let a = c.analysis.as_ref();
         let max_weight = a.and_then(|a| a.max_weight).unwrap_or(100).min(100);
         let steps = match a {
@@ -223,10 +268,10 @@ impl RolloutSpec {
         Some(RolloutSpec {
             name: name.to_owned(),
             namespace: namespace.unwrap_or("default").to_owned(),
-            virtual_service: vs_name.clone(),
-            service,
+            virtual_service: vs_name,
             primary,
             canary,
+            deployment,
             interval: a
                 .and_then(|a| a.interval)
                 .map_or(DEFAULT_INTERVAL, |d| d.0.max(Duration::from_secs(1))),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::machine::Status;
-use super::spec::RolloutSpec;
+use super::spec::{RolloutSpec, Side};
 
 /// What is kept of a rollout.
 #[derive(Serialize, Deserialize)]
@@ -19,6 +19,11 @@ struct Saved {
     primary: String,
     canary: String,
     status: Status,
+}
+
+/// How a state file names a version.
+fn key(side: &Side) -> String {
+    format!("{}|{}", side.host, side.version())
 }
 
 /// The state directory (or none: nothing is kept).
@@ -63,8 +68,8 @@ impl Store {
         match serde_json::from_slice::<Saved>(&text) {
             Ok(s)
                 if s.virtual_service == spec.virtual_service
-                    && s.primary == spec.primary
-                    && s.canary == spec.canary =>
+                    && s.primary == key(&spec.primary)
+                    && s.canary == key(&spec.canary) =>
             {
                 tracing::info!(canary = %spec.name, phase = ?s.status.phase, weight = s.status.routing.canary_weight, "Rollout resumed from its state file.");
                 Some(s.status)
@@ -83,8 +88,8 @@ impl Store {
         std::fs::create_dir_all(dir)?;
         let saved = Saved {
             virtual_service: spec.virtual_service.clone(),
-            primary: spec.primary.clone(),
-            canary: spec.canary.clone(),
+            primary: key(&spec.primary),
+            canary: key(&spec.canary),
             status: status.clone(),
         };
         let path = Self::path(dir, &spec.name);

@@ -18,6 +18,70 @@ impl<'a> Checker<'a> {
 
     // === Canary ===
 
+    /// A Deployment target `X`: the services `X-primary` and `X-canary` must be declared, and a
+    /// VirtualService `X` the config writes itself must route to both.
+    fn deployment_target(&mut self, r: &Resource, canary: &Canary, set: &ResourceSet) {
+        let target = &canary.target_ref.name;
+        let name = target.value.to_ascii_lowercase();
+        let (primary, canary_host) = generate::deployment_services(&name);
+        for host in [&primary, &canary_host] {
+            let declared = set.resources.iter().any(|x| match &x.spec {
+                Spec::ServiceEntry(se) => {
+                    se.hosts.iter().any(|h| h.value.eq_ignore_ascii_case(host))
+                }
+                _ => false,
+            });
+            if !declared {
+                self.err(
+                    r,
+                    target.pos,
+                    format!("a Deployment target `{name}` needs its service `{host}` declared with a ServiceEntry"),
+                );
+            }
+        }
+        let own = set.resources.iter().find_map(|x| match &x.spec {
+            Spec::VirtualService(vs)
+                if x.name() == name
+                    && !x.metadata.annotations.contains_key(generate::GENERATED_BY) =>
+            {
+                Some(vs)
+            }
+            _ => None,
+        });
+        if let Some(vs) = own {
+            let routes_to = |host: &str| {
+                vs.http
+                    .iter()
+                    .flat_map(|h| &h.route)
+                    .any(|d| d.destination.host.value.eq_ignore_ascii_case(host))
+            };
+            if !(routes_to(&primary) && routes_to(&canary_host)) {
+                self.err(
+                    r,
+                    target.pos,
+                    format!("VirtualService `{name}` must route to `{primary}` and `{canary_host}` (or leave it out: weir generates it)"),
+                );
+            }
+        }
+        if let Some(svc) = &canary.service {
+            for g in &svc.gateways {
+                let short = g.rsplit('/').next().unwrap_or(g);
+                let defined = g == "mesh"
+                    || set
+                        .resources
+                        .iter()
+                        .any(|x| matches!(x.spec, Spec::Gateway(_)) && x.name() == short);
+                if !defined {
+                    self.warn(
+                        r,
+                        svc.pos,
+                        format!("gateway `{g}` is not defined: the routing generated for `{name}` serves the mesh listener without it"),
+                    );
+                }
+            }
+        }
+    }
+
     pub(super) fn canary(&mut self, r: &Resource, canary: &Canary, set: &ResourceSet) {
         let target = &canary.target_ref;
         match target.kind.value.as_str() {
@@ -61,7 +125,7 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
-            "Deployment" | "DaemonSet" | "Service" => {}
+            "Deployment" | "DaemonSet" => self.deployment_target(r, canary, set),
             other => self.err(
                 r,
                 target.kind.pos,
@@ -122,13 +186,6 @@ impl<'a> Checker<'a> {
             if analysis.max_weight.is_some_and(|w| w > 100) {
                 self.err(r, analysis.pos, "maxWeight must be at most 100");
             }
-        }
-        if target.kind.value != "VirtualService" {
-            self.warn(
-                r,
-                canary.pos,
-                "Canary is validated; rollouts of Deployment targets are not run yet",
-            );
         }
         if let Some(a) = &canary.analysis {
             for m in a

@@ -15,7 +15,7 @@ use super::decode::ConfigError;
 use super::flagger::Canary;
 use super::istio::{self, DestinationRule, Gateway, ServiceEntry, StringMatch, VirtualService};
 use super::yaml::Pos;
-use super::{Resource, ResourceSet, Spec};
+use super::{Resource, ResourceSet, Spec, generate};
 use crate::backend::budget::BudgetSpec;
 use crate::backend::hash::{
     DEFAULT_MAGLEV_SIZE, DEFAULT_RING_SIZE, HashAlgo, HashKey, HashPolicy, MAX_TABLE_SIZE,

@@ -1,0 +1,160 @@
+//! Resources weir writes for the user, as Flagger writes them in a cluster: the apex routing of
+//! a `Canary` whose `targetRef` is a Deployment (or DaemonSet).
+//!
+//! For `targetRef: {kind: Deployment, name: X}` the primary and the canary are the services
+//! `X-primary` and `X-canary` (declared with ServiceEntries), and weir adds:
+//! - a VirtualService `X` for the hosts `X` and `service.hosts`, on the mesh and the
+//!   `service.gateways` the config defines, with one route (`service.match`, `retries`,
+//!   `timeout`, `headers`, `corsPolicy`, `rewrite` passed through) to `X-primary` (weight 100)
+//!   and `X-canary` (weight 0), unless the config has a VirtualService `X` of its own;
+//! - DestinationRules for `X-primary` and `X-canary` with `service.trafficPolicy`, unless the
+//!   config has its own for those hosts.
+//!
+//! Generated resources carry the Canary's file and position (errors point at the Canary) and
+//! the annotation [`GENERATED_BY`]. The rollout controller then manages the route's weights as
+//! it does for a VirtualService target.
+
+use super::decode::Spanned;
+use super::istio::{
+    Destination, DestinationRule, HttpRoute, HttpRouteDestination, PortSelector, VirtualService,
+};
+use super::{Metadata, Resource, ResourceSet, Spec};
+
+/// The annotation on generated resources: `Canary/NAME`.
+pub const GENERATED_BY: &str = "weir.io/generated-by";
+
+/// The mesh pseudo-gateway.
+const MESH: &str = "mesh";
+
+/// The services of a Deployment target `name`: primary and canary.
+pub fn deployment_services(name: &str) -> (String, String) {
+    (format!("{name}-primary"), format!("{name}-canary"))
+}
+
+/// Adds the apex routing of every Canary with a Deployment target.
+pub fn apex_routing(set: &mut ResourceSet) {
+    let mut generated = Vec::new();
+    for r in &set.resources {
+        let Spec::Canary(c) = &r.spec else { continue };
+        if !matches!(c.target_ref.kind.value.as_str(), "Deployment" | "DaemonSet") {
+            continue;
+        }
+        let name = c.target_ref.name.value.to_ascii_lowercase();
+        let svc = c.service.clone().unwrap_or_default();
+        let (primary, canary) = deployment_services(&name);
+        let pos = svc.pos;
+        let meta = |resource: &str| Metadata {
+            pos,
+            name: Some(Spanned {
+                pos,
+                value: resource.to_owned(),
+            }),
+            namespace: r.metadata.namespace.clone(),
+            annotations: [(GENERATED_BY.to_owned(), format!("Canary/{}", r.name()))].into(),
+            ..Metadata::default()
+        };
+        let has = |kind: &str, test: &dyn Fn(&Resource) -> bool| {
+            set.resources
+                .iter()
+                .any(|x| x.spec.kind() == kind && test(x))
+        };
+        if !has("VirtualService", &|x| x.name() == name) {
+            let mut hosts = vec![name.clone()];
+            hosts.extend(svc.hosts.iter().filter(|h| **h != name).cloned());
+            let defined = |g: &String| {
+                let short = g.rsplit('/').next().unwrap_or(g);
+                has("Gateway", &|x| x.name() == short)
+            };
+            let mut gateways: Vec<String> = svc
+                .gateways
+                .iter()
+                .filter(|g| defined(g))
+                .cloned()
+                .collect();
+            if !gateways.is_empty() && !gateways.iter().any(|g| g == MESH) {
+                gateways.push(MESH.to_owned());
+            }
+            let port = svc.port.filter(|&p| declares_port(set, &primary, p));
+            let to = |host: &str, weight| HttpRouteDestination {
+                pos,
+                destination: Destination {
+                    pos,
+                    host: Spanned {
+                        pos,
+                        value: host.to_owned(),
+                    },
+                    subset: None,
+                    port: port.map(|number| PortSelector {
+                        pos,
+                        number,
+                    }),
+                },
+                weight: Some(weight),
+                headers: None,
+            };
+            let route = HttpRoute {
+                pos,
+                name: Some(name.clone()),
+                matches: svc.matches.clone(),
+                route: vec![to(&primary, 100), to(&canary, 0)],
+                rewrite: svc.rewrite.clone(),
+                timeout: svc.timeout,
+                retries: svc.retries.clone(),
+                headers: svc.headers.clone(),
+                cors_policy: svc.cors_policy.clone(),
+                ..HttpRoute::default()
+            };
+            let vs = VirtualService {
+                pos,
+                hosts,
+                gateways,
+                http: vec![route],
+                ..VirtualService::default()
+            };
+            generated.push(resource(r, meta(&name), Spec::VirtualService(vs)));
+        }
+        if let Some(policy) = &svc.traffic_policy {
+            for host in [&primary, &canary] {
+                if has(
+                    "DestinationRule",
+                    &|x| matches!(&x.spec, Spec::DestinationRule(d) if d.host.value.eq_ignore_ascii_case(host)),
+                ) {
+                    continue;
+                }
+                let dr = DestinationRule {
+                    pos,
+                    host: Spanned {
+                        pos,
+                        value: host.clone(),
+                    },
+                    traffic_policy: Some(policy.clone()),
+                    ..DestinationRule::default()
+                };
+                generated.push(resource(r, meta(host), Spec::DestinationRule(dr)));
+            }
+        }
+    }
+    set.resources.extend(generated);
+}
+
+fn resource(canary: &Resource, metadata: Metadata, spec: Spec) -> Resource {
+    Resource {
+        file: canary.file.clone(),
+        pos: metadata.pos,
+        api_version: "networking.istio.io/v1beta1".to_owned(),
+        kind: spec.kind(),
+        metadata,
+        spec,
+    }
+}
+
+/// Whether a ServiceEntry for `host` declares port `number`.
+fn declares_port(set: &ResourceSet, host: &str, number: u32) -> bool {
+    set.resources.iter().any(|r| match &r.spec {
+        Spec::ServiceEntry(se) => {
+            se.hosts.iter().any(|h| h.value.eq_ignore_ascii_case(host))
+                && se.ports.iter().any(|p| p.number == number)
+        }
+        _ => false,
+    })
+}
