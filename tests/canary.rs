@@ -951,3 +951,119 @@ async fn answered_by(weir: &Weir, host: &str) -> String {
     let (_, h, _) = send(&client(), weir.mesh(), host, "/", &[]).await;
     backend_of(&h)
 }
+
+/// A Prometheus server (Debian's `prometheus`) scraping `target` every second; stopped on drop.
+struct Prometheus {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Prometheus {
+    async fn start(target: std::net::SocketAddr) -> Prometheus {
+        let dir = scratch_dir();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+scrape_configs:
+- job_name: weir
+  static_configs: [{{targets: ['{target}']}}]
+"
+            ),
+        )
+        .unwrap();
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the prometheus server (Debian package `prometheus`; .ci/run installs it)");
+        let p = Prometheus { child, addr };
+        for _ in 0..200 {
+            let ready = weir::client::call(
+                http::Method::GET,
+                &format!("http://{addr}/-/ready"),
+                None,
+                Duration::from_secs(1),
+            )
+            .await;
+            if ready.is_ok_and(|r| r.status == 200) {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("prometheus did not become ready on {addr}");
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_metric_template_is_queried_on_a_real_prometheus() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    // weir first (Prometheus scrapes its admin API), then the Canary with the template.
+    let without = config_weighted(&v1, &v2, 0, "    stepWeight: 10");
+    let without = &without[..without.find("---\napiVersion: flagger.app").unwrap()];
+    let weir = Weir::start(without).await;
+    let prometheus = Prometheus::start(weir.admin()).await;
+    let with = format!(
+        "{without}---
+apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {{name: error-rate}}
+spec:
+  provider: {{type: prometheus, address: 'http://{}'}}
+  query: |
+    100 * sum(rate(http_requests_total{{service=\"{{{{ service }}}}\", version=\"{{{{ variables.version }}}}\", status=~\"5..\"}}[{{{{ interval }}}}]))
+      / sum(rate(http_requests_total{{service=\"{{{{ service }}}}\", version=\"{{{{ variables.version }}}}\"}}[{{{{ interval }}}}]))
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: api-service}}
+spec:
+  targetRef: {{apiVersion: networking.istio.io/v1beta1, kind: VirtualService, name: api-service}}
+  primarySubset: v1
+  canarySubset: v2
+  analysis:
+    interval: 1s
+    threshold: 2
+    stepWeight: 20
+    metrics:
+    - name: error-rate
+      templateRef: {{name: error-rate}}
+      templateVariables: {{version: v2}}
+      thresholdRange: {{max: 1}}
+      interval: 5s
+",
+        prometheus.addr
+    );
+    // The canary answers 500 to everything: Prometheus sees it, the template fails it.
+    let _load = Load::start(&weir, "/fail/v2");
+    assert!(weir.rewrite(&with).await);
+    let failed = wait_for(&weir, "Failed").await;
+    let events = event_messages(&failed);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("error-rate 100.00 (range <= 1, from the provider): fail")),
+        "{events:#?}"
+    );
+    assert_eq!(shares(&weir).await, (100, 0));
+}

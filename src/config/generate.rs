@@ -84,10 +84,7 @@ pub fn apex_routing(set: &mut ResourceSet) {
                         value: host.to_owned(),
                     },
                     subset: None,
-                    port: port.map(|number| PortSelector {
-                        pos,
-                        number,
-                    }),
+                    port: port.map(|number| PortSelector { pos, number }),
                 },
                 weight: Some(weight),
                 headers: None,

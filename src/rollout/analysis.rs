@@ -55,6 +55,8 @@ pub struct CheckResult {
     /// Comparative checks: the error rates seen, canary and primary, in percent, and the
     /// primary's requests.
     pub versus: Option<Versus>,
+    /// Query checks: the provider's error, empty when it answered.
+    pub query: Option<String>,
 }
 
 /// What a comparative check saw.
@@ -77,6 +79,19 @@ impl CheckResult {
             (None, Some(b)) => format!("<= {b}"),
             (None, None) => "any".to_owned(),
         };
+        if let Some(error) = &self.query {
+            return match (self.value, error.is_empty()) {
+                (Some(v), _) => format!(
+                    "{} {v:.2} (range {range}, from the provider): {}",
+                    self.name,
+                    self.verdict.name()
+                ),
+                (None, true) => {
+                    format!("{}: the query returned no values (inconclusive)", self.name)
+                }
+                (None, false) => format!("{}: {error} (fail)", self.name),
+            };
+        }
         if let Some(v) = &self.versus {
             let judged = match self.value {
                 Some(c) => format!(
@@ -114,9 +129,10 @@ impl CheckResult {
 /// Runs one check over the canary's and the primary's traffic in its window.
 pub fn evaluate(spec: &CheckSpec, canary: &VersionSample, primary: &VersionSample) -> CheckResult {
     let (mut min, mut max, mut versus) = (spec.min, spec.max, None);
-    let value = match spec.kind {
+    let value = match &spec.kind {
+        CheckKind::Query { .. } => None,
         _ if canary.requests == 0 => None,
-        CheckKind::VsPrimary { confidence } => {
+        &CheckKind::VsPrimary { confidence } => {
             (min, max) = (None, Some(confidence * 100.0));
             versus = Some(Versus {
                 canary_errors: error_percent(canary),
@@ -145,6 +161,7 @@ pub fn evaluate(spec: &CheckSpec, canary: &VersionSample, primary: &VersionSampl
         min,
         max,
         versus,
+        query: None,
     }
 }
 
@@ -153,6 +170,29 @@ fn error_percent(s: &VersionSample) -> f64 {
         return 0.0;
     }
     100.0 * s.errors as f64 / s.requests as f64
+}
+
+/// Judges a provider query's answer: `Ok(None)` (no data) is inconclusive, an error fails the
+/// check (as in Flagger: a metric that cannot be read is no evidence of health).
+pub fn judge_query(spec: &CheckSpec, answer: Result<Option<f64>, String>) -> CheckResult {
+    let (verdict, value, error) = match answer {
+        Ok(None) => (Verdict::Inconclusive, None, None),
+        Ok(Some(v)) if spec.min.is_some_and(|m| v < m) || spec.max.is_some_and(|m| v > m) => {
+            (Verdict::Fail, Some(v), None)
+        }
+        Ok(Some(v)) => (Verdict::Pass, Some(v), None),
+        Err(e) => (Verdict::Fail, None, Some(e)),
+    };
+    CheckResult {
+        name: spec.name.clone(),
+        verdict,
+        value,
+        sample: 0,
+        min: spec.min,
+        max: spec.max,
+        versus: None,
+        query: Some(error.unwrap_or_default()),
+    }
 }
 
 /// Fisher's one-sided exact p-value: the chance, were both versions equally good, that the

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use super::analysis::{self, CheckResult};
 use super::hooks::{self, Mesh};
 use super::machine::{Env, Machine, Revisions, Status};
-use super::spec::{HookKind, RolloutSpec, Side};
+use super::prometheus;
+use super::spec::{CheckKind, HookKind, RolloutSpec, Side};
 use super::store::Store;
 use super::{Command, lock};
 use crate::metrics::VersionSample;
@@ -175,25 +176,38 @@ impl Env for Live<'_> {
         let Some((now, canary, primary)) = self.history.back() else {
             return Vec::new();
         };
-        let results: Vec<CheckResult> = self
-            .spec
-            .checks
-            .iter()
-            .map(|c| {
-                let since = now.checked_sub(c.window).unwrap_or(*now);
-                // The reading nearest to a window ago (ticks drift by a little).
-                let (_, c0, p0) = self
-                    .history
-                    .iter()
-                    .min_by_key(|(t, _, _)| t.max(&since).duration_since(*t.min(&since)))
-                    .unwrap_or(&self.history[0]);
-                analysis::evaluate(c, &canary.since(c0), &primary.since(p0))
-            })
-            .collect();
-        for c in &results {
+        let mut results = Vec::with_capacity(self.spec.checks.len());
+        for c in &self.spec.checks {
+            let result = match &c.kind {
+                CheckKind::Query {
+                    provider,
+                    address,
+                    query,
+                } => {
+                    let answer = if provider == "prometheus" {
+                        prometheus::query(address, query, self.mesh.route(address)).await
+                    } else {
+                        Err(format!(
+                            "provider `{provider}` is not supported (prometheus is)"
+                        ))
+                    };
+                    analysis::judge_query(c, answer)
+                }
+                _ => {
+                    let since = now.checked_sub(c.window).unwrap_or(*now);
+                    // The reading nearest to a window ago (ticks drift by a little).
+                    let (_, c0, p0) = self
+                        .history
+                        .iter()
+                        .min_by_key(|(t, _, _)| t.max(&since).duration_since(*t.min(&since)))
+                        .unwrap_or(&self.history[0]);
+                    analysis::evaluate(c, &canary.since(c0), &primary.since(p0))
+                }
+            };
             self.control
                 .metrics
-                .canary_check(&self.spec.name, &c.name, c.verdict.name());
+                .canary_check(&self.spec.name, &result.name, result.verdict.name());
+            results.push(result);
         }
         results
     }

@@ -1,8 +1,9 @@
 //! Flagger's webhooks: a JSON `POST` of `{name, namespace, phase, checksum, metadata}`; any 2xx
 //! answer passes, anything else (after `retries` further tries) fails with the reason.
 //!
-//! A webhook whose host weir routes on its mesh listener (a ServiceEntry host, such as the
-//! tutorials' `flagger-loadtester.test`) is called through it, as a sidecar would send it.
+//! A webhook (or metrics provider) whose host weir routes on its mesh listener (a ServiceEntry
+//! host, such as the tutorials' `flagger-loadtester.test`) is called through it, as a sidecar
+//! would send it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ pub(super) struct Mesh {
 
 impl Mesh {
     /// The mesh listener, if it routes `url`'s host.
-    fn route(&self, url: &str) -> Option<SocketAddr> {
+    pub(super) fn route(&self, url: &str) -> Option<SocketAddr> {
         let uri: http::Uri = url.parse().ok()?;
         let host = uri.host()?.to_ascii_lowercase();
         self.snap

@@ -589,6 +589,7 @@ mod tests {
                 min: Some(99.0),
                 max: None,
                 versus: None,
+                query: None,
             }]
         }
     }

@@ -10,6 +10,7 @@ pub mod analysis;
 mod controller;
 mod hooks;
 pub mod machine;
+mod prometheus;
 pub mod spec;
 pub mod store;
 pub mod view;

@@ -183,7 +183,7 @@ pub struct CheckSpec {
 }
 
 /// What a check measures.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum CheckKind {
     /// `request-success-rate`: % of the canary's responses that are not 5xx.
     SuccessRate,
@@ -194,6 +194,15 @@ pub enum CheckKind {
     VsPrimary {
         /// In (0, 1).
         confidence: f64,
+    },
+    /// A query to a metrics provider, its template variables filled in.
+    Query {
+        /// The provider type (`prometheus` is run; others are inconclusive).
+        provider: String,
+        /// The provider's address.
+        address: String,
+        /// The query.
+        query: String,
     },
 }
 
@@ -238,6 +247,19 @@ impl RolloutSpec {
             }
             _ => return None,
         };
+        let namespace = namespace.unwrap_or("default");
+        let apex = if deployment {
+            vs_name.clone()
+        } else {
+            canary.host.clone()
+        };
+        let vars = Vars {
+            canary: c,
+            name,
+            namespace,
+            service: &apex,
+            set,
+        };
         let a = c.analysis.as_ref();
         let max_weight = a.and_then(|a| a.max_weight).unwrap_or(100).min(100);
         let steps = match a {
@@ -267,7 +289,7 @@ impl RolloutSpec {
             .map(|a| a.mirror_weight.map_or(100.0, |w| f64::from(w.min(100))));
         Some(RolloutSpec {
             name: name.to_owned(),
-            namespace: namespace.unwrap_or("default").to_owned(),
+            namespace: namespace.to_owned(),
             virtual_service: vs_name,
             primary,
             canary,
@@ -279,7 +301,7 @@ impl RolloutSpec {
             steps,
             step_promotion: a.and_then(|a| a.step_weight_promotion).filter(|&s| s > 0),
             checks: a
-                .map(|a| a.metrics.iter().filter_map(check).collect())
+                .map(|a| a.metrics.iter().filter_map(|m| check(m, &vars)).collect())
                 .unwrap_or_default(),
             skip_analysis: c.skip_analysis.unwrap_or(false),
             strategy,
@@ -314,39 +336,92 @@ fn hook(w: &CanaryWebhook) -> Option<HookSpec> {
     })
 }
 
-/// A builtin metric check; `None` for template and query metrics (not run yet).
-fn check(m: &CanaryMetric) -> Option<CheckSpec> {
-    let kind = match m.name.value.as_str() {
-        "request-success-rate" => CheckKind::SuccessRate,
-        "request-duration" => CheckKind::Duration,
-        "error-rate-vs-primary" => CheckKind::VsPrimary {
-            confidence: m.confidence.map_or(DEFAULT_CONFIDENCE, |c| c / 100.0),
+/// What a metric's query is rendered with: Flagger's template variables.
+struct Vars<'a> {
+    canary: &'a Canary,
+    name: &'a str,
+    namespace: &'a str,
+    /// The apex service.
+    service: &'a str,
+    set: &'a ResourceSet,
+}
+
+/// A metric check: builtin, or a query (a MetricTemplate's, or an inline `query` against
+/// `metricsServer`) with the template variables filled in.
+fn check(m: &CanaryMetric, vars: &Vars<'_>) -> Option<CheckSpec> {
+    let window = m.interval.map_or(DEFAULT_WINDOW, |d| d.0);
+    let kind = match (&m.template_ref, &m.query) {
+        (Some(t), _) => {
+            let template = vars.set.resources.iter().find_map(|r| match &r.spec {
+                Spec::MetricTemplate(mt) if r.name() == t.name.value => Some(mt),
+                _ => None,
+            })?;
+            CheckKind::Query {
+                provider: template.provider.kind.value.clone(),
+                address: template.provider.address.clone().unwrap_or_default(),
+                query: render_query(&template.query, m, vars, window),
+            }
+        }
+        (None, Some(q)) => CheckKind::Query {
+            provider: "prometheus".to_owned(),
+            address: vars.canary.metrics_server.clone().unwrap_or_default(),
+            query: render_query(q, m, vars, window),
         },
-        _ => return None,
+        (None, None) => match m.name.value.as_str() {
+            "request-success-rate" => CheckKind::SuccessRate,
+            "request-duration" => CheckKind::Duration,
+            "error-rate-vs-primary" => CheckKind::VsPrimary {
+                confidence: m.confidence.map_or(DEFAULT_CONFIDENCE, |c| c / 100.0),
+            },
+            _ => return None,
+        },
     };
-    if m.template_ref.is_some() || m.query.is_some() {
-        return None;
-    }
     let (mut min, mut max) = m
         .threshold_range
         .as_ref()
         .map_or((None, None), |r| (r.min, r.max));
-    // The legacy `threshold`: a floor for the success rate, a ceiling for the duration.
+    // The legacy `threshold`: a floor for the success rate, a ceiling for the duration and
+    // for queries (as Flagger reads it).
     if let Some(t) = m.threshold
         && min.is_none()
         && max.is_none()
     {
         match kind {
             CheckKind::SuccessRate => min = Some(t),
-            CheckKind::Duration => max = Some(t),
+            CheckKind::Duration | CheckKind::Query { .. } => max = Some(t),
             CheckKind::VsPrimary { .. } => {}
         }
     }
     Some(CheckSpec {
         name: m.name.value.clone(),
         kind,
-        window: m.interval.map_or(DEFAULT_WINDOW, |d| d.0),
+        window,
         min,
         max,
     })
+}
+
+fn render_query(template: &str, m: &CanaryMetric, v: &Vars<'_>, window: Duration) -> String {
+    let reference = |o: &Option<crate::config::decode::Opaque>| {
+        o.as_ref()
+            .and_then(|o| o.0["name"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut vars: BTreeMap<String, String> = [
+        ("name", v.name.to_owned()),
+        ("namespace", v.namespace.to_owned()),
+        ("target", v.canary.target_ref.name.value.clone()),
+        ("service", v.service.to_owned()),
+        ("ingress", reference(&v.canary.ingress_ref)),
+        ("route", reference(&v.canary.route_ref)),
+        ("interval", super::prometheus::range(window)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, val) in &m.template_variables {
+        vars.insert(format!("variables.{k}"), val.clone());
+    }
+    super::prometheus::render(template, &vars)
 }

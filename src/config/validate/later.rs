@@ -188,19 +188,49 @@ impl<'a> Checker<'a> {
             }
         }
         if let Some(a) = &canary.analysis {
-            for m in a
-                .metrics
-                .iter()
-                .filter(|m| m.template_ref.is_some() || m.query.is_some())
-            {
-                self.warn(
-                    r,
-                    m.pos,
-                    format!(
-                        "metric `{}` is validated; template and query metrics are not run yet",
-                        m.name.value
-                    ),
-                );
+            for m in a.metrics.iter().filter(|m| m.template_ref.is_none()) {
+                if m.query.is_some() && canary.metrics_server.is_none() {
+                    self.err(
+                        r,
+                        m.pos,
+                        format!(
+                            "metric `{}` has a query but the Canary has no metricsServer to run it on",
+                            m.name.value
+                        ),
+                    );
+                }
+            }
+            for m in &a.metrics {
+                let Some(t) = &m.template_ref else { continue };
+                let template = set.resources.iter().find_map(|x| match &x.spec {
+                    Spec::MetricTemplate(mt) if x.name() == t.name.value => Some(mt),
+                    _ => None,
+                });
+                let Some(template) = template else { continue };
+                let p = &template.provider;
+                if p.kind.value != "prometheus" {
+                    self.warn(
+                        r,
+                        m.pos,
+                        format!(
+                            "metric `{}`: provider `{}` is not supported (prometheus is); the check will fail",
+                            m.name.value, p.kind.value
+                        ),
+                    );
+                } else if !p
+                    .address
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("http://"))
+                {
+                    self.err(
+                        r,
+                        m.pos,
+                        format!(
+                            "metric `{}`: MetricTemplate `{}` needs an http:// provider address",
+                            m.name.value, t.name.value
+                        ),
+                    );
+                }
             }
             for w in &a.webhooks {
                 if w.url.starts_with("https://") {
