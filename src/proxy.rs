@@ -264,12 +264,22 @@ fn route<'s>(
         (Some(p), Some(q)) => Some(format!("{p}?{q}")),
         (p, _) => p,
     };
-    let dest = split.pick();
+    let (dest, cohort_cookie) = match &rule.affinity {
+        None => (split.pick(), None),
+        Some(a) => match a.bucket(req.headers()) {
+            Some(bucket) => (split.pick_bucket(bucket), None),
+            None => {
+                let (bucket, cookie) = a.assign();
+                (split.pick_bucket(bucket), cookie)
+            }
+        },
+    };
     let cluster = &snap.clusters[dest.cluster];
-    let (hash, set_cookie) = match &cluster.spec.hash {
+    let (hash, hash_cookie) = match &cluster.spec.hash {
         Some(h) => request_hash(&h.key, req.headers(), view.query, conn.peer.ip()),
         None => (None, None),
     };
+    let set_cookie: Vec<HeaderValue> = [cohort_cookie, hash_cookie].into_iter().flatten().collect();
     // None: the try answers "no healthy upstream" (or the rule's fallback does).
     let picked = cluster.pick(0, hash);
     let cache_key = match rule.fallback.as_ref().and_then(|f| f.cache) {
@@ -313,7 +323,7 @@ fn route<'s>(
         admission: None,
         retrying: None,
         hash,
-        set_cookie: set_cookie.map(Box::new),
+        set_cookie: (!set_cookie.is_empty()).then(|| set_cookie.into_boxed_slice()),
         reached: false,
         cache_key,
     })
@@ -350,8 +360,8 @@ struct Forward<'s> {
     retrying: Option<Retrying<'s>>,
     /// The request's consistent-hash key.
     hash: Option<u64>,
-    /// A hash cookie generated for this client.
-    set_cookie: Option<Box<HeaderValue>>,
+    /// Cookies generated for this client (cohort, consistent hash).
+    set_cookie: Option<Box<[HeaderValue]>>,
     /// Some try may have reached an upstream.
     reached: bool,
     /// Where a good response to this GET is kept for the stale-cache fallback.
@@ -805,8 +815,8 @@ impl<'s> Forward<'s> {
             }
         };
         strip_hop_by_hop(resp.headers_mut());
-        if let Some(cookie) = self.set_cookie.take() {
-            resp.headers_mut().append(header::SET_COOKIE, *cookie);
+        for cookie in self.set_cookie.take().into_iter().flat_map(Vec::from) {
+            resp.headers_mut().append(header::SET_COOKIE, cookie);
         }
         self.rule.headers.response.apply(resp.headers_mut());
         self.dest.headers.response.apply(resp.headers_mut());

@@ -1067,3 +1067,49 @@ spec:
     );
     assert_eq!(shares(&weir).await, (100, 0));
 }
+
+#[tokio::test]
+async fn session_affinity_gives_canary_users_a_cohort_cookie() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let analysis = "    stepWeight: 50
+    maxWeight: 50
+    sessionAffinity: {cookieName: flagger-cookie, maxAge: 60, sameSite: Lax}";
+    let weir = Weir::start(&config_weighted(&v1, &v2, 0, analysis)).await;
+    let _load = Load::start(&weir, "/");
+    wait_for(&weir, "Progressing").await;
+    for _ in 0..50 {
+        if status(&weir).await["canaryWeight"] == 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, h, _) = send(&client(), weir.mesh(), "api-service", "/", &[]).await;
+    let set = h
+        .get("set-cookie")
+        .expect("a cohort cookie")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set.starts_with("flagger-cookie=")
+            && set.contains("Max-Age=60")
+            && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    // With it, the same version every time.
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let (_, h, _) = send(
+            &client(),
+            weir.mesh(),
+            "api-service",
+            "/",
+            &[("cookie", &cookie)],
+        )
+        .await;
+        seen.insert(backend_of(&h));
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+}

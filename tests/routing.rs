@@ -513,3 +513,64 @@ spec:
     );
     assert_eq!(r.v1.hits(), 501);
 }
+
+/// The version each of `users` is answered by, each user sending its cookie (if any) and
+/// keeping the one it is given.
+async fn visit(weir: &Weir, users: &mut [Option<String>]) -> Vec<String> {
+    let c = client();
+    let mut out = Vec::with_capacity(users.len());
+    for cookie in users.iter_mut() {
+        let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+        let (s, h, _) = send(&c, weir.mesh(), "reviews", "/", &headers).await;
+        assert_eq!(s, http::StatusCode::OK);
+        if let Some(set) = h.get("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+            assert!(cookie.is_none(), "a user with a cookie got another");
+            *cookie = Some(pair);
+        }
+        out.push(backend_of(&h));
+    }
+    out
+}
+
+#[tokio::test]
+async fn session_affinity_keeps_users_on_one_version_and_the_share_on_the_weight() {
+    let r = Reviews::start().await;
+    let vs = |v3: u32| {
+        format!(
+            "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  http:
+  - sessionAffinity: {{cookieName: cohort, maxAge: 3600}}
+    route:
+    - destination: {{host: reviews, subset: v1}}
+      weight: {}
+    - destination: {{host: reviews, subset: v3}}
+      weight: {v3}
+",
+            100 - v3
+        )
+    };
+    let weir = Weir::start(&r.config(&vs(20))).await;
+    let mut users = vec![None; 400];
+    let first = visit(&weir, &mut users).await;
+    assert!(users.iter().all(Option::is_some));
+    // Users, not requests, are split: 400 users at 20 % (sd 8), bounds at 5 sd.
+    let on_v3 = first.iter().filter(|b| *b == "reviews-v3").count();
+    assert!((40..=120).contains(&on_v3), "{on_v3} of 400 users on v3");
+    // Each user stays where it landed.
+    assert_eq!(visit(&weir, &mut users).await, first);
+    // The weight grows: v3's users stay, and the share follows (50 %, sd 10).
+    assert!(weir.rewrite(&r.config(&vs(50))).await);
+    let second = visit(&weir, &mut users).await;
+    for (a, b) in first.iter().zip(&second) {
+        assert!(a != "reviews-v3" || b == "reviews-v3", "a user left v3");
+    }
+    let on_v3 = second.iter().filter(|b| *b == "reviews-v3").count();
+    assert!((150..=250).contains(&on_v3), "{on_v3} of 400 users on v3");
+    assert_eq!(r.v2.hits(), 0);
+}

@@ -68,6 +68,8 @@ decode_struct! {
         headers: Option<Headers> = "headers",
         /// weir: what a request that finally fails gets instead.
         fallback: Option<HttpFallback> = "fallback",
+        /// weir: keep each user on the destination they first got (a cohort cookie).
+        session_affinity: Option<super::flagger::SessionAffinity> = "sessionAffinity",
     }
 }
 

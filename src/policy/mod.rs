@@ -1,8 +1,9 @@
-//! Per-route policies (the VirtualService level): split, header edits, rewrite, redirect, fault,
-//! mirror, retry and fallback.
+//! Per-route policies (the VirtualService level): split (and cohort affinity), header edits,
+//! rewrite, redirect, fault, mirror, retry and fallback.
 //!
 //! The order they run in is written once, in [`crate::proxy::Proxy::respond`].
 
+pub mod affinity;
 pub mod fallback;
 pub mod fault;
 pub mod headers;

@@ -48,6 +48,13 @@ impl Split {
         &self.dests[i.min(self.dests.len() - 1)]
     }
 
+    /// The destination of cohort bucket `b` (of [`super::affinity::BUCKETS`]): the same
+    /// bucket always lands on the same destination while the weights stand.
+    pub fn pick_bucket(&self, b: u32) -> &WeightedDest {
+        let scaled = u64::from(b) * u64::from(self.total()) / u64::from(super::affinity::BUCKETS);
+        self.pick_at(scaled as u32)
+    }
+
     /// A destination chosen at random by weight.
     pub fn pick(&self) -> &WeightedDest {
         if self.dests.len() == 1 {
@@ -74,6 +81,23 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    #[test]
+    fn cohorts_only_grow_toward_the_last_destination() {
+        use super::super::affinity::BUCKETS;
+        let mut before: Vec<bool> = vec![false; BUCKETS as usize];
+        for w in [0, 1, 10, 25, 50, 99, 100] {
+            let s = split(&[100 - w, w]);
+            let on: Vec<bool> = (0..BUCKETS)
+                .map(|b| s.pick_bucket(b).cluster == 1)
+                .collect();
+            // The canary's share of buckets is its weight, exactly.
+            assert_eq!(on.iter().filter(|&&x| x).count() as u32, w * BUCKETS / 100);
+            // Nobody leaves the canary as its weight grows.
+            assert!(before.iter().zip(&on).all(|(was, is)| !was || *is), "{w}");
+            before = on;
+        }
     }
 
     #[test]

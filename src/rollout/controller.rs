@@ -25,6 +25,7 @@ type History = VecDeque<(Instant, VersionSample, VersionSample)>;
 pub(super) async fn drive(
     control: Weak<Control>,
     shared: Arc<Mutex<Machine>>,
+    shown: Arc<Mutex<Status>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     store: Store,
 ) {
@@ -74,7 +75,6 @@ pub(super) async fn drive(
             tracing::error!(canary = %spec.name, error = %e, "Cannot save rollout state.");
         }
         let status = lock(&shared).status.clone();
-        publish_state(&control, &spec, &status);
         if status.routing != before.status.routing
             && let Err(errors) = control.apply(Change::Weights).await
         {
@@ -89,6 +89,9 @@ pub(super) async fn drive(
             snap: control.snapshot(),
             addr: control.mesh_addr(),
         };
+        // Shown once in place.
+        publish_state(&control, &spec, &status);
+        *lock(&shown) = status.clone();
         notify(&spec, &before.status, &status, mesh);
     }
 }

@@ -555,6 +555,7 @@ mod tests {
             matches: Vec::new(),
             mirror: None,
             hooks: Vec::new(),
+            affinity: None,
         }
     }
 

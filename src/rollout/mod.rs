@@ -56,7 +56,11 @@ impl Command {
 
 /// One running rollout.
 struct Rollout {
+    /// The machine as it decides (its routing is what the next apply writes).
     machine: Arc<Mutex<Machine>>,
+    /// Its status as served: updated once the routing it decided is applied, so that the API
+    /// never shows a phase whose traffic is not in place yet.
+    shown: Arc<Mutex<Status>>,
     commands: mpsc::UnboundedSender<Command>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -154,11 +158,13 @@ impl Rollouts {
         let mut running = lock(&self.running);
         running.retain(|name, _| plan.specs.contains_key(name) && !plan.fresh.contains_key(name));
         for (name, machine) in plan.fresh {
+            let shown = Arc::new(Mutex::new(machine.status.clone()));
             let machine = Arc::new(Mutex::new(machine));
             let (tx, rx) = mpsc::unbounded_channel();
             let task = tokio::spawn(controller::drive(
                 control.clone(),
                 machine.clone(),
+                shown.clone(),
                 rx,
                 self.store.clone(),
             ));
@@ -166,6 +172,7 @@ impl Rollouts {
                 name,
                 Rollout {
                     machine,
+                    shown,
                     commands: tx,
                     task,
                 },
@@ -187,8 +194,8 @@ impl Rollouts {
         let mut out: Vec<(RolloutSpec, Status)> = lock(&self.running)
             .values()
             .map(|r| {
-                let m = lock(&r.machine);
-                (m.spec.clone(), m.status.clone())
+                let spec = lock(&r.machine).spec.clone();
+                (spec, lock(&r.shown).clone())
             })
             .collect();
         out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
@@ -246,8 +253,9 @@ fn specs(set: &ResourceSet) -> HashMap<String, RolloutSpec> {
 }
 
 /// Writes `routing` into the routes of `vs` that have both versions: `100 - w` on the primary and
-/// `w` on the canary; for A/B testing, a copy of the route, first, that sends the Canary's
-/// matching requests to the canary; for blue-green, a mirror to the canary.
+/// `w` on the canary (with the Canary's `sessionAffinity`, a cohort cookie keeps users on one
+/// version: [`crate::policy::affinity`]); for A/B testing, a copy of the route, first, that
+/// sends the Canary's matching requests to the canary; for blue-green, a mirror to the canary.
 fn route(vs: &mut VirtualService, spec: &RolloutSpec, routing: Routing) {
     let mut out = Vec::with_capacity(vs.http.len() + 1);
     for mut r in std::mem::take(&mut vs.http) {
@@ -281,6 +289,9 @@ fn route(vs: &mut VirtualService, spec: &RolloutSpec, routing: Routing) {
             out.push(ab);
         }
         weigh(&mut r, routing.canary_weight);
+        if (1..100).contains(&routing.canary_weight) && spec.affinity.is_some() {
+            r.session_affinity.clone_from(&spec.affinity);
+        }
         if routing.mirror {
             r.mirror = Some(canary);
             r.mirrors.clear();

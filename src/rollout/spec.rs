@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::flagger::{Canary, CanaryMetric, CanaryWebhook};
+use crate::config::flagger::{Canary, CanaryMetric, CanaryWebhook, SessionAffinity};
 use crate::config::generate::deployment_services;
 use crate::config::istio::{Destination, HttpMatchRequest};
 use crate::config::{ResourceSet, Spec};
@@ -55,6 +55,8 @@ pub struct RolloutSpec {
     pub mirror: Option<f64>,
     /// Webhooks, in the order written.
     pub hooks: Vec<HookSpec>,
+    /// Canary strategy: keep each user on the version they first got while weights move.
+    pub affinity: Option<SessionAffinity>,
 }
 
 /// One version of a rollout: a subset of a service (VirtualService targets), or a service
@@ -311,6 +313,9 @@ impl RolloutSpec {
             hooks: a
                 .map(|a| a.webhooks.iter().filter_map(hook).collect())
                 .unwrap_or_default(),
+            affinity: a
+                .filter(|_| strategy == Strategy::Canary)
+                .and_then(|a| a.session_affinity.clone()),
         })
     }
 

@@ -71,6 +71,8 @@ pub struct Rule {
     pub local_stats: usize,
     /// Where copies of the requests go.
     pub mirrors: Vec<crate::policy::mirror::Mirror>,
+    /// Keeps each user on one destination of the split (a cohort cookie).
+    pub affinity: Option<Box<crate::policy::affinity::Affinity>>,
 }
 
 /// What a rule does with a request.

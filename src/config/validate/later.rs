@@ -183,6 +183,9 @@ impl<'a> Checker<'a> {
                     self.err(r, w.pos, format!("unknown webhook type `{kind}`"));
                 }
             }
+            if let Some(sa) = &analysis.session_affinity {
+                self.affinity(r, sa);
+            }
             if analysis.max_weight.is_some_and(|w| w > 100) {
                 self.err(r, analysis.pos, "maxWeight must be at most 100");
             }

@@ -23,6 +23,7 @@ use crate::backend::hash::{
 use crate::backend::limits::PoolLimits;
 use crate::backend::outlier::OutlierPolicy;
 use crate::backend::{ClusterSpec, EndpointAddr, EndpointSpec, Lb, Protocol, Warmup};
+use crate::policy::affinity::Affinity;
 use crate::policy::fallback::CacheSpec;
 use crate::policy::fault::{self, Fault};
 use crate::policy::headers::{HeaderEdits, HeaderOps};

@@ -211,6 +211,18 @@ impl<'a> Checker<'a> {
                 Action::Forward(_) => self.mirrors(r, route, &label),
                 _ => Vec::new(),
             };
+            let affinity = match (&route.session_affinity, &action) {
+                (Some(sa), Action::Forward(_)) => self.affinity(r, sa).map(Box::new),
+                (Some(sa), _) => {
+                    self.warn(
+                        r,
+                        sa.pos,
+                        "sessionAffinity applies to forwarded requests only; ignored here",
+                    );
+                    None
+                }
+                (None, _) => None,
+            };
             rules.push(Rule {
                 label,
                 matches,
@@ -223,9 +235,56 @@ impl<'a> Checker<'a> {
                 fallback,
                 local_stats,
                 mirrors,
+                affinity,
             });
         }
         rules
+    }
+
+    /// weir's `sessionAffinity` (Flagger's fields): the cohort cookie.
+    pub(super) fn affinity(
+        &mut self,
+        r: &Resource,
+        sa: &crate::config::flagger::SessionAffinity,
+    ) -> Option<Affinity> {
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        if !token(&sa.cookie_name) {
+            self.err(
+                r,
+                sa.pos,
+                format!("cookieName `{}` is not a valid cookie name", sa.cookie_name),
+            );
+            return None;
+        }
+        if let Some(s) = &sa.same_site
+            && !matches!(s.as_str(), "Strict" | "Lax" | "None")
+        {
+            self.err(r, sa.pos, "sameSite must be Strict, Lax or None");
+            return None;
+        }
+        let a = Affinity::new(
+            &sa.cookie_name,
+            sa.max_age,
+            sa.domain.as_deref(),
+            sa.path.as_deref(),
+            sa.http_only.unwrap_or(false),
+            sa.secure.unwrap_or(false),
+            sa.same_site.as_deref(),
+            sa.partitioned.unwrap_or(false),
+        );
+        if HeaderValue::from_str(&a.attributes).is_err() {
+            self.err(
+                r,
+                sa.pos,
+                "sessionAffinity domain and path must be header-safe text",
+            );
+            return None;
+        }
+        Some(a)
     }
 
     /// `mirror` with `mirrorPercentage` (or the deprecated `mirrorPercent`; 100 % when
@@ -292,6 +351,7 @@ impl<'a> Checker<'a> {
             retry: RetryPolicy::istio_default(),
             fallback: None,
             mirrors: Vec::new(),
+            affinity: None,
         }
     }
 
