@@ -1113,3 +1113,116 @@ async fn session_affinity_gives_canary_users_a_cohort_cookie() {
     }
     assert_eq!(seen.len(), 1, "{seen:?}");
 }
+
+/// The Flagger A/B tutorial's Canary (istio-ab-testing.md), verbatim.
+const PODINFO_AB: &str = "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  # deployment reference
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  # the maximum time in seconds for the canary deployment
+  # to make progress before it is rollback (default 600s)
+  progressDeadlineSeconds: 60
+  # HPA reference (optional)
+  autoscalerRef:
+    apiVersion: autoscaling/v2
+    kind: HorizontalPodAutoscaler
+    name: podinfo
+  service:
+    # container port
+    port: 9898
+    # Istio gateways (optional)
+    gateways:
+    - istio-system/public-gateway
+    # Istio virtual service host names (optional)
+    hosts:
+    - app.example.com
+    # Istio traffic policy (optional)
+    trafficPolicy:
+      tls:
+        # use ISTIO_MUTUAL when mTLS is enabled
+        mode: DISABLE
+  analysis:
+    # schedule interval (default 60s)
+    interval: 1m
+    # total number of iterations
+    iterations: 10
+    # max number of failed iterations before rollback
+    threshold: 2
+    # canary match condition
+    match:
+      - headers:
+          user-agent:
+            regex: \".*Firefox.*\"
+      - headers:
+          cookie:
+            regex: \"^(.*?;)?(type=insider)(;.*)?$\"
+    metrics:
+    - name: request-success-rate
+      # minimum req success rate (non 5xx responses)
+      # percentage (0-100)
+      thresholdRange:
+        min: 99
+      interval: 1m
+    - name: request-duration
+      # maximum req duration P99
+      # milliseconds
+      thresholdRange:
+        max: 500
+      interval: 30s
+    # generate traffic during analysis
+    webhooks:
+      - name: load-test
+        url: http://flagger-loadtester.test/
+        timeout: 15s
+        metadata:
+          cmd: \"hey -z 1m -q 10 -c 2 -H 'Cookie: type=insider' http://podinfo.test:9898/\"
+";
+
+#[tokio::test]
+async fn the_flagger_ab_tutorial_canary_routes_firefox_and_insiders_to_the_canary() {
+    let primary = Backend::start("podinfo-6.0.0").await;
+    let canary = Backend::start("podinfo-6.0.1").await;
+    let tester = Hooks::start().await;
+    // Scaled in time (1 s intervals, 3 iterations); otherwise verbatim.
+    let fast = PODINFO_AB
+        .replace("interval: 1m", "interval: 1s")
+        .replace("interval: 30s", "interval: 1s")
+        .replace("iterations: 10", "iterations: 3");
+    let weir = Weir::start(&podinfo(&primary, &canary, &tester, &fast)).await;
+    static INSIDER: [(&str, &str); 1] = [("cookie", "type=insider")];
+    let _load = Load::run(&weir, "podinfo", "/", &INSIDER);
+    let s = wait_for_named(&weir, "podinfo", "Progressing").await;
+    assert_eq!(s["strategy"], "AbTesting");
+    for _ in 0..50 {
+        if status_of(&weir, "podinfo").await["iterations"].as_u64() >= Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+    for (headers, expected) in [
+        (vec![("user-agent", firefox)], "podinfo-6.0.1"),
+        (vec![("cookie", "type=insider")], "podinfo-6.0.1"),
+        (vec![("cookie", "a=b; type=insider")], "podinfo-6.0.0"),
+        (vec![("user-agent", "Chrome")], "podinfo-6.0.0"),
+    ] {
+        for host in ["podinfo", "app.example.com"] {
+            let (_, h, _) = send(&client(), weir.mesh(), host, "/", &headers).await;
+            assert_eq!(backend_of(&h), expected, "{host} {headers:?}");
+        }
+    }
+    let done = wait_for_named(&weir, "podinfo", "Succeeded").await;
+    let events = event_messages(&done);
+    assert!(
+        events.contains(&"Advance podinfo canary iteration 3/3".to_owned()),
+        "{events:#?}"
+    );
+    assert_eq!(answered_by(&weir, "podinfo").await, "podinfo-6.0.1");
+}
