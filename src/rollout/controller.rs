@@ -229,9 +229,6 @@ fn revision(snap: &Snapshot, side: &Side) -> Option<String> {
     let cluster = snap.clusters.iter().find(|c| {
         c.spec.service == side.host && c.spec.subset == side.subset && !c.spec.endpoints.is_empty()
     })?;
-    if cluster.spec.endpoints.is_empty() {
-        return None;
-    }
     let mut parts: Vec<String> = cluster
         .spec
         .endpoints
