@@ -5,7 +5,8 @@
 //! listener -> http1::server (or hyper h2) -> proxy::Proxy::respond
 //!   -> snapshot -> route table (host, first matching rule)
 //!   -> action: redirect | direct response | forward
-//!   -> fault -> split (weighted pick) -> retry loop under the timeout:
+//!   -> split (weighted pick, or a sessionAffinity cohort) -> fault -> mirrors -> retry loop
+//!      under the timeout:
 //!        pool limits -> balancer over non-ejected endpoints -> upstream pool (upstream::h1)
 //!        -> outcome to the outlier detector -> retry (budget, backoff) or done
 //!   -> fallback (stale cache, backup, fixed response) -> metrics, response
