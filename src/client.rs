@@ -57,7 +57,20 @@ pub async fn call_via(
     timeout: Duration,
     via: Option<SocketAddr>,
 ) -> Result<Reply, CallError> {
-    tokio::time::timeout(timeout, exchange(method, url, body, via))
+    tokio::time::timeout(timeout, exchange(method, url, body, via, None))
+        .await
+        .map_err(|_| CallError::Timeout(timeout))?
+}
+
+/// Sends one request with an `Authorization` header.
+pub async fn call_with(
+    method: Method,
+    url: &str,
+    body: Option<(&str, Vec<u8>)>,
+    timeout: Duration,
+    authorization: Option<&str>,
+) -> Result<Reply, CallError> {
+    tokio::time::timeout(timeout, exchange(method, url, body, None, authorization))
         .await
         .map_err(|_| CallError::Timeout(timeout))?
 }
@@ -67,6 +80,7 @@ async fn exchange(
     url: &str,
     body: Option<(&str, Vec<u8>)>,
     via: Option<SocketAddr>,
+    authorization: Option<&str>,
 ) -> Result<Reply, CallError> {
     let bad = |why| CallError::Url(url.to_owned(), why);
     let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
@@ -98,6 +112,9 @@ async fn exchange(
             header::USER_AGENT,
             concat!("weir/", env!("CARGO_PKG_VERSION")),
         );
+    if let Some(auth) = authorization {
+        req = req.header(header::AUTHORIZATION, auth);
+    }
     let bytes = match body {
         Some((content_type, bytes)) => {
             req = req.header(header::CONTENT_TYPE, content_type);

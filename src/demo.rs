@@ -143,6 +143,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         admin: "127.0.0.1:0".parse()?,
         mesh: "127.0.0.1:0".parse()?,
         state_dir: None,
+        admin_token: None,
     };
     let server = Server::start(opts, Some(set("v1", "v2")?)).await?;
     println!(

@@ -30,6 +30,10 @@ enum Command {
         /// Directory for state that survives restarts.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// File holding the admin API's bearer token (required when --admin is not loopback);
+        /// mutating admin calls then need `Authorization: Bearer TOKEN`.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
         /// Worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
@@ -50,6 +54,9 @@ enum Command {
         /// The running weir's admin API address.
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: SocketAddr,
+        /// File holding the admin API's bearer token.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
     },
     /// Progressive delivery on a running weir: list, status, watch, promote, rollback, pause,
     /// resume.
@@ -59,6 +66,9 @@ enum Command {
         /// The running weir's admin API address.
         #[arg(long, default_value = "127.0.0.1:15000", global = true)]
         admin: SocketAddr,
+        /// File holding the admin API's bearer token.
+        #[arg(long, global = true)]
+        admin_token_file: Option<PathBuf>,
     },
 }
 
@@ -117,14 +127,36 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { paths } => validate(&paths),
         Command::Demo => runtime(None).block_on(weir::demo::run()),
-        Command::Canary { action, admin } => runtime(Some(1)).block_on(canary(action, admin)),
-        Command::Faults { action, admin } => {
+        Command::Canary {
+            action,
+            admin,
+            admin_token_file,
+        } => match token(admin_token_file.as_deref()) {
+            Ok(t) => runtime(Some(1)).block_on(canary(
+                action,
+                Admin {
+                    addr: admin,
+                    token: t,
+                },
+            )),
+            Err(code) => code,
+        },
+        Command::Faults {
+            action,
+            admin,
+            admin_token_file,
+        } => {
+            let token = match token(admin_token_file.as_deref()) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
             let (method, path) = match action {
                 FaultAction::Disable => ("POST", "/faults/disable"),
                 FaultAction::Enable => ("POST", "/faults/enable"),
                 FaultAction::Status => ("GET", "/faults"),
             };
-            match runtime(Some(1)).block_on(weir::admin::call(admin, method, path)) {
+            let call = weir::admin::call_with_token(admin, method, path, token.as_deref());
+            match runtime(Some(1)).block_on(call) {
                 Ok((200, body)) => {
                     println!("{body}");
                     ExitCode::SUCCESS
@@ -144,13 +176,19 @@ fn main() -> ExitCode {
             admin,
             mesh_listen,
             state_dir,
+            admin_token_file,
             workers,
         } => {
+            let admin_token = match token(admin_token_file.as_deref()) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
             let opts = weir::run::Options {
                 configs,
                 admin,
                 mesh: mesh_listen,
                 state_dir,
+                admin_token,
             };
             runtime(workers).block_on(async move {
                 match weir::run::Server::start(opts, None).await {
@@ -177,15 +215,34 @@ fn main() -> ExitCode {
     }
 }
 
-async fn canary(action: CanaryAction, admin: SocketAddr) -> ExitCode {
+/// A running weir's admin API, for the CLI.
+struct Admin {
+    addr: SocketAddr,
+    token: Option<String>,
+}
+
+/// The token in `--admin-token-file`, if given.
+fn token(file: Option<&std::path::Path>) -> Result<Option<String>, ExitCode> {
+    match file.map(weir::admin::read_token) {
+        None => Ok(None),
+        Some(Ok(t)) => Ok(Some(t)),
+        Some(Err(e)) => {
+            eprintln!("weir: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn canary(action: CanaryAction, admin: Admin) -> ExitCode {
     use weir::rollout::view;
+    let addr = admin.addr;
     let get = |path: String| async move {
-        match weir::admin::call(admin, "GET", &path).await {
+        match weir::admin::call(addr, "GET", &path).await {
             Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
                 .map_err(|e| format!("unexpected answer from the admin API: {e}")),
             Ok((404, _)) => Err("no such canary".to_owned()),
             Ok((status, body)) => Err(format!("admin answered {status}: {body}")),
-            Err(e) => Err(format!("cannot reach the admin API at {admin}: {e}")),
+            Err(e) => Err(format!("cannot reach the admin API at {addr}: {e}")),
         }
     };
     let result = match action {
@@ -224,10 +281,10 @@ async fn canary(action: CanaryAction, admin: SocketAddr) -> ExitCode {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
-        CanaryAction::Promote { name } => command(admin, &name, "promote").await,
-        CanaryAction::Rollback { name } => command(admin, &name, "rollback").await,
-        CanaryAction::Pause { name } => command(admin, &name, "pause").await,
-        CanaryAction::Resume { name } => command(admin, &name, "resume").await,
+        CanaryAction::Promote { name } => command(&admin, &name, "promote").await,
+        CanaryAction::Rollback { name } => command(&admin, &name, "rollback").await,
+        CanaryAction::Pause { name } => command(&admin, &name, "pause").await,
+        CanaryAction::Resume { name } => command(&admin, &name, "resume").await,
     };
     result.unwrap_or_else(|e| {
         eprintln!("weir: {e}");
@@ -235,15 +292,17 @@ async fn canary(action: CanaryAction, admin: SocketAddr) -> ExitCode {
     })
 }
 
-async fn command(admin: SocketAddr, name: &str, action: &str) -> Result<ExitCode, String> {
-    match weir::admin::call(admin, "POST", &format!("/canaries/{name}/{action}")).await {
+async fn command(admin: &Admin, name: &str, action: &str) -> Result<ExitCode, String> {
+    let path = format!("/canaries/{name}/{action}");
+    let addr = admin.addr;
+    match weir::admin::call_with_token(addr, "POST", &path, admin.token.as_deref()).await {
         Ok((200, _)) => {
             println!("{name}: {action} sent");
             Ok(ExitCode::SUCCESS)
         }
         Ok((404, _)) => Err(format!("no such canary: {name}")),
         Ok((status, body)) => Err(format!("admin answered {status}: {body}")),
-        Err(e) => Err(format!("cannot reach the admin API at {admin}: {e}")),
+        Err(e) => Err(format!("cannot reach the admin API at {addr}: {e}")),
     }
 }
 

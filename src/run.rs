@@ -37,6 +37,8 @@ pub struct Options {
     pub mesh: SocketAddr,
     /// Where state that survives restarts is kept.
     pub state_dir: Option<PathBuf>,
+    /// The admin API's bearer token (required when it binds off loopback).
+    pub admin_token: Option<String>,
 }
 
 /// A change to apply.
@@ -59,6 +61,11 @@ pub enum StartError {
     /// An address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, #[source] std::io::Error),
+    /// The admin API would be reachable off this host without a token.
+    #[error(
+        "the admin API on {0} is reachable from other hosts: give it a token with --admin-token-file, or bind it to loopback"
+    )]
+    AdminToken(SocketAddr),
 }
 
 /// The control plane: current snapshot, runtime state and the apply path.
@@ -215,6 +222,9 @@ pub struct Server {
 impl Server {
     /// Binds, applies the initial config (the files, or `initial` when given) and starts serving.
     pub async fn start(opts: Options, initial: Option<ResourceSet>) -> Result<Server, StartError> {
+        if !opts.admin.ip().is_loopback() && opts.admin_token.is_none() {
+            return Err(StartError::AdminToken(opts.admin));
+        }
         let mesh_socket = Listener::bind(opts.mesh)
             .await
             .map_err(|e| StartError::Bind(opts.mesh, e))?;
@@ -251,7 +261,8 @@ impl Server {
         };
         control.apply(change).await.map_err(StartError::Config)?;
         let mesh = Listener::start(mesh_socket, mesh_addr, false, proxy);
-        let admin = tokio::spawn(crate::admin::serve(admin_socket, control.clone()));
+        let token = opts.admin_token.as_deref().map(Arc::from);
+        let admin = tokio::spawn(crate::admin::serve(admin_socket, control.clone(), token));
         let watcher = if opts.configs.is_empty() {
             None
         } else {

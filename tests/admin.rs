@@ -137,3 +137,86 @@ async fn ready_live_config_and_clusters() {
     let (s, _, _) = get(weir.admin(), "admin", "/nope", &[]).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn a_token_guards_every_mutating_call_and_off_loopback_one_is_required() {
+    let opts = |admin: &str, token: Option<&str>| weir::run::Options {
+        configs: Vec::new(),
+        admin: admin.parse().unwrap(),
+        mesh: "127.0.0.1:0".parse().unwrap(),
+        state_dir: None,
+        admin_token: token.map(str::to_owned),
+    };
+    // Reachable from other hosts without a token: refused before anything is bound.
+    let refused = weir::run::Server::start(opts("0.0.0.0:0", None), None).await;
+    assert!(
+        matches!(refused, Err(weir::run::StartError::AdminToken(_))),
+        "started without a token"
+    );
+    let empty = weir::config::parse_set("<test>", "").unwrap();
+    let server = weir::run::Server::start(opts("127.0.0.1:0", Some("s3cret-token")), Some(empty))
+        .await
+        .unwrap();
+    let admin = server.admin_addr();
+    let call = |method: &'static str, path: &'static str, token: Option<&'static str>| async move {
+        weir::admin::call_with_token(admin, method, path, token)
+            .await
+            .unwrap()
+    };
+    // Reads stay open; writes need the token.
+    assert_eq!(call("GET", "/faults", None).await.0, 200);
+    let (status, body) = call("POST", "/faults/disable", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        call("POST", "/faults/disable", Some("wrong-token!"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        call("POST", "/canaries/x/rollback", Some("s3cret")).await.0,
+        401
+    );
+    assert!(
+        server.control().faults.enabled(),
+        "a refused call changed something"
+    );
+    assert_eq!(
+        call("POST", "/faults/disable", Some("s3cret-token"))
+            .await
+            .0,
+        200
+    );
+    assert!(!server.control().faults.enabled());
+    // The token never shows in what the API serves.
+    for path in ["/config", "/clusters", "/faults", "/canaries", "/metrics"] {
+        let (_, body) = call("GET", path, None).await;
+        assert!(!body.contains("s3cret"), "{path} shows the token");
+    }
+    // The CLI reads the token from a file.
+    let file = scratch_dir().join("token");
+    std::fs::write(&file, "s3cret-token\n").unwrap();
+    let args = vec![
+        "faults".to_owned(),
+        "enable".to_owned(),
+        "--admin".to_owned(),
+        admin.to_string(),
+        "--admin-token-file".to_owned(),
+        file.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(server.control().faults.enabled());
+    server.shutdown().await;
+}

@@ -1,5 +1,7 @@
-//! The admin API: `/ready`, `/live`, `/metrics`, `/config`, `/clusters`. One path match, no
-//! framework; it binds to loopback by default and never serves secrets.
+//! The admin API: `/ready`, `/live`, `/metrics`, `/config`, `/clusters`, `/faults`,
+//! `/canaries`. One path match, no framework; it binds to loopback by default and never serves
+//! secrets. With a token (`--admin-token-file`, required off loopback), every mutating call
+//! (`POST`) needs `Authorization: Bearer TOKEN`; reads stay open.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,24 +21,60 @@ use crate::config::Spec;
 use crate::rollout::Command;
 use crate::run::Control;
 
-/// Serves the admin API on `socket` until the task is aborted.
-pub async fn serve(socket: TcpListener, control: Arc<Control>) {
+/// Serves the admin API on `socket` until the task is aborted; `token`, when given, guards
+/// every mutating call.
+pub async fn serve(socket: TcpListener, control: Arc<Control>, token: Option<Arc<str>>) {
     loop {
         let Ok((stream, _)) = socket.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             continue;
         };
-        let control = control.clone();
+        let (control, token) = (control.clone(), token.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
                 let control = control.clone();
-                async move { Ok::<_, Infallible>(handle(&control, req)) }
+                let allowed = req.method() != Method::POST || authorized(&req, token.as_deref());
+                async move {
+                    if !allowed {
+                        return Ok::<_, Infallible>(unauthorized());
+                    }
+                    Ok(handle(&control, req))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
+}
+
+/// Whether a request carries the admin token (or none is required).
+fn authorized<B>(req: &Request<B>, token: Option<&str>) -> bool {
+    let Some(token) = token else { return true };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time in the token's content: every byte is compared.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    tracing::warn!("Admin call refused: no valid bearer token.");
+    let mut resp = text(
+        StatusCode::UNAUTHORIZED,
+        "this admin call needs Authorization: Bearer <token>\n",
+    );
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
 }
 
 fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -132,11 +170,40 @@ pub async fn call(
     method: &str,
     path: &str,
 ) -> Result<(u16, String), crate::client::CallError> {
+    call_with_token(admin, method, path, None).await
+}
+
+/// [`call`] with the admin token, when one is given.
+pub async fn call_with_token(
+    admin: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), crate::client::CallError> {
     let method = http::Method::from_bytes(method.as_bytes())
         .map_err(|_| crate::client::CallError::Http(format!("bad method {method}")))?;
     let url = format!("http://{admin}{path}");
-    let reply = crate::client::call(method, &url, None, std::time::Duration::from_secs(10)).await?;
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let reply = crate::client::call_with(
+        method,
+        &url,
+        None,
+        std::time::Duration::from_secs(10),
+        auth.as_deref(),
+    )
+    .await?;
     Ok((reply.status, reply.body.trim_end().to_owned()))
+}
+
+/// Reads an admin token file: its first line, trimmed; an empty token is refused.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read admin token file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        return Err(format!("admin token file {} is empty", path.display()));
+    }
+    Ok(token)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -257,6 +257,7 @@ impl Weir {
             admin: "127.0.0.1:0".parse().unwrap(),
             mesh: "127.0.0.1:0".parse().unwrap(),
             state_dir: state_dir.clone(),
+            admin_token: None,
         };
         let server = match weir::run::Server::start(opts, None).await {
             Ok(s) => s,
