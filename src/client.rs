@@ -45,32 +45,20 @@ pub async fn call(
     body: Option<(&str, Vec<u8>)>,
     timeout: Duration,
 ) -> Result<Reply, CallError> {
-    call_via(method, url, body, timeout, None).await
+    call_via(method, url, body, timeout, None, None).await
 }
 
 /// Sends one request, connecting to `via` (a proxy that routes by `Host`, such as weir's mesh
-/// listener) instead of the URL's host when given.
+/// listener) instead of the URL's host when given, with an `Authorization` header when given.
 pub async fn call_via(
     method: Method,
     url: &str,
     body: Option<(&str, Vec<u8>)>,
     timeout: Duration,
     via: Option<SocketAddr>,
-) -> Result<Reply, CallError> {
-    tokio::time::timeout(timeout, exchange(method, url, body, via, None))
-        .await
-        .map_err(|_| CallError::Timeout(timeout))?
-}
-
-/// Sends one request with an `Authorization` header.
-pub async fn call_with(
-    method: Method,
-    url: &str,
-    body: Option<(&str, Vec<u8>)>,
-    timeout: Duration,
     authorization: Option<&str>,
 ) -> Result<Reply, CallError> {
-    tokio::time::timeout(timeout, exchange(method, url, body, None, authorization))
+    tokio::time::timeout(timeout, exchange(method, url, body, via, authorization))
         .await
         .map_err(|_| CallError::Timeout(timeout))?
 }

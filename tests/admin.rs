@@ -196,22 +196,17 @@ async fn a_token_guards_every_mutating_call_and_off_loopback_one_is_required() {
     // The CLI reads the token from a file.
     let file = scratch_dir().join("token");
     std::fs::write(&file, "s3cret-token\n").unwrap();
-    let args = vec![
-        "faults".to_owned(),
-        "enable".to_owned(),
-        "--admin".to_owned(),
-        admin.to_string(),
-        "--admin-token-file".to_owned(),
-        file.display().to_string(),
-    ];
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let admin = admin.to_string();
+    let file = file.display().to_string();
+    let out = weir_cli([
+        "faults",
+        "enable",
+        "--admin",
+        &admin,
+        "--admin-token-file",
+        &file,
+    ])
+    .await;
     assert!(
         out.status.success(),
         "{}",

@@ -536,20 +536,11 @@ async fn a_rollout_resumes_at_the_same_step_after_a_restart() {
     assert!(!file.exists());
 }
 
-/// Runs `weir canary ARGS --admin ADDR` off the runtime (this weir lives on it); returns
-/// success and stdout.
+/// Runs `weir canary ARGS --admin ADDR`; returns success and the output.
 async fn cli(weir: &Weir, args: &[&str]) -> (bool, String) {
-    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    args.insert(0, "canary".into());
-    args.extend(["--admin".into(), weir.admin().to_string()]);
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(&args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let admin = weir.admin().to_string();
+    let tail = ["--admin", admin.as_str()];
+    let out = weir_cli(["canary"].iter().chain(args).chain(&tail).copied()).await;
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),

@@ -2,7 +2,6 @@
 //! kill switch (admin API and CLI).
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -108,14 +107,7 @@ async fn the_kill_switch_stops_aborts_and_cuts_delays_short() {
     );
     // The CLI does the same as the admin call (run off the runtime: this weir lives on it).
     let admin = weir.admin().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["faults", "disable", "--admin", &admin])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = weir_cli(["faults", "disable", "--admin", &admin]).await;
     assert!(
         out.status.success(),
         "{}",

@@ -184,11 +184,12 @@ pub async fn call_with_token(
         .map_err(|_| crate::client::CallError::Http(format!("bad method {method}")))?;
     let url = format!("http://{admin}{path}");
     let auth = token.map(|t| format!("Bearer {t}"));
-    let reply = crate::client::call_with(
+    let reply = crate::client::call_via(
         method,
         &url,
         None,
         std::time::Duration::from_secs(10),
+        None,
         auth.as_deref(),
     )
     .await?;

@@ -18,7 +18,7 @@ use super::decode::Spanned;
 use super::istio::{
     Destination, DestinationRule, HttpRoute, HttpRouteDestination, PortSelector, VirtualService,
 };
-use super::{Metadata, Resource, ResourceSet, Spec};
+use super::{Metadata, Resource, ResourceSet, Spec, short_ref};
 
 /// The annotation on generated resources: `Canary/NAME`.
 pub const GENERATED_BY: &str = "weir.io/generated-by";
@@ -61,14 +61,10 @@ pub fn apex_routing(set: &mut ResourceSet) {
         if !has("VirtualService", &|x| x.name() == name) {
             let mut hosts = vec![name.clone()];
             hosts.extend(svc.hosts.iter().filter(|h| **h != name).cloned());
-            let defined = |g: &String| {
-                let short = g.rsplit('/').next().unwrap_or(g);
-                has("Gateway", &|x| x.name() == short)
-            };
             let mut gateways: Vec<String> = svc
                 .gateways
                 .iter()
-                .filter(|g| defined(g))
+                .filter(|g| *g != MESH && gateway_defined(set, g))
                 .cloned()
                 .collect();
             if !gateways.is_empty() && !gateways.iter().any(|g| g == MESH) {
@@ -143,6 +139,15 @@ fn resource(canary: &Resource, metadata: Metadata, spec: Spec) -> Resource {
         metadata,
         spec,
     }
+}
+
+/// Whether `gateway` (`mesh`, or a `[namespace/]name` reference) names a Gateway of `set`.
+pub fn gateway_defined(set: &ResourceSet, gateway: &str) -> bool {
+    gateway == MESH
+        || set
+            .resources
+            .iter()
+            .any(|x| matches!(x.spec, Spec::Gateway(_)) && x.name() == short_ref(gateway))
 }
 
 /// Whether a ServiceEntry for `host` declares port `number`.

@@ -146,6 +146,11 @@ pub struct ResourceSet {
     pub sources: Vec<String>,
 }
 
+/// The name in a `namespace/name` reference.
+pub(crate) fn short_ref(s: &str) -> &str {
+    s.rsplit_once('/').map_or(s, |(_, n)| n)
+}
+
 /// Reads every path (a YAML file, or a directory of `*.yaml` / `*.yml` files).
 pub fn load_paths(paths: &[PathBuf]) -> Result<ResourceSet, Vec<ConfigError>> {
     let (set, errors) = read_paths(paths);

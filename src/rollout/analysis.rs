@@ -148,20 +148,24 @@ pub fn evaluate(spec: &CheckSpec, canary: &VersionSample, primary: &VersionSampl
         CheckKind::SuccessRate => canary.success_rate(),
         CheckKind::Duration => canary.quantile_ms(0.99),
     };
-    let verdict = match value {
-        None => Verdict::Inconclusive,
-        Some(v) if min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m) => Verdict::Fail,
-        Some(_) => Verdict::Pass,
-    };
     CheckResult {
         name: spec.name.clone(),
-        verdict,
+        verdict: verdict(value, min, max),
         value,
         sample: canary.requests,
         min,
         max,
         versus,
         query: None,
+    }
+}
+
+/// A value against its range; no value is inconclusive.
+fn verdict(value: Option<f64>, min: Option<f64>, max: Option<f64>) -> Verdict {
+    match value {
+        None => Verdict::Inconclusive,
+        Some(v) if min.is_some_and(|m| v < m) || max.is_some_and(|m| v > m) => Verdict::Fail,
+        Some(_) => Verdict::Pass,
     }
 }
 
@@ -176,11 +180,7 @@ fn error_percent(s: &VersionSample) -> f64 {
 /// check (as in Flagger: a metric that cannot be read is no evidence of health).
 pub fn judge_query(spec: &CheckSpec, answer: Result<Option<f64>, String>) -> CheckResult {
     let (verdict, value, error) = match answer {
-        Ok(None) => (Verdict::Inconclusive, None, None),
-        Ok(Some(v)) if spec.min.is_some_and(|m| v < m) || spec.max.is_some_and(|m| v > m) => {
-            (Verdict::Fail, Some(v), None)
-        }
-        Ok(Some(v)) => (Verdict::Pass, Some(v), None),
+        Ok(value) => (verdict(value, spec.min, spec.max), value, None),
         Err(e) => (Verdict::Fail, None, Some(e)),
     };
     CheckResult {

@@ -109,6 +109,7 @@ async fn call(
             Some(("application/json", body.clone())),
             hook.timeout,
             via,
+            None,
         )
         .await;
         match sent {

@@ -330,14 +330,7 @@ impl Machine {
         }
         if !self.status.confirmed {
             if let Err(why) = env.hook(HookKind::ConfirmRollout, &self.status).await {
-                if self.status.phase != Phase::Waiting {
-                    self.status.phase = Phase::Waiting;
-                    self.event(format!(
-                        "Halt {} advancement: waiting for approval ({why})",
-                        self.spec.name
-                    ));
-                }
-                return;
+                return self.wait_in(Phase::Waiting, &format!("approval ({why})"));
             }
             self.status.confirmed = true;
             self.status.phase = Phase::Progressing;
@@ -403,14 +396,10 @@ impl Machine {
             }
         }
         if let Err(why) = env.hook(HookKind::ConfirmPromotion, &self.status).await {
-            if self.status.phase != Phase::WaitingPromotion {
-                self.status.phase = Phase::WaitingPromotion;
-                self.event(format!(
-                    "Halt {} advancement: waiting for promotion approval ({why})",
-                    self.spec.name
-                ));
-            }
-            return;
+            return self.wait_in(
+                Phase::WaitingPromotion,
+                &format!("promotion approval ({why})"),
+            );
         }
         self.status.phase = Phase::Promoting;
         self.event(format!(
@@ -418,6 +407,17 @@ impl Machine {
             self.spec.canary, self.status.failed_checks, self.spec.threshold
         ));
         self.promote_step();
+    }
+
+    /// Holds in a waiting phase for a gate; the event is recorded once, on entering it.
+    fn wait_in(&mut self, phase: Phase, what: &str) {
+        if self.status.phase != phase {
+            self.status.phase = phase;
+            self.event(format!(
+                "Halt {} advancement: waiting for {what}",
+                self.spec.name
+            ));
+        }
     }
 
     /// Runs the rollout webhooks and the metric checks; true when the canary may advance.

@@ -156,7 +156,11 @@ impl Rollouts {
     /// Starts the planned rollouts and stops those the applied config no longer has.
     pub fn commit(&self, plan: Plan, control: &Weak<Control>) {
         let mut running = lock(&self.running);
+        let before = running.len();
         running.retain(|name, _| plan.specs.contains_key(name) && !plan.fresh.contains_key(name));
+        // The state directory is tidied when the set of rollouts changes (and at the first
+        // apply), not at every weight change.
+        let changed = before == 0 || running.len() < before || !plan.fresh.is_empty();
         for (name, machine) in plan.fresh {
             let shown = Arc::new(Mutex::new(machine.status.clone()));
             let machine = Arc::new(Mutex::new(machine));
@@ -178,8 +182,10 @@ impl Rollouts {
                 },
             );
         }
-        let names: Vec<&str> = plan.specs.keys().map(String::as_str).collect();
-        self.store.retain(&names);
+        if changed {
+            let names: Vec<&str> = plan.specs.keys().map(String::as_str).collect();
+            self.store.retain(&names);
+        }
     }
 
     /// Sends an operator command; false if there is no such rollout.

@@ -54,7 +54,7 @@ pub(super) async fn query(
         address.trim_end_matches('/'),
         encode(query)
     );
-    let reply = crate::client::call_via(http::Method::GET, &url, None, QUERY_TIMEOUT, via)
+    let reply = crate::client::call_via(http::Method::GET, &url, None, QUERY_TIMEOUT, via, None)
         .await
         .map_err(|e| format!("prometheus at {address}: {e}"))?;
     if reply.status != 200 {

@@ -208,6 +208,23 @@ impl Drop for Flight<'_> {
     }
 }
 
+/// Runs the `weir` binary with `args`, off the runtime (a weir under test lives on it).
+pub async fn weir_cli<I, S>(args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let args: Vec<String> = args.into_iter().map(Into::into).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// A unique scratch directory.
 pub fn scratch_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);

@@ -65,13 +65,7 @@ impl<'a> Checker<'a> {
         }
         if let Some(svc) = &canary.service {
             for g in &svc.gateways {
-                let short = g.rsplit('/').next().unwrap_or(g);
-                let defined = g == "mesh"
-                    || set
-                        .resources
-                        .iter()
-                        .any(|x| matches!(x.spec, Spec::Gateway(_)) && x.name() == short);
-                if !defined {
+                if !generate::gateway_defined(set, g) {
                     self.warn(
                         r,
                         svc.pos,

@@ -15,7 +15,7 @@ use super::decode::ConfigError;
 use super::flagger::Canary;
 use super::istio::{self, DestinationRule, Gateway, ServiceEntry, StringMatch, VirtualService};
 use super::yaml::Pos;
-use super::{Resource, ResourceSet, Spec, generate};
+use super::{Resource, ResourceSet, Spec, generate, short_ref};
 use crate::backend::budget::BudgetSpec;
 use crate::backend::hash::{
     DEFAULT_MAGLEV_SIZE, DEFAULT_RING_SIZE, HashAlgo, HashKey, HashPolicy, MAX_TABLE_SIZE,
@@ -231,10 +231,6 @@ fn vs_hosts(r: &Resource, vs: &VirtualService) -> Vec<String> {
 }
 
 /// A gateway reference without its namespace (`ns/name` gives `name`).
-fn short_ref(s: &str) -> &str {
-    s.rsplit_once('/').map_or(s, |(_, n)| n)
-}
-
 /// Whether a gateway server host (`*`, `*.example.com`, `ns/host`) admits a VirtualService host.
 fn host_allowed(server_host: &str, host: &str) -> bool {
     let pattern = short_ref(server_host).to_ascii_lowercase();
