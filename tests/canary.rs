@@ -1217,3 +1217,29 @@ async fn the_flagger_ab_tutorial_canary_routes_firefox_and_insiders_to_the_canar
     );
     assert_eq!(answered_by(&weir, "podinfo").await, "podinfo-6.0.1");
 }
+
+#[tokio::test]
+async fn a_bad_canary_edit_is_rejected_and_the_rollout_carries_on() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let weir = Weir::start(&config(&v1, &v2, "    stepWeight: 10\n    maxWeight: 90")).await;
+    let _load = Load::start(&weir, "/");
+    wait_for(&weir, "Progressing").await;
+    weir::admin::call(weir.admin(), "POST", "/canaries/api-service/pause")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = status(&weir).await;
+    let generation = weir.generation();
+    let bad = config(
+        &v1,
+        &v2,
+        "    stepWeight: 10\n    maxWeight: 500\n    webhooks: [{name: x, url: 'ftp://x'}]",
+    );
+    assert!(!weir.rewrite(&bad).await, "a bad Canary was applied");
+    assert_eq!(weir.generation(), generation);
+    let after = status(&weir).await;
+    assert_eq!(after["canaryWeight"], before["canaryWeight"]);
+    assert_eq!(after["status"]["paused"], true);
+    assert_eq!(event_messages(&after), event_messages(&before));
+}

@@ -149,3 +149,73 @@ spec:
         ],
     );
 }
+
+#[test]
+fn rollout_and_mirror_fields_are_checked() {
+    assert_errors(
+        "rollout",
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api]
+  resolution: STATIC
+  ports: [{number: 80, name: http}]
+  endpoints: [{address: 127.0.0.1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api}
+spec:
+  host: api
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [api]
+  http:
+  - sessionAffinity: {cookieName: "bad name"}
+    mirrors:
+    - destination: {host: api, subset: v2}
+      percentage: {value: 150}
+    route:
+    - {destination: {host: api, subset: v1}, weight: 90}
+    - {destination: {host: api, subset: v2}, weight: 10}
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: api}
+spec:
+  targetRef: {kind: VirtualService, name: api}
+  primarySubset: v1
+  canarySubset: v2
+  analysis:
+    sessionAffinity: {cookieName: c, sameSite: Sometimes}
+    metrics:
+    - name: error-rate-vs-primary
+      confidence: 120
+    - name: errors
+      query: sum(up)
+    webhooks:
+    - {name: gate, type: confirm-rollout, url: "ftp://x/"}
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo}
+spec:
+  targetRef: {kind: Deployment, name: podinfo}
+"#,
+        &[
+            "23:22: cookieName `bad name` is not a valid cookie name",
+            "25:20: mirror percentage must be between 0 and 100",
+            "39:22: sameSite must be Strict, Lax or None",
+            "41:7: confidence must be a percentage above 50 and below 100",
+            "43:7: metric `errors` has a query but the Canary has no metricsServer to run it on",
+            "46:7: webhook `gate`: `ftp://x/` is not an http:// URL",
+            "52:39: a Deployment target `podinfo` needs its service `podinfo-primary` declared with a ServiceEntry",
+            "52:39: a Deployment target `podinfo` needs its service `podinfo-canary` declared with a ServiceEntry",
+        ],
+    );
+}

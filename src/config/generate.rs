@@ -16,7 +16,8 @@
 
 use super::decode::Spanned;
 use super::istio::{
-    Destination, DestinationRule, HttpRoute, HttpRouteDestination, PortSelector, VirtualService,
+    Destination, DestinationRule, HttpRoute, HttpRouteDestination, PortSelector, ServiceEntry,
+    VirtualService,
 };
 use super::{Metadata, Resource, ResourceSet, Spec, short_ref};
 
@@ -42,7 +43,11 @@ pub fn apex_routing(set: &mut ResourceSet) {
         let name = c.target_ref.name.value.to_ascii_lowercase();
         let svc = c.service.clone().unwrap_or_default();
         let (primary, canary) = deployment_services(&name);
-        let pos = svc.pos;
+        // Undeclared services are reported by validation, at the Canary; nothing is generated.
+        if !(declared(set, &primary) && declared(set, &canary)) {
+            continue;
+        }
+        let pos = c.service.as_ref().map_or(c.target_ref.name.pos, |s| s.pos);
         let meta = |resource: &str| Metadata {
             pos,
             name: Some(Spanned {
@@ -150,12 +155,20 @@ pub fn gateway_defined(set: &ResourceSet, gateway: &str) -> bool {
             .any(|x| matches!(x.spec, Spec::Gateway(_)) && x.name() == short_ref(gateway))
 }
 
+/// Whether a ServiceEntry declares `host`.
+pub fn declared(set: &ResourceSet, host: &str) -> bool {
+    entry_with(set, host, |_| true)
+}
+
 /// Whether a ServiceEntry for `host` declares port `number`.
 fn declares_port(set: &ResourceSet, host: &str, number: u32) -> bool {
+    entry_with(set, host, |se| se.ports.iter().any(|p| p.number == number))
+}
+
+fn entry_with(set: &ResourceSet, host: &str, test: impl Fn(&ServiceEntry) -> bool) -> bool {
     set.resources.iter().any(|r| match &r.spec {
         Spec::ServiceEntry(se) => {
-            se.hosts.iter().any(|h| h.value.eq_ignore_ascii_case(host))
-                && se.ports.iter().any(|p| p.number == number)
+            se.hosts.iter().any(|h| h.value.eq_ignore_ascii_case(host)) && test(se)
         }
         _ => false,
     })

@@ -1,5 +1,5 @@
-//! Fields that later features act on (CORS, Canary resources): checked now, so that a config
-//! written today keeps loading.
+//! Flagger resources (Canary targets, metrics, webhooks, session affinity), and the fields a
+//! later feature acts on (CORS): checked now, so that a config written today keeps loading.
 
 use super::*;
 
@@ -25,13 +25,7 @@ impl<'a> Checker<'a> {
         let name = target.value.to_ascii_lowercase();
         let (primary, canary_host) = generate::deployment_services(&name);
         for host in [&primary, &canary_host] {
-            let declared = set.resources.iter().any(|x| match &x.spec {
-                Spec::ServiceEntry(se) => {
-                    se.hosts.iter().any(|h| h.value.eq_ignore_ascii_case(host))
-                }
-                _ => false,
-            });
-            if !declared {
+            if !generate::declared(set, host) {
                 self.err(
                     r,
                     target.pos,
