@@ -144,6 +144,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         mesh: "127.0.0.1:0".parse()?,
         state_dir: None,
         admin_token: None,
+        policy: crate::edge::ServerPolicy::default(),
     };
     let server = Server::start(opts, Some(set("v1", "v2")?)).await?;
     println!(

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::backend::limits::Overflow;
+use crate::http1::BodyError;
 use crate::policy::retry::Outcome;
 use crate::proxy::ResponseBody;
 use crate::upstream::UpstreamError;
@@ -29,6 +30,9 @@ pub enum ProxyError {
     /// A connection-pool limit turned the request away.
     #[error("upstream connect error or disconnect/reset before headers. reset reason: overflow")]
     Overflow(Overflow),
+    /// weir is over its memory limit and takes on no new requests.
+    #[error("overloaded: weir is over its memory limit")]
+    Overloaded,
     /// Talking to the upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -42,7 +46,10 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout | ProxyError::TryTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overflow(_) | ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(UpstreamError::ClientBody(BodyError::TimedOut)) => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             ProxyError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(e) if e.never_sent() => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -58,7 +65,7 @@ impl ProxyError {
             other => other.to_string(),
         };
         let mut resp = local_response(self.status(), Bytes::from(body));
-        if let ProxyError::Overflow(_) = self {
+        if let ProxyError::Overflow(_) | ProxyError::Overloaded = self {
             // Envoy's marker, under weir's name: clients and proxies must not retry it.
             resp.headers_mut()
                 .insert(X_WEIR_OVERLOADED, HeaderValue::from_static("true"));
@@ -86,7 +93,7 @@ impl ProxyError {
     }
 }
 
-/// Set on responses weir sheds because of a connection-pool limit.
+/// Set on responses weir sheds because of a connection-pool limit or memory overload.
 pub const X_WEIR_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-weir-overloaded");
 
 /// A response made by weir, with a plain-text body.

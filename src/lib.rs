@@ -20,6 +20,7 @@ pub mod backend;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod error;
 pub mod http1;
 pub mod listener;

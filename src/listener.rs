@@ -14,17 +14,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
+use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use crate::http1::{Reader, server};
-use crate::proxy::{ConnInfo, Proxy};
+use crate::edge::h2_flood::FloodGuard;
+use crate::error::local_response;
+use crate::http1::{MAX_HEAD, Reader, server};
+use crate::proxy::{ConnInfo, Proxy, ResponseBody};
 use crate::upstream::Body;
 
 /// How long open connections may take to finish when a listener stops.
@@ -75,6 +79,7 @@ async fn accept_loop(
 ) {
     // Each connection task holds a clone; the drain waits for the count to fall back to one.
     let live = Arc::new(());
+    let max = proxy.policy().max_connections;
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
@@ -89,6 +94,12 @@ async fn accept_loop(
                 continue;
             }
         };
+        if Arc::strong_count(&live) > max {
+            // Over the limit: closed at once, so that the connections already open keep going.
+            tracing::debug!(listener = %key, %peer, max, "Connection limit reached; closing.");
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let info = ConnInfo::new(peer, key, edge);
         let conn = connection(stream, proxy.clone(), info, stopped.clone());
@@ -109,6 +120,22 @@ async fn accept_loop(
     }
 }
 
+/// HTTP/2 limits (RELIABILITY.md section 5): concurrent streams per connection, flow-control
+/// windows, and how many streams a client may reset (rapid reset) or make weir reset before the
+/// connection is closed with GOAWAY.
+const H2_MAX_STREAMS: u32 = 100;
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+const H2_MAX_PENDING_RESETS: usize = 20;
+const H2_MAX_LOCAL_RESETS: usize = 100;
+/// A client that does not answer a keep-alive PING in this long is gone.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A request refused before routing (HTTP/2: the stream gets 400, the connection stays).
+fn refuse(why: &'static str) -> http::Response<ResponseBody> {
+    local_response(StatusCode::BAD_REQUEST, Bytes::from(format!("{why}\n")))
+}
+
 /// The HTTP/2 connection preface; a connection starting with it is h2c (prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -120,11 +147,18 @@ async fn connection(
     stop: watch::Receiver<bool>,
 ) {
     let mut reader = Reader::new(stream);
-    // Enough of the first bytes to tell the protocols apart.
+    // Enough of the first bytes to tell the protocols apart: the first within the idle
+    // timeout, the rest within the request headers timeout.
+    let policy = proxy.policy();
+    let mut deadline = Instant::now() + policy.idle_timeout;
     while reader.filled() < H2_PREFACE.len() && H2_PREFACE.starts_with(reader.unread()) {
-        match poll_fn(|cx| reader.poll_fill(cx)).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        let first = reader.filled() == 0;
+        match tokio::time::timeout_at(deadline, poll_fn(|cx| reader.poll_fill(cx))).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        if first {
+            deadline = Instant::now() + policy.request_headers_timeout;
         }
     }
     if reader.unread().starts_with(H2_PREFACE) {
@@ -146,12 +180,30 @@ async fn serve_h2(
     info: ConnInfo,
     mut stop: watch::Receiver<bool>,
 ) {
+    let policy = proxy.policy().clone();
     let service = service_fn(move |req: Request<Incoming>| {
-        let req = req.map(Body::Incoming);
-        proxy.clone().handle(req, info.clone())
+        let mut req = req.map(Body::Incoming);
+        let refused = proxy.policy().check(&mut req).err();
+        let proxy = proxy.clone();
+        let info = info.clone();
+        async move {
+            match refused {
+                None => proxy.handle(req, info).await,
+                Some(why) => Ok(refuse(why)),
+            }
+        }
     });
-    let conn =
-        http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(io), service);
+    let conn = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEAD as u32)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+        .keep_alive_interval(policy.idle_timeout)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .serve_connection(TokioIo::new(FloodGuard::new(io)), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,

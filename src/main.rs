@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,8 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        #[command(flatten)]
+        limits: Limits,
     },
     /// Check configuration files: exit 0, or print every error as file:line:column: message.
     Validate {
@@ -106,6 +109,97 @@ enum CanaryAction {
         /// The Canary's name.
         name: String,
     },
+}
+
+/// What weir holds clients to (defaults: RELIABILITY.md section 5, safe at the edge).
+#[derive(clap::Args)]
+struct Limits {
+    /// From a request's first byte to the end of its head; then 408 (slowloris).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    request_headers_timeout: Duration,
+    /// From a request's head to the end of its body; then 408 (slow bodies).
+    #[arg(long, default_value = "300s", value_parser = duration)]
+    request_timeout: Duration,
+    /// Closes connections idle between requests, and writes that make no progress, after this.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    idle_timeout: Duration,
+    /// Open connections per listener; more are closed at once.
+    #[arg(long, default_value_t = 16_384)]
+    max_connections: usize,
+    /// Resident memory above which new requests get 503 (e.g. 2GiB, 512MiB, or off).
+    #[arg(long, default_value = "2GiB", value_parser = bytes)]
+    memory_limit: Option<u64>,
+    /// Header names with an underscore: reject (400), drop, or allow.
+    #[arg(long, value_enum, default_value = "reject")]
+    headers_with_underscores: Underscores,
+    /// %2F and %5C in paths: reject (400), keep, or unescape.
+    #[arg(long, value_enum, default_value = "reject")]
+    escaped_slashes: EscapedSlashes,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Underscores {
+    Reject,
+    Drop,
+    Allow,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EscapedSlashes {
+    Reject,
+    Keep,
+    Unescape,
+}
+
+impl Limits {
+    fn policy(&self) -> weir::edge::ServerPolicy {
+        use weir::edge;
+        edge::ServerPolicy {
+            request_headers_timeout: self.request_headers_timeout,
+            request_timeout: self.request_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            memory_limit: self.memory_limit,
+            underscores: match self.headers_with_underscores {
+                Underscores::Reject => edge::Underscores::Reject,
+                Underscores::Drop => edge::Underscores::Drop,
+                Underscores::Allow => edge::Underscores::Allow,
+            },
+            escaped_slashes: match self.escaped_slashes {
+                EscapedSlashes::Reject => edge::EscapedSlashes::Reject,
+                EscapedSlashes::Keep => edge::EscapedSlashes::Keep,
+                EscapedSlashes::Unescape => edge::EscapedSlashes::Unescape,
+            },
+        }
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    weir::config::decode::parse_duration(text).map_err(str::to_owned)
+}
+
+/// Bytes with an optional KiB/MiB/GiB suffix; `off` for none.
+fn bytes(text: &str) -> Result<Option<u64>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let scale: u64 = match unit {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("unknown unit {unit:?}: use KiB, MiB or GiB")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .map(Some)
+        .ok_or_else(|| format!("not a size: {text:?}"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -178,6 +272,7 @@ fn main() -> ExitCode {
             state_dir,
             admin_token_file,
             workers,
+            limits,
         } => {
             let admin_token = match token(admin_token_file.as_deref()) {
                 Ok(t) => t,
@@ -189,6 +284,7 @@ fn main() -> ExitCode {
                 mesh: mesh_listen,
                 state_dir,
                 admin_token,
+                policy: limits.policy(),
             };
             runtime(workers).block_on(async move {
                 match weir::run::Server::start(opts, None).await {

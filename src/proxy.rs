@@ -29,6 +29,8 @@ use crate::backend::hash::request_hash;
 use crate::backend::limits::{Admission, Admit, Overflow, RetrySlot, Waiting};
 use crate::backend::outlier::Event;
 use crate::backend::{Cluster, Picked, Protocol};
+use crate::edge::ServerPolicy;
+use crate::edge::overload::Overload;
 use crate::error::{ProxyError, X_WEIR_OVERLOADED, local_response};
 use crate::policy::fallback::{Tee, X_WEIR_FALLBACK};
 use crate::policy::fault::{Abort, FaultSwitch, PER_MILLION};
@@ -80,12 +82,30 @@ impl ConnInfo {
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
     faults: Arc<FaultSwitch>,
+    policy: ServerPolicy,
+    overload: Arc<Overload>,
 }
 
 impl Proxy {
-    /// A proxy serving whatever `snapshot` holds, injecting faults while `faults` is on.
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, faults: Arc<FaultSwitch>) -> Proxy {
-        Proxy { snapshot, faults }
+    /// A proxy serving whatever `snapshot` holds, injecting faults while `faults` is on, to
+    /// clients held to `policy` (its memory limit is watched from now on).
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        faults: Arc<FaultSwitch>,
+        policy: ServerPolicy,
+    ) -> Proxy {
+        let overload = Overload::watch(policy.memory_limit);
+        Proxy {
+            snapshot,
+            faults,
+            policy,
+            overload,
+        }
+    }
+
+    /// What the listeners hold clients to.
+    pub fn policy(&self) -> &ServerPolicy {
+        &self.policy
     }
 
     /// Handles one request, start to response headers (the service function's shape).
@@ -113,6 +133,15 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let snap = self.snapshot.load_full();
+        if self.overload.is_over() {
+            return local(
+                &snap,
+                None,
+                req.method(),
+                start,
+                ProxyError::Overloaded.to_response(),
+            );
+        }
         match route(&snap, req, conn, start) {
             Routed::Local(resp) => resp,
             Routed::Forward(mut fwd) => {
@@ -1062,7 +1091,8 @@ fn strip_userinfo(authority: &str) -> &str {
     authority.rsplit_once('@').map_or(authority, |(_, h)| h)
 }
 
-/// `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`, as Envoy sets them.
+/// `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`, as Envoy sets them; at the edge,
+/// `x-forwarded-proto` is overwritten and `x-envoy-*` headers removed.
 fn forwarded_headers(headers: &mut http::HeaderMap, conn: &ConnInfo) {
     // Entries: each name is hashed once.
     match headers.entry(X_FORWARDED_FOR) {
@@ -1085,6 +1115,16 @@ fn forwarded_headers(headers: &mut http::HeaderMap, conn: &ConnInfo) {
     let http = HeaderValue::from_static("http");
     if conn.edge {
         headers.insert(X_FORWARDED_PROTO, http);
+        // Envoy's internal headers mean something to sidecars upstream; a client at the edge
+        // does not get to set them.
+        let internal: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-envoy-"))
+            .cloned()
+            .collect();
+        for k in internal {
+            headers.remove(k);
+        }
     } else {
         headers.entry(X_FORWARDED_PROTO).or_insert(http);
     }

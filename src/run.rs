@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::backend::BackendState;
 use crate::config::{self, ConfigError, ResourceSet, yaml::Pos};
+use crate::edge::ServerPolicy;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::policy::fault::FaultSwitch;
@@ -39,6 +40,8 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// The admin API's bearer token (required when it binds off loopback).
     pub admin_token: Option<String>,
+    /// Limits and deadlines for clients.
+    pub policy: ServerPolicy,
 }
 
 /// A change to apply.
@@ -240,7 +243,11 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty(mesh_addr, &metrics)));
         let faults = Arc::new(FaultSwitch::default());
-        let proxy = Arc::new(Proxy::new(snapshot.clone(), faults.clone()));
+        let proxy = Arc::new(Proxy::new(
+            snapshot.clone(),
+            faults.clone(),
+            opts.policy.clone(),
+        ));
         let control = Arc::new_cyclic(|me| Control {
             snapshot,
             faults,

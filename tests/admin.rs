@@ -146,6 +146,7 @@ async fn a_token_guards_every_mutating_call_and_off_loopback_one_is_required() {
         mesh: "127.0.0.1:0".parse().unwrap(),
         state_dir: None,
         admin_token: token.map(str::to_owned),
+        policy: weir::edge::ServerPolicy::default(),
     };
     // Reachable from other hosts without a token: refused before anything is bound.
     let refused = weir::run::Server::start(opts("0.0.0.0:0", None), None).await;

@@ -145,13 +145,21 @@ spec:
         gw,
         "www.example.com",
         "/",
-        &[("x-forwarded-proto", "https")],
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-envoy-upstream-rq-timeout-ms", "1"),
+        ],
     )
     .await;
     assert_eq!((s.as_u16(), backend_of(&h).as_str()), (200, "web"));
-    // At the edge, x-forwarded-proto is weir's to set.
+    // At the edge, x-forwarded-proto is weir's to set, and Envoy's headers are dropped.
     let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["headers"]["x-forwarded-proto"], "http");
+    assert!(
+        echo["headers"]
+            .get("x-envoy-upstream-rq-timeout-ms")
+            .is_none()
+    );
     // The gateway's VirtualService is not served on the mesh listener.
     let (s, _, _) = get(weir.mesh(), "www.example.com", "/", &[]).await;
     assert_eq!(s, 404);

@@ -16,7 +16,7 @@ use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Largest message head (start line and headers) accepted.
-pub(crate) const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 60 * 1024;
 /// Most header fields accepted in a head.
 pub(crate) const MAX_HEADERS: usize = 100;
 /// Longest chunk-size line accepted.
@@ -34,6 +34,9 @@ pub enum BodyError {
     /// The body broke its framing (bad chunk, closed early).
     #[error("body: {0}")]
     Malformed(&'static str),
+    /// The client took longer than the request timeout to send it.
+    #[error("body: request timeout")]
+    TimedOut,
     /// An HTTP/2 stream failed.
     #[error("body: {0}")]
     H2(#[from] hyper::Error),
@@ -199,7 +202,8 @@ pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
 pub fn fuzz_parse(data: &[u8]) {
     let mut fields = Vec::new();
     let mut r = Reader::from_bytes((), data);
-    while let Ok(Some(_)) = server::take_head(&mut r, &mut fields) {}
+    let policy = crate::edge::ServerPolicy::default();
+    while let Ok(Some(_)) = server::take_head(&mut r, &mut fields, &policy) {}
     let mut r = Reader::from_bytes((), data);
     while let Ok(Some(_)) = crate::upstream::h1::take_head(&mut r, &mut fields) {}
     let mut r = Reader::from_bytes((), data);

@@ -10,12 +10,12 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -23,11 +23,13 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use super::{
     BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, put_field, queue_frame, tokens,
     write_all,
 };
+use crate::edge::ServerPolicy;
 use crate::proxy::{ClientGone, ConnInfo, Proxy, ResponseBody};
 use crate::upstream::Body;
 
@@ -62,11 +64,16 @@ pub(crate) async fn serve(
     // Made once and kept: it registers for the signal on its first poll, not once per request.
     let stopped = stop.changed();
     tokio::pin!(stopped);
+    let policy = proxy.policy();
     let mut w = Writer {
         io: writer,
         out: BytesMut::with_capacity(4096),
+        stall: policy.idle_timeout,
     };
     let mut fields = Vec::new();
+    // One timer for the connection's waits, moved along rather than made anew.
+    let timer = tokio::time::sleep(policy.idle_timeout);
+    tokio::pin!(timer);
     // Lent to a request's body while it is read, and back after.
     let mut slot = Some(reader);
     loop {
@@ -75,9 +82,9 @@ pub(crate) async fn serve(
         };
         let head = tokio::select! {
             biased;
-            head = read_head(reader, &mut fields) => head,
+            head = read_head(reader, &mut fields, policy, timer.as_mut()) => head,
             // Idle between requests: a stopping listener closes the connection now.
-            _ = &mut stopped => return,
+            _ = &mut stopped, if reader.filled() == 0 => return,
         };
         let head = match head {
             Ok(Some(head)) => head,
@@ -106,6 +113,8 @@ pub(crate) async fn serve(
                 reader: slot.take(),
                 decoder: head.body,
                 home: home.clone(),
+                deadline: Instant::now() + policy.request_timeout,
+                timer: None,
             };
             (Body::Client(body), Some(home))
         };
@@ -138,25 +147,50 @@ pub(crate) async fn serve(
     }
 }
 
-/// Reads a request head; `None` when the client closed cleanly between requests.
+/// Reads a request head; `None` when the client closed cleanly between requests, or stayed
+/// idle past the idle timeout. Once a head has begun it must end within the request headers
+/// timeout (408).
 async fn read_head(
     r: &mut Reader<OwnedReadHalf>,
     fields: &mut Vec<(HeaderName, usize, usize)>,
+    policy: &ServerPolicy,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<Option<Head>, Reject> {
+    let now = Instant::now();
+    let mut started = (r.filled() > 0).then_some(now);
+    timer.as_mut().reset(match started {
+        Some(at) => at + policy.request_headers_timeout,
+        None => now + policy.idle_timeout,
+    });
     loop {
         if r.filled() > 0 {
-            if let Some(head) = take_head(r, fields)? {
+            if let Some(head) = take_head(r, fields, policy)? {
                 return Ok(Some(head));
             }
             if r.filled() >= MAX_HEAD {
                 return Err(too_large(r.unread()));
             }
         }
-        match poll_fn(|cx| r.poll_fill(cx)).await {
+        let filled = tokio::select! {
+            biased;
+            filled = poll_fn(|cx| r.poll_fill(cx)) => filled,
+            _ = timer.as_mut() => {
+                return match started {
+                    Some(_) => Err(Reject(StatusCode::REQUEST_TIMEOUT, "request head timeout")),
+                    None => Ok(None),
+                };
+            }
+        };
+        match filled {
             Ok(0) if r.filled() == 0 => return Ok(None),
             Ok(0) => return Err(Reject(StatusCode::BAD_REQUEST, "closed mid-head")),
             Ok(_) => {}
             Err(_) => return Ok(None),
+        }
+        if started.is_none() {
+            let at = Instant::now();
+            started = Some(at);
+            timer.as_mut().reset(at + policy.request_headers_timeout);
         }
     }
 }
@@ -179,6 +213,7 @@ fn too_large(buf: &[u8]) -> Reject {
 pub(crate) fn take_head<R>(
     r: &mut Reader<R>,
     fields: &mut Vec<(HeaderName, usize, usize)>,
+    policy: &ServerPolicy,
 ) -> Result<Option<Head>, Reject> {
     let bad = |why| Reject(StatusCode::BAD_REQUEST, why);
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -205,6 +240,9 @@ pub(crate) fn take_head<R>(
     if path.len() > MAX_URI {
         return Err(Reject(StatusCode::URI_TOO_LONG, "request target too long"));
     }
+    if path.contains('#') {
+        return Err(bad("a fragment in the request target"));
+    }
     let base = buf.as_ptr() as usize;
     let path_range = {
         let start = path.as_ptr() as usize - base;
@@ -212,13 +250,18 @@ pub(crate) fn take_head<R>(
     };
     fields.clear();
     for h in req.headers.iter() {
+        if !policy.header_name(h.name.as_bytes()).map_err(bad)? {
+            continue;
+        }
         let name =
             HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("invalid header name"))?;
         let start = h.value.as_ptr() as usize - base;
         fields.push((name, start, start + h.value.len()));
     }
     let head = r.take(len);
-    let uri = Uri::from_maybe_shared(head.slice(path_range)).map_err(|_| bad("invalid target"))?;
+    let mut uri =
+        Uri::from_maybe_shared(head.slice(path_range)).map_err(|_| bad("invalid target"))?;
+    policy.normalize_target(&mut uri).map_err(bad)?;
     let mut headers = super::header_map(fields.len() + 4);
     let mut framing = RequestFraming::default();
     for (name, start, end) in fields.drain(..) {
@@ -315,6 +358,10 @@ pub struct RequestBody {
     reader: Option<Reader<OwnedReadHalf>>,
     decoder: Decoder,
     home: Home,
+    /// The body must have arrived by then (the request timeout, against slow bodies).
+    deadline: Instant,
+    /// Made the first time the body has to be waited for.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// Where a request body returns the connection's read side, with whether it was read to its
@@ -349,7 +396,18 @@ impl HttpBody for RequestBody {
         let Some(r) = this.reader.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(this.decoder.poll_data(r, cx, "client closed mid-body")) {
+        let Poll::Ready(polled) = this.decoder.poll_data(r, cx, "client closed mid-body") else {
+            let deadline = this.deadline;
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if timer.as_mut().poll(cx).is_ready() {
+                this.reader = None;
+                return Poll::Ready(Some(Err(BodyError::TimedOut)));
+            }
+            return Poll::Pending;
+        };
+        match polled {
             Ok(Some(data)) => {
                 if matches!(this.decoder, Decoder::Done) {
                     this.go_home();
@@ -400,17 +458,25 @@ impl ClientGone for Reader<OwnedReadHalf> {
 struct Writer {
     io: OwnedWriteHalf,
     out: BytesMut,
+    /// A write that makes no progress for this long fails (a client that does not read).
+    stall: Duration,
 }
 
 impl Writer {
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        write_all(&mut self.io, bytes).await.map_err(|(e, _)| e)
+        let written = write_all(&mut self.io, bytes);
+        match tokio::time::timeout(self.stall, written).await {
+            Ok(r) => r.map_err(|(e, _)| e),
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        write_all(&mut self.io, &self.out)
-            .await
-            .map_err(|(e, _)| e)?;
+        let written = write_all(&mut self.io, &self.out);
+        match tokio::time::timeout(self.stall, written).await {
+            Ok(r) => r.map_err(|(e, _)| e)?,
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        }
         self.out.clear();
         Ok(())
     }

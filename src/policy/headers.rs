@@ -44,21 +44,23 @@ pub struct HeaderEdits {
 }
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including those named by `Connection`. `TE: trailers` is kept
+/// Removes hop-by-hop headers (and `Proxy-Authorization`, meant for a proxy, which weir does
+/// not use), including those named by `Connection`. `TE: trailers` is kept
 /// (gRPC needs it); other `TE` values are dropped.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of these: one pass over the names settles it without hashing
-    // each of the seven.
+    // each of them.
     if !headers
         .keys()
         .any(|k| HOP_BY_HOP.contains(k) || k == header::TE)

@@ -181,6 +181,11 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    // `/bytes/N`: a body of N bytes.
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let body = Bytes::from(vec![b'x'; n.parse().unwrap_or(0)]);
+        return Response::new(Full::new(body));
+    }
     let body = serde_json::json!({
         "backend": name,
         "method": method.as_str(),
@@ -242,6 +247,7 @@ pub struct Weir {
     pub server: weir::run::Server,
     pub config: PathBuf,
     pub state_dir: Option<PathBuf>,
+    pub policy: weir::edge::ServerPolicy,
 }
 
 impl Weir {
@@ -254,7 +260,14 @@ impl Weir {
         let dir = scratch_dir();
         let config = dir.join("mesh.yaml");
         std::fs::write(&config, yaml).unwrap();
-        Weir::serve(config, state_dir).await
+        Weir::serve(config, state_dir, weir::edge::ServerPolicy::default()).await
+    }
+
+    /// Starts weir holding clients to `policy`.
+    pub async fn start_with_policy(yaml: &str, policy: weir::edge::ServerPolicy) -> Weir {
+        let config = scratch_dir().join("mesh.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        Weir::serve(config, None, policy).await
     }
 
     /// Stops weir (as SIGTERM does) and starts it again on the same files.
@@ -263,18 +276,24 @@ impl Weir {
             server,
             config,
             state_dir,
+            policy,
         } = self;
         server.shutdown().await;
-        Weir::serve(config, state_dir).await
+        Weir::serve(config, state_dir, policy).await
     }
 
-    async fn serve(config: PathBuf, state_dir: Option<PathBuf>) -> Weir {
+    async fn serve(
+        config: PathBuf,
+        state_dir: Option<PathBuf>,
+        policy: weir::edge::ServerPolicy,
+    ) -> Weir {
         let opts = weir::run::Options {
             configs: vec![config.clone()],
             admin: "127.0.0.1:0".parse().unwrap(),
             mesh: "127.0.0.1:0".parse().unwrap(),
             state_dir: state_dir.clone(),
             admin_token: None,
+            policy: policy.clone(),
         };
         let server = match weir::run::Server::start(opts, None).await {
             Ok(s) => s,
@@ -294,6 +313,7 @@ impl Weir {
             server,
             config,
             state_dir,
+            policy,
         }
     }
 
