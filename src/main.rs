@@ -127,8 +127,8 @@ struct Limits {
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
     /// Resident memory above which new requests get 503 (e.g. 2GiB, 512MiB, or off).
-    #[arg(long, default_value = "2GiB", value_parser = bytes)]
-    memory_limit: Option<u64>,
+    #[arg(long, default_value = "2GiB", value_parser = memory_limit)]
+    memory_limit: MemoryLimit,
     /// Header names with an underscore: reject (400), drop, or allow.
     #[arg(long, value_enum, default_value = "reject")]
     headers_with_underscores: Underscores,
@@ -159,7 +159,7 @@ impl Limits {
             request_timeout: self.request_timeout,
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
-            memory_limit: self.memory_limit,
+            memory_limit: self.memory_limit.0,
             underscores: match self.headers_with_underscores {
                 Underscores::Reject => edge::Underscores::Reject,
                 Underscores::Drop => edge::Underscores::Drop,
@@ -178,10 +178,14 @@ fn duration(text: &str) -> Result<Duration, String> {
     weir::config::decode::parse_duration(text).map_err(str::to_owned)
 }
 
+/// A memory limit in bytes, or none.
+#[derive(Clone, Copy)]
+struct MemoryLimit(Option<u64>);
+
 /// Bytes with an optional KiB/MiB/GiB suffix; `off` for none.
-fn bytes(text: &str) -> Result<Option<u64>, String> {
+fn memory_limit(text: &str) -> Result<MemoryLimit, String> {
     if text == "off" {
-        return Ok(None);
+        return Ok(MemoryLimit(None));
     }
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
@@ -198,7 +202,7 @@ fn bytes(text: &str) -> Result<Option<u64>, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(scale))
-        .map(Some)
+        .map(|n| MemoryLimit(Some(n)))
         .ok_or_else(|| format!("not a size: {text:?}"))
 }
 

@@ -95,8 +95,7 @@ pub(crate) async fn serve(
                 return;
             }
         };
-        let stopping = *flag.borrow();
-        let keep_alive = head.keep_alive && !stopping;
+        let keep_alive = head.keep_alive;
         let head_only = head.method == Method::HEAD;
         let version = head.version;
         if head.expect_continue && !matches!(head.body, Decoder::Done) {
@@ -126,7 +125,8 @@ pub(crate) async fn serve(
         // Without a body, the read side is free to notice a client that leaves mid-request.
         let client = slot.as_mut().map(|r| r as &mut dyn ClientGone);
         let resp = proxy.respond(req, &info, client).await;
-        let mut keep_alive = keep_alive;
+        // A listener that began stopping meanwhile: this response is the connection's last.
+        let mut keep_alive = keep_alive && !*flag.borrow();
         if let Some(home) = home {
             // The request body is back, read to its end; if not (a response made without reading
             // it, a failed upload), the connection cannot carry another request: say so.
