@@ -11,7 +11,7 @@
 //!        -> outcome to the outlier detector -> retry (budget, backoff) or done
 //!   -> fallback (stale cache, backup, fixed response) -> metrics, response
 //! ```
-//! Dependency rules: `config` builds `route`, `policy` and `backend` types and imports no other
+//! Dependency rules: `config` builds `route`, `policy`, `backend` and `tls` types and imports no other
 //! runtime module; the data plane (`listener`, `proxy`, `upstream`) never imports `admin` or
 //! `rollout`.
 
@@ -31,4 +31,5 @@ pub mod rollout;
 pub mod route;
 pub mod run;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use crate::edge::h2_flood::FloodGuard;
 use crate::error::local_response;
-use crate::http1::{MAX_HEAD, Reader, server};
+use crate::http1::{self, MAX_HEAD, Reader, server};
 use crate::proxy::{ConnInfo, Proxy, ResponseBody};
 use crate::upstream::Body;
 
@@ -139,13 +139,42 @@ fn refuse(why: &'static str) -> http::Response<ResponseBody> {
 /// The HTTP/2 connection preface; a connection starting with it is h2c (prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Serves one client connection: HTTP/1.1 with weir's own server, HTTP/2 with hyper's.
+/// Serves one client connection: TLS first if the listener has it, then HTTP/1.1 with weir's
+/// own server or HTTP/2 with hyper's (ALPN `h2` under TLS, the h2c preface without).
 async fn connection(
     stream: TcpStream,
     proxy: Arc<Proxy>,
     info: ConnInfo,
     stop: watch::Receiver<bool>,
 ) {
+    let Some(tls) = proxy.listener_tls(info.listener) else {
+        return plain(stream, proxy, info, stop).await;
+    };
+    let peer = info.peer;
+    let handshake =
+        tokio::time::timeout(proxy.policy().request_headers_timeout, tls.accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "TLS handshake failed.");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out.");
+            return;
+        }
+    };
+    let info = info.over_tls();
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(stream, proxy, info, stop).await;
+    } else {
+        let (r, w) = http1::stream::tls(stream);
+        server::serve(Reader::new(r), w, proxy, info, stop).await;
+    }
+}
+
+/// Serves a plain connection, telling HTTP/2 (prior knowledge) from HTTP/1.1 by its first bytes.
+async fn plain(stream: TcpStream, proxy: Arc<Proxy>, info: ConnInfo, stop: watch::Receiver<bool>) {
     let mut reader = Reader::new(stream);
     // Enough of the first bytes to tell the protocols apart: the first within the idle
     // timeout, the rest within the request headers timeout.
@@ -167,19 +196,17 @@ async fn connection(
         serve_h2(Prefixed { read, io: stream }, proxy, info, stop).await;
     } else {
         let (stream, shell) = reader.into_io();
-        let (r, w) = stream.into_split();
+        let (r, w) = http1::stream::tcp(stream);
         server::serve(shell.with_io(r), w, proxy, info, stop).await;
     }
 }
 
 /// Serves HTTP/2 with hyper until the client is done, or `stop` asks for a graceful close
 /// (GOAWAY, in-flight streams finish).
-async fn serve_h2(
-    io: Prefixed,
-    proxy: Arc<Proxy>,
-    info: ConnInfo,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn serve_h2<I>(io: I, proxy: Arc<Proxy>, info: ConnInfo, mut stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let policy = proxy.policy().clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let mut req = req.map(Body::Incoming);

@@ -41,6 +41,7 @@ use crate::policy::split::WeightedDest;
 use crate::route::matcher::RequestView;
 use crate::route::{Action, Matched, Rule};
 use crate::snapshot::Snapshot;
+use crate::tls::ServerTls;
 use crate::upstream::{Body, UpstreamBody, UpstreamError};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -61,6 +62,8 @@ pub struct ConnInfo {
     /// Whether this listener faces untrusted clients (a Gateway): `x-forwarded-proto` is then
     /// overwritten rather than kept.
     pub edge: bool,
+    /// Whether the connection is TLS (the request's scheme is `https`).
+    pub tls: bool,
     /// The client's IP as a header value, made once per connection for `x-forwarded-for`.
     peer_ip: HeaderValue,
 }
@@ -73,8 +76,21 @@ impl ConnInfo {
             peer,
             listener,
             edge,
+            tls: false,
             peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
         }
+    }
+}
+
+impl ConnInfo {
+    /// The same connection, with TLS terminated.
+    pub fn over_tls(self) -> ConnInfo {
+        ConnInfo { tls: true, ..self }
+    }
+
+    /// The scheme of requests on this connection.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 }
 
@@ -106,6 +122,11 @@ impl Proxy {
     /// What the listeners hold clients to.
     pub fn policy(&self) -> &ServerPolicy {
         &self.policy
+    }
+
+    /// The TLS sites of the listener bound at `addr`, if it terminates TLS.
+    pub fn listener_tls(&self, addr: SocketAddr) -> Option<Arc<ServerTls>> {
+        self.snapshot.load().listener(addr)?.tls.clone()
     }
 
     /// Handles one request, start to response headers (the service function's shape).
@@ -244,18 +265,28 @@ fn route<'s>(
 ) -> Routed<'s> {
     let fail =
         |stats, method: &Method, e: ProxyError| local(snap, stats, method, start, e.to_response());
-    let Some(table) = snap.table(conn.listener) else {
+    let Some(listener) = snap.listener(conn.listener) else {
         return Routed::Local(fail(None, req.method(), ProxyError::NoRoute));
     };
+    let table = &listener.table;
     let Some(authority) = authority_of(&req) else {
         return Routed::Local(fail(None, req.method(), ProxyError::MissingHost));
     };
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if listener.https_redirect && !conn.tls {
+        return Routed::Local(local(
+            snap,
+            None,
+            req.method(),
+            start,
+            https_redirect(authority, pq),
+        ));
+    }
     let view = RequestView::new(
         pq,
         req.method().as_str(),
         authority,
-        "http",
+        conn.scheme(),
         conn.listener.port(),
         req.headers(),
     );
@@ -269,7 +300,7 @@ fn route<'s>(
             ControlFlow::Break(local_response(*status, body.clone()))
         }
         Action::Redirect(rd) => {
-            let location = rd.location("http", authority, view.path, view.query, block);
+            let location = rd.location(conn.scheme(), authority, view.path, view.query, block);
             let mut resp = local_response(rd.code, Bytes::new());
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(header::LOCATION, v);
@@ -1087,6 +1118,20 @@ fn set_form(parts: &mut http::request::Parts, pq: Option<PathAndQuery>, h2: bool
     }
 }
 
+/// The answer of a listener with `httpsRedirect`: 301 to the same host (default port) and path.
+fn https_redirect(authority: &str, pq: &str) -> Response<ResponseBody> {
+    let host = strip_userinfo(authority);
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let mut resp = local_response(StatusCode::MOVED_PERMANENTLY, Bytes::new());
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{pq}")) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
 fn strip_userinfo(authority: &str) -> &str {
     authority.rsplit_once('@').map_or(authority, |(_, h)| h)
 }
@@ -1112,9 +1157,9 @@ fn forwarded_headers(headers: &mut http::HeaderMap, conn: &ConnInfo) {
             }
         }
     }
-    let http = HeaderValue::from_static("http");
+    let proto = HeaderValue::from_static(conn.scheme());
     if conn.edge {
-        headers.insert(X_FORWARDED_PROTO, http);
+        headers.insert(X_FORWARDED_PROTO, proto);
         // Envoy's internal headers mean something to sidecars upstream; a client at the edge
         // does not get to set them.
         let internal: Vec<HeaderName> = headers
@@ -1126,7 +1171,7 @@ fn forwarded_headers(headers: &mut http::HeaderMap, conn: &ConnInfo) {
             headers.remove(k);
         }
     } else {
-        headers.entry(X_FORWARDED_PROTO).or_insert(http);
+        headers.entry(X_FORWARDED_PROTO).or_insert(proto);
     }
     headers.entry(X_REQUEST_ID).or_insert_with(request_id);
 }

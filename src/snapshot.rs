@@ -10,6 +10,7 @@ use crate::config::{Model, ResourceSet};
 use crate::metrics::{DestStats, Metrics};
 use crate::policy::fallback::StaleCache;
 use crate::route::RouteTable;
+use crate::tls::ServerTls;
 
 /// One listener's routes.
 #[derive(Debug)]
@@ -20,6 +21,10 @@ pub struct ListenerRoutes {
     pub gateway: Option<String>,
     /// The routes.
     pub table: RouteTable,
+    /// TLS sites, when the listener terminates TLS.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Plain requests are redirected to HTTPS (`httpsRedirect`).
+    pub https_redirect: bool,
 }
 
 /// An immutable, complete runtime configuration.
@@ -62,6 +67,8 @@ impl Snapshot {
                     addr: l.addr,
                     gateway: l.gateway,
                     table: l.table,
+                    tls: l.tls.server,
+                    https_redirect: l.tls.https_redirect,
                 })
                 .collect(),
             clusters: model
@@ -93,6 +100,8 @@ impl Snapshot {
                 addr: mesh,
                 gateway: None,
                 table: RouteTable::default(),
+                tls: None,
+                https_redirect: false,
             }],
             clusters: Vec::new(),
             stats: Vec::new(),
@@ -102,11 +111,13 @@ impl Snapshot {
         }
     }
 
+    /// The listener bound at `addr`.
+    pub fn listener(&self, addr: SocketAddr) -> Option<&ListenerRoutes> {
+        self.listeners.iter().find(|l| l.addr == addr)
+    }
+
     /// The routes of the listener bound at `addr`.
     pub fn table(&self, addr: SocketAddr) -> Option<&RouteTable> {
-        self.listeners
-            .iter()
-            .find(|l| l.addr == addr)
-            .map(|l| &l.table)
+        self.listener(addr).map(|l| &l.table)
     }
 }

@@ -894,14 +894,14 @@ decode_struct! {
     pub struct ServerTlsSettings ("ServerTLSSettings") {
         /// Redirect plain HTTP to HTTPS.
         https_redirect: Option<bool> = "httpsRedirect",
-        /// Mode.
-        mode: Option<String> = "mode",
+        /// Mode: SIMPLE or MUTUAL (PASSTHROUGH and the Istio modes are refused).
+        mode: Option<Spanned<String>> = "mode",
         /// Certificate file.
-        server_certificate: Option<String> = "serverCertificate",
+        server_certificate: Option<Spanned<String>> = "serverCertificate",
         /// Key file.
-        private_key: Option<String> = "privateKey",
+        private_key: Option<Spanned<String>> = "privateKey",
         /// CA bundle for client certificates.
-        ca_certificates: Option<String> = "caCertificates",
+        ca_certificates: Option<Spanned<String>> = "caCertificates",
         /// Kubernetes secret (not supported).
         credential_name: Option<String> = "credentialName",
         /// Kubernetes secrets (not supported).
@@ -913,9 +913,9 @@ decode_struct! {
         /// Pinned certificate hashes.
         verify_certificate_hash: Vec<String> = "verifyCertificateHash",
         /// Lowest TLS version.
-        min_protocol_version: Option<String> = "minProtocolVersion",
+        min_protocol_version: Option<Spanned<String>> = "minProtocolVersion",
         /// Highest TLS version.
-        max_protocol_version: Option<String> = "maxProtocolVersion",
+        max_protocol_version: Option<Spanned<String>> = "maxProtocolVersion",
         /// Cipher suites.
         cipher_suites: Vec<String> = "cipherSuites",
         /// CRL file.

@@ -3,6 +3,7 @@
 //! section 7) and strict number parsing. Nothing here allocates per message in the common case.
 
 pub mod server;
+pub mod stream;
 
 use std::io;
 use std::pin::Pin;

@@ -21,10 +21,10 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use super::stream::{ClientRead, ClientWrite};
 use super::{
     BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, put_field, queue_frame, tokens,
     write_all,
@@ -54,8 +54,8 @@ pub(crate) struct Head {
 /// Serves HTTP/1.1 on a connection whose first bytes are already in `reader`, until the client
 /// closes, a request asks to close, an error, or `stop` (between requests).
 pub(crate) async fn serve(
-    reader: Reader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: Reader<ClientRead>,
+    writer: ClientWrite,
     proxy: Arc<Proxy>,
     info: ConnInfo,
     mut stop: watch::Receiver<bool>,
@@ -151,7 +151,7 @@ pub(crate) async fn serve(
 /// idle past the idle timeout. Once a head has begun it must end within the request headers
 /// timeout (408).
 async fn read_head(
-    r: &mut Reader<OwnedReadHalf>,
+    r: &mut Reader<ClientRead>,
     fields: &mut Vec<(HeaderName, usize, usize)>,
     policy: &ServerPolicy,
     mut timer: Pin<&mut Sleep>,
@@ -355,7 +355,7 @@ impl RequestFraming {
 /// in which case the connection is not reused).
 #[derive(Debug)]
 pub struct RequestBody {
-    reader: Option<Reader<OwnedReadHalf>>,
+    reader: Option<Reader<ClientRead>>,
     decoder: Decoder,
     home: Home,
     /// The body must have arrived by then (the request timeout, against slow bodies).
@@ -366,7 +366,7 @@ pub struct RequestBody {
 
 /// Where a request body returns the connection's read side, with whether it was read to its
 /// end.
-type Home = Arc<Mutex<Option<(Reader<OwnedReadHalf>, bool)>>>;
+type Home = Arc<Mutex<Option<(Reader<ClientRead>, bool)>>>;
 
 impl RequestBody {
     fn go_home(&mut self) {
@@ -438,25 +438,20 @@ impl HttpBody for RequestBody {
     }
 }
 
-impl ClientGone for Reader<OwnedReadHalf> {
+impl ClientGone for Reader<ClientRead> {
     /// Gone at the end of the stream or on an error. Bytes waiting to be read (a pipelined
     /// request) say nothing, and neither does anything afterwards.
     fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.filled() > 0 {
             return Poll::Pending;
         }
-        let mut probe = [0u8; 1];
-        let mut buf = tokio::io::ReadBuf::new(&mut probe);
-        match self.io.poll_peek(cx, &mut buf) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(()),
-            _ => Poll::Pending,
-        }
+        self.io.poll_closed(cx)
     }
 }
 
 /// The write side of a client connection.
 struct Writer {
-    io: OwnedWriteHalf,
+    io: ClientWrite,
     out: BytesMut,
     /// A write that makes no progress for this long fails (a client that does not read).
     stall: Duration,

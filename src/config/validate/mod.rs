@@ -39,6 +39,9 @@ mod matches;
 mod resilience;
 mod routes;
 mod services;
+mod tls;
+
+pub use tls::ListenerTls;
 
 /// Istio's default connect timeout.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,6 +74,8 @@ pub struct ListenerModel {
     pub gateway: Option<String>,
     /// Routes.
     pub table: RouteTable,
+    /// TLS (Gateway servers with `tls`).
+    pub tls: ListenerTls,
 }
 
 /// The labels of one set of request metrics.
@@ -100,6 +105,8 @@ struct Checker<'a> {
     stats: Vec<StatsKey>,
     stats_ids: HashMap<StatsKey, usize>,
     caches: Vec<(String, CacheSpec)>,
+    /// Gateway servers' TLS, per listener address.
+    sides: HashMap<SocketAddr, (&'a Resource, Vec<tls::ServerSide>)>,
 }
 
 /// Validates a resource set for a mesh listener at `mesh_addr`.
@@ -114,6 +121,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         stats: Vec::new(),
         stats_ids: HashMap::new(),
         caches: Vec::new(),
+        sides: HashMap::new(),
     };
     c.check_names(set);
     for r in &set.resources {
@@ -131,16 +139,22 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         addr: mesh_addr,
         gateway: None,
         table: RouteTable::default(),
+        tls: ListenerTls::default(),
     }];
     let mut listener_ids: HashMap<SocketAddr, usize> = HashMap::new();
     let mut served: Vec<HashMap<String, String>> = vec![HashMap::new()];
     for (name, servers) in &gateways {
         for (addr, _) in servers {
             listener_ids.entry(*addr).or_insert_with(|| {
+                let tls = match c.sides.remove(addr) {
+                    Some((r, sides)) => c.listener_tls(r, *addr, sides),
+                    None => ListenerTls::default(),
+                };
                 listeners.push(ListenerModel {
                     addr: *addr,
                     gateway: Some(name.clone()),
                     table: RouteTable::default(),
+                    tls,
                 });
                 served.push(HashMap::new());
                 listeners.len() - 1

@@ -23,7 +23,7 @@ impl<'a> Checker<'a> {
 
     pub(super) fn gateway(
         &mut self,
-        r: &Resource,
+        r: &'a Resource,
         gw: &Gateway,
         mesh_addr: SocketAddr,
         owners: &mut HashMap<SocketAddr, String>,
@@ -59,20 +59,19 @@ impl<'a> Checker<'a> {
                 .as_deref()
                 .unwrap_or("HTTP")
                 .to_ascii_uppercase();
-            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC") {
+            if !matches!(protocol.as_str(), "HTTP" | "HTTPS" | "HTTP2" | "GRPC") {
                 self.err(
                     r,
                     s.port.pos,
-                    format!("server protocol {protocol} is not supported yet (HTTP, HTTP2, GRPC)"),
+                    format!(
+                        "server protocol {protocol} is not supported yet (HTTP, HTTPS, HTTP2, GRPC)"
+                    ),
                 );
                 continue;
             }
-            if s.tls
-                .as_ref()
-                .is_some_and(|t| t.https_redirect != Some(true) || t.mode.is_some())
-            {
-                self.err(r, s.pos, "gateway TLS is not supported yet");
-            }
+            let Some(side) = self.server_side(r, s, &protocol) else {
+                continue;
+            };
             if s.hosts.is_empty() {
                 self.err(r, s.pos, "a gateway server needs at least one host");
             }
@@ -100,6 +99,11 @@ impl<'a> Checker<'a> {
             }
             owners.insert(addr, r.name().to_owned());
             servers.push((addr, s.hosts.clone()));
+            self.sides
+                .entry(addr)
+                .or_insert((r, Vec::new()))
+                .1
+                .push(side);
         }
     }
 
