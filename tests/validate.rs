@@ -219,3 +219,36 @@ spec:
         ],
     );
 }
+
+#[test]
+fn gateway_tls_is_checked_and_its_files_loaded() {
+    assert_errors(
+        "tls",
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  servers:
+  - port: {number: 8443, name: a, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: SIMPLE, serverCertificate: missing.pem, privateKey: missing-key.pem}
+  - port: {number: 8444, name: b, protocol: HTTPS}
+    hosts: [b.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 8445, name: c, protocol: HTTPS}
+    hosts: [c.example.com]
+    tls: {mode: MUTUAL, credentialName: c-cert, minProtocolVersion: TLSV1_0}
+  - port: {number: 8446, name: d, protocol: HTTPS}
+    hosts: [d.example.com]
+"#,
+        &[
+            "8:10: TLS: ",
+            "11:17: tls.mode PASSTHROUGH is not supported",
+            "14:10: credentialName names a Kubernetes secret",
+            "14:69: minProtocolVersion TLSV1_0",
+            "14:10: an HTTPS server needs tls.serverCertificate",
+            "14:10: MUTUAL needs caCertificates",
+            "15:11: an HTTPS server needs `tls`",
+        ],
+    );
+}
