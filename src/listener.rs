@@ -5,11 +5,8 @@
 //! finish (up to a drain deadline), which is what reloads that remove a Gateway server need.
 
 use std::future::poll_fn;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -166,7 +163,7 @@ async fn connection(
     };
     let info = info.over_tls();
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_h2(stream, proxy, info, stop).await;
+        serve_h2(stream, Bytes::new(), proxy, info, stop).await;
     } else {
         let (r, w) = http1::stream::tls(stream);
         server::serve(Reader::new(r), w, proxy, info, stop).await;
@@ -193,7 +190,7 @@ async fn plain(stream: TcpStream, proxy: Arc<Proxy>, info: ConnInfo, stop: watch
     if reader.unread().starts_with(H2_PREFACE) {
         let read = reader.take_all();
         let (stream, _) = reader.into_io();
-        serve_h2(Prefixed { read, io: stream }, proxy, info, stop).await;
+        serve_h2(stream, read, proxy, info, stop).await;
     } else {
         let (stream, shell) = reader.into_io();
         let (r, w) = http1::stream::tcp(stream);
@@ -201,10 +198,15 @@ async fn plain(stream: TcpStream, proxy: Arc<Proxy>, info: ConnInfo, stop: watch
     }
 }
 
-/// Serves HTTP/2 with hyper until the client is done, or `stop` asks for a graceful close
+/// Serves HTTP/2 with hyper (`read`: bytes already read off `io`) until the client is done, or `stop` asks for a graceful close
 /// (GOAWAY, in-flight streams finish).
-async fn serve_h2<I>(io: I, proxy: Arc<Proxy>, info: ConnInfo, mut stop: watch::Receiver<bool>)
-where
+async fn serve_h2<I>(
+    io: I,
+    read: Bytes,
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
+    mut stop: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let policy = proxy.policy().clone();
@@ -230,7 +232,7 @@ where
         .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
         .keep_alive_interval(policy.idle_timeout)
         .keep_alive_timeout(H2_PING_TIMEOUT)
-        .serve_connection(TokioIo::new(FloodGuard::new(io)), service);
+        .serve_connection(TokioIo::new(FloodGuard::new(io, read)), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
@@ -238,56 +240,4 @@ where
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
-}
-
-/// A stream whose first bytes were already read: they are read again first.
-struct Prefixed {
-    read: Bytes,
-    io: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.read.is_empty() {
-            let n = self.read.len().min(buf.remaining());
-            let chunk = self.read.split_to(n);
-            buf.put_slice(&chunk);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }

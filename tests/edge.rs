@@ -125,18 +125,19 @@ async fn hop_by_hop_and_forwarding_headers_are_not_trusted() {
     assert_eq!(headers["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
 }
 
-#[tokio::test(start_paused = true)]
-async fn slowloris_gets_408_at_the_head_deadline_and_others_are_served() {
-    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
-    let weir = Weir::start(&routes(&v1, &v2)).await;
-    let mut slow = TcpStream::connect(weir.mesh()).await.unwrap();
+/// Sends `start`, then one byte a second until weir answers and closes; the answer and how
+/// long it took. With `normal`, a normal request is sent there every second too, and must be
+/// served at once.
+async fn trickle(
+    addr: std::net::SocketAddr,
+    start: &[u8],
+    normal: Option<std::net::SocketAddr>,
+) -> (String, Duration) {
+    let mut slow = TcpStream::connect(addr).await.unwrap();
     let began = Instant::now();
-    slow.write_all(b"GET /ok HTTP/1.1\r\nhost: svc\r\n")
-        .await
-        .unwrap();
+    slow.write_all(start).await.unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 1024];
-    // One header byte a second, until weir answers.
     loop {
         tokio::select! {
             n = slow.read(&mut buf) => {
@@ -146,17 +147,29 @@ async fn slowloris_gets_408_at_the_head_deadline_and_others_are_served() {
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 if slow.write_all(b"x").await.is_err() { break; }
-                // A normal client meanwhile is served at once.
-                let out = raw(weir.mesh(), "GET /ok HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n").await;
-                assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+                if let Some(normal) = normal {
+                    let out = raw(normal, "GET /ok HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n").await;
+                    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+                }
             }
         }
         assert!(began.elapsed() < Duration::from_secs(30), "never cut off");
     }
-    let out = String::from_utf8_lossy(&out);
+    (String::from_utf8_lossy(&out).into_owned(), began.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn slowloris_gets_408_at_the_head_deadline_and_others_are_served() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let weir = Weir::start(&routes(&v1, &v2)).await;
+    let (out, took) = trickle(
+        weir.mesh(),
+        b"GET /ok HTTP/1.1\r\nhost: svc\r\n",
+        Some(weir.mesh()),
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
     assert!(out.contains("connection: close"), "{out}");
-    let took = began.elapsed();
     assert!(
         took >= Duration::from_secs(10) && took < Duration::from_secs(11),
         "{took:?}"
@@ -176,30 +189,14 @@ async fn slow_bodies_get_408_at_the_request_deadline() {
         ..ServerPolicy::default()
     };
     let weir = Weir::start_with_policy(&routes(&v1, &v2), policy).await;
-    let mut slow = TcpStream::connect(weir.mesh()).await.unwrap();
-    let began = Instant::now();
-    slow.write_all(b"POST /ok HTTP/1.1\r\nhost: svc\r\ncontent-length: 100\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        tokio::select! {
-            n = slow.read(&mut buf) => {
-                let n = n.unwrap_or(0);
-                if n == 0 { break; }
-                out.extend_from_slice(&buf[..n]);
-            }
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if slow.write_all(b"x").await.is_err() { break; }
-            }
-        }
-        assert!(began.elapsed() < Duration::from_secs(30), "never cut off");
-    }
-    let out = String::from_utf8_lossy(&out);
+    let (out, took) = trickle(
+        weir.mesh(),
+        b"POST /ok HTTP/1.1\r\nhost: svc\r\ncontent-length: 100\r\n\r\n",
+        None,
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
     assert!(out.contains("connection: close"), "{out}");
-    let took = began.elapsed();
     assert!(
         took >= Duration::from_secs(5) && took < Duration::from_secs(6),
         "{took:?}"

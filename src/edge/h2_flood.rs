@@ -11,6 +11,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -25,9 +26,11 @@ const SETTINGS: u8 = 4;
 const PING: u8 = 6;
 const ACK: u8 = 1;
 
-/// An HTTP/2 server connection's stream, watched for control-frame floods.
+/// An HTTP/2 server connection's stream, watched for control-frame floods. Bytes already read
+/// off it (to recognise the preface) are read again first.
 pub struct FloodGuard<S> {
     io: S,
+    replay: Bytes,
     /// Bytes still to skip: the preface, then each frame's payload.
     skip: usize,
     /// The frame header being read (it may arrive in pieces).
@@ -38,10 +41,12 @@ pub struct FloodGuard<S> {
 }
 
 impl<S> FloodGuard<S> {
-    /// Watches `io`, which starts with the client preface.
-    pub fn new(io: S) -> FloodGuard<S> {
+    /// Watches `io`, whose first bytes are `replay` and then what `io` reads, starting with
+    /// the client preface.
+    pub fn new(io: S, replay: Bytes) -> FloodGuard<S> {
         FloodGuard {
             io,
+            replay,
             skip: PREFACE_LEN,
             header: [0; 9],
             have: 0,
@@ -97,7 +102,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for FloodGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let polled = if self.replay.is_empty() {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        } else {
+            let n = self.replay.len().min(buf.remaining());
+            let chunk = self.replay.split_to(n);
+            buf.put_slice(&chunk);
+            Poll::Ready(Ok(()))
+        };
         if let Poll::Ready(Ok(())) = polled {
             self.watch(&buf.filled()[before..])?;
         }
@@ -157,7 +169,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_passes_a_flood_does_not_and_the_rate_refills() {
-        let mut g = FloodGuard::new(());
+        let mut g = FloodGuard::new((), Bytes::new());
         g.watch(&[b'P'; PREFACE_LEN]).unwrap();
         // Frames split at every byte are followed as well as whole ones.
         for b in frame(1, 4, 300) {
