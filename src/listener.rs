@@ -209,7 +209,7 @@ async fn serve_h2<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let policy = proxy.policy().clone();
+    let idle = proxy.policy().idle_timeout;
     let service = service_fn(move |req: Request<Incoming>| {
         let mut req = req.map(Body::Incoming);
         let refused = proxy.policy().check(&mut req).err();
@@ -230,7 +230,7 @@ async fn serve_h2<I>(
         .max_header_list_size(MAX_HEAD as u32)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
-        .keep_alive_interval(policy.idle_timeout)
+        .keep_alive_interval(idle)
         .keep_alive_timeout(H2_PING_TIMEOUT)
         .serve_connection(TokioIo::new(FloodGuard::new(io, read)), service);
     tokio::pin!(conn);

@@ -964,10 +964,7 @@ scrape_configs:
             ),
         )
         .unwrap();
-        let addr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = std::process::Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(

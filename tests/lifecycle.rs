@@ -13,12 +13,8 @@ use tokio::net::TcpStream;
 
 use support::*;
 
-/// A free loopback port (bound, then let go).
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// The weir binary, serving `config` on `mesh`.
@@ -61,13 +57,7 @@ impl Process {
 
     fn resident_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 1024
+        weir::edge::overload::resident_bytes_in(&status).unwrap()
     }
 }
 
@@ -116,7 +106,7 @@ fn config(backend: &Backend) -> std::path::PathBuf {
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_closes_idle_ones_and_exits_0() {
     let backend = Backend::start("v1").await;
-    let mesh = free_port();
+    let mesh = free_addr();
     let mut weir = Process::spawn(&config(&backend), mesh);
     until_serving(mesh).await;
     // An idle keep-alive connection, and a request in flight.
@@ -157,7 +147,7 @@ async fn sigterm_drains_in_flight_requests_closes_idle_ones_and_exits_0() {
 async fn a_killed_weir_is_back_with_its_last_good_config_at_once() {
     let backend = Backend::start("v1").await;
     let config = config(&backend);
-    let mesh = free_port();
+    let mesh = free_addr();
     let mut weir = Process::spawn(&config, mesh);
     until_serving(mesh).await;
     weir.child.kill().unwrap();
@@ -172,7 +162,7 @@ async fn a_killed_weir_is_back_with_its_last_good_config_at_once() {
 #[tokio::test]
 async fn ten_thousand_slow_clients_do_not_keep_others_out() {
     let backend = Backend::start("v1").await;
-    let mesh = free_port();
+    let mesh = free_addr();
     let weir = Process::spawn(&config(&backend), mesh);
     until_serving(mesh).await;
     let began = Instant::now();

@@ -111,10 +111,7 @@ async fn reload_under_load_fails_nothing() {
 #[tokio::test]
 async fn gateway_listeners_follow_the_config() {
     let b = Backend::start("web").await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let base = service_entry("web", &[("v1", &b)]);
     let with_gateway = base.clone()
         + &format!(

@@ -104,14 +104,6 @@ spec:
     yaml
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A TLS connection to `addr` for `name`, trusting the test CA, offering `alpn`, presenting
 /// the client certificate `client` if given.
 async fn connect(

@@ -73,7 +73,11 @@ async fn sample(overload: Weak<Overload>, limit: u64) {
 
 /// This process's resident set size, from `/proc/self/status`.
 pub fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    resident_bytes_in(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// The resident set size in a `/proc/PID/status` text.
+pub fn resident_bytes_in(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)

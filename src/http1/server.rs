@@ -6,7 +6,9 @@
 //! with `Transfer-Encoding`, conflicting or malformed lengths, a `Transfer-Encoding` other than
 //! `chunked`, a missing or repeated `Host`, malformed heads: 400 and the connection is closed,
 //! nothing is forwarded. A head over [`MAX_HEAD`] or with more than [`MAX_HEADERS`] fields gets
-//! 431, a request target over [`MAX_URI`] 414.
+//! 431, a request target over [`MAX_URI`] 414. Paths are normalised and header names checked
+//! by the [`ServerPolicy`], which also sets the deadlines: for a request's head (408), its body
+//! (408), an idle connection and a stalled write (closed).
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -150,18 +152,18 @@ pub(crate) async fn serve(
 /// Reads a request head; `None` when the client closed cleanly between requests, or stayed
 /// idle past the idle timeout. Once a head has begun it must end within the request headers
 /// timeout (408).
+///
+/// The connection's `timer` is moved only when it would fire too late: a timer that fires
+/// early is set again then. A client sending request after request thus costs no timer
+/// update per request, only one per idle timeout.
 async fn read_head(
     r: &mut Reader<ClientRead>,
     fields: &mut Vec<(HeaderName, usize, usize)>,
     policy: &ServerPolicy,
     mut timer: Pin<&mut Sleep>,
 ) -> Result<Option<Head>, Reject> {
-    let now = Instant::now();
-    let mut started = (r.filled() > 0).then_some(now);
-    timer.as_mut().reset(match started {
-        Some(at) => at + policy.request_headers_timeout,
-        None => now + policy.idle_timeout,
-    });
+    let entered = Instant::now();
+    let mut started = (r.filled() > 0).then_some(entered);
     loop {
         if r.filled() > 0 {
             if let Some(head) = take_head(r, fields, policy)? {
@@ -171,10 +173,21 @@ async fn read_head(
                 return Err(too_large(r.unread()));
             }
         }
+        let due = match started {
+            Some(at) => at + policy.request_headers_timeout,
+            None => entered + policy.idle_timeout,
+        };
+        if timer.deadline() > due {
+            timer.as_mut().reset(due);
+        }
         let filled = tokio::select! {
             biased;
             filled = poll_fn(|cx| r.poll_fill(cx)) => filled,
             _ = timer.as_mut() => {
+                if Instant::now() < due {
+                    timer.as_mut().reset(due);
+                    continue;
+                }
                 return match started {
                     Some(_) => Err(Reject(StatusCode::REQUEST_TIMEOUT, "request head timeout")),
                     None => Ok(None),
@@ -187,11 +200,7 @@ async fn read_head(
             Ok(_) => {}
             Err(_) => return Ok(None),
         }
-        if started.is_none() {
-            let at = Instant::now();
-            started = Some(at);
-            timer.as_mut().reset(at + policy.request_headers_timeout);
-        }
+        started.get_or_insert_with(Instant::now);
     }
 }
 
@@ -459,19 +468,11 @@ struct Writer {
 
 impl Writer {
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let written = write_all(&mut self.io, bytes);
-        match tokio::time::timeout(self.stall, written).await {
-            Ok(r) => r.map_err(|(e, _)| e),
-            Err(_) => Err(io::ErrorKind::TimedOut.into()),
-        }
+        write_within(&mut self.io, bytes, self.stall).await
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        let written = write_all(&mut self.io, &self.out);
-        match tokio::time::timeout(self.stall, written).await {
-            Ok(r) => r.map_err(|(e, _)| e)?,
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-        }
+        write_within(&mut self.io, &self.out, self.stall).await?;
         self.out.clear();
         Ok(())
     }
@@ -585,6 +586,14 @@ impl Writer {
             self.flush().await?;
         }
         Ok(())
+    }
+}
+
+/// Writes all of `bytes`, failing if that takes longer than `stall`.
+async fn write_within(io: &mut ClientWrite, bytes: &[u8], stall: Duration) -> io::Result<()> {
+    match tokio::time::timeout(stall, write_all(io, bytes)).await {
+        Ok(r) => r.map_err(|(e, _)| e),
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
 }
 

@@ -431,6 +431,15 @@ pub async fn get(
     send(&client(), addr, host, path, headers).await
 }
 
+/// A free loopback port (bound, then let go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Which backend answered (`x-backend`).
 pub fn backend_of(headers: &http::HeaderMap) -> String {
     headers
