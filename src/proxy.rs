@@ -80,9 +80,7 @@ impl ConnInfo {
             peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
         }
     }
-}
 
-impl ConnInfo {
     /// The same connection, with TLS terminated.
     pub fn over_tls(self) -> ConnInfo {
         ConnInfo { tls: true, ..self }
