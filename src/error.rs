@@ -81,6 +81,7 @@ impl ProxyError {
             ProxyError::Upstream(e) => match e {
                 UpstreamError::Connect(_)
                 | UpstreamError::ConnectTimeout
+                | UpstreamError::Tls(_)
                 | UpstreamError::Handshake(_) => Outcome::ConnectFailed,
                 UpstreamError::NotSent(_) => Outcome::Refused,
                 UpstreamError::Reset(_) => Outcome::Reset,

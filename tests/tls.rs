@@ -3,14 +3,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,51 +16,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use support::pki::Pki;
 use support::*;
-
-/// A CA, and certificates it signs, written as PEM files into a scratch directory.
-struct Pki {
-    dir: PathBuf,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let dir = scratch_dir();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Pki { dir, ca }
-    }
-
-    /// Writes `NAME.pem` and `NAME-key.pem` for `names`; the certificate's DER.
-    fn issue(&self, file: &str, names: &[&str]) -> CertificateDer<'static> {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.ca)
-            .unwrap();
-        // Written whole, then renamed, as certificate tools do.
-        for (path, text) in [
-            (
-                self.dir.join(format!("{file}-key.pem")),
-                key.serialize_pem(),
-            ),
-            (self.dir.join(format!("{file}.pem")), cert.pem()),
-        ] {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, text).unwrap();
-            std::fs::rename(&tmp, &path).unwrap();
-        }
-        cert.der().clone()
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).display().to_string()
-    }
-}
 
 fn config(pki: &Pki, backend: &Backend, https: u16, http: u16) -> String {
     let mut yaml = service_entry("web", &[("v1", backend)]);
@@ -139,9 +94,18 @@ async fn connect(
 
 /// One HTTP/1.1 request on an open TLS connection; the raw response head and body.
 async fn exchange(tls: &mut TlsStream<TcpStream>, host: &str, close: bool) -> String {
+    exchange_path(tls, host, "/", close).await
+}
+
+async fn exchange_path(
+    tls: &mut TlsStream<TcpStream>,
+    host: &str,
+    path: &str,
+    close: bool,
+) -> String {
     let conn = if close { "close" } else { "keep-alive" };
     tls.write_all(
-        format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: {conn}\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: {conn}\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();
@@ -221,6 +185,27 @@ async fn sni_picks_the_certificate_and_requests_arrive_as_https() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn large_responses_are_written_whole_over_tls() {
+    let (pki, _, _) = setup();
+    let backend = Backend::start("v1").await;
+    let (_weir, https, _) = start(&pki, &backend).await;
+    let mut tls = connect(&pki, https, "a.example.com", &[b"http/1.1"], None)
+        .await
+        .unwrap();
+    // Twice on one connection: the first body must end where its length says.
+    for _ in 0..2 {
+        let out = exchange_path(&mut tls, "a.example.com", "/bytes/5000000", false).await;
+        assert!(
+            out.starts_with("HTTP/1.1 200 "),
+            "{}",
+            &out[..out.len().min(200)]
+        );
+        let body = out.split_once("\r\n\r\n").unwrap().1;
+        assert_eq!(body.len(), 5_000_000);
+    }
 }
 
 #[tokio::test]

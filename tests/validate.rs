@@ -252,3 +252,41 @@ spec:
         ],
     );
 }
+
+#[test]
+fn upstream_tls_is_checked_and_its_files_loaded() {
+    assert_errors(
+        "upstream-tls",
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.internal]
+  ports: [{number: 443, name: https, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api}
+spec:
+  host: api.internal
+  trafficPolicy:
+    tls: {mode: SIMPLE, caCertificates: missing-ca.pem}
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: MUTUAL, credentialName: api-cert}
+  subsets:
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      tls: {mode: SIMPLE, insecureSkipVerify: true, subjectAltNames: ["spiffe://cluster.local/ns/a/sa/b"], caCrl: crl.pem}
+"#,
+        &[
+            "15:10: TLS: ",
+            "18:12: credentialName names a Kubernetes secret",
+            "18:12: MUTUAL needs clientCertificate and privateKey",
+            "23:12: tls.caCrl is not supported yet",
+            "23:12: subjectAltNames: \"spiffe://cluster.local/ns/a/sa/b\" is not a DNS name",
+        ],
+    );
+}

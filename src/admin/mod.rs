@@ -20,6 +20,7 @@ use crate::backend::outlier::State;
 use crate::config::Spec;
 use crate::rollout::Command;
 use crate::run::Control;
+use crate::tls::Trust;
 
 /// Serves the admin API on `socket` until the task is aborted; `token`, when given, guards
 /// every mutating call.
@@ -318,6 +319,19 @@ fn clusters_json(control: &Control) -> Value {
                 "connect_timeout_ms": c.spec.connect_timeout.as_millis() as u64,
                 "max_requests_per_connection": c.spec.max_requests_per_connection,
                 "idle_timeout_ms": c.spec.idle_timeout.as_millis() as u64,
+                // File paths and names only: never key material.
+                "tls": c.spec.tls.as_ref().map(|t| {
+                    let spec = t.client.spec();
+                    json!({
+                        "mode": spec.mode(),
+                        "sni": t.server_name.to_str(),
+                        "verify": match &spec.trust {
+                            Trust::Ca(p) | Trust::System(p) => Some(p.display().to_string()),
+                            Trust::Any => None,
+                        },
+                        "subject_alt_names": spec.subject_alt_names,
+                    })
+                }),
                 "limits": {
                     "max_connections": limits.max_connections,
                     "max_pending_requests": limits.max_pending,

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::metrics::{ClusterMetrics, EndpointMetrics, Metrics};
 use crate::policy::fallback::{CacheSpec, StaleCache};
+use crate::tls::UpstreamTls;
 use crate::upstream::Pool;
 pub use balance::{Lb, Warmup};
 use budget::{BudgetSpec, RetryBudget};
@@ -100,6 +101,8 @@ pub struct ClusterSpec {
     pub hash: Option<HashPolicy>,
     /// Slow start for new endpoints.
     pub warmup: Option<Warmup>,
+    /// TLS to the endpoints (DestinationRule `tls`), if any.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Live counters of one endpoint within one cluster, kept across reloads.
@@ -202,12 +205,8 @@ impl Cluster {
             .iter()
             .map(|e| Endpoint {
                 spec: e.clone(),
-                h1: state.pools.get(&(e.addr.clone(), false), || {
-                    Pool::new(e.addr.clone(), false)
-                }),
-                h2: state
-                    .pools
-                    .get(&(e.addr.clone(), true), || Pool::new(e.addr.clone(), true)),
+                h1: state.pool(&e.addr, false, &spec.tls),
+                h2: state.pool(&e.addr, true, &spec.tls),
                 stats: state
                     .endpoint_stats
                     .get(&(spec.name.clone(), e.addr.clone()), || {
@@ -444,10 +443,11 @@ impl Endpoint {
     }
 }
 
-/// Runtime state that outlives a snapshot: pools by address, counters by cluster and address.
+/// Runtime state that outlives a snapshot: pools by address, protocol and TLS settings;
+/// counters by cluster and address.
 #[derive(Default)]
 pub struct BackendState {
-    pools: Registry<(EndpointAddr, bool), Pool>,
+    pools: Registry<(EndpointAddr, bool, Option<UpstreamTls>), Pool>,
     endpoint_stats: Registry<(String, EndpointAddr), EndpointStats>,
     ejected: Registry<String, AtomicUsize>,
     gates: Registry<(String, PoolLimits), Gate>,
@@ -456,6 +456,12 @@ pub struct BackendState {
 }
 
 impl BackendState {
+    fn pool(&self, addr: &EndpointAddr, h2: bool, tls: &Option<UpstreamTls>) -> Arc<Pool> {
+        self.pools.get(&(addr.clone(), h2, tls.clone()), || {
+            Pool::new(addr.clone(), h2, tls.clone())
+        })
+    }
+
     /// The stale cache named `name`, kept while its spec stays the same.
     pub fn cache(&self, name: &str, spec: &CacheSpec) -> Arc<StaleCache> {
         self.caches.get(&(name.to_owned(), spec.clone()), || {

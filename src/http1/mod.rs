@@ -156,7 +156,7 @@ pub(crate) fn recycle(mut map: HeaderMap) {
     });
 }
 
-/// Writes all of `buf`; on failure also says whether any of it was written.
+/// Writes all of `buf` and flushes it; on failure also says whether any of it was written.
 pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
     io: &mut W,
     buf: &[u8],
@@ -169,7 +169,8 @@ pub(crate) async fn write_all<W: AsyncWrite + Unpin>(
             Err(e) => return Err((e, written > 0)),
         }
     }
-    Ok(())
+    // TLS keeps what the socket did not take; plain TCP has nothing to flush.
+    io.flush().await.map_err(|e| (e, true))
 }
 
 /// Appends `n` in decimal (without the formatting machinery: it runs for every response).

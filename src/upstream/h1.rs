@@ -18,10 +18,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{Body, UpstreamBody};
+use super::stream::Stream;
 use super::{Pool, UpstreamError};
 use crate::http1::{
     BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, header_map, parse_length,
@@ -48,7 +48,7 @@ impl Drop for Open {
 /// One HTTP/1.1 connection to an upstream.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    r: Reader<TcpStream>,
+    r: Reader<Stream>,
     /// The bytes being written.
     out: BytesMut,
     /// Header names and value offsets of the head being parsed (kept to reuse its allocation).
@@ -73,7 +73,7 @@ pub(super) enum Failure {
 }
 
 impl Conn {
-    pub(super) fn new(io: TcpStream, open: Open) -> Conn {
+    pub(super) fn new(io: Stream, open: Open) -> Conn {
         Conn {
             r: Reader::new(io),
             out: BytesMut::with_capacity(1024),
@@ -104,11 +104,9 @@ impl Conn {
     }
 
     /// Whether an idle connection can still be used: nothing (not even a close) has arrived on
-    /// it since its last response. Without readiness reported for the socket this is decided
-    /// without a system call (and without registering a waker).
+    /// it since its last response.
     pub(super) fn is_clean(&mut self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.r.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        self.r.io.is_clean()
     }
 
     /// Writes `out`; on failure also says whether any of it was written.

@@ -6,6 +6,7 @@
 
 pub mod body;
 pub(crate) mod h1;
+mod stream;
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,8 +20,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::backend::{ClusterSpec, EndpointAddr};
+use crate::tls::UpstreamTls;
 pub use body::{Body, BodyError, UpstreamBody};
 use h1::{Conn, Failure, Open};
+use stream::Stream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -36,6 +39,10 @@ pub enum UpstreamError {
     /// The TCP connection took longer than the connect timeout.
     #[error("connect timed out")]
     ConnectTimeout,
+    /// The TLS handshake failed (the upstream's certificate did not verify, or it refused
+    /// weir's).
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
     /// The HTTP handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
@@ -61,17 +68,19 @@ impl UpstreamError {
             self,
             UpstreamError::Connect(_)
                 | UpstreamError::ConnectTimeout
+                | UpstreamError::Tls(_)
                 | UpstreamError::Handshake(_)
                 | UpstreamError::NotSent(_)
         )
     }
 }
 
-/// Connections to one endpoint address with one protocol.
+/// Connections to one endpoint address with one protocol, plain or with one TLS setting.
 #[derive(Debug)]
 pub struct Pool {
     addr: EndpointAddr,
     h2: bool,
+    tls: Option<UpstreamTls>,
     idle: Mutex<Vec<Conn>>,
     shared: Mutex<Option<http2::SendRequest<Body>>>,
     open: Arc<AtomicUsize>,
@@ -79,10 +88,11 @@ pub struct Pool {
 
 impl Pool {
     /// An empty pool.
-    pub fn new(addr: EndpointAddr, h2: bool) -> Pool {
+    pub fn new(addr: EndpointAddr, h2: bool, tls: Option<UpstreamTls>) -> Pool {
         Pool {
             addr,
             h2,
+            tls,
             idle: Mutex::new(Vec::new()),
             shared: Mutex::new(None),
             open: Arc::new(AtomicUsize::new(0)),
@@ -225,19 +235,37 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    /// A new connection, with its TLS handshake done; both within the connect timeout.
+    async fn connect(&self, timeout: Duration) -> Result<Stream, UpstreamError> {
         let connect = async {
-            match &self.addr {
+            let tcp = match &self.addr {
                 EndpointAddr::Ip(a) => TcpStream::connect(a).await,
                 EndpointAddr::Dns(h, p) => TcpStream::connect((h.as_str(), *p)).await,
             }
+            .map_err(UpstreamError::Connect)?;
+            let _ = tcp.set_nodelay(true);
+            let Some(tls) = &self.tls else {
+                return Ok(Stream::Tcp(tcp));
+            };
+            match tls.client.connect(tcp, &tls.server_name, self.h2).await {
+                Ok(s) => Ok(Stream::Tls(Box::new(s))),
+                Err(e) => {
+                    if tls.client.should_warn() {
+                        tracing::warn!(
+                            endpoint = %self.addr,
+                            server_name = ?tls.server_name,
+                            mode = tls.client.spec().mode(),
+                            error = %e,
+                            "Upstream TLS handshake failed."
+                        );
+                    }
+                    Err(UpstreamError::Tls(e))
+                }
+            }
         };
-        let stream = tokio::time::timeout(timeout, connect)
+        tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| UpstreamError::ConnectTimeout)?
-            .map_err(UpstreamError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
     }
 
     fn spawn<F>(&self, conn: F)

@@ -1,6 +1,8 @@
 //! Test harness: real backends and a real weir on loopback.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod pki;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,6 +35,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub tries: Tries,
+    /// TLS handshakes it completed (TLS backends only).
+    pub handshakes: Arc<std::sync::Mutex<Vec<Handshake>>>,
     task: tokio::task::JoinHandle<()>,
     conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -70,13 +74,32 @@ impl Drop for Backend {
     }
 }
 
+/// What a TLS backend saw of one handshake.
+#[derive(Clone, Debug)]
+pub struct Handshake {
+    pub sni: Option<String>,
+    pub alpn: Option<Vec<u8>>,
+    pub client_certificate: bool,
+}
+
 impl Backend {
     pub async fn start(name: &str) -> Backend {
+        Backend::serve(name, None).await
+    }
+
+    /// A backend behind TLS with this server configuration.
+    pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Backend {
+        Backend::serve(name, Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn serve(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
         let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let tries = Tries::default();
+        let handshakes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (n, h, t) = (name.to_owned(), hits.clone(), tries.clone());
+        let seen = handshakes.clone();
         let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
         let live = conns.clone();
         let task = tokio::spawn(async move {
@@ -85,14 +108,27 @@ impl Backend {
                     continue;
                 };
                 let (n, h, t) = (n.clone(), h.clone(), t.clone());
+                let (tls, seen) = (tls.clone(), seen.clone());
                 let conn = tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let (n, h, t) = (n.clone(), h.clone(), t.clone());
                         async move { Ok::<_, Infallible>(answer(&n, &h, &t, req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let server = auto::Builder::new(TokioExecutor::new());
+                    let Some(tls) = tls else {
+                        let _ = server.serve_connection(TokioIo::new(stream), svc).await;
+                        return;
+                    };
+                    let Ok(stream) = tls.accept(stream).await else {
+                        return;
+                    };
+                    let session = stream.get_ref().1;
+                    seen.lock().unwrap().push(Handshake {
+                        sni: session.server_name().map(str::to_owned),
+                        alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+                        client_certificate: session.peer_certificates().is_some(),
+                    });
+                    let _ = server.serve_connection(TokioIo::new(stream), svc).await;
                 });
                 let mut live = live.lock().unwrap();
                 live.retain(|c: &tokio::task::AbortHandle| !c.is_finished());
@@ -104,6 +140,7 @@ impl Backend {
             addr,
             hits,
             tries,
+            handshakes,
             task,
             conns,
         }

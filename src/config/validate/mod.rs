@@ -33,6 +33,7 @@ use crate::policy::rewrite::{Redirect, Rewrite, re2_replacement};
 use crate::policy::split::{Split, WeightedDest};
 use crate::route::matcher::{RequestMatch, StrMatcher, UriMatch, compile_regex};
 use crate::route::{Action, RouteTable, Rule, VirtualHost};
+use crate::tls::{ClientSpec, ClientTls};
 
 mod later;
 mod matches;
@@ -107,6 +108,8 @@ struct Checker<'a> {
     caches: Vec<(String, CacheSpec)>,
     /// Gateway servers' TLS, per listener address.
     sides: HashMap<SocketAddr, (&'a Resource, Vec<tls::ServerSide>)>,
+    /// DestinationRules' upstream TLS, loaded once per distinct setting.
+    client_tls: HashMap<ClientSpec, Arc<ClientTls>>,
 }
 
 /// Validates a resource set for a mesh listener at `mesh_addr`.
@@ -122,6 +125,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         stats_ids: HashMap::new(),
         caches: Vec::new(),
         sides: HashMap::new(),
+        client_tls: HashMap::new(),
     };
     c.check_names(set);
     for r in &set.resources {

@@ -166,20 +166,9 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        if let Some(tls) = &tp.tls {
-            match tls.mode.unwrap_or_default() {
-                istio::ClientTlsMode::Disable => {}
-                istio::ClientTlsMode::IstioMutual => self.warn(
-                    r,
-                    tls.pos,
-                    "ISTIO_MUTUAL needs mesh identities; weir sends plain text",
-                ),
-                _ => self.err(
-                    r,
-                    tls.pos,
-                    "upstream TLS (SIMPLE, MUTUAL) is not supported yet",
-                ),
-            }
+        let port_tls = tp.port_level_settings.iter().filter_map(|p| p.tls.as_ref());
+        for tls in tp.tls.iter().chain(port_tls) {
+            self.client_tls(r, tls);
         }
         if let Some(budget) = &tp.retry_budget
             && budget
@@ -330,6 +319,7 @@ impl<'a> Checker<'a> {
         let mut pool = None;
         let mut outlier = None;
         let mut retry_budget = None;
+        let mut tls = None;
         for tp in [
             dr.and_then(|d| d.traffic_policy.as_ref()),
             subset_def.and_then(|s| s.traffic_policy.as_ref()),
@@ -355,7 +345,15 @@ impl<'a> Checker<'a> {
                 .or(tp.outlier_detection.as_ref())
                 .or(outlier);
             retry_budget = tp.retry_budget.as_ref().or(retry_budget);
+            tls = port_level
+                .and_then(|p| p.tls.as_ref())
+                .or(tp.tls.as_ref())
+                .or(tls);
         }
+        let tls = match (tls, self.rules.get(host)) {
+            (Some(tls), Some(&(r, _))) => self.upstream_tls(r, tls, host),
+            _ => None,
+        };
         let hash = lb_settings
             .and_then(|l| l.consistent_hash.as_ref())
             .and_then(hash_policy);
@@ -435,6 +433,7 @@ impl<'a> Checker<'a> {
             budget,
             hash,
             warmup,
+            tls,
         });
         self.cluster_ids.insert(key, self.clusters.len() - 1);
         self.clusters.len() - 1

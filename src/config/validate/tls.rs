@@ -1,11 +1,13 @@
-//! Gateway `servers[].tls`: checked, certificate files loaded (so a bad file is an error with
-//! its position, not a failed handshake later), and grouped per listener address.
+//! TLS settings: Gateway `servers[].tls` (grouped per listener address) and DestinationRule
+//! `tls` for upstreams. Both are checked and their files loaded here, so that a bad file is an
+//! error with its position, not a failed handshake later.
 
 use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::config::decode::Spanned;
-use crate::tls::{ServerTls, SiteSpec};
+use crate::tls::client::system_bundle;
+use crate::tls::{ClientSpec, ClientTls, ServerTls, SiteSpec, Trust, UpstreamTls};
 
 /// What a Gateway server does with TLS.
 #[derive(Debug)]
@@ -222,6 +224,124 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+impl Checker<'_> {
+    /// A DestinationRule's `tls` (at the rule, subset or port level): checked, and its files
+    /// loaded once per distinct setting.
+    pub(super) fn client_tls(&mut self, r: &Resource, tls: &istio::ClientTlsSettings) {
+        match tls.mode.unwrap_or_default() {
+            istio::ClientTlsMode::Disable => return,
+            istio::ClientTlsMode::IstioMutual => {
+                self.warn(
+                    r,
+                    tls.pos,
+                    "ISTIO_MUTUAL needs mesh identities; weir sends plain text",
+                );
+                return;
+            }
+            istio::ClientTlsMode::Simple | istio::ClientTlsMode::Mutual => {}
+        }
+        let before = self.errors.len();
+        if tls.credential_name.is_some() {
+            self.err(
+                r,
+                tls.pos,
+                "credentialName names a Kubernetes secret, which weir cannot read: give clientCertificate and privateKey files",
+            );
+        }
+        if tls.ca_crl.is_some() {
+            self.err(r, tls.pos, "tls.caCrl is not supported yet");
+        }
+        if tls.mode == Some(istio::ClientTlsMode::Mutual)
+            && (tls.client_certificate.is_none() || tls.private_key.is_none())
+        {
+            self.err(r, tls.pos, "MUTUAL needs clientCertificate and privateKey");
+        }
+        for name in &tls.subject_alt_names {
+            if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+                self.err(
+                    r,
+                    tls.pos,
+                    format!("subjectAltNames: {name:?} is not a DNS name or IP address (URI names are not supported)"),
+                );
+            }
+        }
+        if tls.ca_certificates.is_none()
+            && tls.insecure_skip_verify != Some(true)
+            && system_bundle().is_none()
+        {
+            self.err(
+                r,
+                tls.pos,
+                "no caCertificates and no system CA bundle found (set SSL_CERT_FILE or caCertificates)",
+            );
+        }
+        if self.errors.len() > before {
+            return;
+        }
+        let Some(spec) = client_spec(r, tls) else {
+            return;
+        };
+        if self.client_tls.contains_key(&spec) {
+            return;
+        }
+        match ClientTls::new(spec.clone()) {
+            Ok(client) => {
+                self.client_tls.insert(spec, Arc::new(client));
+            }
+            Err(e) => self.err(r, tls.pos, format!("TLS: {e}")),
+        }
+    }
+
+    /// A cluster's upstream TLS, from its merged `tls` setting; `host` is the SNI name when
+    /// `sni` is not set. `None` for plain text (and after errors, reported here or by
+    /// [`Checker::client_tls`]).
+    pub(super) fn upstream_tls(
+        &mut self,
+        r: &Resource,
+        tls: &istio::ClientTlsSettings,
+        host: &str,
+    ) -> Option<UpstreamTls> {
+        let client = self.client_tls.get(&client_spec(r, tls)?)?.clone();
+        let name = tls.sni.as_deref().unwrap_or(host);
+        match rustls_pki_types::ServerName::try_from(name.to_owned()) {
+            Ok(server_name) => Some(UpstreamTls {
+                client,
+                server_name,
+            }),
+            Err(_) => {
+                self.err(
+                    r,
+                    tls.pos,
+                    format!("{name:?} cannot be a TLS server name: set tls.sni"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// What weir runs for a DestinationRule's `tls`; `None` for plain text.
+fn client_spec(r: &Resource, tls: &istio::ClientTlsSettings) -> Option<ClientSpec> {
+    let identity = match tls.mode.unwrap_or_default() {
+        istio::ClientTlsMode::Simple => None,
+        istio::ClientTlsMode::Mutual => Some((
+            resolve(r, tls.client_certificate.as_ref()?),
+            resolve(r, tls.private_key.as_ref()?),
+        )),
+        istio::ClientTlsMode::Disable | istio::ClientTlsMode::IstioMutual => return None,
+    };
+    let trust = match (&tls.ca_certificates, tls.insecure_skip_verify) {
+        (_, Some(true)) => Trust::Any,
+        (Some(ca), _) => Trust::Ca(resolve(r, ca)),
+        (None, _) => Trust::System(system_bundle()?),
+    };
+    Some(ClientSpec {
+        trust,
+        identity,
+        subject_alt_names: tls.subject_alt_names.clone(),
+    })
 }
 
 /// A file path from a config file: relative ones are taken from the config file's directory.
