@@ -50,6 +50,9 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::ClientBody(BodyError::TimedOut)) => {
                 StatusCode::REQUEST_TIMEOUT
             }
+            ProxyError::Upstream(UpstreamError::ClientBody(BodyError::TooLarge)) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ProxyError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Upstream(e) if e.never_sent() => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,

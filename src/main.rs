@@ -127,8 +127,12 @@ struct Limits {
     #[arg(long, default_value_t = 16_384)]
     max_connections: usize,
     /// Resident memory above which new requests get 503 (e.g. 2GiB, 512MiB, or off).
-    #[arg(long, default_value = "2GiB", value_parser = memory_limit)]
-    memory_limit: MemoryLimit,
+    #[arg(long, default_value = "2GiB", value_parser = size)]
+    memory_limit: Size,
+    /// The largest request body forwarded (413 above it) where a route sets no
+    /// `maxRequestBytes` (e.g. 10MiB, or off).
+    #[arg(long, default_value = "off", value_parser = size)]
+    max_request_body: Size,
     /// Header names with an underscore: reject (400), drop, or allow.
     #[arg(long, value_enum, default_value = "reject")]
     headers_with_underscores: Underscores,
@@ -160,6 +164,7 @@ impl Limits {
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
             memory_limit: self.memory_limit.0,
+            max_request_body: self.max_request_body.0,
             underscores: match self.headers_with_underscores {
                 Underscores::Reject => edge::Underscores::Reject,
                 Underscores::Drop => edge::Underscores::Drop,
@@ -178,14 +183,14 @@ fn duration(text: &str) -> Result<Duration, String> {
     weir::config::decode::parse_duration(text).map_err(str::to_owned)
 }
 
-/// A memory limit in bytes, or none.
+/// A size in bytes, or none.
 #[derive(Clone, Copy)]
-struct MemoryLimit(Option<u64>);
+struct Size(Option<u64>);
 
 /// Bytes with an optional KiB/MiB/GiB suffix; `off` for none.
-fn memory_limit(text: &str) -> Result<MemoryLimit, String> {
+fn size(text: &str) -> Result<Size, String> {
     if text == "off" {
-        return Ok(MemoryLimit(None));
+        return Ok(Size(None));
     }
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
@@ -202,7 +207,7 @@ fn memory_limit(text: &str) -> Result<MemoryLimit, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(scale))
-        .map(|n| MemoryLimit(Some(n)))
+        .map(|n| Size(Some(n)))
         .ok_or_else(|| format!("not a size: {text:?}"))
 }
 

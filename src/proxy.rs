@@ -42,7 +42,7 @@ use crate::route::matcher::RequestView;
 use crate::route::{Action, Matched, Rule};
 use crate::snapshot::Snapshot;
 use crate::tls::ServerTls;
-use crate::upstream::{Body, UpstreamBody, UpstreamError};
+use crate::upstream::{Body, BodyError, UpstreamBody, UpstreamError};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -161,7 +161,7 @@ impl Proxy {
                 ProxyError::Overloaded.to_response(),
             );
         }
-        match route(&snap, req, conn, start) {
+        match route(&snap, req, conn, start, self.policy.max_request_body) {
             Routed::Local(resp) => resp,
             Routed::Forward(mut fwd) => {
                 if let Some(fault) = &fwd.rule.fault
@@ -255,11 +255,13 @@ enum Routed<'s> {
 }
 
 /// Routes a request: a response weir makes itself, or the upstream request to send.
+/// `max_body` is the body limit of rules that set none.
 fn route<'s>(
     snap: &'s Arc<Snapshot>,
     req: Request<Body>,
     conn: &ConnInfo,
     start: Instant,
+    max_body: Option<u64>,
 ) -> Routed<'s> {
     let fail =
         |stats, method: &Method, e: ProxyError| local(snap, stats, method, start, e.to_response());
@@ -314,6 +316,14 @@ fn route<'s>(
             return Routed::Local(local(snap, stats, req.method(), start, resp));
         }
     };
+    // A declared length over the body limit is refused before a byte of the body is read (an
+    // `Expect: 100-continue` client is never told to send it); a chunked body, or one longer
+    // than declared, fails when it crosses the limit.
+    let max_body = rule.max_request_bytes.or(max_body);
+    if max_body.is_some_and(|limit| req.body().size_hint().lower() > limit) {
+        let e = ProxyError::Upstream(UpstreamError::ClientBody(BodyError::TooLarge));
+        return Routed::Local(fail(Some(rule.local_stats), req.method(), e));
+    }
     let path = rule
         .rewrite
         .as_ref()
@@ -349,7 +359,12 @@ fn route<'s>(
         Protocol::Http2 => true,
         Protocol::Client => req.version() == Version::HTTP_2,
     };
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    if let Some(limit) = max_body
+        && !body.is_end_stream()
+    {
+        body = Body::Limited(Box::new(body), limit);
+    }
     strip_hop_by_hop(&mut parts.headers);
     forwarded_headers(&mut parts.headers, conn);
     rule.headers.request.apply(&mut parts.headers);

@@ -70,6 +70,8 @@ decode_struct! {
         fallback: Option<HttpFallback> = "fallback",
         /// weir: keep each user on the destination they first got (a cohort cookie).
         session_affinity: Option<super::flagger::SessionAffinity> = "sessionAffinity",
+        /// weir: the largest request body forwarded, in bytes (413 above it).
+        max_request_bytes: Option<u64> = "maxRequestBytes",
     }
 }
 

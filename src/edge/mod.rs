@@ -42,6 +42,8 @@ pub struct ServerPolicy {
     pub max_connections: usize,
     /// Above this resident memory, new requests get 503 until it falls again (`None`: off).
     pub memory_limit: Option<u64>,
+    /// The largest request body forwarded where a route sets none (`None`: no limit).
+    pub max_request_body: Option<u64>,
     /// Header names with `_`.
     pub underscores: Underscores,
     /// `%2F` and `%5C` in paths.
@@ -56,6 +58,7 @@ impl Default for ServerPolicy {
             idle_timeout: Duration::from_secs(60),
             max_connections: 16_384,
             memory_limit: Some(2 << 30),
+            max_request_body: None,
             underscores: Underscores::Reject,
             escaped_slashes: EscapedSlashes::Reject,
         }

@@ -38,6 +38,9 @@ pub enum BodyError {
     /// The client took longer than the request timeout to send it.
     #[error("body: request timeout")]
     TimedOut,
+    /// The body is longer than the route allows.
+    #[error("request body too large")]
+    TooLarge,
     /// An HTTP/2 stream failed.
     #[error("body: {0}")]
     H2(#[from] hyper::Error),

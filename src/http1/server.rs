@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
 use super::stream::{ClientRead, ClientWrite};
@@ -100,12 +100,9 @@ pub(crate) async fn serve(
         let keep_alive = head.keep_alive;
         let head_only = head.method == Method::HEAD;
         let version = head.version;
-        if head.expect_continue && !matches!(head.body, Decoder::Done) {
-            // Answered at once: weir reads the body as it forwards it.
-            if w.send(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
-                return;
-            }
-        }
+        // A client that expects `100 Continue` gets it when its body is first read: a request
+        // refused before (no route, too large, an injected abort) never has it sent.
+        let mut expect = None;
         let (body, home) = if matches!(head.body, Decoder::Done) {
             (Body::empty(), None)
         } else {
@@ -116,6 +113,15 @@ pub(crate) async fn serve(
                 home: home.clone(),
                 deadline: Instant::now() + policy.request_timeout,
                 timer: None,
+                expect: head.expect_continue.then(|| {
+                    let (ask, asked) = oneshot::channel();
+                    let (sent, on_sent) = oneshot::channel();
+                    expect = Some((asked, sent));
+                    Box::new(Continue {
+                        ask: Some(ask),
+                        sent: on_sent,
+                    })
+                }),
             };
             (Body::Client(body), Some(home))
         };
@@ -126,7 +132,16 @@ pub(crate) async fn serve(
         *req.headers_mut() = head.headers;
         // Without a body, the read side is free to notice a client that leaves mid-request.
         let client = slot.as_mut().map(|r| r as &mut dyn ClientGone);
-        let resp = proxy.respond(req, &info, client).await;
+        let resp = match expect {
+            None => proxy.respond(req, &info, client).await,
+            // Boxed: the rare path.
+            Some(expect) => {
+                match Box::pin(respond_continuing(&proxy, req, &info, &mut w, expect)).await {
+                    Some(resp) => resp,
+                    None => return,
+                }
+            }
+        };
         // A listener that began stopping meanwhile: this response is the connection's last.
         let mut keep_alive = keep_alive && !*flag.borrow();
         if let Some(home) = home {
@@ -145,6 +160,28 @@ pub(crate) async fn serve(
         };
         if written.is_err() || !keep_alive {
             return;
+        }
+    }
+}
+
+/// Handles a request whose client waits for `100 Continue`: written when the body asks for it
+/// (`None` if that write failed).
+async fn respond_continuing(
+    proxy: &Proxy,
+    req: Request<Body>,
+    info: &ConnInfo,
+    w: &mut Writer,
+    (asked, sent): (oneshot::Receiver<()>, oneshot::Sender<()>),
+) -> Option<Response<ResponseBody>> {
+    let respond = proxy.respond(req, info, None);
+    tokio::pin!(respond);
+    tokio::select! {
+        biased;
+        resp = &mut respond => Some(resp),
+        Ok(()) = asked => {
+            w.send(b"HTTP/1.1 100 Continue\r\n\r\n").await.ok()?;
+            let _ = sent.send(());
+            Some(respond.await)
         }
     }
 }
@@ -371,6 +408,16 @@ pub struct RequestBody {
     deadline: Instant,
     /// Made the first time the body has to be waited for.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The client waits for `100 Continue` before it sends the body.
+    expect: Option<Box<Continue>>,
+}
+
+/// A body's side of `Expect: 100-continue`: it asks the connection to write `100 Continue`,
+/// then waits until that is written.
+#[derive(Debug)]
+struct Continue {
+    ask: Option<oneshot::Sender<()>>,
+    sent: oneshot::Receiver<()>,
 }
 
 /// Where a request body returns the connection's read side, with whether it was read to its
@@ -402,6 +449,19 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(expect) = this.expect.as_mut() {
+            if let Some(ask) = expect.ask.take() {
+                let _ = ask.send(());
+            }
+            match Pin::new(&mut expect.sent).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => this.expect = None,
+                Poll::Ready(Err(_)) => {
+                    this.reader = None;
+                    return Poll::Ready(Some(Err(BodyError::Malformed("100 Continue not sent"))));
+                }
+            }
+        }
         let Some(r) = this.reader.as_mut() else {
             return Poll::Ready(None);
         };

@@ -73,6 +73,8 @@ pub struct Rule {
     pub mirrors: Vec<crate::policy::mirror::Mirror>,
     /// Keeps each user on one destination of the split (a cohort cookie).
     pub affinity: Option<Box<crate::policy::affinity::Affinity>>,
+    /// The largest request body forwarded (`maxRequestBytes`); `None`: the listener's default.
+    pub max_request_bytes: Option<u64>,
 }
 
 /// What a rule does with a request.

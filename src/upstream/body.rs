@@ -21,6 +21,8 @@ pub enum Body {
     Full(Option<Bytes>),
     /// A part already read, then the rest of the stream (a body too large to keep for replay).
     Prefixed(Option<Bytes>, Box<Body>),
+    /// A body that fails with [`BodyError::TooLarge`] once more than this many bytes came.
+    Limited(Box<Body>, u64),
 }
 
 impl Body {
@@ -50,6 +52,18 @@ impl HttpBody for Body {
                 Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
                 None => Pin::new(&mut **rest).poll_frame(cx),
             },
+            Body::Limited(inner, left) => {
+                let frame = std::task::ready!(Pin::new(&mut **inner).poll_frame(cx));
+                if let Some(Ok(f)) = &frame
+                    && let Some(data) = f.data_ref()
+                {
+                    match left.checked_sub(data.len() as u64) {
+                        Some(rest) => *left = rest,
+                        None => return Poll::Ready(Some(Err(BodyError::TooLarge))),
+                    }
+                }
+                Poll::Ready(frame)
+            }
         }
     }
 
@@ -59,6 +73,7 @@ impl HttpBody for Body {
             Body::Incoming(b) => b.is_end_stream(),
             Body::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             Body::Prefixed(head, rest) => head.is_none() && rest.is_end_stream(),
+            Body::Limited(inner, _) => inner.is_end_stream(),
         }
     }
 
@@ -77,6 +92,7 @@ impl HttpBody for Body {
                 }
                 hint
             }
+            Body::Limited(inner, _) => inner.size_hint(),
         }
     }
 }

@@ -240,6 +240,7 @@ impl<'a> Checker<'a> {
                 local_stats,
                 mirrors,
                 affinity,
+                max_request_bytes: route.max_request_bytes,
             });
         }
         rules
@@ -356,6 +357,7 @@ impl<'a> Checker<'a> {
             fallback: None,
             mirrors: Vec::new(),
             affinity: None,
+            max_request_bytes: None,
         }
     }
 
