@@ -31,5 +31,6 @@ pub mod rollout;
 pub mod route;
 pub mod run;
 pub mod snapshot;
+pub mod state;
 pub mod tls;
 pub mod upstream;

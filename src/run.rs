@@ -86,6 +86,8 @@ pub struct Control {
     ready: AtomicBool,
     /// Progressive-delivery controllers.
     pub rollouts: Rollouts,
+    /// Where the last good configuration is kept, if anywhere.
+    state_dir: Option<PathBuf>,
     /// The resources as written (before rollout weights), for [`Change::Weights`].
     source: std::sync::Mutex<Arc<ResourceSet>>,
     me: std::sync::Weak<Control>,
@@ -135,6 +137,7 @@ impl Control {
         change: Change,
         gateways: &mut HashMap<SocketAddr, Listener>,
     ) -> Result<u64, Vec<ConfigError>> {
+        let new_source = !matches!(change, Change::Weights);
         let source = match change {
             Change::Reload => {
                 let (set, errors) = config::read_paths(&self.configs);
@@ -184,6 +187,12 @@ impl Control {
         let snap = Snapshot::build(model, set, generation, &self.backends, &self.metrics);
         self.snapshot.store(Arc::new(snap));
         *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source.clone();
+        if new_source
+            && let Some(dir) = &self.state_dir
+            && let Err(e) = crate::state::save_last_good(dir, &source)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "Cannot keep the last good configuration.");
+        }
         self.rollouts.commit(plan, &self.me);
         for (addr, socket) in fresh {
             tracing::info!(%addr, "Gateway listener started.");
@@ -259,14 +268,36 @@ impl Server {
             gateways: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             rollouts: Rollouts::new(opts.state_dir.clone()),
+            state_dir: opts.state_dir.clone(),
             source: std::sync::Mutex::new(Arc::default()),
             me: me.clone(),
         });
+        let initial_from_files = initial.is_none();
         let change = match initial {
             Some(set) => Change::Replace(set),
             None => Change::Reload,
         };
-        control.apply(change).await.map_err(StartError::Config)?;
+        if let Err(errors) = control.apply(change).await {
+            // Files that no longer validate: serve the last configuration that did, if one
+            // was kept, until they are fixed (the watcher reloads them).
+            let kept = opts
+                .state_dir
+                .as_deref()
+                .and_then(crate::state::load_last_good);
+            match kept {
+                Some(Ok(set)) if initial_from_files => {
+                    control
+                        .apply(Change::Replace(set))
+                        .await
+                        .map_err(|_| StartError::Config(errors))?;
+                    tracing::warn!(
+                        state_dir = ?opts.state_dir,
+                        "The config files were rejected: serving the last good configuration until they are fixed."
+                    );
+                }
+                _ => return Err(StartError::Config(errors)),
+            }
+        }
         let mesh = Listener::start(mesh_socket, mesh_addr, false, proxy);
         let token = opts.admin_token.as_deref().map(Arc::from);
         let admin = tokio::spawn(crate::admin::serve(admin_socket, control.clone(), token));

@@ -1,5 +1,6 @@
-//! Hot reload: bad configs are rejected whole and the old one keeps serving; reloading under
-//! load fails no request; Gateway listeners follow the config.
+//! Hot reload: bad configs are rejected whole and the old one keeps serving (also across a
+//! restart, from the state directory); reloading under load fails no request; Gateway
+//! listeners follow the config.
 
 mod support;
 
@@ -52,6 +53,46 @@ async fn bad_reload_keeps_serving() {
         metric_value(&m, "weir_config_reloads_total{result=\"success\"}"),
         Some(2.0)
     );
+}
+
+#[tokio::test]
+async fn a_restart_with_bad_files_serves_the_last_good_config() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let state = scratch_dir();
+    let weir = Weir::start_with_state(&split(&v1, &v2, 100, 0), Some(state.clone())).await;
+    // Broken while weir runs: rejected, and the good one stays the one kept.
+    let bad = split(&v1, &v2, 0, 100).replace("subset: v2", "subset: v9");
+    assert!(!weir.rewrite(&bad).await);
+    let weir = weir.restart().await;
+    assert_eq!(weir.reload_failures().await, 1);
+    let c = client();
+    for _ in 0..10 {
+        let (status, h, _) = send(&c, weir.mesh(), "api", "/", &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(backend_of(&h), "v1");
+    }
+    // Fixed files are picked up as usual, and kept in turn.
+    assert!(weir.rewrite(&split(&v1, &v2, 0, 100)).await);
+    let (_, h, _) = send(&c, weir.mesh(), "api", "/", &[]).await;
+    assert_eq!(backend_of(&h), "v2");
+    std::fs::write(&weir.config, "kind: [").unwrap();
+    let weir = weir.restart().await;
+    let (_, h, _) = send(&c, weir.mesh(), "api", "/", &[]).await;
+    assert_eq!(backend_of(&h), "v2");
+    // Without a state directory there is nothing to fall back on: weir does not start.
+    let opts = weir::run::Options {
+        configs: vec![weir.config.clone()],
+        admin: "127.0.0.1:0".parse().unwrap(),
+        mesh: "127.0.0.1:0".parse().unwrap(),
+        state_dir: None,
+        admin_token: None,
+        policy: weir::edge::ServerPolicy::default(),
+    };
+    assert!(matches!(
+        weir::run::Server::start(opts, None).await,
+        Err(weir::run::StartError::Config(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,6 +144,8 @@ pub struct ResourceSet {
     pub resources: Vec<Resource>,
     /// The files they were read from.
     pub sources: Vec<String>,
+    /// The text of each of those files (kept as the last good configuration once applied).
+    pub texts: Vec<Arc<str>>,
 }
 
 /// The name in a `namespace/name` reference.
@@ -175,19 +177,30 @@ pub fn check(
 
 /// Reads every path; returns what decoded, and every error.
 pub fn read_paths(paths: &[PathBuf]) -> (ResourceSet, Vec<ConfigError>) {
-    let mut set = ResourceSet::default();
+    let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
         for file in expand(path, &mut errors) {
             let name: Arc<str> = file.display().to_string().into();
             match std::fs::read_to_string(&file) {
-                Ok(text) => {
-                    set.resources.extend(parse_str(&name, &text, &mut errors));
-                    set.sources.push(name.to_string());
-                }
+                Ok(text) => files.push((name, Arc::from(text))),
                 Err(e) => errors.push(file_error(&name, format!("cannot read file: {e}"))),
             }
         }
+    }
+    let (set, more) = read_texts(files);
+    errors.extend(more);
+    (set, errors)
+}
+
+/// Parses files given as (name, text); returns what decoded, and every error.
+pub fn read_texts(files: Vec<(Arc<str>, Arc<str>)>) -> (ResourceSet, Vec<ConfigError>) {
+    let mut set = ResourceSet::default();
+    let mut errors = Vec::new();
+    for (name, text) in files {
+        set.resources.extend(parse_str(&name, &text, &mut errors));
+        set.sources.push(name.to_string());
+        set.texts.push(text);
     }
     generate::apex_routing(&mut set);
     (set, errors)
@@ -220,6 +233,8 @@ pub fn parse_set(file: &str, text: &str) -> Result<ResourceSet, Vec<ConfigError>
     let mut set = ResourceSet {
         resources,
         sources: vec![file.to_string()],
+        // Not files: nothing to keep as the last good configuration.
+        texts: Vec::new(),
     };
     generate::apex_routing(&mut set);
     finish(set, errors)

@@ -2,7 +2,6 @@
 //! temporary file, flushed, renamed over the old one), so a crash leaves the old state or the
 //! new one, never half of either. A restart resumes each rollout from its file.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -85,21 +84,14 @@ impl Store {
     /// Replaces the kept status of `spec`'s rollout.
     pub fn save(&self, spec: &RolloutSpec, status: &Status) -> std::io::Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
-        std::fs::create_dir_all(dir)?;
         let saved = Saved {
             virtual_service: spec.virtual_service.clone(),
             primary: key(&spec.primary),
             canary: key(&spec.canary),
             status: status.clone(),
         };
-        let path = Self::path(dir, &spec.name);
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        // The rename itself is durable once the directory is.
-        std::fs::File::open(dir)?.sync_all()
+        let bytes = serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other)?;
+        crate::state::replace_file(dir, &Self::path(dir, &spec.name), &bytes)
     }
 
     /// Forgets every rollout but `keep` (by Canary name).
