@@ -4,6 +4,7 @@
 //! Each bound address runs one task; stopping it stops accepting and lets open connections
 //! finish (up to a drain deadline), which is what reloads that remove a Gateway server need.
 
+use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::edge::h2_flood::FloodGuard;
+use crate::edge::h2_stall::Stalls;
 use crate::error::local_response;
 use crate::http1::{self, MAX_HEAD, Reader, server};
 use crate::proxy::{ConnInfo, Proxy, ResponseBody};
@@ -210,16 +212,21 @@ async fn serve_h2<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let idle = proxy.policy().idle_timeout;
+    let stalls = Arc::new(Stalls::default());
+    let watch = stalls.clone();
+    let peer = info.peer;
     let service = service_fn(move |req: Request<Incoming>| {
         let mut req = req.map(Body::Incoming);
         let refused = proxy.policy().check(&mut req).err();
         let proxy = proxy.clone();
         let info = info.clone();
+        let watch = watch.clone();
         async move {
-            match refused {
-                None => proxy.handle(req, info).await,
-                Some(why) => Ok(refuse(why)),
-            }
+            let resp = match refused {
+                None => proxy.respond(req, &info, None).await,
+                Some(why) => refuse(why),
+            };
+            Ok::<_, Infallible>(resp.map(|body| watch.watch(body)))
         }
     });
     let conn = http2::Builder::new(TokioExecutor::new())
@@ -234,10 +241,22 @@ async fn serve_h2<I>(
         .keep_alive_timeout(H2_PING_TIMEOUT)
         .serve_connection(TokioIo::new(FloodGuard::new(io, read)), service);
     tokio::pin!(conn);
+    // A response stalled by the client's window closes the connection (dropped, not drained:
+    // its streams would never finish).
+    let stalled = stalls.stalled(idle);
+    tokio::pin!(stalled);
     tokio::select! {
         _ = conn.as_mut() => return,
+        _ = stalled.as_mut() => return stalled_close(peer),
         _ = stop.changed() => {}
     }
     conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
+    tokio::select! {
+        _ = conn => {}
+        _ = stalled => stalled_close(peer),
+    }
+}
+
+fn stalled_close(peer: SocketAddr) {
+    tracing::debug!(%peer, "HTTP/2 connection closed: a response waited on the client's window too long.");
 }

@@ -5,7 +5,6 @@
 //! -> response edits -> metrics. Errors become responses only in [`crate::error`].
 
 use std::cell::RefCell;
-use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -125,15 +124,6 @@ impl Proxy {
     /// The TLS sites of the listener bound at `addr`, if it terminates TLS.
     pub fn listener_tls(&self, addr: SocketAddr) -> Option<Arc<ServerTls>> {
         self.snapshot.load().listener(addr)?.tls.clone()
-    }
-
-    /// Handles one request, start to response headers (the service function's shape).
-    pub async fn handle(
-        self: Arc<Self>,
-        req: Request<Body>,
-        conn: ConnInfo,
-    ) -> Result<Response<ResponseBody>, Infallible> {
-        Ok(self.respond(req, &conn, None).await)
     }
 
     /// Handles one request, start to response headers.

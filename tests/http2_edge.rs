@@ -1,6 +1,7 @@
 //! weir's HTTP/2 server against abusive clients, frame by frame (RELIABILITY.md section 3,
 //! cases 17-19): concurrent-stream limit, rapid reset, CONTINUATION and header-list floods,
-//! SETTINGS and PING floods, content-length that disagrees with DATA.
+//! SETTINGS and PING floods, a zero-window stall, content-length that disagrees with DATA, and
+//! h2c upgrade requests.
 mod support;
 
 use std::time::Duration;
@@ -114,6 +115,11 @@ impl H2 {
     /// The next frame (type, flags, stream, payload); `None` at the end of the connection or
     /// after 10 s of silence.
     async fn next(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
+        self.next_within(Duration::from_secs(10)).await
+    }
+
+    /// The next frame; `None` at the end of the connection or after `silence`.
+    async fn next_within(&mut self, silence: Duration) -> Option<(u8, u8, u32, Vec<u8>)> {
         loop {
             if self.buf.len() >= 9 {
                 let len = (usize::from(self.buf[0]) << 16)
@@ -126,7 +132,7 @@ impl H2 {
                 }
             }
             let mut chunk = [0u8; 16 * 1024];
-            let n = tokio::time::timeout(Duration::from_secs(10), self.s.read(&mut chunk))
+            let n = tokio::time::timeout(silence, self.s.read(&mut chunk))
                 .await
                 .ok()?
                 .ok()?;
@@ -303,4 +309,63 @@ async fn content_length_that_disagrees_with_data_is_a_stream_error() {
     }
     assert!(!ok, "a short body was answered 200");
     still_serves(&weir).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_stalled_by_a_zero_window_closes_the_connection() {
+    let (_backend, weir) = setup().await;
+    const INITIAL_WINDOW_SIZE: u16 = 4;
+    let mut c = H2::connect(&weir, &[(INITIAL_WINDOW_SIZE, 0)]).await;
+    c.send(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &request("GET", "/bytes/100000", &[]),
+    ))
+    .await;
+    // The client answers keep-alive pings (so it looks alive) but never opens its window.
+    // (On the paused clock, time may jump while the upstream answers: the stall is timed from
+    // the response headers.)
+    let mut headers = None;
+    let mut data = 0;
+    loop {
+        let Some((kind, flags, stream, payload)) = c.next_within(Duration::from_secs(600)).await
+        else {
+            break;
+        };
+        match kind {
+            PING if flags & ACK == 0 => {
+                c.send(&frame(PING, ACK, 0, &payload)).await;
+            }
+            HEADERS if stream == 1 => headers = Some(tokio::time::Instant::now()),
+            DATA => data += payload.len(),
+            GOAWAY => break,
+            _ => {}
+        }
+    }
+    let closed_after = headers.expect("no response headers").elapsed();
+    assert_eq!(data, 0);
+    // The idle timeout (60 s), looked at every 15 s.
+    assert!(
+        (Duration::from_secs(60)..=Duration::from_secs(80)).contains(&closed_after),
+        "closed after {closed_after:?}"
+    );
+    still_serves(&weir).await;
+}
+
+#[tokio::test]
+async fn h2c_upgrade_requests_are_served_as_http1_and_never_switch() {
+    let (backend, weir) = setup().await;
+    let out = raw(
+        weir.mesh(),
+        "GET / HTTP/1.1\r\nhost: svc\r\nconnection: upgrade, http2-settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n",
+    )
+    .await;
+    // Answered over HTTP/1.1; no 101, and the upstream never sees the upgrade.
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert!(!out.contains("101"), "{out}");
+    let body = out.split_once("\r\n\r\n").unwrap().1;
+    assert!(!body.contains("h2c"), "{body}");
+    assert!(!body.contains("http2-settings"), "{body}");
+    assert_eq!(backend.hits(), 1);
 }

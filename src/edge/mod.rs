@@ -6,6 +6,7 @@
 //! to expose.
 
 pub mod h2_flood;
+pub mod h2_stall;
 pub mod overload;
 pub mod path;
 
