@@ -11,8 +11,6 @@
 //!
 //! The query is never touched. A path that needs no change costs one scan and no allocation.
 
-use std::fmt::Write as _;
-
 /// What to do with `%2F` and `%5C` in a path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EscapedSlashes {
@@ -59,10 +57,12 @@ fn is_normal(path: &[u8]) -> bool {
     true
 }
 
-/// Decodes escapes of unreserved characters, refuses what may not appear.
+/// Decodes escapes of unreserved characters, refuses what may not appear. Other bytes (UTF-8
+/// included) are kept as they are.
 fn decode(path: &str, slashes: EscapedSlashes) -> Result<String, Refused> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    let mut out = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -75,28 +75,26 @@ fn decode(path: &str, slashes: EscapedSlashes) -> Result<String, Refused> {
                     .zip(hex_value(hex[1]))
                     .map(|(h, l)| h << 4 | l)
                     .ok_or("a bad percent-encoding")?;
+                let escaped = [b'%', HEX[usize::from(v >> 4)], HEX[usize::from(v & 15)]];
                 match v {
                     b'/' | b'\\' => match slashes {
                         EscapedSlashes::Reject => return Err("an encoded slash in the path"),
-                        EscapedSlashes::Keep => {
-                            let _ = write!(out, "%{v:02X}");
-                        }
-                        EscapedSlashes::Unescape if v == b'/' => out.push('/'),
+                        EscapedSlashes::Keep => out.extend_from_slice(&escaped),
+                        EscapedSlashes::Unescape if v == b'/' => out.push(b'/'),
                         EscapedSlashes::Unescape => return Err("a backslash in the path"),
                     },
-                    v if is_unreserved(v) => out.push(char::from(v)),
-                    v => {
-                        let _ = write!(out, "%{v:02X}");
-                    }
+                    v if is_unreserved(v) => out.push(v),
+                    _ => out.extend_from_slice(&escaped),
                 }
                 i += 3;
                 continue;
             }
-            _ => out.push(char::from(b)),
+            _ => out.push(b),
         }
         i += 1;
     }
-    Ok(out)
+    // Only ASCII was added to what was UTF-8, and whole characters were copied.
+    String::from_utf8(out).map_err(|_| "a bad percent-encoding")
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -160,6 +158,16 @@ mod tests {
                 assert_eq!(normalize(p, EscapedSlashes::Reject), Ok(None), "{p}");
             }
         }
+    }
+
+    #[test]
+    fn other_characters_are_kept_whole() {
+        // Found by the route_match fuzz target: UTF-8 was copied byte by byte as Latin-1.
+        assert_eq!(
+            norm("//a/.\u{69d}\u{41c}./b/").unwrap(),
+            "/a/.\u{69d}\u{41c}./b/"
+        );
+        assert_eq!(norm("/%C3%A9/./x").unwrap(), "/%C3%A9/x");
     }
 
     #[test]
