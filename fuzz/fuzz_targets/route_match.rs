@@ -96,15 +96,26 @@ fuzz_target!(|data: &[u8]| {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    for policy in [EscapedSlashes::Reject, EscapedSlashes::Keep, EscapedSlashes::Unescape] {
+    for policy in [
+        EscapedSlashes::Reject,
+        EscapedSlashes::Keep,
+        EscapedSlashes::Unescape,
+    ] {
         if let Ok(normal) = normalize(path, policy) {
             let normal = normal.as_deref().unwrap_or(path);
-            assert_eq!(normalize(normal, policy).unwrap(), None, "{path:?} -> {normal:?}");
+            assert_eq!(
+                normalize(normal, policy).unwrap(),
+                None,
+                "{path:?} -> {normal:?}"
+            );
             if normal.starts_with('/') {
                 for bad in ["//", "/./", "/../"] {
                     assert!(!normal.contains(bad), "{path:?} -> {normal:?}");
                 }
-                assert!(!normal.ends_with("/.") && !normal.ends_with("/.."), "{normal:?}");
+                assert!(
+                    !normal.ends_with("/.") && !normal.ends_with("/.."),
+                    "{normal:?}"
+                );
             }
         }
     }
