@@ -514,7 +514,7 @@ impl ClientGone for Reader<ClientRead> {
         if self.filled() > 0 {
             return Poll::Pending;
         }
-        self.io.poll_closed(cx)
+        super::stream::poll_closed(&mut self.io, cx)
     }
 }
 

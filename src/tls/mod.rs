@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod server;
+mod stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 
 pub use client::{ClientSpec, ClientTls, Trust, UpstreamTls};
 pub use server::{ServerTls, SiteSpec};
+pub use stream::MaybeTls;
 
 /// How often watched files are looked at for changes (at most, when they are used).
 const RECHECK: Duration = Duration::from_secs(1);

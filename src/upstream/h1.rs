@@ -106,7 +106,7 @@ impl Conn {
     /// Whether an idle connection can still be used: nothing (not even a close) has arrived on
     /// it since its last response.
     pub(super) fn is_clean(&mut self) -> bool {
-        self.r.io.is_clean()
+        super::stream::is_clean(&mut self.r.io)
     }
 
     /// Writes `out`; on failure also says whether any of it was written.

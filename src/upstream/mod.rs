@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::backend::{ClusterSpec, EndpointAddr};
-use crate::tls::UpstreamTls;
+use crate::tls::{MaybeTls, UpstreamTls};
 pub use body::{Body, BodyError, UpstreamBody};
 use h1::{Conn, Failure, Open};
 use stream::Stream;
@@ -245,10 +245,10 @@ impl Pool {
             .map_err(UpstreamError::Connect)?;
             let _ = tcp.set_nodelay(true);
             let Some(tls) = &self.tls else {
-                return Ok(Stream::Tcp(tcp));
+                return Ok(MaybeTls::Plain(tcp));
             };
             match tls.client.connect(tcp, &tls.server_name, self.h2).await {
-                Ok(s) => Ok(Stream::Tls(Box::new(s))),
+                Ok(s) => Ok(MaybeTls::Tls(Box::new(s))),
                 Err(e) => {
                     if tls.client.should_warn() {
                         tracing::warn!(
