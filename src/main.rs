@@ -49,6 +49,16 @@ enum Command {
     },
     /// Start demo backends and weir on loopback and watch traffic shift between versions.
     Demo,
+    /// Print the Istio resources weir runs for another dialect's config (`weir import kong
+    /// kong.yaml`): VirtualServices, DestinationRules and ServiceEntries.
+    Import {
+        /// The dialect.
+        #[arg(value_enum)]
+        dialect: Dialect,
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// Fault injection's kill switch on a running weir: `disable` stops every fault at once.
     Faults {
         /// `disable`, `enable` or `status`.
@@ -73,6 +83,12 @@ enum Command {
         #[arg(long, global = true)]
         admin_token_file: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Dialect {
+    /// Kong's declarative config and Kong kinds.
+    Kong,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +245,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Validate { paths } => validate(&paths),
+        Command::Import { dialect, paths } => import(dialect, &paths),
         Command::Demo => runtime(None).block_on(weir::demo::run()),
         Command::Canary {
             action,
@@ -423,6 +440,30 @@ fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
         None => tokio::runtime::Builder::new_multi_thread(),
     };
     b.enable_all().build().expect("tokio runtime")
+}
+
+/// Prints what a dialect's resources become; errors as `weir validate` prints them.
+fn import(dialect: Dialect, paths: &[PathBuf]) -> ExitCode {
+    let Dialect::Kong = dialect;
+    match weir::config::check(paths, SocketAddr::from(([127, 0, 0, 1], 15001))) {
+        Ok((set, _)) => {
+            let generated = set.resources.iter().filter(|r| {
+                r.metadata
+                    .annotations
+                    .get(weir::config::generate::GENERATED_BY)
+                    .is_some_and(|g| g.starts_with(weir::config::kong_translate::KONG_PREFIX))
+            });
+            print!("{}", weir::config::emit::documents(generated));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!("{} errors", errors.len());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn validate(paths: &[PathBuf]) -> ExitCode {

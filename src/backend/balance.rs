@@ -52,6 +52,57 @@ impl Warmup {
     }
 }
 
+/// Weighted round robin among `n` candidates: turn `turn` of a cycle of the weights' sum, in
+/// which each candidate gets exactly its weight. The turns of a cycle are visited in a
+/// scattered order (a multiplicative permutation), so that a heavy candidate's turns are
+/// spread over the cycle instead of coming in one run.
+pub fn weighted_turn(n: usize, weight: impl Fn(usize) -> u32, turn: usize) -> usize {
+    let total: u64 = (0..n).map(|k| u64::from(weight(k))).sum();
+    if total == 0 {
+        return turn % n;
+    }
+    // A prime larger than any sum of weights here, so coprime with `total`.
+    const STRIDE: u64 = 2_654_435_761;
+    let slot =
+        (u128::from(turn as u64 % total) * u128::from(STRIDE % total) % u128::from(total)) as u64;
+    pick_slot(n, weight, slot)
+}
+
+/// A candidate drawn with probability proportional to its weight.
+pub fn weighted_random(n: usize, weight: impl Fn(usize) -> u32) -> usize {
+    let total: u64 = (0..n).map(|k| u64::from(weight(k))).sum();
+    if total == 0 {
+        return fastrand::usize(..n);
+    }
+    pick_slot(n, weight, fastrand::u64(..total))
+}
+
+/// The candidate whose share of the weights' sum holds `slot`.
+fn pick_slot(n: usize, weight: impl Fn(usize) -> u32, mut slot: u64) -> usize {
+    for k in 0..n {
+        let w = u64::from(weight(k));
+        if slot < w {
+            return k;
+        }
+        slot -= w;
+    }
+    n - 1
+}
+
+/// Power of two weighted choices: the one with fewer requests in flight per unit of weight.
+pub fn weighted_least_request<'e>(
+    n: usize,
+    weight: impl Fn(usize) -> u32 + Copy,
+    endpoint: impl Fn(usize) -> &'e Endpoint,
+) -> usize {
+    let a = weighted_random(n, weight);
+    let b = weighted_random(n, weight);
+    let load = |i: usize| {
+        endpoint(i).stats.active.load(Ordering::Relaxed) as f64 / f64::from(weight(i).max(1))
+    };
+    if load(b) < load(a) { b } else { a }
+}
+
 /// Power of two choices on requests in flight, among `n` (at least 2) candidates.
 pub fn least_request<'e>(n: usize, endpoint: impl Fn(usize) -> &'e Endpoint) -> usize {
     let a = fastrand::usize(..n);
@@ -64,6 +115,37 @@ pub fn least_request<'e>(n: usize, endpoint: impl Fn(usize) -> &'e Endpoint) -> 
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn weighted_turns_give_each_its_weight_per_cycle_spread_out() {
+        let weights = [90u32, 10, 0, 35];
+        let total: usize = weights.iter().map(|w| *w as usize).sum();
+        let mut counts = [0usize; 4];
+        let mut longest_run = 0;
+        let mut run = 0;
+        let mut last = usize::MAX;
+        for turn in 0..total * 3 {
+            let k = weighted_turn(4, |i| weights[i], turn);
+            counts[k] += 1;
+            run = if k == last { run + 1 } else { 1 };
+            longest_run = longest_run.max(run);
+            last = k;
+        }
+        assert_eq!(counts, [270, 30, 0, 105]);
+        // 90 of 135 in a row would be a plain cycle; scattered, runs stay short.
+        assert!(longest_run < 10, "{longest_run}");
+    }
+
+    #[test]
+    fn weighted_draws_follow_the_weights() {
+        fastrand::seed(7);
+        let weights = [3u32, 1];
+        let first = (0..40_000)
+            .filter(|_| weighted_random(2, |i| weights[i]) == 0)
+            .count();
+        // p = 0.75, sigma ~ 87: 6 sigma bounds.
+        assert!((29_480..=30_520).contains(&first), "{first}");
+    }
 
     #[test]
     fn warmup_grows_from_the_minimum_to_everything() {

@@ -66,6 +66,8 @@ pub struct EndpointSpec {
     pub addr: EndpointAddr,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Load-balancing weight (at least 1).
+    pub weight: u32,
 }
 
 /// A cluster as configured.
@@ -167,6 +169,8 @@ pub struct Cluster {
     table: Option<HashTable>,
     /// When the last endpoint in slow start leaves it.
     warm_until: Instant,
+    /// Whether the endpoints' weights differ.
+    weighted: bool,
     next: AtomicUsize,
 }
 
@@ -244,9 +248,14 @@ impl Cluster {
                 .unwrap_or(now),
             None => now,
         };
+        let weighted = spec
+            .endpoints
+            .windows(2)
+            .any(|w| w[0].weight != w[1].weight);
         Cluster {
             table,
             warm_until,
+            weighted,
             gate: spec.limits.any().then(|| {
                 state
                     .gates
@@ -372,6 +381,18 @@ impl Cluster {
     fn balance(&self, n: usize, index: &impl Fn(usize) -> usize) -> usize {
         if n == 1 {
             return index(0);
+        }
+        if self.weighted {
+            let weight = |k: usize| self.endpoints[index(k)].spec.weight;
+            return index(match self.spec.lb {
+                Lb::RoundRobin => {
+                    balance::weighted_turn(n, weight, self.next.fetch_add(1, Ordering::Relaxed))
+                }
+                Lb::Random => balance::weighted_random(n, weight),
+                Lb::LeastRequest => {
+                    balance::weighted_least_request(n, weight, |k| &self.endpoints[index(k)])
+                }
+            });
         }
         match self.spec.lb {
             Lb::RoundRobin => index(self.next.fetch_add(1, Ordering::Relaxed) % n),

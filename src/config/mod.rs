@@ -6,9 +6,12 @@
 //! (v1alpha3, v1beta1, v1) and Flagger `flagger.app/v1beta1`.
 
 pub mod decode;
+pub mod emit;
 pub mod flagger;
 pub mod generate;
 pub mod istio;
+pub mod kong;
+pub mod kong_translate;
 pub mod validate;
 pub mod yaml;
 
@@ -20,7 +23,7 @@ use serde::Serialize;
 
 use crate::decode_struct;
 pub use decode::{ConfigError, Dur};
-use decode::{Cx, Fields, Opaque, Spanned};
+use decode::{Cx, Decode, Fields, Opaque, Spanned};
 pub use validate::{Model, validate};
 use yaml::{Node, Pos};
 
@@ -32,6 +35,8 @@ const ISTIO_VERSIONS: &[&str] = &[
 ];
 /// Flagger API versions weir reads.
 const FLAGGER_VERSIONS: &[&str] = &["flagger.app/v1beta1"];
+/// Kong's Kubernetes API version (the seed's Kong kinds).
+const KONG_VERSIONS: &[&str] = &["configuration.konghq.com/v1"];
 
 decode_struct! {
     /// Kubernetes object metadata; weir uses `name` (and `namespace` for display).
@@ -84,6 +89,16 @@ pub enum Spec {
     MetricTemplate(flagger::MetricTemplate),
     /// Flagger `AlertProvider`.
     AlertProvider(flagger::AlertProvider),
+    /// A Kong declarative config file (`_format_version`).
+    Kong(Box<kong::KongConfig>),
+    /// The seed's `KongService` (without a spec it only adds plugins to the one that has it).
+    KongService(Option<kong::KongServiceSpec>),
+    /// The seed's `KongUpstream`.
+    KongUpstream(kong::KongUpstreamSpec),
+    /// The seed's `KongRoute`.
+    KongRoute(kong::KongRouteSpec),
+    /// `KongPlugin`.
+    KongPlugin(kong::KongPluginSpec),
 }
 
 impl Spec {
@@ -97,6 +112,11 @@ impl Spec {
             Spec::Canary(_) => "Canary",
             Spec::MetricTemplate(_) => "MetricTemplate",
             Spec::AlertProvider(_) => "AlertProvider",
+            Spec::Kong(_) => "Kong",
+            Spec::KongService(_) => "KongService",
+            Spec::KongUpstream(_) => "KongUpstream",
+            Spec::KongRoute(_) => "KongRoute",
+            Spec::KongPlugin(_) => "KongPlugin",
         }
     }
 }
@@ -203,6 +223,7 @@ pub fn read_texts(files: Vec<(Arc<str>, Arc<str>)>) -> (ResourceSet, Vec<ConfigE
         set.texts.push(text);
     }
     generate::apex_routing(&mut set);
+    kong_translate::translate(&mut set, &mut errors);
     (set, errors)
 }
 
@@ -237,6 +258,7 @@ pub fn parse_set(file: &str, text: &str) -> Result<ResourceSet, Vec<ConfigError>
         texts: Vec::new(),
     };
     generate::apex_routing(&mut set);
+    kong_translate::translate(&mut set, &mut errors);
     finish(set, errors)
 }
 
@@ -289,6 +311,27 @@ pub fn is_yaml(path: &Path) -> bool {
 }
 
 fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
+    if doc.get("_format_version").is_some() {
+        // A Kong declarative config: the whole file is one.
+        if let Some(config) = kong::KongConfig::decode(doc, cx) {
+            out.push(Resource {
+                file: cx.file.clone(),
+                pos: doc.pos,
+                api_version: "kong/declarative".to_owned(),
+                kind: "Kong",
+                metadata: Metadata {
+                    pos: doc.pos,
+                    name: Some(Spanned {
+                        pos: doc.pos,
+                        value: "kong".to_owned(),
+                    }),
+                    ..Metadata::default()
+                },
+                spec: Spec::Kong(Box::new(config)),
+            });
+        }
+        return;
+    }
     let Some(mut f) = Fields::new(doc, cx, "resource") else {
         return;
     };
@@ -314,13 +357,15 @@ fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
     let versions = match kind.value.as_str() {
         "VirtualService" | "DestinationRule" | "ServiceEntry" | "Gateway" => ISTIO_VERSIONS,
         "Canary" | "MetricTemplate" | "AlertProvider" => FLAGGER_VERSIONS,
+        "KongService" | "KongUpstream" | "KongRoute" | "KongPlugin" => KONG_VERSIONS,
         other => {
             f.error(
                 kind.pos,
                 format!(
                     "unsupported kind `{other}`: weir reads VirtualService, DestinationRule, \
-                     ServiceEntry, Gateway (networking.istio.io) and Canary, MetricTemplate, \
-                     AlertProvider (flagger.app)"
+                     ServiceEntry, Gateway (networking.istio.io), Canary, MetricTemplate, \
+                     AlertProvider (flagger.app), KongService, KongUpstream, KongRoute, \
+                     KongPlugin (configuration.konghq.com) and Kong declarative files"
                 ),
             );
             return;
@@ -339,6 +384,39 @@ fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
         return;
     }
     let metadata = f.get::<Metadata>("metadata");
+    if kind.value == "KongPlugin" {
+        // Its fields are at the top level.
+        let plugin = f.get::<Spanned<String>>("plugin");
+        let config = f.get::<Option<Spanned<Opaque>>>("config");
+        let disabled = f.get::<Option<bool>>("disabled");
+        let protocols = f.get::<Vec<String>>("protocols");
+        f.finish(&[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "plugin",
+            "config",
+            "disabled",
+            "protocols",
+        ]);
+        if let (Some(metadata), Some(plugin)) = (metadata, plugin) {
+            out.push(Resource {
+                file: cx.file.clone(),
+                pos: doc.pos,
+                api_version: api_version.value,
+                kind: "KongPlugin",
+                metadata,
+                spec: Spec::KongPlugin(kong::KongPluginSpec {
+                    pos: doc.pos,
+                    plugin,
+                    config: config.flatten(),
+                    disabled: disabled.flatten(),
+                    protocols: protocols.unwrap_or_default(),
+                }),
+            });
+        }
+        return;
+    }
     let spec = match kind.value.as_str() {
         "VirtualService" => f.get("spec").map(Spec::VirtualService),
         "DestinationRule" => f.get("spec").map(Spec::DestinationRule),
@@ -346,6 +424,11 @@ fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
         "Gateway" => f.get("spec").map(Spec::Gateway),
         "Canary" => f.get("spec").map(Spec::Canary),
         "MetricTemplate" => f.get("spec").map(Spec::MetricTemplate),
+        "KongService" => f
+            .get::<Option<kong::KongServiceSpec>>("spec")
+            .map(Spec::KongService),
+        "KongUpstream" => f.get("spec").map(Spec::KongUpstream),
+        "KongRoute" => f.get("spec").map(Spec::KongRoute),
         _ => f.get("spec").map(Spec::AlertProvider),
     };
     let status = f.get::<Opaque>("status");

@@ -36,12 +36,14 @@ impl Rewrite {
         }
         let uri = self.uri.as_deref()?;
         let n = matched_len(path, block);
-        let mut out = String::with_capacity(uri.len() + path.len() - n);
-        out.push_str(uri);
-        out.push_str(&path[n..]);
-        if out.starts_with("//") && uri.ends_with('/') {
-            out.remove(0);
+        let mut rest = &path[n..];
+        // `/base/` and `/a` join as `/base/a`.
+        if uri.ends_with('/') && rest.starts_with('/') {
+            rest = &rest[1..];
         }
+        let mut out = String::with_capacity(uri.len() + rest.len());
+        out.push_str(uri);
+        out.push_str(rest);
         Some(out)
     }
 }

@@ -13,7 +13,9 @@ use http::header::{HeaderName, HeaderValue};
 
 use super::decode::ConfigError;
 use super::flagger::Canary;
+use super::generate::GENERATED_BY;
 use super::istio::{self, DestinationRule, Gateway, ServiceEntry, StringMatch, VirtualService};
+use super::kong_translate::KONG_PREFIX;
 use super::yaml::Pos;
 use super::{Resource, ResourceSet, Spec, generate, short_ref};
 use crate::backend::budget::BudgetSpec;
@@ -279,7 +281,8 @@ impl<'a> Checker<'a> {
         let mut seen: HashMap<(&str, &str, &str), &Resource> = HashMap::new();
         for r in &set.resources {
             let ns = r.metadata.namespace.as_deref().unwrap_or("");
-            if r.name().is_empty() {
+            // Kong's entities are checked when they are translated.
+            if r.name().is_empty() || r.kind.starts_with("Kong") {
                 continue;
             }
             if let Some(first) = seen.insert((r.kind, ns, r.name()), r) {

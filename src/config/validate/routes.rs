@@ -117,9 +117,15 @@ impl<'a> Checker<'a> {
         listener_ids: &HashMap<SocketAddr, usize>,
     ) -> Vec<(usize, Vec<String>)> {
         let mut out = Vec::new();
+        // Kong's routes run on the main listener, wildcard hosts included, as on Kong's proxy.
+        let kong = r
+            .metadata
+            .annotations
+            .get(GENERATED_BY)
+            .is_some_and(|g| g.starts_with(KONG_PREFIX));
         if vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == MESH) {
             for h in hosts {
-                if h.contains('*') {
+                if h.contains('*') && !kong {
                     self.err(r, vs.pos, format!("wildcard host `{h}` needs a gateway"));
                 }
             }

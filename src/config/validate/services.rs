@@ -299,6 +299,8 @@ impl<'a> Checker<'a> {
                 Some(EndpointSpec {
                     addr,
                     labels: e.labels.clone(),
+                    // Istio: an unset (or zero) weight is 1.
+                    weight: e.weight.filter(|w| *w > 0).unwrap_or(1),
                 })
             })
             .collect();
@@ -307,6 +309,7 @@ impl<'a> Checker<'a> {
             endpoints.push(EndpointSpec {
                 addr: EndpointAddr::Dns(service.host.clone(), target),
                 labels: BTreeMap::new(),
+                weight: 1,
             });
         }
         let protocol_name = sp

@@ -1,0 +1,495 @@
+//! Kong's resources: the declarative config (`_format_version: "3.0"`, as `deck` and DB-less
+//! Kong read it) and the seed's Kubernetes-style kinds (`configuration.konghq.com/v1`
+//! `KongService`, `KongUpstream`, `KongRoute`, `KongPlugin`). Field names and defaults are
+//! Kong's (ANCHORS.md section 1.4); [`super::kong_translate`] turns them into the Istio
+//! resources weir runs.
+
+use std::collections::BTreeMap;
+
+use super::decode::{Cx, Decode, Opaque, Spanned};
+use super::yaml::{Node, Value};
+use crate::decode_struct;
+
+decode_struct! {
+    /// A declarative config file.
+    pub struct KongConfig ("Kong declarative config") {
+        /// `"3.0"` (also 1.1 and 2.1, which read the same for what weir uses).
+        format_version: Spanned<Opaque> = "_format_version",
+        /// Whether the file was already transformed (parsed only).
+        transform: Option<bool> = "_transform",
+        /// Workspace (parsed only).
+        workspace: Option<String> = "_workspace",
+        /// Free-form information (parsed only).
+        info: Option<Opaque> = "_info",
+        /// Services, with their nested routes and plugins.
+        services: Vec<KongService> = "services",
+        /// Routes declared at the top level (`service` names theirs).
+        routes: Vec<KongRoute> = "routes",
+        /// Upstreams (load balancers) with their targets.
+        upstreams: Vec<KongUpstream> = "upstreams",
+        /// Global plugins, and plugins naming a service or route.
+        plugins: Vec<KongPlugin> = "plugins",
+        /// Consumers (parsed; weir has no authentication plugins to identify them).
+        consumers: Vec<Opaque> = "consumers",
+    }
+}
+
+decode_struct! {
+    /// A Kong Service: where requests go.
+    pub struct KongService ("Kong service") {
+        /// Name (routes and plugins refer to it).
+        name: Option<Spanned<String>> = "name",
+        /// Id (parsed only).
+        id: Option<String> = "id",
+        /// Shorthand for protocol, host, port and path.
+        url: Option<Spanned<String>> = "url",
+        /// `http` (default) or `https`.
+        protocol: Option<Spanned<String>> = "protocol",
+        /// Host name, address, or the name of an upstream.
+        host: Option<Spanned<String>> = "host",
+        /// Port (default 80, 443 for https).
+        port: Option<u16> = "port",
+        /// Path prefixed to what is forwarded.
+        path: Option<Spanned<String>> = "path",
+        /// Tries after a transport failure (default 5).
+        retries: Option<u32> = "retries",
+        /// Connect timeout, ms (default 60000).
+        connect_timeout: Option<u64> = "connect_timeout",
+        /// Timeout between two reads of the response, ms (default 60000).
+        read_timeout: Option<u64> = "read_timeout",
+        /// Timeout between two writes of the request, ms (default 60000).
+        write_timeout: Option<u64> = "write_timeout",
+        /// Whether the service is served (default true).
+        enabled: Option<bool> = "enabled",
+        /// Verify the upstream's certificate (https).
+        tls_verify: Option<bool> = "tls_verify",
+        /// Verification depth (parsed only).
+        tls_verify_depth: Option<u32> = "tls_verify_depth",
+        /// CA certificates (ids; parsed only).
+        ca_certificates: Vec<String> = "ca_certificates",
+        /// Client certificate (id; parsed only).
+        client_certificate: Option<Opaque> = "client_certificate",
+        /// Tags.
+        tags: Vec<String> = "tags",
+        /// Nested routes.
+        routes: Vec<KongRoute> = "routes",
+        /// Plugins applied to this service.
+        plugins: Vec<KongPlugin> = "plugins",
+    }
+}
+
+decode_struct! {
+    /// A Kong Route: which requests go to a service.
+    pub struct KongRoute ("Kong route") {
+        /// Name.
+        name: Option<Spanned<String>> = "name",
+        /// Id (parsed only).
+        id: Option<String> = "id",
+        /// The service (top-level routes): its name, or `{name: ...}`.
+        service: Option<ServiceRef> = "service",
+        /// Path prefixes; `~` starts a regex.
+        paths: Vec<Spanned<String>> = "paths",
+        /// Hosts; `*.example.com` and `example.*` are wildcards.
+        hosts: Vec<Spanned<String>> = "hosts",
+        /// Methods.
+        methods: Vec<Spanned<String>> = "methods",
+        /// Header name to accepted values; a value starting with `~*` is a regex.
+        headers: BTreeMap<String, Vec<Spanned<String>>> = "headers",
+        /// Protocols (`http`, `https`).
+        protocols: Vec<Spanned<String>> = "protocols",
+        /// Strip the matched path prefix before forwarding (default true).
+        strip_path: Option<bool> = "strip_path",
+        /// Send the client's Host upstream (default false).
+        preserve_host: Option<bool> = "preserve_host",
+        /// Order among regex routes (default 0; higher first).
+        regex_priority: Option<i64> = "regex_priority",
+        /// `v0` (default) or `v1`.
+        path_handling: Option<Spanned<String>> = "path_handling",
+        /// Status of the redirect to https (parsed only).
+        https_redirect_status_code: Option<u16> = "https_redirect_status_code",
+        /// Buffer the request (parsed only: weir streams).
+        request_buffering: Option<bool> = "request_buffering",
+        /// Buffer the response (parsed only: weir streams).
+        response_buffering: Option<bool> = "response_buffering",
+        /// TLS server names (stream routes; not supported).
+        snis: Vec<String> = "snis",
+        /// Sources (stream routes; not supported).
+        sources: Vec<Opaque> = "sources",
+        /// Destinations (stream routes; not supported).
+        destinations: Vec<Opaque> = "destinations",
+        /// Tags.
+        tags: Vec<String> = "tags",
+        /// Plugins applied to this route.
+        plugins: Vec<KongPlugin> = "plugins",
+    }
+}
+
+decode_struct! {
+    /// A Kong Upstream: a load balancer over targets.
+    pub struct KongUpstream ("Kong upstream") {
+        /// Name (a service's `host` refers to it).
+        name: Option<Spanned<String>> = "name",
+        /// Id (parsed only).
+        id: Option<String> = "id",
+        /// `round-robin` (default), `consistent-hashing`, `least-connections`, `latency`.
+        algorithm: Option<Spanned<String>> = "algorithm",
+        /// What to hash: `none` (default), `consumer`, `ip`, `header`, `cookie`, `path`,
+        /// `query_arg`, `uri_capture`.
+        hash_on: Option<Spanned<String>> = "hash_on",
+        /// What to hash when `hash_on` gives nothing.
+        hash_fallback: Option<Spanned<String>> = "hash_fallback",
+        /// Header for `hash_on: header`.
+        hash_on_header: Option<String> = "hash_on_header",
+        /// Header for `hash_fallback: header`.
+        hash_fallback_header: Option<String> = "hash_fallback_header",
+        /// Cookie for `hash_on: cookie`.
+        hash_on_cookie: Option<String> = "hash_on_cookie",
+        /// The cookie's path (default `/`).
+        hash_on_cookie_path: Option<String> = "hash_on_cookie_path",
+        /// Query argument for `hash_on: query_arg`.
+        hash_on_query_arg: Option<String> = "hash_on_query_arg",
+        /// Query argument for `hash_fallback: query_arg`.
+        hash_fallback_query_arg: Option<String> = "hash_fallback_query_arg",
+        /// URI capture for `hash_on: uri_capture`.
+        hash_on_uri_capture: Option<String> = "hash_on_uri_capture",
+        /// URI capture for `hash_fallback: uri_capture`.
+        hash_fallback_uri_capture: Option<String> = "hash_fallback_uri_capture",
+        /// Ring slots (default 10000, 10-65536).
+        slots: Option<u32> = "slots",
+        /// Host header sent upstream.
+        host_header: Option<String> = "host_header",
+        /// Health checks.
+        healthchecks: Option<Healthchecks> = "healthchecks",
+        /// Client certificate (parsed only).
+        client_certificate: Option<Opaque> = "client_certificate",
+        /// SRV names (parsed only).
+        use_srv_name: Option<bool> = "use_srv_name",
+        /// Tags.
+        tags: Vec<String> = "tags",
+        /// Targets.
+        targets: Vec<KongTarget> = "targets",
+    }
+}
+
+decode_struct! {
+    /// One target of an upstream.
+    pub struct KongTarget ("Kong target") {
+        /// `host:port` (port 8000 when left out).
+        target: Spanned<String> = "target",
+        /// Weight, 0-65535 (default 100; 0 takes no traffic).
+        weight: Option<Spanned<u32>> = "weight",
+        /// Id (parsed only).
+        id: Option<String> = "id",
+        /// Tags.
+        tags: Vec<String> = "tags",
+    }
+}
+
+decode_struct! {
+    /// `healthchecks`.
+    pub struct Healthchecks ("healthchecks") {
+        /// Active probes.
+        active: Option<ActiveChecks> = "active",
+        /// Checks on proxied traffic.
+        passive: Option<PassiveChecks> = "passive",
+        /// Least healthy capacity, in percent, below which the upstream answers 503 (default 0).
+        threshold: Option<f64> = "threshold",
+    }
+}
+
+decode_struct! {
+    /// `healthchecks.active`.
+    pub struct ActiveChecks ("healthchecks.active") {
+        /// `http` (default), `https`, `tcp`, `grpc`, `grpcs`.
+        kind: Option<Spanned<String>> = "type",
+        /// Probe timeout, seconds (default 1).
+        timeout: Option<f64> = "timeout",
+        /// Probes at once (default 10).
+        concurrency: Option<u32> = "concurrency",
+        /// Probe path (default `/`).
+        http_path: Option<String> = "http_path",
+        /// SNI of https probes.
+        https_sni: Option<String> = "https_sni",
+        /// Verify the certificate of https probes (default true).
+        https_verify_certificate: Option<bool> = "https_verify_certificate",
+        /// Headers of probes.
+        headers: BTreeMap<String, Vec<String>> = "headers",
+        /// When a target counts as healthy.
+        healthy: Option<ActiveHealthy> = "healthy",
+        /// When a target counts as unhealthy.
+        unhealthy: Option<ActiveUnhealthy> = "unhealthy",
+    }
+}
+
+decode_struct! {
+    /// `healthchecks.active.healthy`.
+    pub struct ActiveHealthy ("healthchecks.active.healthy") {
+        /// Seconds between probes of healthy targets (0: none).
+        interval: Option<f64> = "interval",
+        /// Statuses that count as success (default 200, 302).
+        http_statuses: Option<Vec<u16>> = "http_statuses",
+        /// Successes that make a target healthy (0: never).
+        successes: Option<u32> = "successes",
+    }
+}
+
+decode_struct! {
+    /// `healthchecks.active.unhealthy`.
+    pub struct ActiveUnhealthy ("healthchecks.active.unhealthy") {
+        /// Seconds between probes of unhealthy targets (0: none).
+        interval: Option<f64> = "interval",
+        /// Statuses that count as failure.
+        http_statuses: Option<Vec<u16>> = "http_statuses",
+        /// TCP failures that make a target unhealthy (0: never).
+        tcp_failures: Option<u32> = "tcp_failures",
+        /// Timeouts that make a target unhealthy (0: never).
+        timeouts: Option<u32> = "timeouts",
+        /// HTTP failures that make a target unhealthy (0: never).
+        http_failures: Option<u32> = "http_failures",
+    }
+}
+
+decode_struct! {
+    /// `healthchecks.passive`.
+    pub struct PassiveChecks ("healthchecks.passive") {
+        /// `http` (default), `https`, `tcp`, `grpc`, `grpcs`.
+        kind: Option<Spanned<String>> = "type",
+        /// When proxied traffic counts as healthy.
+        healthy: Option<PassiveHealthy> = "healthy",
+        /// When proxied traffic counts as unhealthy.
+        unhealthy: Option<PassiveUnhealthy> = "unhealthy",
+    }
+}
+
+decode_struct! {
+    /// `healthchecks.passive.healthy`.
+    pub struct PassiveHealthy ("healthchecks.passive.healthy") {
+        /// Statuses that count as success.
+        http_statuses: Option<Vec<u16>> = "http_statuses",
+        /// Successes that clear the failure counters (0: none do).
+        successes: Option<u32> = "successes",
+    }
+}
+
+decode_struct! {
+    /// `healthchecks.passive.unhealthy`.
+    pub struct PassiveUnhealthy ("healthchecks.passive.unhealthy") {
+        /// Statuses that count as failure (default 429, 500, 503).
+        http_statuses: Option<Vec<u16>> = "http_statuses",
+        /// TCP failures that make a target unhealthy (0: never).
+        tcp_failures: Option<u32> = "tcp_failures",
+        /// Timeouts that make a target unhealthy (0: never).
+        timeouts: Option<u32> = "timeouts",
+        /// HTTP failures that make a target unhealthy (0: never).
+        http_failures: Option<u32> = "http_failures",
+    }
+}
+
+decode_struct! {
+    /// A plugin: global, or on a service, route or consumer.
+    pub struct KongPlugin ("Kong plugin") {
+        /// The plugin's name (`rate-limiting`, `proxy-cache`, ...).
+        name: Spanned<String> = "name",
+        /// Its settings.
+        config: Option<Spanned<Opaque>> = "config",
+        /// Whether it runs (default true).
+        enabled: Option<bool> = "enabled",
+        /// The service it applies to (top-level plugins).
+        service: Option<ServiceRef> = "service",
+        /// The route it applies to (top-level plugins).
+        route: Option<ServiceRef> = "route",
+        /// The consumer it applies to (not supported).
+        consumer: Option<ServiceRef> = "consumer",
+        /// Protocols (parsed only).
+        protocols: Vec<String> = "protocols",
+        /// Id (parsed only).
+        id: Option<String> = "id",
+        /// Instance name (parsed only).
+        instance_name: Option<String> = "instance_name",
+        /// Ordering (parsed only).
+        ordering: Option<Opaque> = "ordering",
+        /// Tags.
+        tags: Vec<String> = "tags",
+    }
+}
+
+/// A reference to another entity: its name (or id), written as a string or `{name: ...}` /
+/// `{id: ...}`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct ServiceRef(pub Spanned<String>);
+
+impl Decode for ServiceRef {
+    fn decode(node: &Node, cx: &mut Cx<'_>) -> Option<Self> {
+        if let Value::Map(_) = &node.value {
+            let name = node.get("name").or_else(|| node.get("id"));
+            return match name.and_then(|n| n.as_str()) {
+                Some(text) => Some(ServiceRef(Spanned {
+                    pos: node.pos,
+                    value: text.to_owned(),
+                })),
+                None => {
+                    cx.error(node.pos, "a reference needs `name` or `id`");
+                    None
+                }
+            };
+        }
+        Spanned::<String>::decode(node, cx).map(ServiceRef)
+    }
+}
+
+decode_struct! {
+    /// The seed's `KongService` spec: a service by its fields.
+    pub struct KongServiceSpec ("KongService spec") {
+        /// `http` (default) or `https`.
+        protocol: Option<Spanned<String>> = "protocol",
+        /// Host name, address, or the name of a KongUpstream.
+        host: Option<Spanned<String>> = "host",
+        /// Port.
+        port: Option<u16> = "port",
+        /// Path.
+        path: Option<Spanned<String>> = "path",
+        /// Shorthand for protocol, host, port and path.
+        url: Option<Spanned<String>> = "url",
+        /// Tries after a transport failure (default 5).
+        retries: Option<u32> = "retries",
+        /// Connect timeout, ms.
+        connect_timeout: Option<u64> = "connect_timeout",
+        /// Read timeout, ms.
+        read_timeout: Option<u64> = "read_timeout",
+        /// Write timeout, ms.
+        write_timeout: Option<u64> = "write_timeout",
+    }
+}
+
+decode_struct! {
+    /// The seed's `KongUpstream` spec: an upstream by its fields.
+    pub struct KongUpstreamSpec ("KongUpstream spec") {
+        /// Targets with weights.
+        targets: Vec<KongTarget> = "targets",
+        /// `round-robin`, `weighted-round-robin` (the seed's name for it), ...
+        algorithm: Option<Spanned<String>> = "algorithm",
+        /// What to hash.
+        hash_on: Option<Spanned<String>> = "hash_on",
+        /// Header for `hash_on: header`.
+        hash_on_header: Option<String> = "hash_on_header",
+        /// Cookie for `hash_on: cookie`.
+        hash_on_cookie: Option<String> = "hash_on_cookie",
+        /// Query argument for `hash_on: query_arg`.
+        hash_on_query_arg: Option<String> = "hash_on_query_arg",
+        /// Ring slots.
+        slots: Option<u32> = "slots",
+        /// Health checks.
+        healthchecks: Option<Healthchecks> = "healthchecks",
+    }
+}
+
+decode_struct! {
+    /// The seed's `KongRoute` spec: a route by its fields.
+    pub struct KongRouteSpec ("KongRoute spec") {
+        /// The KongService's name.
+        service: Option<ServiceRef> = "service",
+        /// Path prefixes; `~` starts a regex.
+        paths: Vec<Spanned<String>> = "paths",
+        /// Hosts.
+        hosts: Vec<Spanned<String>> = "hosts",
+        /// Methods.
+        methods: Vec<Spanned<String>> = "methods",
+        /// Header name to accepted values.
+        headers: BTreeMap<String, Vec<Spanned<String>>> = "headers",
+        /// Protocols.
+        protocols: Vec<Spanned<String>> = "protocols",
+        /// Strip the matched prefix (default true).
+        strip_path: Option<bool> = "strip_path",
+        /// Send the client's Host upstream (default false).
+        preserve_host: Option<bool> = "preserve_host",
+        /// Order among regex routes.
+        regex_priority: Option<i64> = "regex_priority",
+    }
+}
+
+impl KongUpstreamSpec {
+    /// The upstream this spec describes, named `name`.
+    pub fn upstream(&self, name: Spanned<String>) -> KongUpstream {
+        KongUpstream {
+            pos: self.pos,
+            name: Some(name),
+            algorithm: self.algorithm.clone(),
+            hash_on: self.hash_on.clone(),
+            hash_on_header: self.hash_on_header.clone(),
+            hash_on_cookie: self.hash_on_cookie.clone(),
+            hash_on_query_arg: self.hash_on_query_arg.clone(),
+            slots: self.slots,
+            healthchecks: self.healthchecks.clone(),
+            targets: self.targets.clone(),
+            ..KongUpstream::default()
+        }
+    }
+}
+
+impl KongServiceSpec {
+    /// The service this spec describes, named `name`.
+    pub fn service(&self, name: Spanned<String>) -> KongService {
+        KongService {
+            pos: self.pos,
+            name: Some(name),
+            url: self.url.clone(),
+            protocol: self.protocol.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            path: self.path.clone(),
+            retries: self.retries,
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+            ..KongService::default()
+        }
+    }
+}
+
+impl KongRouteSpec {
+    /// The route this spec describes, named `name`.
+    pub fn route(&self, name: Spanned<String>) -> KongRoute {
+        KongRoute {
+            pos: self.pos,
+            name: Some(name),
+            service: self.service.clone(),
+            paths: self.paths.clone(),
+            hosts: self.hosts.clone(),
+            methods: self.methods.clone(),
+            headers: self.headers.clone(),
+            protocols: self.protocols.clone(),
+            strip_path: self.strip_path,
+            preserve_host: self.preserve_host,
+            regex_priority: self.regex_priority,
+            ..KongRoute::default()
+        }
+    }
+}
+
+decode_struct! {
+    /// A `KongPlugin` resource: its top-level `plugin` and `config`.
+    pub struct KongPluginSpec ("KongPlugin") {
+        /// The plugin's name.
+        plugin: Spanned<String> = "plugin",
+        /// Its settings.
+        config: Option<Spanned<Opaque>> = "config",
+        /// Whether it runs (default false means on; Kong's `disabled`).
+        disabled: Option<bool> = "disabled",
+        /// Protocols (parsed only).
+        protocols: Vec<String> = "protocols",
+    }
+}
+
+impl KongPluginSpec {
+    /// The plugin as the declarative config writes it.
+    pub fn plugin(&self) -> KongPlugin {
+        KongPlugin {
+            pos: self.pos,
+            name: self.plugin.clone(),
+            config: self.config.clone(),
+            enabled: self.disabled.map(|d| !d),
+            ..KongPlugin::default()
+        }
+    }
+}

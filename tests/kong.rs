@@ -1,0 +1,375 @@
+//! Kong's dialect: the declarative config and the seed's Kong kinds, translated into weir's
+//! model and run against real backends: weighted targets, Kong's route priority, strip_path,
+//! preserve_host, the seed's canary and A/B examples, plugin checks, and Kong beside Istio.
+mod support;
+
+use support::*;
+
+/// The seed's canary example, verbatim (Korean comments included).
+const SEED_CANARY: &str = "# Kong Service 정의
+apiVersion: configuration.konghq.com/v1
+kind: KongService
+metadata:
+  name: api-service
+spec:
+  protocol: http
+  host: api-backend
+  port: 80
+
+---
+# Upstream 정의 (가중치 기반)
+apiVersion: configuration.konghq.com/v1
+kind: KongUpstream
+metadata:
+  name: api-backend
+spec:
+  targets:
+    - target: api-v1:80
+      weight: 90  # 기존 버전 90%
+    - target: api-v2:80
+      weight: 10  # 카나리 10%
+  algorithm: weighted-round-robin
+
+---
+# Route 정의
+apiVersion: configuration.konghq.com/v1
+kind: KongRoute
+metadata:
+  name: api-route
+spec:
+  service: api-service
+  paths:
+    - /api
+";
+
+/// The seed's A/B example, verbatim.
+const SEED_AB: &str = "# 헤더 기반 라우팅
+apiVersion: configuration.konghq.com/v1
+kind: KongRoute
+metadata:
+  name: api-beta-route
+spec:
+  service: api-v2-service
+  paths:
+    - /api
+  headers:
+    X-User-Group:
+      - beta
+      - premium
+
+---
+# 기본 라우팅
+apiVersion: configuration.konghq.com/v1
+kind: KongRoute
+metadata:
+  name: api-default-route
+spec:
+  service: api-v1-service
+  paths:
+    - /api
+";
+
+/// `n` GETs of `path` on `host`; how many each backend answered.
+async fn spread(weir: &Weir, host: &str, path: &str, n: usize) -> (usize, usize, usize) {
+    let c = client();
+    let (mut a, mut b, mut other) = (0, 0, 0);
+    for _ in 0..n {
+        let (status, h, _) = send(&c, weir.mesh(), host, path, &[]).await;
+        assert_eq!(status, 200);
+        match backend_of(&h).as_str() {
+            "t1" | "v1" => a += 1,
+            "t2" | "v2" => b += 1,
+            _ => other += 1,
+        }
+    }
+    (a, b, other)
+}
+
+fn declarative(t1: &Backend, t2: &Backend, t3: &Backend) -> String {
+    format!(
+        r#"_format_version: "3.0"
+services:
+- name: example_service
+  host: example_upstream
+  protocol: http
+  routes:
+  - name: mock
+    paths: [/mock]
+  - name: keep
+    paths: [/keep]
+    strip_path: false
+    preserve_host: true
+- name: based
+  url: http://example_upstream/base/
+  routes:
+  - name: based
+    paths: [/based]
+upstreams:
+- name: example_upstream
+  algorithm: round-robin
+  targets:
+  - target: 127.0.0.1:{}
+    weight: 100
+  - target: 127.0.0.1:{}
+    weight: 50
+  - target: 127.0.0.1:{}
+    weight: 0
+"#,
+        t1.addr.port(),
+        t2.addr.port(),
+        t3.addr.port()
+    )
+}
+
+#[tokio::test]
+async fn weighted_targets_share_by_weight_and_weight_zero_gets_nothing() {
+    let (t1, t2, t3) = (
+        Backend::start("t1").await,
+        Backend::start("t2").await,
+        Backend::start("t3").await,
+    );
+    let weir = Weir::start(&declarative(&t1, &t2, &t3)).await;
+    let (a, b, other) = spread(&weir, "anything.example", "/mock/anything", 600).await;
+    // Kong's load-balancing task: t1 in [354, 446] of 600 (p = 2/3, 4 sigma).
+    assert!((354..=446).contains(&a), "t1 {a}, t2 {b}");
+    assert_eq!(a + b, 600);
+    assert_eq!(other, 0);
+    assert_eq!(t3.hits(), 0);
+}
+
+#[tokio::test]
+async fn strip_path_service_path_and_preserve_host() {
+    let (t1, t2, t3) = (
+        Backend::start("t1").await,
+        Backend::start("t2").await,
+        Backend::start("t3").await,
+    );
+    let weir = Weir::start(&declarative(&t1, &t2, &t3)).await;
+    let c = client();
+    let seen = |body: &str| -> (String, String) {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        (
+            v["uri"].as_str().unwrap().to_owned(),
+            v["headers"]["host"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    for (path, uri, host) in [
+        // strip_path (default): the matched prefix goes; Host is the service's.
+        ("/mock/anything?x=1", "/anything?x=1", "example_upstream"),
+        ("/mock", "/", "example_upstream"),
+        // strip_path: false, preserve_host: true.
+        ("/keep/a", "/keep/a", "client.example"),
+        // The service's path goes first.
+        ("/based/a", "/base/a", "example_upstream"),
+        ("/based", "/base/", "example_upstream"),
+    ] {
+        let (status, _, body) = send(&c, weir.mesh(), "client.example", path, &[]).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(seen(&body), (uri.to_owned(), host.to_owned()), "{path}");
+    }
+    // No route: Kong's 404.
+    let (status, _, _) = send(&c, weir.mesh(), "client.example", "/other", &[]).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn routes_are_ranked_as_kong_ranks_them_not_by_order() {
+    let backends = [
+        Backend::start("plain").await,
+        Backend::start("header").await,
+        Backend::start("long").await,
+        Backend::start("regex").await,
+        Backend::start("host").await,
+        Backend::start("method").await,
+    ];
+    let mut yaml = String::from("_format_version: \"3.0\"\nservices:\n");
+    for b in &backends {
+        yaml.push_str(&format!(
+            "- name: {n}\n  url: http://127.0.0.1:{p}\n",
+            n = b.name,
+            p = b.addr.port()
+        ));
+    }
+    // Written least specific first: Kong's ranking, not the order, decides.
+    yaml.push_str(
+        r#"routes:
+- {name: plain, service: plain, paths: [/api]}
+- {name: long, service: long, paths: [/api/v1/users]}
+- {name: regex, service: regex, paths: ["~/api/v[0-9]+/items$"], regex_priority: 5}
+- {name: header, service: header, paths: [/api], headers: {x-user-group: [beta, premium]}}
+- {name: host, service: host, paths: [/api], hosts: [shop.example.com]}
+- {name: method, service: method, paths: [/api], hosts: [shop.example.com], methods: [POST]}
+"#,
+    );
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    for (host, path, headers, want) in [
+        ("a.example", "/api/x", vec![], "plain"),
+        ("a.example", "/api/v1/users/7", vec![], "long"),
+        ("a.example", "/api/v2/items", vec![], "regex"),
+        (
+            "a.example",
+            "/api/x",
+            vec![("X-User-Group", "Premium")],
+            "header",
+        ),
+        (
+            "a.example",
+            "/api/x",
+            vec![("X-User-Group", "other")],
+            "plain",
+        ),
+        // A host outranks a header (more kinds of conditions count first, then plain hosts).
+        (
+            "shop.example.com",
+            "/api/x",
+            vec![("x-user-group", "beta")],
+            "host",
+        ),
+    ] {
+        let (status, h, body) = send(&c, weir.mesh(), host, path, &headers).await;
+        assert_eq!(status, 200, "{host}{path}: {body}");
+        assert_eq!(backend_of(&h), want, "{host}{path} {headers:?}");
+    }
+    let (status, h, _) = request(
+        &c,
+        weir.mesh(),
+        "POST",
+        "shop.example.com",
+        "/api/x",
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(backend_of(&h), "method");
+}
+
+#[tokio::test]
+async fn the_seed_canary_sends_a_tenth_to_v2() {
+    // The seed's file loads as written.
+    let dir = scratch_dir();
+    let file = dir.join("seed-canary.yaml");
+    std::fs::write(&file, SEED_CANARY).unwrap();
+    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Run with the targets on loopback.
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let yaml = SEED_CANARY
+        .replace("api-v1:80", &format!("127.0.0.1:{}", v1.addr.port()))
+        .replace("api-v2:80", &format!("127.0.0.1:{}", v2.addr.port()));
+    let weir = Weir::start(&yaml).await;
+    let (a, b, _) = spread(&weir, "api.example", "/api/users", 1000).await;
+    // Weighted round robin: exactly 900 / 100 over whole cycles of 100.
+    assert_eq!((a, b), (900, 100));
+}
+
+#[tokio::test]
+async fn the_seed_ab_routes_send_beta_and_premium_users_to_v2() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let services = format!(
+        "apiVersion: configuration.konghq.com/v1
+kind: KongService
+metadata: {{name: api-v1-service}}
+spec: {{host: 127.0.0.1, port: {}}}
+---
+apiVersion: configuration.konghq.com/v1
+kind: KongService
+metadata: {{name: api-v2-service}}
+spec: {{host: 127.0.0.1, port: {}}}
+---
+",
+        v1.addr.port(),
+        v2.addr.port()
+    );
+    let weir = Weir::start(&(services + SEED_AB)).await;
+    let c = client();
+    for (group, want) in [
+        (Some("beta"), "v2"),
+        (Some("premium"), "v2"),
+        (Some("basic"), "v1"),
+        (None, "v1"),
+    ] {
+        let headers: Vec<(&str, &str)> = group.map(|g| ("X-User-Group", g)).into_iter().collect();
+        let (status, h, _) = send(&c, weir.mesh(), "api.example", "/api/items", &headers).await;
+        assert_eq!(status, 200);
+        assert_eq!(backend_of(&h), want, "{group:?}");
+    }
+}
+
+#[tokio::test]
+async fn kong_and_istio_run_side_by_side() {
+    let (t1, t2, t3) = (
+        Backend::start("t1").await,
+        Backend::start("t2").await,
+        Backend::start("t3").await,
+    );
+    let istio_backend = Backend::start("reviews-v1").await;
+    let mut yaml = declarative(&t1, &t2, &t3);
+    yaml.push_str("---\n");
+    yaml.push_str(&service_entry("reviews", &[("v1", &istio_backend)]));
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    // The Istio service keeps its host; every other host goes to Kong's routes.
+    let (status, h, _) = send(&c, weir.mesh(), "reviews", "/mock/x", &[]).await;
+    assert_eq!(
+        (status.as_u16(), backend_of(&h).as_str()),
+        (200, "reviews-v1")
+    );
+    let (status, h, _) = send(&c, weir.mesh(), "else.example", "/mock/x", &[]).await;
+    assert_eq!(status, 200);
+    assert!(matches!(backend_of(&h).as_str(), "t1" | "t2"));
+}
+
+#[tokio::test]
+async fn bad_kong_configs_are_rejected_with_positions() {
+    let dir = scratch_dir();
+    let file = dir.join("kong.yaml");
+    std::fs::write(
+        &file,
+        r#"_format_version: "3.0"
+services:
+- name: s
+  host: up
+  plugins:
+  - name: no-such-plugin
+  routes:
+  - name: r
+    paths: [api]
+    hosts: ["example.*"]
+routes:
+- name: orphan
+  service: missing
+  paths: [/x]
+upstreams:
+- name: up
+  algorithm: fastest
+  targets:
+  - target: 127.0.0.1:1
+    weight: 70000
+"#,
+    )
+    .unwrap();
+    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let f = file.display().to_string();
+    for expected in [
+        "6:11: unknown plugin `no-such-plugin`",
+        "9:13: path `api` must start with /",
+        "10:13: host `example.*`: suffix wildcards are not supported yet",
+        "13:12: no service named `missing`",
+        "17:14: algorithm `fastest`",
+        "20:13: weight 70000 is not between 0 and 65535",
+    ] {
+        assert!(
+            text.contains(&format!("{f}:{expected}")),
+            "missing {expected} in:\n{text}"
+        );
+    }
+}
