@@ -585,7 +585,7 @@ impl<'s> Forward<'s> {
                 Err(_) if Some(d) == self.deadline => {
                     // The request's deadline: the upstream did not answer in time.
                     if let Some(p) = &mut self.picked {
-                        self.cluster.record(p, Event::LocalFailure);
+                        self.cluster.record(p, Event::Timeout);
                     }
                     Err(ProxyError::Timeout)
                 }
@@ -657,6 +657,7 @@ impl<'s> Forward<'s> {
         let failed = !matches!(outcome, Outcome::Response { status, .. } if status < 500);
         let event = match outcome {
             Outcome::Response { status, .. } => Event::Status(status),
+            Outcome::TimedOut => Event::Timeout,
             _ => Event::LocalFailure,
         };
         if let Some(p) = &mut self.picked {

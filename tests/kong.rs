@@ -373,3 +373,194 @@ upstreams:
         );
     }
 }
+
+/// An upstream of `targets` with these `healthchecks` (a YAML flow mapping), behind `/mock`.
+fn with_checks(targets: &[&Backend], checks: &str) -> String {
+    let mut yaml = format!(
+        "_format_version: \"3.0\"
+services:
+- name: svc
+  host: example_upstream
+  routes:
+  - {{name: mock, paths: [/mock]}}
+upstreams:
+- name: example_upstream
+  healthchecks: {checks}
+  targets:
+"
+    );
+    for t in targets {
+        yaml.push_str(&format!("  - target: 127.0.0.1:{}\n", t.addr.port()));
+    }
+    yaml
+}
+
+async fn set_health(weir: &Weir, target: &Backend, state: &str) -> u16 {
+    let path = format!(
+        "/upstreams/example_upstream/targets/127.0.0.1:{}/{state}",
+        target.addr.port()
+    );
+    weir::admin::call(weir.admin(), "PUT", &path)
+        .await
+        .unwrap()
+        .0
+}
+
+#[tokio::test]
+async fn passive_checks_take_a_failing_target_out_for_good() {
+    let (t1, t2) = (Backend::start("t1").await, Backend::start("t2").await);
+    let weir = Weir::start(&with_checks(
+        &[&t1, &t2],
+        "{passive: {healthy: {successes: 3}, unhealthy: {http_failures: 3}}}",
+    ))
+    .await;
+    let c = client();
+    // t1 answers 500 to /fail/t1: its third failure takes it out (Kong counts 500 by default).
+    let mut failures = 0;
+    for _ in 0..20 {
+        let (status, _, _) = send(&c, weir.mesh(), "x", "/mock/fail/t1", &[]).await;
+        if status == 500 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 3);
+    let (a, b, _) = spread(&weir, "x", "/mock/fail/t1", 300).await;
+    assert_eq!((a, b), (0, 300));
+    // No automatic recovery with passive checks only; an operator brings it back.
+    let clusters = raw(
+        weir.admin(),
+        "GET /clusters HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(clusters.contains("\"healthy\": false"), "{clusters}");
+    assert_eq!(set_health(&weir, &t1, "healthy").await, 204);
+    let (a, b, _) = spread(&weir, "x", "/mock/ok", 300).await;
+    assert!(a > 50 && b > 50, "{a} {b}");
+    // 502 and 504 are not counted by default.
+    let (t3, t4) = (Backend::start("t1").await, Backend::start("t2").await);
+    let weir = Weir::start(&with_checks(
+        &[&t3, &t4],
+        "{passive: {unhealthy: {http_failures: 1}}}",
+    ))
+    .await;
+    for _ in 0..10 {
+        send(&c, weir.mesh(), "x", "/mock/status/502", &[]).await;
+    }
+    let (a, b, _) = spread(&weir, "x", "/mock/ok", 100).await;
+    assert_eq!(a + b, 100);
+    assert!(a > 0 && b > 0);
+}
+
+#[tokio::test]
+async fn with_every_target_unhealthy_weir_answers_503_itself() {
+    let (t1, t2) = (Backend::start("t1").await, Backend::start("t2").await);
+    let weir = Weir::start(&with_checks(
+        &[&t1, &t2],
+        "{passive: {unhealthy: {http_failures: 1}}}",
+    ))
+    .await;
+    assert_eq!(set_health(&weir, &t1, "unhealthy").await, 204);
+    assert_eq!(set_health(&weir, &t2, "unhealthy").await, 204);
+    let before = t1.hits() + t2.hits();
+    let (status, _, _) = send(&client(), weir.mesh(), "x", "/mock/ok", &[]).await;
+    assert_eq!(status, 503);
+    assert_eq!(t1.hits() + t2.hits(), before);
+    // Unknown targets and upstreams are 404.
+    let (code, _) = weir::admin::call(
+        weir.admin(),
+        "PUT",
+        "/upstreams/example_upstream/targets/127.0.0.1:1/healthy",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn threshold_takes_the_whole_upstream_out_below_its_share() {
+    let t: Vec<Backend> = futures_targets(5).await;
+    let refs: Vec<&Backend> = t.iter().collect();
+    let weir = Weir::start(&with_checks(
+        &refs,
+        "{threshold: 55, passive: {unhealthy: {http_failures: 1}}}",
+    ))
+    .await;
+    let c = client();
+    set_health(&weir, &t[0], "unhealthy").await;
+    set_health(&weir, &t[1], "unhealthy").await;
+    // 60 % healthy: serving.
+    let (status, _, _) = send(&c, weir.mesh(), "x", "/mock/ok", &[]).await;
+    assert_eq!(status, 200);
+    set_health(&weir, &t[2], "unhealthy").await;
+    // 40 %: the upstream is down.
+    let (status, _, _) = send(&c, weir.mesh(), "x", "/mock/ok", &[]).await;
+    assert_eq!(status, 503);
+}
+
+async fn futures_targets(n: usize) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(Backend::start(&format!("t{i}")).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn active_checks_bring_a_tripped_target_back() {
+    let (t1, t2) = (Backend::start("t1").await, Backend::start("t2").await);
+    let weir = Weir::start(&with_checks(
+        &[&t1, &t2],
+        "{active: {http_path: /status/200, healthy: {interval: 0.1, successes: 3}, unhealthy: {interval: 0.1, http_failures: 3}}, passive: {unhealthy: {http_failures: 1}}}",
+    ))
+    .await;
+    let c = client();
+    // A failure on t1 takes it out at once (passive, threshold 1).
+    while send(&c, weir.mesh(), "x", "/mock/fail/t1", &[]).await.0 != 500 {}
+    let (a, _, _) = spread(&weir, "x", "/mock/ok", 20).await;
+    assert_eq!(a, 0);
+    // The probes (GET /status/200, 200 each) bring it back after 3 successes.
+    let mut back = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if spread(&weir, "x", "/mock/ok", 4).await.0 > 0 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "t1 never came back");
+}
+
+#[tokio::test]
+async fn istio_users_get_the_same_checks_from_a_destination_rule() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let yaml = service_entry("reviews", &[("v1", &v1), ("v2", &v2)])
+        + "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    healthChecks: {passive: {unhealthy: {http_failures: 2}}}
+";
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    let mut failures = 0;
+    for _ in 0..20 {
+        if send(&c, weir.mesh(), "reviews", "/fail/v1", &[]).await.0 == 500 {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 2);
+    let (a, b, _) = spread(&weir, "reviews", "/ok", 50).await;
+    assert_eq!((a, b), (0, 50));
+    let path = format!(
+        "/upstreams/reviews/targets/127.0.0.1:{}/healthy",
+        v1.addr.port()
+    );
+    let (code, _) = weir::admin::call(weir.admin(), "POST", &path)
+        .await
+        .unwrap();
+    assert_eq!(code, 204);
+    let (a, _, _) = spread(&weir, "reviews", "/ok", 50).await;
+    assert!(a > 0);
+}

@@ -120,6 +120,9 @@ fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (method, p) if p.starts_with("/canaries/") => {
             canary(control, method, &p["/canaries/".len()..])
         }
+        (method, p) if p.starts_with("/upstreams/") => {
+            target_health(control, method, &p["/upstreams/".len()..])
+        }
         (
             _,
             "/ready" | "/live" | "/metrics" | "/config" | "/clusters" | "/faults" | "/canaries",
@@ -132,6 +135,50 @@ fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "not found; try /ready /live /metrics /config /clusters /faults /canaries\n",
         ),
     }
+}
+
+/// `PUT` (or `POST`) `/upstreams/HOST/targets/ADDRESS/{healthy,unhealthy}`: Kong's call to
+/// set a target's health by hand, on every cluster of that host with health checks.
+fn target_health(control: &Control, method: &Method, rest: &str) -> Response<Full<Bytes>> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [upstream, "targets", target, state] = parts[..] else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "use /upstreams/HOST/targets/ADDRESS/healthy or .../unhealthy\n",
+        );
+    };
+    let healthy = match state {
+        "healthy" => true,
+        "unhealthy" => false,
+        _ => return text(StatusCode::NOT_FOUND, "healthy or unhealthy\n"),
+    };
+    if !matches!(*method, Method::PUT | Method::POST) {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use PUT\n");
+    }
+    let snap = control.snapshot();
+    let mut found = false;
+    for c in &snap.clusters {
+        if let Some(h) = &c.health
+            && c.spec.service.eq_ignore_ascii_case(upstream)
+        {
+            found |= h.set(target, healthy);
+        }
+    }
+    if !found {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no such target in a cluster with health checks\n",
+        );
+    }
+    tracing::warn!(
+        upstream,
+        target,
+        healthy,
+        "Target health set from the admin API."
+    );
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
 }
 
 /// `GET /canaries/NAME`, `POST /canaries/NAME/{promote,rollback,pause,resume}`.
@@ -293,6 +340,7 @@ fn clusters_json(control: &Control) -> Value {
                         "address": e.spec.addr.to_string(),
                         "labels": e.spec.labels,
                         "state": health.state.name(),
+                        "healthy": c.health.as_ref().map(|_| e.stats.checks.is_healthy()),
                         "ejection_reason": health.reason.filter(|_| health.state != State::Closed).map(|r| r.name()),
                         "back_in_ms": health.until.map(|u| u.saturating_duration_since(now).as_millis() as u64),
                         "ejections": health.ejections,

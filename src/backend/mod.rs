@@ -7,6 +7,7 @@
 pub mod balance;
 pub mod budget;
 pub mod hash;
+pub mod health;
 pub mod limits;
 pub mod outlier;
 
@@ -27,6 +28,8 @@ use crate::upstream::Pool;
 pub use balance::{Lb, Warmup};
 use budget::{BudgetSpec, RetryBudget};
 use hash::{HashPolicy, HashTable};
+pub use health::{ClusterHealth, HealthSpec};
+use health::{Observed, TargetHealth};
 use limits::{Gate, PoolLimits};
 use outlier::{Claim, EndpointHealth, Event, OutlierPolicy, State, Transition};
 
@@ -105,6 +108,8 @@ pub struct ClusterSpec {
     pub warmup: Option<Warmup>,
     /// TLS to the endpoints (DestinationRule `tls`), if any.
     pub tls: Option<UpstreamTls>,
+    /// Health checks (Kong's `healthchecks`, weir's `healthChecks`), if any.
+    pub health: Option<HealthSpec>,
 }
 
 /// Live counters of one endpoint within one cluster, kept across reloads.
@@ -121,6 +126,8 @@ pub struct EndpointStats {
     pub failures: AtomicU64,
     /// Outlier-detection state.
     pub health: EndpointHealth,
+    /// Health-check state (Kong's health checks).
+    pub checks: TargetHealth,
 }
 
 impl EndpointStats {
@@ -131,6 +138,7 @@ impl EndpointStats {
             total: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             health: EndpointHealth::default(),
+            checks: TargetHealth::default(),
         }
     }
 }
@@ -171,6 +179,8 @@ pub struct Cluster {
     warm_until: Instant,
     /// Whether the endpoints' weights differ.
     weighted: bool,
+    /// Health-check state, with health checks.
+    pub health: Option<Arc<ClusterHealth>>,
     next: AtomicUsize,
 }
 
@@ -252,10 +262,28 @@ impl Cluster {
             .endpoints
             .windows(2)
             .any(|w| w[0].weight != w[1].weight);
+        let health = spec.health.as_ref().map(|h| {
+            let key = (spec.name.clone(), format!("{h:?}"));
+            let health = state
+                .healths
+                .get(&key, || ClusterHealth::new(&spec.name, h.clone()));
+            health.set_targets(
+                endpoints
+                    .iter()
+                    .map(|e| health::Target {
+                        addr: e.spec.addr.clone(),
+                        weight: e.spec.weight,
+                        stats: e.stats.clone(),
+                    })
+                    .collect(),
+            );
+            health
+        });
         Cluster {
             table,
             warm_until,
             weighted,
+            health,
             gate: spec.limits.any().then(|| {
                 state
                     .gates
@@ -284,7 +312,11 @@ impl Cluster {
             return None;
         }
         let hashed = self.table.as_ref().zip(key);
-        if tried == 0 && self.ejected.load(Ordering::Relaxed) == 0 {
+        let checked = self.health.as_deref();
+        if tried == 0
+            && self.ejected.load(Ordering::Relaxed) == 0
+            && checked.is_none_or(ClusterHealth::all_healthy)
+        {
             let index = match hashed {
                 Some((table, h)) => table.get(h),
                 None => self.choose(n, |i| i),
@@ -294,8 +326,18 @@ impl Cluster {
         // Some endpoint is ejected, or this is a retry: the rare path.
         let now = Instant::now();
         let detecting = self.spec.outlier.is_some();
+        if let Some(h) = checked {
+            let weight = |i: usize| {
+                let e = &self.endpoints[i];
+                (e.spec.weight, e.stats.checks.is_healthy())
+            };
+            if !h.enough(weight, n) {
+                return None;
+            }
+        }
         let mut healthy: Vec<usize> = (0..n)
             .filter(|&i| !detecting || self.endpoints[i].stats.health.available(now))
+            .filter(|&i| checked.is_none() || self.endpoints[i].stats.checks.is_healthy())
             .collect();
         if let Some(p) = &self.spec.outlier
             && healthy.len() * 100 < p.min_health_percent as usize * n
@@ -411,6 +453,14 @@ impl Cluster {
 
     /// Records how a try on `picked` ended, for outlier detection (a probe is then spent).
     pub fn record(&self, picked: &mut Picked<'_>, event: Event) {
+        if let Some(h) = &self.health {
+            let seen = match event {
+                Event::Status(s) => Observed::Status(s),
+                Event::LocalFailure => Observed::TcpFailure,
+                Event::Timeout => Observed::Timeout,
+            };
+            h.passive(&picked.endpoint.stats, &picked.endpoint.spec.addr, seen);
+        }
         let Some(policy) = &self.spec.outlier else {
             return;
         };
@@ -473,6 +523,7 @@ pub struct BackendState {
     ejected: Registry<String, AtomicUsize>,
     gates: Registry<(String, PoolLimits), Gate>,
     budgets: Registry<(String, BudgetSpec), RetryBudget>,
+    healths: Registry<(String, String), ClusterHealth>,
     caches: Registry<(String, CacheSpec), StaleCache>,
 }
 

@@ -69,8 +69,10 @@ impl Default for OutlierPolicy {
 pub enum Event {
     /// The upstream answered with this status.
     Status(u16),
-    /// No answer: connect failure, reset, timeout, broken response.
+    /// No answer: connect failure, reset, broken response.
     LocalFailure,
+    /// No answer in time (a local failure too, for outlier detection).
+    Timeout,
 }
 
 /// An endpoint's state.
@@ -374,13 +376,13 @@ impl Inner {
     /// Counts an outcome of a closed endpoint; the reason to eject, if a threshold is reached.
     fn count(&mut self, event: Event, p: &OutlierPolicy) -> Option<Reason> {
         let status = match event {
-            Event::LocalFailure if p.split_local_origin => {
+            Event::LocalFailure | Event::Timeout if p.split_local_origin => {
                 self.errors_local += 1;
                 return (p.consecutive_local > 0 && self.errors_local >= p.consecutive_local)
                     .then_some(Reason::ConsecutiveLocalOrigin);
             }
             // Counted as the 503 it turns into.
-            Event::LocalFailure => 503,
+            Event::LocalFailure | Event::Timeout => 503,
             Event::Status(s) => {
                 // A response means the connection worked.
                 self.errors_local = 0;
@@ -411,7 +413,7 @@ impl OutlierPolicy {
     /// Whether an outcome counts as an error at all.
     fn is_error(&self, event: Event) -> bool {
         match event {
-            Event::LocalFailure => true,
+            Event::LocalFailure | Event::Timeout => true,
             Event::Status(s) if self.error_codes.is_empty() => s >= 500,
             Event::Status(s) => self.error_codes.contains(&s),
         }

@@ -491,6 +491,8 @@ decode_struct! {
         proxy_protocol: Option<Opaque> = "proxyProtocol",
         /// Retry budget.
         retry_budget: Option<RetryBudget> = "retryBudget",
+        /// weir: health checks (Kong's `healthchecks` object, same fields).
+        health_checks: Option<super::kong::Healthchecks> = "healthChecks",
     }
 }
 

@@ -572,32 +572,6 @@ fn upstream_resources(
         });
     }
     let name = spec.name.as_ref().map_or("", |n| n.value.as_str());
-    if let Some(h) = &spec.healthchecks {
-        let active = h.active.as_ref().is_some_and(|a| {
-            a.healthy
-                .as_ref()
-                .is_some_and(|x| x.interval.unwrap_or(0.0) > 0.0 || x.successes.unwrap_or(0) > 0)
-                || a.unhealthy.as_ref().is_some_and(|x| {
-                    x.interval.unwrap_or(0.0) > 0.0
-                        || [x.tcp_failures, x.timeouts, x.http_failures]
-                            .iter()
-                            .any(|v| v.unwrap_or(0) > 0)
-                })
-        });
-        let passive = h.passive.as_ref().is_some_and(|p| {
-            p.healthy
-                .as_ref()
-                .is_some_and(|x| x.successes.unwrap_or(0) > 0)
-                || p.unhealthy.as_ref().is_some_and(|x| {
-                    [x.tcp_failures, x.timeouts, x.http_failures]
-                        .iter()
-                        .any(|v| v.unwrap_or(0) > 0)
-                })
-        });
-        if active || passive || h.threshold.unwrap_or(0.0) > 0.0 {
-            e.at(&u.at, h.pos, "healthchecks are not supported yet");
-        }
-    }
     let se = ServiceEntry {
         pos: u.at.pos,
         hosts: vec![Spanned {
@@ -622,7 +596,8 @@ fn upstream_resources(
         Spec::ServiceEntry(se),
     ));
     let lb = load_balancer(u, e);
-    let policy = traffic_policy(s, t, lb);
+    let mut policy = traffic_policy(s, t, lb);
+    policy.health_checks = spec.healthchecks.clone();
     out.push(resource(
         &u.at,
         meta(&u.at, id, name),

@@ -1,6 +1,8 @@
 //! ServiceEntry and DestinationRule checks, and the cluster specs they produce.
 
 use super::*;
+use crate::backend::health::{ActiveSpec, Counting, HealthSpec};
+use crate::config::kong;
 
 impl<'a> Checker<'a> {
     // === ServiceEntry ===
@@ -170,6 +172,9 @@ impl<'a> Checker<'a> {
         for tls in tp.tls.iter().chain(port_tls) {
             self.client_tls(r, tls);
         }
+        if let Some(h) = &tp.health_checks {
+            self.health_checks(r, h);
+        }
         if let Some(budget) = &tp.retry_budget
             && budget
                 .percent
@@ -184,6 +189,57 @@ impl<'a> Checker<'a> {
         for pl in &tp.port_level_settings {
             if pl.port.is_none() {
                 self.err(r, pl.pos, "portLevelSettings entry needs a port");
+            }
+        }
+    }
+
+    /// Health-check settings within Kong's ranges.
+    fn health_checks(&mut self, r: &Resource, h: &kong::Healthchecks) {
+        if h.threshold.is_some_and(|t| !(0.0..=100.0).contains(&t)) {
+            self.err(r, h.pos, "healthchecks.threshold must be between 0 and 100");
+        }
+        let mut statuses: Vec<(Pos, &[u16])> = Vec::new();
+        let mut counts: Vec<(Pos, Option<u32>)> = Vec::new();
+        if let Some(a) = &h.active {
+            if let Some(k) = &a.kind
+                && !matches!(k.value.as_str(), "http" | "tcp")
+            {
+                self.err(
+                    r,
+                    k.pos,
+                    format!("active check type {}: weir probes http and tcp", k.value),
+                );
+            }
+            if a.timeout.is_some_and(|t| t <= 0.0) {
+                self.err(r, a.pos, "active.timeout must be above 0");
+            }
+            if let Some(x) = &a.healthy {
+                statuses.push((x.pos, x.http_statuses.as_deref().unwrap_or_default()));
+                counts.push((x.pos, x.successes));
+            }
+            if let Some(x) = &a.unhealthy {
+                statuses.push((x.pos, x.http_statuses.as_deref().unwrap_or_default()));
+                counts.extend([x.http_failures, x.tcp_failures, x.timeouts].map(|c| (x.pos, c)));
+            }
+        }
+        if let Some(p) = &h.passive {
+            if let Some(x) = &p.healthy {
+                statuses.push((x.pos, x.http_statuses.as_deref().unwrap_or_default()));
+                counts.push((x.pos, x.successes));
+            }
+            if let Some(x) = &p.unhealthy {
+                statuses.push((x.pos, x.http_statuses.as_deref().unwrap_or_default()));
+                counts.extend([x.http_failures, x.tcp_failures, x.timeouts].map(|c| (x.pos, c)));
+            }
+        }
+        for (pos, list) in statuses {
+            if let Some(bad) = list.iter().find(|s| !(100..=999).contains(*s)) {
+                self.err(r, pos, format!("{bad} is not an HTTP status code"));
+            }
+        }
+        for (pos, count) in counts {
+            if count.is_some_and(|c| c > 255) {
+                self.err(r, pos, "health-check counters go from 0 to 255");
             }
         }
     }
@@ -323,6 +379,7 @@ impl<'a> Checker<'a> {
         let mut outlier = None;
         let mut retry_budget = None;
         let mut tls = None;
+        let mut checks = None;
         for tp in [
             dr.and_then(|d| d.traffic_policy.as_ref()),
             subset_def.and_then(|s| s.traffic_policy.as_ref()),
@@ -348,6 +405,7 @@ impl<'a> Checker<'a> {
                 .or(tp.outlier_detection.as_ref())
                 .or(outlier);
             retry_budget = tp.retry_budget.as_ref().or(retry_budget);
+            checks = tp.health_checks.as_ref().or(checks);
             tls = port_level
                 .and_then(|p| p.tls.as_ref())
                 .or(tp.tls.as_ref())
@@ -437,10 +495,63 @@ impl<'a> Checker<'a> {
             hash,
             warmup,
             tls,
+            health: checks.and_then(health_spec),
         });
         self.cluster_ids.insert(key, self.clusters.len() - 1);
         self.clusters.len() - 1
     }
+}
+
+/// Health checks with Kong's defaults for what is not set; `None` when nothing is enabled
+/// (every threshold and interval 0, Kong's default).
+fn health_spec(h: &kong::Healthchecks) -> Option<HealthSpec> {
+    let secs = |s: Option<f64>| Duration::from_secs_f64(s.unwrap_or(0.0).max(0.0));
+    let active = h.active.as_ref().and_then(|a| {
+        let healthy = a.healthy.clone().unwrap_or_default();
+        let unhealthy = a.unhealthy.clone().unwrap_or_default();
+        let spec = ActiveSpec {
+            http: a.kind.as_ref().is_none_or(|k| k.value != "tcp"),
+            path: a.http_path.clone().unwrap_or_else(|| "/".to_owned()),
+            timeout: Duration::from_secs_f64(a.timeout.unwrap_or(1.0).max(0.001)),
+            healthy_interval: secs(healthy.interval),
+            unhealthy_interval: secs(unhealthy.interval),
+            counting: Counting {
+                healthy_statuses: healthy.http_statuses.unwrap_or_else(|| vec![200, 302]),
+                successes: healthy.successes.unwrap_or(0),
+                unhealthy_statuses: unhealthy
+                    .http_statuses
+                    .unwrap_or_else(|| vec![429, 404, 500, 501, 502, 503, 504, 505]),
+                http_failures: unhealthy.http_failures.unwrap_or(0),
+                tcp_failures: unhealthy.tcp_failures.unwrap_or(0),
+                timeouts: unhealthy.timeouts.unwrap_or(0),
+            },
+        };
+        (!spec.healthy_interval.is_zero() || !spec.unhealthy_interval.is_zero()).then_some(spec)
+    });
+    let passive = h.passive.as_ref().and_then(|p| {
+        let healthy = p.healthy.clone().unwrap_or_default();
+        let unhealthy = p.unhealthy.clone().unwrap_or_default();
+        let counting = Counting {
+            healthy_statuses: healthy
+                .http_statuses
+                .unwrap_or_else(|| (200..=208).chain([226]).chain(300..=308).collect()),
+            successes: healthy.successes.unwrap_or(0),
+            unhealthy_statuses: unhealthy
+                .http_statuses
+                .unwrap_or_else(|| vec![429, 500, 503]),
+            http_failures: unhealthy.http_failures.unwrap_or(0),
+            tcp_failures: unhealthy.tcp_failures.unwrap_or(0),
+            timeouts: unhealthy.timeouts.unwrap_or(0),
+        };
+        (counting.http_failures > 0 || counting.tcp_failures > 0 || counting.timeouts > 0)
+            .then_some(counting)
+    });
+    let threshold = h.threshold.unwrap_or(0.0);
+    (active.is_some() || passive.is_some() || threshold > 0.0).then_some(HealthSpec {
+        active,
+        passive,
+        threshold,
+    })
 }
 
 /// Outlier detection with Istio's defaults for what is not set.

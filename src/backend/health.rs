@@ -1,0 +1,468 @@
+//! Health checks as Kong runs them: passive checks count what proxied requests get, active
+//! checks probe each target; both count successes, HTTP failures, TCP failures and timeouts per
+//! target and mark it unhealthy when a count reaches its threshold. Passive checks only ever
+//! take a target out ("circuit breaker"): only active checks, or an operator, bring it back.
+//! An unhealthy target gets no traffic; below `threshold` percent of healthy weight the whole
+//! cluster answers 503. Kong users write `healthchecks` on an upstream; Istio users the same
+//! object as weir's DestinationRule extension `trafficPolicy.healthChecks`.
+//!
+//! Counting (Kong's): a status listed as healthy adds a success and clears the failure
+//! counters; a status listed as unhealthy adds an HTTP failure and clears the successes; a
+//! connection failure adds a TCP failure, a timeout a timeout. A threshold of 0 never fires.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{EndpointAddr, EndpointStats};
+
+/// What counts, and how much of it turns a target's state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counting {
+    /// Statuses that count as successes.
+    pub healthy_statuses: Vec<u16>,
+    /// Successes that make a target healthy (and, passively, clear failures); 0: never.
+    pub successes: u32,
+    /// Statuses that count as HTTP failures.
+    pub unhealthy_statuses: Vec<u16>,
+    /// HTTP failures that make a target unhealthy; 0: never.
+    pub http_failures: u32,
+    /// TCP failures that make a target unhealthy; 0: never.
+    pub tcp_failures: u32,
+    /// Timeouts that make a target unhealthy; 0: never.
+    pub timeouts: u32,
+}
+
+/// Active probes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActiveSpec {
+    /// `http` probes GET `path`; `tcp` probes only connect.
+    pub http: bool,
+    /// The probe's path.
+    pub path: String,
+    /// The probe's deadline.
+    pub timeout: Duration,
+    /// Between probes of a healthy target (zero: not probed).
+    pub healthy_interval: Duration,
+    /// Between probes of an unhealthy target (zero: not probed).
+    pub unhealthy_interval: Duration,
+    /// What the probes' answers count as.
+    pub counting: Counting,
+}
+
+/// A cluster's health checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthSpec {
+    /// Active probes, if any.
+    pub active: Option<ActiveSpec>,
+    /// Passive counting, if any.
+    pub passive: Option<Counting>,
+    /// Least healthy share of the weight, in percent, to take traffic at all.
+    pub threshold: f64,
+}
+
+/// What one request or probe came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// An HTTP status.
+    Status(u16),
+    /// The connection failed.
+    TcpFailure,
+    /// No answer in time.
+    Timeout,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    successes: u32,
+    http_failures: u32,
+    tcp_failures: u32,
+    timeouts: u32,
+}
+
+/// One target's health (kept with its endpoint's counters, across reloads).
+#[derive(Debug)]
+pub struct TargetHealth {
+    healthy: AtomicBool,
+    counters: Mutex<Counters>,
+}
+
+impl Default for TargetHealth {
+    fn default() -> Self {
+        TargetHealth {
+            healthy: AtomicBool::new(true),
+            counters: Mutex::new(Counters::default()),
+        }
+    }
+}
+
+impl TargetHealth {
+    /// Whether the target takes traffic.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Sets the state by hand (counters cleared); true if it changed.
+    pub fn set(&self, healthy: bool) -> bool {
+        if let Ok(mut c) = self.counters.lock() {
+            *c = Counters::default();
+        }
+        self.healthy.swap(healthy, Ordering::Relaxed) != healthy
+    }
+
+    /// Counts one observation; `Some(state)` when it turned the target. Passive counting
+    /// (`may_recover` false) never makes a target healthy.
+    pub fn observe(&self, seen: Observed, rules: &Counting, may_recover: bool) -> Option<bool> {
+        let Ok(mut c) = self.counters.lock() else {
+            return None;
+        };
+        let reached = |count: u32, threshold: u32| threshold > 0 && count >= threshold;
+        let healthy = self.is_healthy();
+        if !healthy && !may_recover {
+            // Requests still in flight when it was taken out: passive counting is over.
+            return None;
+        }
+        match seen {
+            Observed::Status(s) if rules.healthy_statuses.contains(&s) => {
+                c.successes = c.successes.saturating_add(1);
+                // Kong: successes clear the failures only when they count for something.
+                if rules.successes > 0 {
+                    c.http_failures = 0;
+                    c.tcp_failures = 0;
+                    c.timeouts = 0;
+                }
+                if !healthy && may_recover && reached(c.successes, rules.successes) {
+                    *c = Counters::default();
+                    self.healthy.store(true, Ordering::Relaxed);
+                    return Some(true);
+                }
+                None
+            }
+            Observed::Status(s) if rules.unhealthy_statuses.contains(&s) => {
+                c.successes = 0;
+                c.http_failures = c.http_failures.saturating_add(1);
+                let reached = reached(c.http_failures, rules.http_failures);
+                self.fail(&mut c, healthy, reached)
+            }
+            Observed::Status(_) => None,
+            Observed::TcpFailure => {
+                c.successes = 0;
+                c.tcp_failures = c.tcp_failures.saturating_add(1);
+                let reached = reached(c.tcp_failures, rules.tcp_failures);
+                self.fail(&mut c, healthy, reached)
+            }
+            Observed::Timeout => {
+                c.successes = 0;
+                c.timeouts = c.timeouts.saturating_add(1);
+                let reached = reached(c.timeouts, rules.timeouts);
+                self.fail(&mut c, healthy, reached)
+            }
+        }
+    }
+
+    fn fail(&self, c: &mut Counters, healthy: bool, reached: bool) -> Option<bool> {
+        if healthy && reached {
+            *c = Counters::default();
+            self.healthy.store(false, Ordering::Relaxed);
+            return Some(false);
+        }
+        None
+    }
+}
+
+/// One probed target.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Where it is.
+    pub addr: EndpointAddr,
+    /// Its weight.
+    pub weight: u32,
+    /// Its counters (health included).
+    pub stats: Arc<EndpointStats>,
+}
+
+/// A cluster's health state: its targets, how many are unhealthy, and the prober (kept across
+/// reloads while the cluster and its health settings stay the same).
+#[derive(Debug)]
+pub struct ClusterHealth {
+    /// The settings.
+    pub spec: HealthSpec,
+    /// The cluster's name, for logs.
+    name: String,
+    targets: ArcSwap<Vec<Target>>,
+    unhealthy: AtomicUsize,
+    prober: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for ClusterHealth {
+    fn drop(&mut self) {
+        if let Ok(Some(task)) = self.prober.lock().map(|mut p| p.take()) {
+            task.abort();
+        }
+    }
+}
+
+impl ClusterHealth {
+    /// A cluster's health state, without targets yet.
+    pub fn new(name: &str, spec: HealthSpec) -> ClusterHealth {
+        ClusterHealth {
+            spec,
+            name: name.to_owned(),
+            targets: ArcSwap::from_pointee(Vec::new()),
+            unhealthy: AtomicUsize::new(0),
+            prober: Mutex::new(None),
+        }
+    }
+
+    /// Sets the targets (on every build of the cluster), and starts probing if it should.
+    pub fn set_targets(self: &Arc<Self>, targets: Vec<Target>) {
+        self.targets.store(Arc::new(targets));
+        self.recount();
+        let Some(active) = &self.spec.active else {
+            return;
+        };
+        if active.healthy_interval.is_zero() && active.unhealthy_interval.is_zero() {
+            return;
+        }
+        let Ok(mut prober) = self.prober.lock() else {
+            return;
+        };
+        if prober.is_none() && tokio::runtime::Handle::try_current().is_ok() {
+            let me = Arc::downgrade(self);
+            *prober = Some(tokio::spawn(probe_loop(me, active.clone())).abort_handle());
+        }
+    }
+
+    /// Whether no target is unhealthy (the common case: nothing to filter).
+    pub fn all_healthy(&self) -> bool {
+        self.unhealthy.load(Ordering::Relaxed) == 0
+    }
+
+    /// Whether enough of the weight is healthy to take traffic (`threshold`).
+    pub fn enough(&self, weight: impl Fn(usize) -> (u32, bool), n: usize) -> bool {
+        if self.spec.threshold <= 0.0 {
+            return true;
+        }
+        let (mut healthy, mut total) = (0u64, 0u64);
+        for i in 0..n {
+            let (w, ok) = weight(i);
+            total += u64::from(w);
+            if ok {
+                healthy += u64::from(w);
+            }
+        }
+        total > 0 && healthy as f64 * 100.0 >= self.spec.threshold * total as f64
+    }
+
+    /// Counts a proxied request's outcome on `stats` (passive checks).
+    pub fn passive(&self, stats: &EndpointStats, addr: &EndpointAddr, seen: Observed) {
+        let Some(rules) = &self.spec.passive else {
+            return;
+        };
+        if let Some(state) = stats.checks.observe(seen, rules, false) {
+            self.changed(addr, state, "passive");
+        }
+    }
+
+    /// Marks a target healthy or not by hand; false if the cluster has no such target.
+    pub fn set(&self, addr: &str, healthy: bool) -> bool {
+        let targets = self.targets.load();
+        let Some(t) = targets.iter().find(|t| t.addr.to_string() == addr) else {
+            return false;
+        };
+        if t.stats.checks.set(healthy) {
+            self.changed(&t.addr, healthy, "operator");
+        }
+        true
+    }
+
+    fn changed(&self, addr: &EndpointAddr, healthy: bool, by: &str) {
+        self.recount();
+        if healthy {
+            tracing::info!(cluster = %self.name, target = %addr, by, "Target healthy.");
+        } else {
+            tracing::warn!(cluster = %self.name, target = %addr, by, "Target unhealthy.");
+        }
+    }
+
+    fn recount(&self) {
+        let n = self
+            .targets
+            .load()
+            .iter()
+            .filter(|t| !t.stats.checks.is_healthy())
+            .count();
+        self.unhealthy.store(n, Ordering::Relaxed);
+    }
+}
+
+/// Probes every target at its state's interval until the cluster's health state is gone.
+async fn probe_loop(weak: std::sync::Weak<ClusterHealth>, active: ActiveSpec) {
+    let intervals = [active.healthy_interval, active.unhealthy_interval];
+    let tick = intervals
+        .iter()
+        .filter(|d| !d.is_zero())
+        .min()
+        .copied()
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    // When each target (by address) was last probed.
+    let mut last: Vec<(EndpointAddr, tokio::time::Instant)> = Vec::new();
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(health) = weak.upgrade() else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        let targets = health.targets.load_full();
+        let mut due = Vec::new();
+        for t in targets.iter() {
+            let interval = if t.stats.checks.is_healthy() {
+                active.healthy_interval
+            } else {
+                active.unhealthy_interval
+            };
+            if interval.is_zero() {
+                continue;
+            }
+            let seen = last.iter_mut().find(|(a, _)| *a == t.addr);
+            match seen {
+                Some((_, at)) if now.duration_since(*at) < interval => {}
+                Some((_, at)) => {
+                    *at = now;
+                    due.push(t.clone());
+                }
+                None => {
+                    last.push((t.addr.clone(), now));
+                    due.push(t.clone());
+                }
+            }
+        }
+        drop(health);
+        let mut probes = tokio::task::JoinSet::new();
+        for t in due {
+            let active = active.clone();
+            probes.spawn(async move {
+                let seen = probe(&t.addr, &active).await;
+                (t, seen)
+            });
+        }
+        while let Some(Ok((t, seen))) = probes.join_next().await {
+            let Some(health) = weak.upgrade() else {
+                return;
+            };
+            if let Some(state) = t.stats.checks.observe(seen, &active.counting, true) {
+                health.changed(&t.addr, state, "active");
+            }
+        }
+    }
+}
+
+/// One probe: connect (and for HTTP, `GET path`), within the timeout.
+async fn probe(addr: &EndpointAddr, active: &ActiveSpec) -> Observed {
+    let attempt = async {
+        let mut stream = match addr {
+            EndpointAddr::Ip(a) => TcpStream::connect(a).await,
+            EndpointAddr::Dns(h, p) => TcpStream::connect((h.as_str(), *p)).await,
+        }
+        .map_err(|_| Observed::TcpFailure)?;
+        if !active.http {
+            return Ok(Observed::Status(200));
+        }
+        let host = match addr {
+            EndpointAddr::Ip(a) => a.to_string(),
+            EndpointAddr::Dns(h, p) => format!("{h}:{p}"),
+        };
+        let request = format!(
+            "GET {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: weir-health-check\r\nconnection: close\r\n\r\n",
+            active.path
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|_| Observed::TcpFailure)?;
+        let mut head = [0u8; 32];
+        let mut filled = 0;
+        while filled < 12 {
+            match stream.read(&mut head[filled..]).await {
+                Ok(0) | Err(_) => return Err(Observed::TcpFailure),
+                Ok(n) => filled += n,
+            }
+        }
+        let status = std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or(Observed::TcpFailure)?;
+        Ok(Observed::Status(status))
+    };
+    match tokio::time::timeout(active.timeout, attempt).await {
+        Ok(Ok(seen) | Err(seen)) => seen,
+        Err(_) => Observed::Timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(successes: u32, http_failures: u32) -> Counting {
+        Counting {
+            healthy_statuses: vec![200],
+            successes,
+            unhealthy_statuses: vec![500],
+            http_failures,
+            tcp_failures: 0,
+            timeouts: 0,
+        }
+    }
+
+    #[test]
+    fn failures_reach_the_threshold_and_successes_clear_them() {
+        let t = TargetHealth::default();
+        let r = rules(3, 3);
+        let s = |c| Observed::Status(c);
+        // Kong's KIC sequence: two failures, a success (clears), two failures: still healthy.
+        for seen in [s(500), s(500), s(200), s(500), s(500)] {
+            assert_eq!(t.observe(seen, &r, false), None);
+        }
+        assert!(t.is_healthy());
+        assert_eq!(t.observe(s(500), &r, false), Some(false));
+        assert!(!t.is_healthy());
+        // Passive counting never brings it back.
+        for _ in 0..10 {
+            assert_eq!(t.observe(s(200), &r, false), None);
+        }
+        assert!(!t.is_healthy());
+        // Active counting does, after `successes` of them.
+        assert_eq!(t.observe(s(200), &r, true), None);
+        assert_eq!(t.observe(s(200), &r, true), None);
+        assert_eq!(t.observe(s(200), &r, true), Some(true));
+    }
+
+    #[test]
+    fn without_counted_successes_failures_accumulate() {
+        let t = TargetHealth::default();
+        let r = rules(0, 3);
+        let s = |c| Observed::Status(c);
+        for seen in [s(500), s(500), s(200)] {
+            assert_eq!(t.observe(seen, &r, false), None);
+        }
+        assert_eq!(t.observe(s(500), &r, false), Some(false));
+    }
+
+    #[test]
+    fn statuses_not_listed_and_zero_thresholds_count_for_nothing() {
+        let t = TargetHealth::default();
+        let r = rules(0, 0);
+        for _ in 0..100 {
+            assert_eq!(t.observe(Observed::Status(502), &r, false), None);
+            assert_eq!(t.observe(Observed::Status(500), &r, false), None);
+            assert_eq!(t.observe(Observed::TcpFailure, &r, false), None);
+        }
+        assert!(t.is_healthy());
+    }
+}
