@@ -30,6 +30,9 @@ pub enum ProxyError {
     /// A connection-pool limit turned the request away.
     #[error("upstream connect error or disconnect/reset before headers. reset reason: overflow")]
     Overflow(Overflow),
+    /// The destination's circuit breaker is open.
+    #[error("circuit breaker open")]
+    CircuitOpen,
     /// weir is over its memory limit and takes on no new requests.
     #[error("overloaded: weir is over its memory limit")]
     Overloaded,
@@ -46,7 +49,9 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout | ProxyError::TryTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Overflow(_) | ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overflow(_) | ProxyError::Overloaded | ProxyError::CircuitOpen => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream(UpstreamError::ClientBody(BodyError::TimedOut)) => {
                 StatusCode::REQUEST_TIMEOUT
             }

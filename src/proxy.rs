@@ -23,6 +23,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::backend::breaker::Ticket;
 use crate::backend::budget::InFlight;
 use crate::backend::hash::request_hash;
 use crate::backend::limits::{Admission, Admit, Overflow, RetrySlot, Waiting};
@@ -176,6 +177,13 @@ impl Proxy {
                         return fwd.abort(abort);
                     }
                 }
+                if let Some(b) = &fwd.cluster.breaker {
+                    match b.admit() {
+                        Some(t) => fwd.ticket = Some(t),
+                        // Open: nothing is forwarded.
+                        None => return fwd.finish(Err(ProxyError::CircuitOpen)),
+                    }
+                }
                 fwd.cluster.budget.deposit(fwd.start);
                 if !fwd.rule.mirrors.is_empty() {
                     // Boxed: only rules with mirrors copy requests.
@@ -195,6 +203,7 @@ impl Proxy {
                     let result = fwd.attempt().await;
                     match fwd.settle(result) {
                         Step::Done(result) if fwd.falls_back(&result) => {
+                            fwd.report(&result);
                             // Boxed: the rare path.
                             return Box::pin(fwd.fall_back(result)).await;
                         }
@@ -237,6 +246,9 @@ pub trait ClientGone: Send {
 }
 
 /// What routing decided.
+// Built once per request and matched at once: boxing the forward would cost an allocation per
+// request, the size difference only stack space in `respond`.
+#[allow(clippy::large_enum_variant)]
 enum Routed<'s> {
     /// Forward upstream.
     Forward(Forward<'s>),
@@ -389,6 +401,7 @@ fn route<'s>(
         set_cookie: (!set_cookie.is_empty()).then(|| set_cookie.into_boxed_slice()),
         reached: false,
         cache_key,
+        ticket: None,
     })
 }
 
@@ -429,6 +442,8 @@ struct Forward<'s> {
     reached: bool,
     /// Where a good response to this GET is kept for the stale-cache fallback.
     cache_key: Option<Box<str>>,
+    /// The circuit breaker's admission, reported with the final outcome.
+    ticket: Option<Ticket>,
 }
 
 /// A retry's place in the budget and under `maxRetries`, given back when its try ends.
@@ -861,11 +876,25 @@ impl<'s> Forward<'s> {
         self.answer(resp)
     }
 
+    /// Tells the circuit breaker how the request ended (once): a 5xx or no response is a
+    /// failure; the client's own failures count for nothing.
+    fn report(&mut self, result: &Result<Response<UpstreamBody>, ProxyError>) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        match result {
+            Ok(resp) => ticket.done(!resp.status().is_server_error()),
+            Err(ProxyError::Upstream(UpstreamError::ClientBody(_))) => {}
+            Err(_) => ticket.done(false),
+        }
+    }
+
     /// The response to send downstream, from the upstream's or from the error.
     fn finish(
         mut self,
         result: Result<Response<UpstreamBody>, ProxyError>,
     ) -> Response<ResponseBody> {
+        self.report(&result);
         crate::http1::recycle(std::mem::take(self.req.headers_mut()));
         let mut resp = match result {
             Ok(resp) => resp,

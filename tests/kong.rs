@@ -564,3 +564,100 @@ spec:
     let (a, _, _) = spread(&weir, "reviews", "/ok", 50).await;
     assert!(a > 0);
 }
+
+/// The seed's circuit-breaker example, verbatim.
+const SEED_BREAKER: &str = "# Kong Circuit Breaker 플러그인
+apiVersion: configuration.konghq.com/v1
+kind: KongPlugin
+metadata:
+  name: circuit-breaker
+plugin: circuit-breaker
+config:
+  # 실패 임계값
+  failure_threshold: 5
+  # 타임아웃 (초)
+  timeout: 30
+  # 복구 시도 간격 (초)
+  recovery_timeout: 60
+  # 모니터링 윈도우 (초)
+  window_size: 60
+
+---
+# Service에 플러그인 적용
+apiVersion: configuration.konghq.com/v1
+kind: KongService
+metadata:
+  name: api-service
+  annotations:
+    konghq.com/plugins: circuit-breaker
+";
+
+#[tokio::test]
+async fn the_seed_circuit_breaker_opens_after_five_failures_and_fails_fast() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let canary = SEED_CANARY
+        .replace("api-v1:80", &format!("127.0.0.1:{}", v1.addr.port()))
+        .replace("api-v2:80", &format!("127.0.0.1:{}", v2.addr.port()));
+    let weir = Weir::start(&format!("{canary}---\n{SEED_BREAKER}")).await;
+    let c = client();
+    // Five failures (500s from either version): the breaker opens.
+    for _ in 0..5 {
+        let (status, _, _) = send(&c, weir.mesh(), "api.example", "/api/status/500", &[]).await;
+        assert_eq!(status, 500);
+    }
+    let hits = v1.hits() + v2.hits();
+    for _ in 0..20 {
+        let (status, _, body) = send(&c, weir.mesh(), "api.example", "/api/ok", &[]).await;
+        assert_eq!(status, 503);
+        assert!(body.contains("circuit breaker open"), "{body}");
+    }
+    assert_eq!(v1.hits() + v2.hits(), hits, "nothing forwarded while open");
+    let clusters = raw(
+        weir.admin(),
+        "GET /clusters HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(clusters.contains("\"state\": \"open\""), "{clusters}");
+    let metrics = weir.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "weir_circuit_breaker_state{service=\"api-backend\",version=\"\",state=\"open\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "weir_circuit_breaker_rejected_total{service=\"api-backend\",version=\"\"}"
+        ),
+        Some(20.0)
+    );
+}
+
+#[tokio::test]
+async fn a_destination_rule_breaker_half_opens_and_closes_on_a_good_trial() {
+    let v1 = Backend::start("v1").await;
+    let yaml = service_entry("reviews", &[("v1", &v1)])
+        + "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    circuitBreaker: {failureThreshold: 2, windowSize: 10s, recoveryTimeout: 300ms}
+";
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    for _ in 0..2 {
+        send(&c, weir.mesh(), "reviews", "/status/500", &[]).await;
+    }
+    assert_eq!(send(&c, weir.mesh(), "reviews", "/ok", &[]).await.0, 503);
+    // After the recovery time one trial passes; it succeeds and the breaker closes.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(send(&c, weir.mesh(), "reviews", "/ok", &[]).await.0, 200);
+    for _ in 0..5 {
+        assert_eq!(send(&c, weir.mesh(), "reviews", "/ok", &[]).await.0, 200);
+    }
+}

@@ -367,6 +367,12 @@ fn clusters_json(control: &Control) -> Value {
                 "connect_timeout_ms": c.spec.connect_timeout.as_millis() as u64,
                 "max_requests_per_connection": c.spec.max_requests_per_connection,
                 "idle_timeout_ms": c.spec.idle_timeout.as_millis() as u64,
+                "circuit_breaker": c.breaker.as_ref().map(|b| json!({
+                    "state": b.state().name(),
+                    "failure_threshold": b.spec().failure_threshold,
+                    "window_ms": b.spec().window.as_millis() as u64,
+                    "recovery_ms": b.spec().recovery.as_millis() as u64,
+                })),
                 // File paths and names only: never key material.
                 "tls": c.spec.tls.as_ref().map(|t| {
                     let spec = t.client.spec();

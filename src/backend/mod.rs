@@ -5,6 +5,7 @@
 //! warmup, ejections, panic mode) is here too.
 
 pub mod balance;
+pub mod breaker;
 pub mod budget;
 pub mod hash;
 pub mod health;
@@ -26,6 +27,7 @@ use crate::policy::fallback::{CacheSpec, StaleCache};
 use crate::tls::UpstreamTls;
 use crate::upstream::Pool;
 pub use balance::{Lb, Warmup};
+use breaker::{Breaker, BreakerSpec};
 use budget::{BudgetSpec, RetryBudget};
 use hash::{HashPolicy, HashTable};
 pub use health::{ClusterHealth, HealthSpec};
@@ -110,6 +112,8 @@ pub struct ClusterSpec {
     pub tls: Option<UpstreamTls>,
     /// Health checks (Kong's `healthchecks`, weir's `healthChecks`), if any.
     pub health: Option<HealthSpec>,
+    /// A circuit breaker over the whole cluster, if any.
+    pub breaker: Option<BreakerSpec>,
 }
 
 /// Live counters of one endpoint within one cluster, kept across reloads.
@@ -181,6 +185,8 @@ pub struct Cluster {
     weighted: bool,
     /// Health-check state, with health checks.
     pub health: Option<Arc<ClusterHealth>>,
+    /// The circuit breaker, with one.
+    pub breaker: Option<Arc<Breaker>>,
     next: AtomicUsize,
 }
 
@@ -284,6 +290,11 @@ impl Cluster {
             warm_until,
             weighted,
             health,
+            breaker: spec.breaker.as_ref().map(|b| {
+                state.breakers.get(&(spec.name.clone(), b.clone()), || {
+                    Breaker::new(b.clone(), metrics.breaker(&spec.service, version))
+                })
+            }),
             gate: spec.limits.any().then(|| {
                 state
                     .gates
@@ -524,6 +535,7 @@ pub struct BackendState {
     gates: Registry<(String, PoolLimits), Gate>,
     budgets: Registry<(String, BudgetSpec), RetryBudget>,
     healths: Registry<(String, String), ClusterHealth>,
+    breakers: Registry<(String, BreakerSpec), Breaker>,
     caches: Registry<(String, CacheSpec), StaleCache>,
 }
 

@@ -493,6 +493,22 @@ decode_struct! {
         retry_budget: Option<RetryBudget> = "retryBudget",
         /// weir: health checks (Kong's `healthchecks` object, same fields).
         health_checks: Option<super::kong::Healthchecks> = "healthChecks",
+        /// weir: a circuit breaker over the whole destination.
+        circuit_breaker: Option<CircuitBreakerSettings> = "circuitBreaker",
+    }
+}
+
+decode_struct! {
+    /// weir's `trafficPolicy.circuitBreaker`: closed, open, half-open over the destination.
+    pub struct CircuitBreakerSettings ("circuitBreaker") {
+        /// Failures within `windowSize` that open it (default 5).
+        failure_threshold: Option<u32> = "failureThreshold",
+        /// How long a failure counts (default 60s).
+        window_size: Option<Dur> = "windowSize",
+        /// How long it stays open before trial requests (default 60s).
+        recovery_timeout: Option<Dur> = "recoveryTimeout",
+        /// Trial requests at a time when half-open (default 1).
+        half_open_requests: Option<u32> = "halfOpenRequests",
     }
 }
 

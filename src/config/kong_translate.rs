@@ -27,11 +27,11 @@ use std::time::Duration;
 use super::decode::{ConfigError, Dur, Spanned};
 use super::generate::GENERATED_BY;
 use super::istio::{
-    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, Destination,
-    DestinationRule, HttpCookie, HttpMatchRequest, HttpRetry, HttpRewrite, HttpRoute,
-    HttpRouteDestination, LoadBalancerSettings, PortSelector, RegexRewrite, Resolution, RingHash,
-    ServiceEntry, ServicePort, SimpleLb, StringMatch, TcpSettings, TrafficPolicy, VirtualService,
-    WorkloadEntry,
+    CircuitBreakerSettings, ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings,
+    ConsistentHashLb, Destination, DestinationRule, HttpCookie, HttpMatchRequest, HttpRetry,
+    HttpRewrite, HttpRoute, HttpRouteDestination, LoadBalancerSettings, PortSelector, RegexRewrite,
+    Resolution, RingHash, ServiceEntry, ServicePort, SimpleLb, StringMatch, TcpSettings,
+    TrafficPolicy, VirtualService, WorkloadEntry,
 };
 use super::kong::{KongPlugin, KongRoute, KongService, KongUpstream};
 use super::yaml::Pos;
@@ -55,7 +55,7 @@ const KNOWN_PLUGINS: &[&str] = &[
 ];
 
 /// Plugins weir runs today.
-const RUN_PLUGINS: &[&str] = &["prometheus"];
+const RUN_PLUGINS: &[&str] = &["prometheus", "circuit-breaker"];
 
 /// Kong's defaults.
 const DEFAULT_RETRIES: u32 = 5;
@@ -262,6 +262,35 @@ fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
             _ => {}
         }
     }
+    // Top-level plugins that name a service or route go to it; the rest are global.
+    for (at, p) in std::mem::take(&mut kong.plugins) {
+        let target = |r: &Option<super::kong::ServiceRef>| r.as_ref().map(|x| x.0.value.clone());
+        if let Some(name) = target(&p.service) {
+            match kong.services.iter_mut().find(|s| s.name == name) {
+                Some(s) => s.plugins.push((at, p)),
+                None => e.at(
+                    &at,
+                    p.pos,
+                    format!("plugin `{}`: no service named `{name}`", p.name.value),
+                ),
+            }
+        } else if let Some(name) = target(&p.route) {
+            let found = kong
+                .routes
+                .iter_mut()
+                .find(|r| r.spec.name.as_ref().is_some_and(|n| n.value == name));
+            match found {
+                Some(r) => r.plugins.push((at, p)),
+                None => e.at(
+                    &at,
+                    p.pos,
+                    format!("plugin `{}`: no route named `{name}`", p.name.value),
+                ),
+            }
+        } else {
+            kong.plugins.push((at, p));
+        }
+    }
     for (name, plugins) in overlays {
         match kong.services.iter_mut().find(|s| s.name == name) {
             Some(s) => s.plugins.extend(plugins),
@@ -445,9 +474,23 @@ fn generate(kong: &Kong, set: &ResourceSet, e: &mut Errors<'_>) -> Vec<Resource>
     for (host, s) in &first_of {
         done_hosts.push(host.clone());
         let t = &targets[s.name.as_str()];
+        let breaker = kong
+            .services
+            .iter()
+            .filter(|o| {
+                targets
+                    .get(o.name.as_str())
+                    .is_some_and(|ot| ot.host == *host)
+            })
+            .find_map(|o| breaker_plugin(kong, o))
+            .map(|p| breaker_settings(p, e).0);
         if let Some(u) = upstreams.get(host) {
-            upstream_resources(u, s, t, &mut out, e);
-        } else if !declared(host) {
+            upstream_resources(u, s, t, breaker, &mut out, e);
+        } else if declared(host) {
+            if breaker.is_some() {
+                e.at(&s.at, s.at.pos, format!("circuit-breaker on `{host}`: its ServiceEntry is the config's own; put circuitBreaker in its DestinationRule"));
+            }
+        } else {
             // Every port the services of this host use.
             let mut ports: Vec<u16> = targets
                 .values()
@@ -456,7 +499,7 @@ fn generate(kong: &Kong, set: &ResourceSet, e: &mut Errors<'_>) -> Vec<Resource>
                 .collect();
             ports.sort_unstable();
             ports.dedup();
-            host_resources(s, t, &ports, &mut out);
+            host_resources(s, t, &ports, breaker, &mut out);
         }
     }
     for u in &kong.upstreams {
@@ -479,7 +522,7 @@ fn generate(kong: &Kong, set: &ResourceSet, e: &mut Errors<'_>) -> Vec<Resource>
                     spec: KongService::default(),
                     plugins: Vec::new(),
                 };
-                upstream_resources(u, &s, &t, &mut scratch, e);
+                upstream_resources(u, &s, &t, None, &mut scratch, e);
             }
             Some(_) => {}
         }
@@ -488,7 +531,85 @@ fn generate(kong: &Kong, set: &ResourceSet, e: &mut Errors<'_>) -> Vec<Resource>
     out
 }
 
+/// The `circuit-breaker` plugin that applies to a service: its own, else a global one.
+fn breaker_plugin<'k>(kong: &'k Kong, s: &'k Service) -> Option<&'k (At, KongPlugin)> {
+    let on =
+        |(_, p): &&(At, KongPlugin)| p.name.value == "circuit-breaker" && p.enabled != Some(false);
+    s.plugins
+        .iter()
+        .find(on)
+        .or_else(|| kong.plugins.iter().find(on))
+}
+
+/// The seed's `circuit-breaker` config (seconds): the DestinationRule extension, and the
+/// request timeout (`timeout`).
+fn breaker_settings(
+    (at, p): &(At, KongPlugin),
+    e: &mut Errors<'_>,
+) -> (CircuitBreakerSettings, Option<Duration>) {
+    const KEYS: [&str; 5] = [
+        "failure_threshold",
+        "window_size",
+        "timeout",
+        "recovery_timeout",
+        "half_open_requests",
+    ];
+    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
+    let config = p.config.as_ref().and_then(|c| c.value.0.as_object());
+    let mut number = |key: &str, default: f64| -> f64 {
+        match config.and_then(|c| c.get(key)) {
+            None => default,
+            Some(v) => match v.as_f64() {
+                Some(n) if n > 0.0 => n,
+                _ => {
+                    e.at(
+                        at,
+                        pos,
+                        format!("circuit-breaker: {key} must be a number above 0"),
+                    );
+                    default
+                }
+            },
+        }
+    };
+    let settings = CircuitBreakerSettings {
+        pos: p.pos,
+        failure_threshold: Some(number("failure_threshold", 5.0) as u32),
+        window_size: Some(Dur(Duration::from_secs_f64(number("window_size", 60.0)))),
+        recovery_timeout: Some(Dur(Duration::from_secs_f64(number(
+            "recovery_timeout",
+            60.0,
+        )))),
+        half_open_requests: Some(number("half_open_requests", 1.0) as u32),
+    };
+    let timeout = config
+        .and_then(|c| c.get("timeout"))
+        .map(|_| Duration::from_secs_f64(number("timeout", 30.0)));
+    for key in config.into_iter().flat_map(|c| c.keys()) {
+        if !KEYS.contains(&key.as_str()) {
+            e.at(
+                at,
+                pos,
+                format!(
+                    "circuit-breaker: unknown field `{key}` (expected {})",
+                    KEYS.join(", ")
+                ),
+            );
+        }
+    }
+    (settings, timeout)
+}
+
 fn check_plugins(kong: &Kong, e: &mut Errors<'_>) {
+    for (at, p) in kong.routes.iter().flat_map(|r| &r.plugins) {
+        if p.name.value == "circuit-breaker" {
+            e.at(
+                at,
+                p.name.pos,
+                "circuit-breaker applies to a service (or to all), not to a route",
+            );
+        }
+    }
     let all = kong
         .plugins
         .iter()
@@ -520,6 +641,7 @@ fn upstream_resources(
     u: &Upstream,
     s: &Service,
     t: &Target,
+    breaker: Option<CircuitBreakerSettings>,
     out: &mut Vec<Resource>,
     e: &mut Errors<'_>,
 ) {
@@ -598,6 +720,7 @@ fn upstream_resources(
     let lb = load_balancer(u, e);
     let mut policy = traffic_policy(s, t, lb);
     policy.health_checks = spec.healthchecks.clone();
+    policy.circuit_breaker = breaker;
     out.push(resource(
         &u.at,
         meta(&u.at, id, name),
@@ -614,7 +737,13 @@ fn upstream_resources(
 }
 
 /// A ServiceEntry (and DestinationRule) for services sending to a host directly, on `ports`.
-fn host_resources(s: &Service, t: &Target, ports: &[u16], out: &mut Vec<Resource>) {
+fn host_resources(
+    s: &Service,
+    t: &Target,
+    ports: &[u16],
+    breaker: Option<CircuitBreakerSettings>,
+    out: &mut Vec<Resource>,
+) {
     let ip = t.host.parse::<IpAddr>().is_ok();
     let se = ServiceEntry {
         pos: s.at.pos,
@@ -657,7 +786,10 @@ fn host_resources(s: &Service, t: &Target, ports: &[u16], out: &mut Vec<Resource
                 pos: s.at.pos,
                 value: t.host.clone(),
             },
-            traffic_policy: Some(traffic_policy(s, t, None)),
+            traffic_policy: Some(TrafficPolicy {
+                circuit_breaker: breaker,
+                ..traffic_policy(s, t, None)
+            }),
             ..DestinationRule::default()
         }),
     ));
@@ -827,7 +959,11 @@ fn virtual_services(
         if service.is_some_and(|s| s.spec.enabled == Some(false)) {
             continue;
         }
-        rank_route(r, order, t, service, &mut ranked, e);
+        let mut scratch = Errors(&mut Vec::new());
+        let timeout = service
+            .and_then(|s| breaker_plugin(kong, s))
+            .and_then(|p| breaker_settings(p, &mut scratch).1);
+        rank_route(r, order, t, service, timeout, &mut ranked, e);
     }
     ranked.sort_by(|a, b| b.key.cmp(&a.key).then(a.order.cmp(&b.order)));
     // Every host some route names, and `*` for the routes that name none.
@@ -888,6 +1024,7 @@ fn rank_route(
     order: usize,
     t: &Target,
     service: Option<&Service>,
+    timeout: Option<Duration>,
     out: &mut Vec<Ranked>,
     e: &mut Errors<'_>,
 ) {
@@ -1057,6 +1194,7 @@ fn rank_route(
             }],
             rewrite,
             retries: Some(retries(service)),
+            timeout: timeout.map(Dur),
             ..HttpRoute::default()
         };
         let regex_priority = if regex {

@@ -113,6 +113,17 @@ pub struct EndpointStateLabels {
     pub state: &'static str,
 }
 
+/// Labels of `weir_circuit_breaker_state`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerStateLabels {
+    /// Destination host.
+    pub service: String,
+    /// Subset name.
+    pub version: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+}
+
 /// Labels of `weir_outlier_ejections_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EjectionLabels {
@@ -198,6 +209,8 @@ pub struct Metrics {
     overflow: Family<OverflowLabels, Counter>,
     pending: Family<ClusterLabels, Counter>,
     endpoint_state: Family<EndpointStateLabels, Gauge>,
+    breaker_state: Family<BreakerStateLabels, Gauge>,
+    breaker_rejected: Family<ClusterLabels, Counter>,
     ejections: Family<EjectionLabels, Counter>,
     generation: Gauge,
     canary_weight: Family<CanaryLabels, Gauge>,
@@ -271,6 +284,18 @@ impl Metrics {
             "Outlier-detection state of each endpoint (1 for its current state)",
             endpoint_state.clone(),
         );
+        let breaker_state = Family::<BreakerStateLabels, Gauge>::default();
+        registry.register(
+            "weir_circuit_breaker_state",
+            "Circuit-breaker state of each cluster with one (1 for its current state)",
+            breaker_state.clone(),
+        );
+        let breaker_rejected = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "weir_circuit_breaker_rejected",
+            "Requests answered 503 by an open circuit breaker",
+            breaker_rejected.clone(),
+        );
         let ejections = Family::<EjectionLabels, Counter>::default();
         registry.register(
             "weir_outlier_ejections",
@@ -312,6 +337,8 @@ impl Metrics {
             overflow,
             pending,
             endpoint_state,
+            breaker_state,
+            breaker_rejected,
             ejections,
             generation,
             canary_weight,
@@ -376,6 +403,29 @@ impl Metrics {
             overflow: Overflow::ALL.map(|o| overflow(o.label())),
             pending: self
                 .pending
+                .get_or_create(&ClusterLabels {
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// Handles for the circuit breaker of one cluster.
+    pub fn breaker(&self, service: &str, version: &str) -> BreakerMetrics {
+        let state = |state| {
+            self.breaker_state
+                .get_or_create(&BreakerStateLabels {
+                    service: service.to_owned(),
+                    version: version.to_owned(),
+                    state,
+                })
+                .clone()
+        };
+        BreakerMetrics {
+            state: crate::backend::breaker::BreakerState::ALL.map(|s| state(s.name())),
+            rejected: self
+                .breaker_rejected
                 .get_or_create(&ClusterLabels {
                     service: service.to_owned(),
                     version: version.to_owned(),
@@ -666,6 +716,15 @@ pub struct ClusterMetrics {
     pub overflow: [Counter; 3],
     /// `weir_upstream_pending_total`.
     pub pending: Counter,
+}
+
+/// Metric handles of a cluster's circuit breaker.
+#[derive(Debug)]
+pub struct BreakerMetrics {
+    /// `weir_circuit_breaker_state`, by `BreakerState::ALL`.
+    pub state: [Gauge; 3],
+    /// `weir_circuit_breaker_rejected_total`.
+    pub rejected: Counter,
 }
 
 /// Metric handles of one endpoint.

@@ -1,6 +1,7 @@
 //! ServiceEntry and DestinationRule checks, and the cluster specs they produce.
 
 use super::*;
+use crate::backend::breaker::BreakerSpec;
 use crate::backend::health::{ActiveSpec, Counting, HealthSpec};
 use crate::config::kong;
 
@@ -174,6 +175,18 @@ impl<'a> Checker<'a> {
         }
         if let Some(h) = &tp.health_checks {
             self.health_checks(r, h);
+        }
+        if let Some(b) = &tp.circuit_breaker {
+            if b.failure_threshold == Some(0) {
+                self.err(
+                    r,
+                    b.pos,
+                    "circuitBreaker.failureThreshold must be at least 1",
+                );
+            }
+            if b.window_size.is_some_and(|d| d.0.is_zero()) {
+                self.err(r, b.pos, "circuitBreaker.windowSize must be above 0");
+            }
         }
         if let Some(budget) = &tp.retry_budget
             && budget
@@ -380,6 +393,7 @@ impl<'a> Checker<'a> {
         let mut retry_budget = None;
         let mut tls = None;
         let mut checks = None;
+        let mut breaker = None;
         for tp in [
             dr.and_then(|d| d.traffic_policy.as_ref()),
             subset_def.and_then(|s| s.traffic_policy.as_ref()),
@@ -406,6 +420,7 @@ impl<'a> Checker<'a> {
                 .or(outlier);
             retry_budget = tp.retry_budget.as_ref().or(retry_budget);
             checks = tp.health_checks.as_ref().or(checks);
+            breaker = tp.circuit_breaker.as_ref().or(breaker);
             tls = port_level
                 .and_then(|p| p.tls.as_ref())
                 .or(tp.tls.as_ref())
@@ -496,6 +511,12 @@ impl<'a> Checker<'a> {
             warmup,
             tls,
             health: checks.and_then(health_spec),
+            breaker: breaker.map(|b| BreakerSpec {
+                failure_threshold: b.failure_threshold.unwrap_or(5).max(1),
+                window: b.window_size.map_or(Duration::from_secs(60), |d| d.0),
+                recovery: b.recovery_timeout.map_or(Duration::from_secs(60), |d| d.0),
+                half_open_requests: b.half_open_requests.unwrap_or(1).max(1),
+            }),
         });
         self.cluster_ids.insert(key, self.clusters.len() - 1);
         self.clusters.len() - 1
