@@ -661,3 +661,52 @@ spec:
         assert_eq!(send(&c, weir.mesh(), "reviews", "/ok", &[]).await.0, 200);
     }
 }
+
+#[tokio::test]
+async fn request_termination_answers_for_the_upstream() {
+    let t1 = Backend::start("t1").await;
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  url: http://127.0.0.1:{port}
+  routes:
+  - name: closed
+    paths: [/closed]
+    plugins:
+    - name: request-termination
+      config: {{status_code: 403, message: "So long and thanks for all the fish!"}}
+  - name: maintenance
+    paths: [/maint]
+    plugins:
+    - name: request-termination
+      config: {{status_code: 503, body: "<h1>back soon</h1>", content_type: text/html, trigger: x-maintenance}}
+"#,
+        port = t1.addr.port()
+    );
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    let (status, h, body) = send(&c, weir.mesh(), "x", "/closed/a", &[]).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body,
+        r#"{"message":"So long and thanks for all the fish!"}"#
+    );
+    assert!(
+        h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    // With a trigger, only requests carrying it are answered.
+    let (status, h, body) = send(&c, weir.mesh(), "x", "/maint/a", &[("x-maintenance", "1")]).await;
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (503, "<h1>back soon</h1>")
+    );
+    assert_eq!(h["content-type"], "text/html");
+    let (status, h, _) = send(&c, weir.mesh(), "x", "/maint/a", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(backend_of(&h), "t1");
+    assert_eq!(t1.hits(), 1);
+}

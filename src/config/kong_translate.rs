@@ -28,10 +28,11 @@ use super::decode::{ConfigError, Dur, Spanned};
 use super::generate::GENERATED_BY;
 use super::istio::{
     CircuitBreakerSettings, ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings,
-    ConsistentHashLb, Destination, DestinationRule, HttpCookie, HttpMatchRequest, HttpRetry,
-    HttpRewrite, HttpRoute, HttpRouteDestination, LoadBalancerSettings, PortSelector, RegexRewrite,
-    Resolution, RingHash, ServiceEntry, ServicePort, SimpleLb, StringMatch, TcpSettings,
-    TrafficPolicy, VirtualService, WorkloadEntry,
+    ConsistentHashLb, Destination, DestinationRule, HeaderOperations, Headers, HttpBody,
+    HttpCookie, HttpDirectResponse, HttpMatchRequest, HttpRetry, HttpRewrite, HttpRoute,
+    HttpRouteDestination, LoadBalancerSettings, PortSelector, RegexRewrite, Resolution, RingHash,
+    ServiceEntry, ServicePort, SimpleLb, StringMatch, TcpSettings, TrafficPolicy, VirtualService,
+    WorkloadEntry,
 };
 use super::kong::{KongPlugin, KongRoute, KongService, KongUpstream};
 use super::yaml::Pos;
@@ -55,7 +56,7 @@ const KNOWN_PLUGINS: &[&str] = &[
 ];
 
 /// Plugins weir runs today.
-const RUN_PLUGINS: &[&str] = &["prometheus", "circuit-breaker"];
+const RUN_PLUGINS: &[&str] = &["prometheus", "circuit-breaker", "request-termination"];
 
 /// Kong's defaults.
 const DEFAULT_RETRIES: u32 = 5;
@@ -531,6 +532,136 @@ fn generate(kong: &Kong, set: &ResourceSet, e: &mut Errors<'_>) -> Vec<Resource>
     out
 }
 
+/// The enabled plugin `name` that applies to a route: its own, else its service's, else a
+/// global one (Kong's precedence).
+fn plugin_for<'k>(
+    kong: &'k Kong,
+    service: Option<&'k Service>,
+    route: &'k Route,
+    name: &str,
+) -> Option<&'k (At, KongPlugin)> {
+    let on = |(_, p): &&(At, KongPlugin)| p.name.value == name && p.enabled != Some(false);
+    route
+        .plugins
+        .iter()
+        .find(on)
+        .or_else(|| service.and_then(|s| s.plugins.iter().find(on)))
+        .or_else(|| kong.plugins.iter().find(on))
+}
+
+/// Kong's `request-termination`: a fixed answer instead of the upstream's.
+struct Termination {
+    status: u32,
+    body: String,
+    content_type: String,
+    /// Only requests with this header are answered.
+    trigger: Option<String>,
+}
+
+impl Termination {
+    fn apply(&self, mut rule: HttpRoute) -> HttpRoute {
+        rule.route.clear();
+        rule.rewrite = None;
+        rule.retries = None;
+        rule.timeout = None;
+        rule.direct_response = Some(HttpDirectResponse {
+            pos: rule.pos,
+            status: self.status,
+            body: Some(HttpBody {
+                pos: rule.pos,
+                string: Some(self.body.clone()),
+                ..HttpBody::default()
+            }),
+        });
+        rule.headers = Some(Headers {
+            pos: rule.pos,
+            response: Some(HeaderOperations {
+                pos: rule.pos,
+                set: [("content-type".to_owned(), self.content_type.clone())].into(),
+                ..HeaderOperations::default()
+            }),
+            ..Headers::default()
+        });
+        rule
+    }
+}
+
+fn termination((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<Termination> {
+    const KEYS: [&str; 6] = [
+        "status_code",
+        "message",
+        "body",
+        "content_type",
+        "trigger",
+        "echo",
+    ];
+    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
+    let empty = serde_json::Map::new();
+    let config = p
+        .config
+        .as_ref()
+        .and_then(|c| c.value.0.as_object())
+        .unwrap_or(&empty);
+    let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    for key in config.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+        e.at(
+            at,
+            pos,
+            format!(
+                "request-termination: unknown field `{key}` (expected {})",
+                KEYS.join(", ")
+            ),
+        );
+    }
+    if config.get("echo").and_then(|v| v.as_bool()) == Some(true) {
+        e.at(at, pos, "request-termination: echo is not supported yet");
+        return None;
+    }
+    let status = config.get("status_code").map_or(Some(503), |v| v.as_u64());
+    let Some(status) = status.filter(|s| (100..=599).contains(s)) else {
+        e.at(
+            at,
+            pos,
+            "request-termination: status_code must be between 100 and 599",
+        );
+        return None;
+    };
+    if text("message").is_some() && text("body").is_some() {
+        e.at(
+            at,
+            pos,
+            "request-termination: give message or body, not both",
+        );
+        return None;
+    }
+    let (body, content_type) = match (text("body"), text("message")) {
+        (Some(body), _) => (
+            body,
+            text("content_type").unwrap_or_else(|| "application/json; charset=utf-8".to_owned()),
+        ),
+        (None, message) => {
+            // Without a message, the status's reason phrase.
+            let message = message.unwrap_or_else(|| {
+                http::StatusCode::from_u16(status as u16)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("Service unavailable")
+                    .to_owned()
+            });
+            (
+                serde_json::json!({ "message": message }).to_string(),
+                "application/json; charset=utf-8".to_owned(),
+            )
+        }
+    };
+    Some(Termination {
+        status: status as u32,
+        body,
+        content_type,
+        trigger: text("trigger").map(|t| t.to_ascii_lowercase()),
+    })
+}
+
 /// The `circuit-breaker` plugin that applies to a service: its own, else a global one.
 fn breaker_plugin<'k>(kong: &'k Kong, s: &'k Service) -> Option<&'k (At, KongPlugin)> {
     let on =
@@ -963,7 +1094,18 @@ fn virtual_services(
         let timeout = service
             .and_then(|s| breaker_plugin(kong, s))
             .and_then(|p| breaker_settings(p, &mut scratch).1);
-        rank_route(r, order, t, service, timeout, &mut ranked, e);
+        let termination =
+            plugin_for(kong, service, r, "request-termination").and_then(|p| termination(p, e));
+        rank_route(
+            r,
+            order,
+            t,
+            service,
+            timeout,
+            termination.as_ref(),
+            &mut ranked,
+            e,
+        );
     }
     ranked.sort_by(|a, b| b.key.cmp(&a.key).then(a.order.cmp(&b.order)));
     // Every host some route names, and `*` for the routes that name none.
@@ -1019,12 +1161,14 @@ fn covers(pattern: &str, host: &str) -> bool {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rank_route(
     r: &Route,
     order: usize,
     t: &Target,
     service: Option<&Service>,
     timeout: Option<Duration>,
+    terminate: Option<&Termination>,
     out: &mut Vec<Ranked>,
     e: &mut Errors<'_>,
 ) {
@@ -1202,16 +1346,47 @@ fn rank_route(
         } else {
             0
         };
+        let key = (
+            weight,
+            plain_hosts,
+            headers.len(),
+            regex,
+            regex_priority,
+            len,
+        );
+        // Without a trigger every request is answered; with one, only those carrying it
+        // (ranked just before the route itself).
+        let rule = match terminate {
+            Some(term) => {
+                let mut answered = term.apply(rule.clone());
+                match &term.trigger {
+                    None => answered,
+                    Some(trigger) => {
+                        if answered.matches.is_empty() {
+                            answered.matches.push(HttpMatchRequest {
+                                pos: spec.pos,
+                                ..HttpMatchRequest::default()
+                            });
+                        }
+                        for m in &mut answered.matches {
+                            m.headers.insert(trigger.clone(), StringMatch::Present);
+                        }
+                        out.push(Ranked {
+                            key,
+                            order: 2 * order,
+                            hosts: hosts.clone(),
+                            rule: answered,
+                            at: r.at.clone(),
+                        });
+                        rule
+                    }
+                }
+            }
+            None => rule,
+        };
         out.push(Ranked {
-            key: (
-                weight,
-                plain_hosts,
-                headers.len(),
-                regex,
-                regex_priority,
-                len,
-            ),
-            order,
+            key,
+            order: 2 * order + 1,
             hosts: hosts.clone(),
             rule,
             at: r.at.clone(),
