@@ -36,6 +36,7 @@ use crate::policy::fallback::{Tee, X_WEIR_FALLBACK};
 use crate::policy::fault::{Abort, FaultSwitch, PER_MILLION};
 use crate::policy::headers::strip_hop_by_hop;
 use crate::policy::mirror;
+use crate::policy::ratelimit::{LimitBy, RateLimitSpec};
 use crate::policy::retry::{Outcome, repeatable};
 use crate::policy::split::WeightedDest;
 use crate::route::matcher::RequestView;
@@ -256,6 +257,21 @@ enum Routed<'s> {
     Local(Response<ResponseBody>),
 }
 
+/// The client key a rate limiter counts a request under.
+fn limit_key(spec: &RateLimitSpec, req: &Request<Body>, path: &str, conn: &ConnInfo) -> String {
+    let ip = || conn.peer.ip().to_string();
+    match &spec.by {
+        LimitBy::Ip => ip(),
+        LimitBy::Header(h) => req
+            .headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(ip, str::to_owned),
+        LimitBy::Path => path.to_owned(),
+        LimitBy::Service => String::new(),
+    }
+}
+
 /// Routes a request: a response weir makes itself, or the upstream request to send.
 /// `max_body` is the body limit of rules that set none.
 fn route<'s>(
@@ -326,6 +342,29 @@ fn route<'s>(
         let e = ProxyError::Upstream(UpstreamError::ClientBody(BodyError::TooLarge));
         return Routed::Local(fail(Some(rule.local_stats), req.method(), e));
     }
+    // Rate limits: counted before anything else is spent on the request.
+    let limited = match rule.rate_limit {
+        Some(i) => {
+            let limiter = &snap.limiters[i];
+            let verdict = limiter.check(&limit_key(limiter.spec(), &req, view.path, conn));
+            if !verdict.allowed {
+                let spec = limiter.spec();
+                let body = serde_json::json!({ "message": spec.message }).to_string();
+                let status =
+                    StatusCode::from_u16(spec.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+                let mut resp = local_response(status, Bytes::from(body));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
+                resp.headers_mut().extend(verdict.headers);
+                let stats = Some(rule.local_stats);
+                return Routed::Local(local(snap, stats, req.method(), start, resp));
+            }
+            (!verdict.headers.is_empty()).then(|| Box::new(verdict.headers))
+        }
+        None => None,
+    };
     let path = rule
         .rewrite
         .as_ref()
@@ -402,6 +441,7 @@ fn route<'s>(
         reached: false,
         cache_key,
         ticket: None,
+        limited,
     })
 }
 
@@ -444,6 +484,8 @@ struct Forward<'s> {
     cache_key: Option<Box<str>>,
     /// The circuit breaker's admission, reported with the final outcome.
     ticket: Option<Ticket>,
+    /// Rate-limit headers for the response.
+    limited: Option<Box<http::HeaderMap>>,
 }
 
 /// A retry's place in the budget and under `maxRetries`, given back when its try ends.
@@ -913,6 +955,9 @@ impl<'s> Forward<'s> {
         }
         self.rule.headers.response.apply(resp.headers_mut());
         self.dest.headers.response.apply(resp.headers_mut());
+        if let Some(limited) = self.limited.take() {
+            resp.headers_mut().extend(*limited);
+        }
         self.snap.stats[self.dest.stats].count(&self.method, resp.status().as_u16());
         let recorder = Recorder {
             snap: self.snap.clone(),

@@ -9,6 +9,7 @@ use crate::backend::{BackendState, Cluster};
 use crate::config::{Model, ResourceSet};
 use crate::metrics::{DestStats, Metrics};
 use crate::policy::fallback::StaleCache;
+use crate::policy::ratelimit::RateLimiter;
 use crate::route::RouteTable;
 use crate::tls::ServerTls;
 
@@ -42,6 +43,8 @@ pub struct Snapshot {
     pub stats: Vec<DestStats>,
     /// Stale caches of fallbacks, indexed by routes.
     pub caches: Vec<Arc<StaleCache>>,
+    /// Rate limiters, indexed by routes.
+    pub limiters: Vec<Arc<RateLimiter>>,
     /// Handles for requests no rule matched.
     pub unrouted: DestStats,
     /// Warnings from validation.
@@ -86,6 +89,11 @@ impl Snapshot {
                 .iter()
                 .map(|(name, spec)| state.cache(name, spec))
                 .collect(),
+            limiters: model
+                .limiters
+                .iter()
+                .map(|(scope, spec)| state.limiter(scope, spec))
+                .collect(),
             unrouted: metrics.dest_stats("", "", ""),
             warnings: model.warnings,
         }
@@ -106,6 +114,7 @@ impl Snapshot {
             clusters: Vec::new(),
             stats: Vec::new(),
             caches: Vec::new(),
+            limiters: Vec::new(),
             unrouted: metrics.dest_stats("", "", ""),
             warnings: Vec::new(),
         }

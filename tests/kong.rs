@@ -710,3 +710,50 @@ services:
     assert_eq!(backend_of(&h), "t1");
     assert_eq!(t1.hits(), 1);
 }
+
+#[tokio::test]
+async fn rate_limiting_counts_per_client_and_answers_429_with_kong_headers() {
+    let t1 = Backend::start("t1").await;
+    // Yearly limits: a window boundary cannot fall inside the test.
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  url: http://127.0.0.1:{port}
+  plugins:
+  - name: rate-limiting
+    config: {{year: 3, limit_by: ip, policy: local}}
+  routes:
+  - {{name: a, paths: [/a]}}
+  - {{name: b, paths: [/b]}}
+  - name: per-user
+    paths: [/user]
+    plugins:
+    - name: rate-limiting
+      config: {{year: 1, limit_by: header, header_name: x-user, hide_client_headers: true}}
+"#,
+        port = t1.addr.port()
+    );
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    // The service's limit is shared by its routes.
+    for (path, remaining) in [("/a/1", "2"), ("/b/1", "1"), ("/a/2", "0")] {
+        let (status, h, _) = send(&c, weir.mesh(), "x", path, &[]).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(h["x-ratelimit-limit-year"], "3");
+        assert_eq!(h["x-ratelimit-remaining-year"], remaining);
+        assert_eq!(h["ratelimit-remaining"], remaining);
+    }
+    let (status, h, body) = send(&c, weir.mesh(), "x", "/b/2", &[]).await;
+    assert_eq!(status, 429);
+    assert_eq!(body, r#"{"message":"API rate limit exceeded"}"#);
+    assert_eq!(h["ratelimit-remaining"], "0");
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(t1.hits(), 3);
+    // The route's own plugin wins over the service's, per header value, headers hidden.
+    for (user, want) in [("ann", 200), ("bob", 200), ("ann", 429)] {
+        let (status, h, _) = send(&c, weir.mesh(), "x", "/user", &[("x-user", user)]).await;
+        assert_eq!(status.as_u16(), want, "{user}");
+        assert!(!h.contains_key("x-ratelimit-limit-year"));
+    }
+}

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::metrics::{ClusterMetrics, EndpointMetrics, Metrics};
 use crate::policy::fallback::{CacheSpec, StaleCache};
+use crate::policy::ratelimit::{RateLimitSpec, RateLimiter};
 use crate::tls::UpstreamTls;
 use crate::upstream::Pool;
 pub use balance::{Lb, Warmup};
@@ -537,12 +538,20 @@ pub struct BackendState {
     healths: Registry<(String, String), ClusterHealth>,
     breakers: Registry<(String, BreakerSpec), Breaker>,
     caches: Registry<(String, CacheSpec), StaleCache>,
+    limiters: Registry<(String, RateLimitSpec), RateLimiter>,
 }
 
 impl BackendState {
     fn pool(&self, addr: &EndpointAddr, h2: bool, tls: &Option<UpstreamTls>) -> Arc<Pool> {
         self.pools.get(&(addr.clone(), h2, tls.clone()), || {
             Pool::new(addr.clone(), h2, tls.clone())
+        })
+    }
+
+    /// The rate limiter of `scope`, kept (with its counts) while its spec stays the same.
+    pub fn limiter(&self, scope: &str, spec: &RateLimitSpec) -> Arc<RateLimiter> {
+        self.limiters.get(&(scope.to_owned(), spec.clone()), || {
+            RateLimiter::new(spec.clone())
         })
     }
 

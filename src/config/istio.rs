@@ -72,6 +72,41 @@ decode_struct! {
         session_affinity: Option<super::flagger::SessionAffinity> = "sessionAffinity",
         /// weir: the largest request body forwarded, in bytes (413 above it).
         max_request_bytes: Option<u64> = "maxRequestBytes",
+        /// weir: rate limits (Kong's `rate-limiting`, local policy).
+        rate_limit: Option<RateLimitSettings> = "rateLimit",
+    }
+}
+
+decode_struct! {
+    /// weir's `rateLimit` on an HTTP route.
+    pub struct RateLimitSettings ("rateLimit") {
+        /// Requests per second.
+        second: Option<u64> = "second",
+        /// Requests per minute.
+        minute: Option<u64> = "minute",
+        /// Requests per hour.
+        hour: Option<u64> = "hour",
+        /// Requests per day.
+        day: Option<u64> = "day",
+        /// Requests per calendar month.
+        month: Option<u64> = "month",
+        /// Requests per calendar year.
+        year: Option<u64> = "year",
+        /// `ip` (default), `header`, `path`, `service` (Kong's `consumer` and `credential` read
+        /// as `ip`: weir has no consumers).
+        limit_by: Option<Spanned<String>> = "limitBy",
+        /// The header for `limitBy: header`.
+        header_name: Option<String> = "headerName",
+        /// The path for `limitBy: path`.
+        path: Option<String> = "path",
+        /// Send no rate-limit headers.
+        hide_client_headers: Option<bool> = "hideClientHeaders",
+        /// Status of a refusal (default 429).
+        error_code: Option<u16> = "errorCode",
+        /// Message of a refusal (default "API rate limit exceeded").
+        error_message: Option<String> = "errorMessage",
+        /// Routes with the same scope share their counts (default: the route's own).
+        scope: Option<String> = "scope",
     }
 }
 

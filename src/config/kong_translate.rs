@@ -30,9 +30,9 @@ use super::istio::{
     CircuitBreakerSettings, ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings,
     ConsistentHashLb, Destination, DestinationRule, HeaderOperations, Headers, HttpBody,
     HttpCookie, HttpDirectResponse, HttpMatchRequest, HttpRetry, HttpRewrite, HttpRoute,
-    HttpRouteDestination, LoadBalancerSettings, PortSelector, RegexRewrite, Resolution, RingHash,
-    ServiceEntry, ServicePort, SimpleLb, StringMatch, TcpSettings, TrafficPolicy, VirtualService,
-    WorkloadEntry,
+    HttpRouteDestination, LoadBalancerSettings, PortSelector, RateLimitSettings, RegexRewrite,
+    Resolution, RingHash, ServiceEntry, ServicePort, SimpleLb, StringMatch, TcpSettings,
+    TrafficPolicy, VirtualService, WorkloadEntry,
 };
 use super::kong::{KongPlugin, KongRoute, KongService, KongUpstream};
 use super::yaml::Pos;
@@ -56,7 +56,12 @@ const KNOWN_PLUGINS: &[&str] = &[
 ];
 
 /// Plugins weir runs today.
-const RUN_PLUGINS: &[&str] = &["prometheus", "circuit-breaker", "request-termination"];
+const RUN_PLUGINS: &[&str] = &[
+    "prometheus",
+    "circuit-breaker",
+    "request-termination",
+    "rate-limiting",
+];
 
 /// Kong's defaults.
 const DEFAULT_RETRIES: u32 = 5;
@@ -547,6 +552,94 @@ fn plugin_for<'k>(
         .find(on)
         .or_else(|| service.and_then(|s| s.plugins.iter().find(on)))
         .or_else(|| kong.plugins.iter().find(on))
+}
+
+/// Kong's `rate-limiting` (local policy) as weir's `rateLimit`, counting under `scope`.
+fn rate_limit(
+    (at, p): &(At, KongPlugin),
+    scope: String,
+    e: &mut Errors<'_>,
+) -> Option<RateLimitSettings> {
+    const KEYS: [&str; 20] = [
+        "second",
+        "minute",
+        "hour",
+        "day",
+        "month",
+        "year",
+        "limit_by",
+        "header_name",
+        "path",
+        "policy",
+        "fault_tolerant",
+        "hide_client_headers",
+        "error_code",
+        "error_message",
+        "sync_rate",
+        "redis",
+        "redis_host",
+        "redis_port",
+        "redis_timeout",
+        "redis_database",
+    ];
+    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
+    let empty = serde_json::Map::new();
+    let config = p
+        .config
+        .as_ref()
+        .and_then(|c| c.value.0.as_object())
+        .unwrap_or(&empty);
+    for key in config.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+        e.at(at, pos, format!("rate-limiting: unknown field `{key}`"));
+    }
+    let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    if let Some(policy) = text("policy")
+        && policy != "local"
+    {
+        e.at(
+            at,
+            pos,
+            format!("rate-limiting: policy {policy} is not supported (weir counts locally: policy local)"),
+        );
+        return None;
+    }
+    let mut count = |key: &str| match config.get(key) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                e.at(
+                    at,
+                    pos,
+                    format!("rate-limiting: {key} must be a whole number above 0"),
+                );
+                None
+            }
+        },
+    };
+    let settings = RateLimitSettings {
+        pos: p.pos,
+        second: count("second"),
+        minute: count("minute"),
+        hour: count("hour"),
+        day: count("day"),
+        month: count("month"),
+        year: count("year"),
+        limit_by: Some(Spanned {
+            pos,
+            value: text("limit_by").unwrap_or_else(|| "consumer".to_owned()),
+        }),
+        header_name: text("header_name"),
+        path: text("path"),
+        hide_client_headers: config.get("hide_client_headers").and_then(|v| v.as_bool()),
+        error_code: config
+            .get("error_code")
+            .and_then(|v| v.as_u64())
+            .map(|c| c as u16),
+        error_message: text("error_message"),
+        scope: Some(scope),
+    };
+    Some(settings)
 }
 
 /// Kong's `request-termination`: a fixed answer instead of the upstream's.
@@ -1091,21 +1184,27 @@ fn virtual_services(
             continue;
         }
         let mut scratch = Errors(&mut Vec::new());
-        let timeout = service
-            .and_then(|s| breaker_plugin(kong, s))
-            .and_then(|p| breaker_settings(p, &mut scratch).1);
-        let termination =
-            plugin_for(kong, service, r, "request-termination").and_then(|p| termination(p, e));
-        rank_route(
-            r,
-            order,
-            t,
-            service,
-            timeout,
-            termination.as_ref(),
-            &mut ranked,
-            e,
-        );
+        let plugins = RoutePlugins {
+            timeout: service
+                .and_then(|s| breaker_plugin(kong, s))
+                .and_then(|p| breaker_settings(p, &mut scratch).1),
+            terminate: plugin_for(kong, service, r, "request-termination")
+                .and_then(|p| termination(p, e)),
+            rate_limit: plugin_for(kong, service, r, "rate-limiting").and_then(|p| {
+                let scope = if r.plugins.iter().any(|x| std::ptr::eq(x, p)) {
+                    format!(
+                        "kong/route/{}",
+                        r.spec.name.as_ref().map_or("", |n| n.value.as_str())
+                    )
+                } else if service.is_some_and(|s| s.plugins.iter().any(|x| std::ptr::eq(x, p))) {
+                    format!("kong/service/{}", r.service)
+                } else {
+                    "kong/global".to_owned()
+                };
+                rate_limit(p, scope, e)
+            }),
+        };
+        rank_route(r, order, t, service, &plugins, &mut ranked, e);
     }
     ranked.sort_by(|a, b| b.key.cmp(&a.key).then(a.order.cmp(&b.order)));
     // Every host some route names, and `*` for the routes that name none.
@@ -1161,14 +1260,22 @@ fn covers(pattern: &str, host: &str) -> bool {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a route's plugins make of its rules.
+struct RoutePlugins {
+    /// The circuit breaker's request timeout.
+    timeout: Option<Duration>,
+    /// `request-termination`.
+    terminate: Option<Termination>,
+    /// `rate-limiting`.
+    rate_limit: Option<RateLimitSettings>,
+}
+
 fn rank_route(
     r: &Route,
     order: usize,
     t: &Target,
     service: Option<&Service>,
-    timeout: Option<Duration>,
-    terminate: Option<&Termination>,
+    plugins: &RoutePlugins,
     out: &mut Vec<Ranked>,
     e: &mut Errors<'_>,
 ) {
@@ -1338,7 +1445,8 @@ fn rank_route(
             }],
             rewrite,
             retries: Some(retries(service)),
-            timeout: timeout.map(Dur),
+            timeout: plugins.timeout.map(Dur),
+            rate_limit: plugins.rate_limit.clone(),
             ..HttpRoute::default()
         };
         let regex_priority = if regex {
@@ -1356,7 +1464,7 @@ fn rank_route(
         );
         // Without a trigger every request is answered; with one, only those carrying it
         // (ranked just before the route itself).
-        let rule = match terminate {
+        let rule = match &plugins.terminate {
             Some(term) => {
                 let mut answered = term.apply(rule.clone());
                 match &term.trigger {

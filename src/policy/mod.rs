@@ -8,6 +8,7 @@ pub mod fallback;
 pub mod fault;
 pub mod headers;
 pub mod mirror;
+pub mod ratelimit;
 pub mod retry;
 pub mod rewrite;
 pub mod split;

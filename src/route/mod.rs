@@ -75,6 +75,8 @@ pub struct Rule {
     pub affinity: Option<Box<crate::policy::affinity::Affinity>>,
     /// The largest request body forwarded (`maxRequestBytes`); `None`: the listener's default.
     pub max_request_bytes: Option<u64>,
+    /// Rate limits (an index into the snapshot's limiters).
+    pub rate_limit: Option<usize>,
 }
 
 /// What a rule does with a request.

@@ -64,6 +64,8 @@ pub struct Model {
     pub stats: Vec<StatsKey>,
     /// Stale caches referenced by fallbacks (by index): a stable name and the spec.
     pub caches: Vec<(String, CacheSpec)>,
+    /// Rate limiters referenced by routes (by index): their scope and spec.
+    pub limiters: Vec<(String, crate::policy::ratelimit::RateLimitSpec)>,
     /// Things that load but that weir does not act on (yet).
     pub warnings: Vec<String>,
 }
@@ -108,6 +110,7 @@ struct Checker<'a> {
     stats: Vec<StatsKey>,
     stats_ids: HashMap<StatsKey, usize>,
     caches: Vec<(String, CacheSpec)>,
+    limiters: Vec<(String, crate::policy::ratelimit::RateLimitSpec)>,
     /// Gateway servers' TLS, per listener address.
     sides: HashMap<SocketAddr, (&'a Resource, Vec<tls::ServerSide>)>,
     /// DestinationRules' upstream TLS, loaded once per distinct setting.
@@ -126,6 +129,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         stats: Vec::new(),
         stats_ids: HashMap::new(),
         caches: Vec::new(),
+        limiters: Vec::new(),
         sides: HashMap::new(),
         client_tls: HashMap::new(),
     };
@@ -226,6 +230,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
             clusters: c.clusters,
             stats: c.stats,
             caches: c.caches,
+            limiters: c.limiters,
             warnings: c.warnings,
         })
     } else {

@@ -233,6 +233,18 @@ impl<'a> Checker<'a> {
                 }
                 (None, _) => None,
             };
+            let rate_limit = match (&route.rate_limit, &action) {
+                (Some(rl), Action::Forward(_)) => self.rate_limit(r, rl, &label),
+                (Some(rl), _) => {
+                    self.warn(
+                        r,
+                        rl.pos,
+                        "rateLimit applies to forwarded requests only; ignored here",
+                    );
+                    None
+                }
+                (None, _) => None,
+            };
             rules.push(Rule {
                 label,
                 matches,
@@ -247,9 +259,91 @@ impl<'a> Checker<'a> {
                 mirrors,
                 affinity,
                 max_request_bytes: route.max_request_bytes,
+                rate_limit,
             });
         }
         rules
+    }
+
+    /// weir's `rateLimit`: checked, and registered under its scope.
+    fn rate_limit(
+        &mut self,
+        r: &Resource,
+        rl: &istio::RateLimitSettings,
+        label: &str,
+    ) -> Option<usize> {
+        use crate::policy::ratelimit::{LimitBy, Period, RateLimitSpec};
+        let limits: Vec<(Period, u64)> = [
+            (Period::Second, rl.second),
+            (Period::Minute, rl.minute),
+            (Period::Hour, rl.hour),
+            (Period::Day, rl.day),
+            (Period::Month, rl.month),
+            (Period::Year, rl.year),
+        ]
+        .into_iter()
+        .filter_map(|(p, n)| Some((p, n?)))
+        .collect();
+        if limits.is_empty() {
+            self.err(
+                r,
+                rl.pos,
+                "rateLimit needs a limit: second, minute, hour, day, month or year",
+            );
+            return None;
+        }
+        let by = match rl.limit_by.as_ref().map_or("ip", |b| b.value.as_str()) {
+            "ip" | "consumer" | "credential" => LimitBy::Ip,
+            "service" => LimitBy::Service,
+            "path" => LimitBy::Path,
+            "header" => match rl
+                .header_name
+                .as_deref()
+                .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            {
+                Some(h) => LimitBy::Header(h),
+                None => {
+                    self.err(r, rl.pos, "limitBy header needs a valid headerName");
+                    return None;
+                }
+            },
+            other => {
+                let at = rl.limit_by.as_ref().map_or(rl.pos, |b| b.pos);
+                self.err(
+                    r,
+                    at,
+                    format!("limitBy {other}: expected ip, header, path, service, consumer or credential"),
+                );
+                return None;
+            }
+        };
+        let status = rl.error_code.unwrap_or(429);
+        if !(400..=599).contains(&status) {
+            self.err(r, rl.pos, "rateLimit errorCode must be between 400 and 599");
+            return None;
+        }
+        let spec = RateLimitSpec {
+            limits,
+            by,
+            hide_headers: rl.hide_client_headers == Some(true),
+            status,
+            message: rl
+                .error_message
+                .clone()
+                .unwrap_or_else(|| "API rate limit exceeded".to_owned()),
+        };
+        let scope = rl
+            .scope
+            .clone()
+            .unwrap_or_else(|| format!("{}/{label}", r.name()));
+        let key = (scope, spec);
+        Some(match self.limiters.iter().position(|l| *l == key) {
+            Some(i) => i,
+            None => {
+                self.limiters.push(key);
+                self.limiters.len() - 1
+            }
+        })
     }
 
     /// weir's `sessionAffinity` (Flagger's fields): the cohort cookie.
@@ -364,6 +458,7 @@ impl<'a> Checker<'a> {
             mirrors: Vec::new(),
             affinity: None,
             max_request_bytes: None,
+            rate_limit: None,
         }
     }
 
