@@ -32,6 +32,7 @@ use crate::backend::{Cluster, Picked, Protocol};
 use crate::edge::ServerPolicy;
 use crate::edge::overload::Overload;
 use crate::error::{ProxyError, X_WEIR_OVERLOADED, local_response};
+use crate::policy::cors::{CorsAction, PREFLIGHT_STATUS};
 use crate::policy::fallback::{Tee, X_WEIR_FALLBACK};
 use crate::policy::fault::{Abort, FaultSwitch, PER_MILLION};
 use crate::policy::headers::strip_hop_by_hop;
@@ -311,6 +312,20 @@ fn route<'s>(
     let Some(Matched { rule, block }) = table.find(&view) else {
         return Routed::Local(fail(None, req.method(), ProxyError::NoRoute));
     };
+    // CORS: a preflight is answered here; an allowed origin's response gets its headers.
+    let mut extra: Option<Box<http::HeaderMap>> = None;
+    if let Some(cors) = &rule.cors {
+        match cors.check(req.method(), req.headers()) {
+            CorsAction::Pass => {}
+            CorsAction::Answer(headers) => {
+                let mut resp = local_response(PREFLIGHT_STATUS, Bytes::new());
+                resp.headers_mut().extend(headers);
+                let stats = Some(rule.local_stats);
+                return Routed::Local(local(snap, stats, req.method(), start, resp));
+            }
+            CorsAction::Decorate(headers) => extra = Some(Box::new(headers)),
+        }
+    }
     // Break: weir answers itself (with the rule's response edits); Continue: forward.
     let decided = match &rule.action {
         Action::Forward(split) => ControlFlow::Continue(split),
@@ -330,6 +345,9 @@ fn route<'s>(
         ControlFlow::Continue(split) => split,
         ControlFlow::Break(mut resp) => {
             rule.headers.response.apply(resp.headers_mut());
+            if let Some(extra) = extra {
+                resp.headers_mut().extend(*extra);
+            }
             let stats = Some(rule.local_stats);
             return Routed::Local(local(snap, stats, req.method(), start, resp));
         }
@@ -343,28 +361,29 @@ fn route<'s>(
         return Routed::Local(fail(Some(rule.local_stats), req.method(), e));
     }
     // Rate limits: counted before anything else is spent on the request.
-    let limited = match rule.rate_limit {
-        Some(i) => {
-            let limiter = &snap.limiters[i];
-            let verdict = limiter.check(&limit_key(limiter.spec(), &req, view.path, conn));
-            if !verdict.allowed {
-                let spec = limiter.spec();
-                let body = serde_json::json!({ "message": spec.message }).to_string();
-                let status =
-                    StatusCode::from_u16(spec.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-                let mut resp = local_response(status, Bytes::from(body));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json; charset=utf-8"),
-                );
-                resp.headers_mut().extend(verdict.headers);
-                let stats = Some(rule.local_stats);
-                return Routed::Local(local(snap, stats, req.method(), start, resp));
+    if let Some(i) = rule.rate_limit {
+        let limiter = &snap.limiters[i];
+        let verdict = limiter.check(&limit_key(limiter.spec(), &req, view.path, conn));
+        if !verdict.allowed {
+            let spec = limiter.spec();
+            let body = serde_json::json!({ "message": spec.message }).to_string();
+            let status = StatusCode::from_u16(spec.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+            let mut resp = local_response(status, Bytes::from(body));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            resp.headers_mut().extend(verdict.headers);
+            if let Some(extra) = extra {
+                resp.headers_mut().extend(*extra);
             }
-            (!verdict.headers.is_empty()).then(|| Box::new(verdict.headers))
+            let stats = Some(rule.local_stats);
+            return Routed::Local(local(snap, stats, req.method(), start, resp));
         }
-        None => None,
-    };
+        if !verdict.headers.is_empty() {
+            extra.get_or_insert_default().extend(verdict.headers);
+        }
+    }
     let path = rule
         .rewrite
         .as_ref()
@@ -441,7 +460,7 @@ fn route<'s>(
         reached: false,
         cache_key,
         ticket: None,
-        limited,
+        extra,
     })
 }
 
@@ -484,8 +503,8 @@ struct Forward<'s> {
     cache_key: Option<Box<str>>,
     /// The circuit breaker's admission, reported with the final outcome.
     ticket: Option<Ticket>,
-    /// Rate-limit headers for the response.
-    limited: Option<Box<http::HeaderMap>>,
+    /// Headers for the response (CORS, rate limits).
+    extra: Option<Box<http::HeaderMap>>,
 }
 
 /// A retry's place in the budget and under `maxRetries`, given back when its try ends.
@@ -955,8 +974,8 @@ impl<'s> Forward<'s> {
         }
         self.rule.headers.response.apply(resp.headers_mut());
         self.dest.headers.response.apply(resp.headers_mut());
-        if let Some(limited) = self.limited.take() {
-            resp.headers_mut().extend(*limited);
+        if let Some(extra) = self.extra.take() {
+            resp.headers_mut().extend(*extra);
         }
         self.snap.stats[self.dest.stats].count(&self.method, resp.status().as_u16());
         let recorder = Recorder {

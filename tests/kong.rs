@@ -757,3 +757,113 @@ services:
         assert!(!h.contains_key("x-ratelimit-limit-year"));
     }
 }
+
+#[tokio::test]
+async fn cors_answers_preflights_and_decorates_allowed_origins() {
+    let t1 = Backend::start("t1").await;
+    // Kong's plugin, and Istio's corsPolicy on another host.
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  url: http://127.0.0.1:{port}
+  routes:
+  - name: api
+    hosts: [kong.example]
+    paths: [/api]
+    plugins:
+    - name: cors
+      config: {{origins: ["https://app.example.com"], methods: [GET, POST], headers: [x-token], exposed_headers: [x-trace], credentials: true, max_age: 600}}
+---
+{se}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web}}
+spec:
+  hosts: [web]
+  http:
+  - corsPolicy:
+      allowOrigins: [{{regex: "https://.*\\.example\\.org"}}]
+      allowMethods: [GET]
+      unmatchedPreflights: IGNORE
+    route: [{{destination: {{host: web}}}}]
+"#,
+        port = t1.addr.port(),
+        se = service_entry("web", &[("v1", &t1)]),
+    );
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    let preflight = |origin: &'static str| {
+        vec![
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+        ]
+    };
+    // A preflight from an allowed origin: answered, not forwarded.
+    let (status, h, _) = request(
+        &c,
+        weir.mesh(),
+        "OPTIONS",
+        "kong.example",
+        "/api/x",
+        &preflight("https://app.example.com"),
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-allow-methods"], "GET,POST");
+    assert_eq!(h["access-control-allow-headers"], "x-token");
+    assert_eq!(h["access-control-max-age"], "600");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(t1.hits(), 0);
+    // An actual request: forwarded, decorated.
+    let (status, h, _) = send(
+        &c,
+        weir.mesh(),
+        "kong.example",
+        "/api/x",
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-expose-headers"], "x-trace");
+    // Another origin: no CORS headers.
+    let (_, h, _) = send(
+        &c,
+        weir.mesh(),
+        "kong.example",
+        "/api/x",
+        &[("origin", "https://evil.example")],
+    )
+    .await;
+    assert!(!h.contains_key("access-control-allow-origin"));
+    // Istio: regex origins; an unmatched preflight is answered without CORS headers (IGNORE).
+    let hits = t1.hits();
+    let (status, h, _) = request(
+        &c,
+        weir.mesh(),
+        "OPTIONS",
+        "web",
+        "/",
+        &preflight("https://shop.example.org"),
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["access-control-allow-origin"], "https://shop.example.org");
+    let (status, h, _) = request(
+        &c,
+        weir.mesh(),
+        "OPTIONS",
+        "web",
+        "/",
+        &preflight("https://other.com"),
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!h.contains_key("access-control-allow-origin"));
+    assert_eq!(t1.hits(), hits);
+}

@@ -28,8 +28,8 @@ use super::decode::{ConfigError, Dur, Spanned};
 use super::generate::GENERATED_BY;
 use super::istio::{
     CircuitBreakerSettings, ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings,
-    ConsistentHashLb, Destination, DestinationRule, HeaderOperations, Headers, HttpBody,
-    HttpCookie, HttpDirectResponse, HttpMatchRequest, HttpRetry, HttpRewrite, HttpRoute,
+    ConsistentHashLb, CorsPolicy, Destination, DestinationRule, HeaderOperations, Headers,
+    HttpBody, HttpCookie, HttpDirectResponse, HttpMatchRequest, HttpRetry, HttpRewrite, HttpRoute,
     HttpRouteDestination, LoadBalancerSettings, PortSelector, RateLimitSettings, RegexRewrite,
     Resolution, RingHash, ServiceEntry, ServicePort, SimpleLb, StringMatch, TcpSettings,
     TrafficPolicy, VirtualService, WorkloadEntry,
@@ -61,6 +61,7 @@ const RUN_PLUGINS: &[&str] = &[
     "circuit-breaker",
     "request-termination",
     "rate-limiting",
+    "cors",
 ];
 
 /// Kong's defaults.
@@ -642,6 +643,93 @@ fn rate_limit(
     Some(settings)
 }
 
+/// Kong's `cors` as Istio's `corsPolicy`.
+fn cors((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<CorsPolicy> {
+    const KEYS: [&str; 8] = [
+        "origins",
+        "methods",
+        "headers",
+        "exposed_headers",
+        "credentials",
+        "max_age",
+        "preflight_continue",
+        "private_network",
+    ];
+    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
+    let empty = serde_json::Map::new();
+    let config = p
+        .config
+        .as_ref()
+        .and_then(|c| c.value.0.as_object())
+        .unwrap_or(&empty);
+    for key in config.keys().filter(|k| !KEYS.contains(&k.as_str())) {
+        e.at(at, pos, format!("cors: unknown field `{key}`"));
+    }
+    let list = |key: &str| -> Vec<String> {
+        config
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let flag = |key: &str| config.get(key).and_then(|v| v.as_bool()) == Some(true);
+    if flag("preflight_continue") || flag("private_network") {
+        e.at(
+            at,
+            pos,
+            "cors: preflight_continue and private_network are not supported yet",
+        );
+        return None;
+    }
+    let mut origins = list("origins");
+    if origins.is_empty() {
+        origins.push("*".to_owned());
+    }
+    let allow_origins = origins
+        .iter()
+        .map(|o| {
+            if o == "*" {
+                StringMatch::Regex(Spanned {
+                    pos,
+                    value: ".*".to_owned(),
+                })
+            } else if o.chars().any(|c| "^$*+?()[]{}|\\".contains(c)) {
+                StringMatch::Regex(Spanned {
+                    pos,
+                    value: o.clone(),
+                })
+            } else {
+                StringMatch::Exact(o.clone())
+            }
+        })
+        .collect();
+    let mut methods = list("methods");
+    if methods.is_empty() {
+        methods = [
+            "GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+    }
+    Some(CorsPolicy {
+        pos: p.pos,
+        allow_origins,
+        allow_methods: methods,
+        allow_headers: list("headers"),
+        expose_headers: list("exposed_headers"),
+        max_age: config
+            .get("max_age")
+            .and_then(|v| v.as_f64())
+            .map(|s| Dur(Duration::from_secs_f64(s.max(0.0)))),
+        allow_credentials: Some(flag("credentials")),
+        ..CorsPolicy::default()
+    })
+}
+
 /// Kong's `request-termination`: a fixed answer instead of the upstream's.
 struct Termination {
     status: u32,
@@ -1203,6 +1291,7 @@ fn virtual_services(
                 };
                 rate_limit(p, scope, e)
             }),
+            cors: plugin_for(kong, service, r, "cors").and_then(|p| cors(p, e)),
         };
         rank_route(r, order, t, service, &plugins, &mut ranked, e);
     }
@@ -1268,6 +1357,8 @@ struct RoutePlugins {
     terminate: Option<Termination>,
     /// `rate-limiting`.
     rate_limit: Option<RateLimitSettings>,
+    /// `cors`.
+    cors: Option<CorsPolicy>,
 }
 
 fn rank_route(
@@ -1447,6 +1538,7 @@ fn rank_route(
             retries: Some(retries(service)),
             timeout: plugins.timeout.map(Dur),
             rate_limit: plugins.rate_limit.clone(),
+            cors_policy: plugins.cors.clone(),
             ..HttpRoute::default()
         };
         let regex_priority = if regex {

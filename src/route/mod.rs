@@ -77,6 +77,8 @@ pub struct Rule {
     pub max_request_bytes: Option<u64>,
     /// Rate limits (an index into the snapshot's limiters).
     pub rate_limit: Option<usize>,
+    /// CORS.
+    pub cors: Option<Box<crate::policy::cors::Cors>>,
 }
 
 /// What a rule does with a request.

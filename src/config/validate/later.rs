@@ -1,19 +1,34 @@
-//! Flagger resources (Canary targets, metrics, webhooks, session affinity), and the fields a
-//! later feature acts on (CORS): checked now, so that a config written today keeps loading.
+//! Flagger resources (Canary targets, metrics, webhooks, session affinity), and CORS.
 
 use super::*;
+use crate::policy::cors::Cors;
 
 impl<'a> Checker<'a> {
-    /// Checks the fields that later features act on, so a config written today keeps loading.
-    pub(super) fn later_fields(&mut self, r: &Resource, route: &istio::HttpRoute) {
-        if let Some(cors) = &route.cors_policy {
-            for o in &cors.allow_origins {
-                self.string_match(r, o, false);
-            }
+    /// `corsPolicy`, compiled.
+    pub(super) fn cors(&mut self, r: &Resource, cors: &istio::CorsPolicy) -> Option<Box<Cors>> {
+        let mut origins = Vec::new();
+        for o in &cors.allow_origins {
+            origins.push(self.string_match(r, o, false)?);
         }
-        if route.cors_policy.is_some() {
-            self.warn(r, route.pos, "corsPolicy is validated but not applied yet");
-        }
+        origins.extend(cors.allow_origin.iter().map(|o| match o.as_str() {
+            "*" => StrMatcher::Present,
+            o => StrMatcher::Exact(o.into()),
+        }));
+        let list = |items: &[String]| {
+            (!items.is_empty())
+                .then(|| HeaderValue::from_str(&items.join(",")).ok())
+                .flatten()
+        };
+        Some(Box::new(Cors {
+            origins,
+            methods: list(&cors.allow_methods),
+            headers: list(&cors.allow_headers),
+            expose: list(&cors.expose_headers),
+            max_age: cors.max_age.map(|d| d.0.as_secs()),
+            credentials: cors.allow_credentials == Some(true),
+            forward_unmatched: cors.unmatched_preflights
+                != Some(istio::UnmatchedPreflights::Ignore),
+        }))
     }
 
     // === Canary ===

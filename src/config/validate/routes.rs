@@ -184,7 +184,7 @@ impl<'a> Checker<'a> {
             let Some(action) = self.action(r, route, &label) else {
                 continue;
             };
-            self.later_fields(r, route);
+
             if skip {
                 continue;
             }
@@ -233,6 +233,10 @@ impl<'a> Checker<'a> {
                 }
                 (None, _) => None,
             };
+            let cors = match &route.cors_policy {
+                Some(c) => self.cors(r, c),
+                None => None,
+            };
             let rate_limit = match (&route.rate_limit, &action) {
                 (Some(rl), Action::Forward(_)) => self.rate_limit(r, rl, &label),
                 (Some(rl), _) => {
@@ -260,6 +264,7 @@ impl<'a> Checker<'a> {
                 affinity,
                 max_request_bytes: route.max_request_bytes,
                 rate_limit,
+                cors,
             });
         }
         rules
@@ -459,6 +464,7 @@ impl<'a> Checker<'a> {
             affinity: None,
             max_request_bytes: None,
             rate_limit: None,
+            cors: None,
         }
     }
 
