@@ -419,6 +419,12 @@ fn route<'s>(
         Protocol::Http2 => true,
         Protocol::Client => req.version() == Version::HTTP_2,
     };
+    let path_and_query = match rule.transform.as_deref() {
+        Some(t) if t.touches_target() => {
+            Some(t.apply_target(path_and_query.as_deref().unwrap_or(pq)))
+        }
+        _ => path_and_query,
+    };
     let (mut parts, mut body) = req.into_parts();
     if let Some(limit) = max_body
         && !body.is_end_stream()
@@ -429,6 +435,9 @@ fn route<'s>(
     forwarded_headers(&mut parts.headers, conn);
     rule.headers.request.apply(&mut parts.headers);
     dest.headers.request.apply(&mut parts.headers);
+    if let Some(t) = &rule.transform {
+        t.apply_head(&mut parts.method, &mut parts.headers);
+    }
     let method = parts.method.clone();
     if !target_uri(&mut parts, rule, path_and_query, h2) {
         return Routed::Local(fail(Some(dest.stats), &method, ProxyError::MissingHost));

@@ -867,3 +867,48 @@ spec:
     assert!(!h.contains_key("access-control-allow-origin"));
     assert_eq!(t1.hits(), hits);
 }
+
+#[tokio::test]
+async fn request_transformer_changes_method_headers_query_and_path() {
+    let t1 = Backend::start("t1").await;
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  url: http://127.0.0.1:{port}
+  routes:
+  - name: t
+    paths: [/t]
+    plugins:
+    - name: request-transformer
+      config:
+        http_method: POST
+        remove: {{headers: [x-secret], querystring: [debug]}}
+        rename: {{headers: ["x-old:x-new"]}}
+        replace: {{uri: /replaced, querystring: ["v:2"]}}
+        add: {{headers: ["x-added:yes", "x-old-kept:no"], querystring: ["extra:1"]}}
+        append: {{headers: ["x-multi:b"]}}
+"#,
+        port = t1.addr.port()
+    );
+    let weir = Weir::start(&yaml).await;
+    let (status, _, body) = send(
+        &client(),
+        weir.mesh(),
+        "x",
+        "/t/anything?debug=1&v=1",
+        &[("x-secret", "s"), ("x-old", "o"), ("x-multi", "a")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["uri"], "/replaced?v=2&extra=1");
+    let h = &v["headers"];
+    assert!(h.get("x-secret").is_none());
+    assert!(h.get("x-old").is_none());
+    assert_eq!(h["x-new"], "o");
+    assert_eq!(h["x-added"], "yes");
+    // Appended after the client's (the backend's echo keeps the last value of a name).
+    assert_eq!(h["x-multi"], "b");
+}

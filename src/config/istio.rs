@@ -74,6 +74,8 @@ decode_struct! {
         max_request_bytes: Option<u64> = "maxRequestBytes",
         /// weir: rate limits (Kong's `rate-limiting`, local policy).
         rate_limit: Option<RateLimitSettings> = "rateLimit",
+        /// weir: request changes (Kong's `request-transformer` config, same object).
+        request_transformer: Option<super::kong::RequestTransformerConfig> = "requestTransformer",
     }
 }
 

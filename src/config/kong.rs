@@ -493,3 +493,38 @@ impl KongPluginSpec {
         }
     }
 }
+
+decode_struct! {
+    /// Kong's `request-transformer` config (also weir's HTTPRoute extension
+    /// `requestTransformer`, the same object).
+    pub struct RequestTransformerConfig ("request-transformer config") {
+        /// The method to send.
+        http_method: Option<Spanned<String>> = "http_method",
+        /// Names to remove.
+        remove: Option<TransformOps> = "remove",
+        /// `old:new` names.
+        rename: Option<TransformOps> = "rename",
+        /// `name:value` pairs replacing present ones (and `uri`).
+        replace: Option<TransformOps> = "replace",
+        /// `name:value` pairs added where absent.
+        add: Option<TransformOps> = "add",
+        /// `name:value` pairs appended.
+        append: Option<TransformOps> = "append",
+    }
+}
+
+decode_struct! {
+    /// One `request-transformer` operation.
+    pub struct TransformOps ("request-transformer operation") {
+        /// Headers.
+        headers: Vec<Spanned<String>> = "headers",
+        /// Query parameters.
+        querystring: Vec<Spanned<String>> = "querystring",
+        /// Body parameters (not supported yet).
+        body: Vec<Spanned<String>> = "body",
+        /// JSON types of body parameters (not supported yet).
+        json_types: Vec<String> = "json_types",
+        /// The path to send (`replace` only).
+        uri: Option<Spanned<String>> = "uri",
+    }
+}

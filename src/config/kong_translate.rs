@@ -34,7 +34,9 @@ use super::istio::{
     Resolution, RingHash, ServiceEntry, ServicePort, SimpleLb, StringMatch, TcpSettings,
     TrafficPolicy, VirtualService, WorkloadEntry,
 };
-use super::kong::{KongPlugin, KongRoute, KongService, KongUpstream};
+use super::kong::{
+    KongPlugin, KongRoute, KongService, KongUpstream, RequestTransformerConfig, TransformOps,
+};
 use super::yaml::Pos;
 use super::{Metadata, Resource, ResourceSet, Spec};
 
@@ -62,6 +64,7 @@ const RUN_PLUGINS: &[&str] = &[
     "request-termination",
     "rate-limiting",
     "cors",
+    "request-transformer",
 ];
 
 /// Kong's defaults.
@@ -641,6 +644,77 @@ fn rate_limit(
         scope: Some(scope),
     };
     Some(settings)
+}
+
+/// Kong's `request-transformer` config, read from the plugin's JSON.
+fn transformer((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<RequestTransformerConfig> {
+    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
+    let empty = serde_json::Map::new();
+    let config = p
+        .config
+        .as_ref()
+        .and_then(|c| c.value.0.as_object())
+        .unwrap_or(&empty);
+    let spanned = |v: &str| Spanned {
+        pos,
+        value: v.to_owned(),
+    };
+    let mut out = RequestTransformerConfig {
+        pos: p.pos,
+        http_method: config
+            .get("http_method")
+            .and_then(|v| v.as_str())
+            .map(spanned),
+        ..RequestTransformerConfig::default()
+    };
+    for (key, value) in config {
+        let slot = match key.as_str() {
+            "http_method" => continue,
+            "remove" => &mut out.remove,
+            "rename" => &mut out.rename,
+            "replace" => &mut out.replace,
+            "add" => &mut out.add,
+            "append" => &mut out.append,
+            other => {
+                e.at(
+                    at,
+                    pos,
+                    format!("request-transformer: unknown field `{other}`"),
+                );
+                continue;
+            }
+        };
+        let Some(ops) = value.as_object() else {
+            continue;
+        };
+        let list = |k: &str| -> Vec<Spanned<String>> {
+            ops.get(k)
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_str()).map(spanned).collect())
+                .unwrap_or_default()
+        };
+        for k in ops.keys() {
+            if !matches!(
+                k.as_str(),
+                "headers" | "querystring" | "body" | "json_types" | "uri"
+            ) {
+                e.at(
+                    at,
+                    pos,
+                    format!("request-transformer: unknown field `{key}.{k}`"),
+                );
+            }
+        }
+        *slot = Some(TransformOps {
+            pos,
+            headers: list("headers"),
+            querystring: list("querystring"),
+            body: list("body"),
+            json_types: list("json_types").into_iter().map(|s| s.value).collect(),
+            uri: ops.get("uri").and_then(|v| v.as_str()).map(spanned),
+        });
+    }
+    Some(out)
 }
 
 /// Kong's `cors` as Istio's `corsPolicy`.
@@ -1292,6 +1366,8 @@ fn virtual_services(
                 rate_limit(p, scope, e)
             }),
             cors: plugin_for(kong, service, r, "cors").and_then(|p| cors(p, e)),
+            transform: plugin_for(kong, service, r, "request-transformer")
+                .and_then(|p| transformer(p, e)),
         };
         rank_route(r, order, t, service, &plugins, &mut ranked, e);
     }
@@ -1359,6 +1435,8 @@ struct RoutePlugins {
     rate_limit: Option<RateLimitSettings>,
     /// `cors`.
     cors: Option<CorsPolicy>,
+    /// `request-transformer`.
+    transform: Option<RequestTransformerConfig>,
 }
 
 fn rank_route(
@@ -1539,6 +1617,7 @@ fn rank_route(
             timeout: plugins.timeout.map(Dur),
             rate_limit: plugins.rate_limit.clone(),
             cors_policy: plugins.cors.clone(),
+            request_transformer: plugins.transform.clone(),
             ..HttpRoute::default()
         };
         let regex_priority = if regex {

@@ -13,3 +13,4 @@ pub mod ratelimit;
 pub mod retry;
 pub mod rewrite;
 pub mod split;
+pub mod transform;

@@ -79,6 +79,8 @@ pub struct Rule {
     pub rate_limit: Option<usize>,
     /// CORS.
     pub cors: Option<Box<crate::policy::cors::Cors>>,
+    /// Request changes (`requestTransformer`).
+    pub transform: Option<Box<crate::policy::transform::RequestTransform>>,
 }
 
 /// What a rule does with a request.

@@ -233,6 +233,18 @@ impl<'a> Checker<'a> {
                 }
                 (None, _) => None,
             };
+            let transform = match (&route.request_transformer, &action) {
+                (Some(t), Action::Forward(_)) => self.transform(r, t),
+                (Some(t), _) => {
+                    self.warn(
+                        r,
+                        t.pos,
+                        "requestTransformer applies to forwarded requests only; ignored here",
+                    );
+                    None
+                }
+                (None, _) => None,
+            };
             let cors = match &route.cors_policy {
                 Some(c) => self.cors(r, c),
                 None => None,
@@ -265,9 +277,114 @@ impl<'a> Checker<'a> {
                 max_request_bytes: route.max_request_bytes,
                 rate_limit,
                 cors,
+                transform,
             });
         }
         rules
+    }
+
+    /// `requestTransformer` (Kong's `request-transformer` config), compiled.
+    fn transform(
+        &mut self,
+        r: &Resource,
+        t: &crate::config::kong::RequestTransformerConfig,
+    ) -> Option<Box<crate::policy::transform::RequestTransform>> {
+        use crate::config::kong::TransformOps;
+        use crate::policy::transform::{Ops, RequestTransform};
+        let before = self.errors.len();
+        let mut out = RequestTransform::default();
+        if let Some(m) = &t.http_method {
+            match http::Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()) {
+                Ok(method) => out.method = Some(method),
+                Err(_) => self.err(r, m.pos, format!("`{}` is not an HTTP method", m.value)),
+            }
+        }
+        let pair = |s: &crate::config::decode::Spanned<String>| -> Option<(String, String)> {
+            s.value
+                .split_once(':')
+                .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+        };
+        let mut header_ops = Ops::default();
+        let mut query_ops = Ops::default();
+        for (kind, ops) in [
+            ("remove", &t.remove),
+            ("rename", &t.rename),
+            ("replace", &t.replace),
+            ("add", &t.add),
+            ("append", &t.append),
+        ] {
+            let Some(ops): Option<&TransformOps> = ops.as_ref() else {
+                continue;
+            };
+            if !ops.body.is_empty() || !ops.json_types.is_empty() {
+                self.err(
+                    r,
+                    ops.pos,
+                    format!("{kind}.body is not supported yet (weir streams bodies)"),
+                );
+            }
+            if let Some(uri) = &ops.uri {
+                if kind != "replace" {
+                    self.err(r, uri.pos, "uri can only be replaced");
+                } else if !uri.value.starts_with('/') || uri.value.contains("$(") {
+                    self.err(r, uri.pos, "replace.uri must be a path starting with / (templates are not supported yet)");
+                } else {
+                    out.uri = Some(uri.value.clone());
+                }
+            }
+            for h in &ops.headers {
+                let name =
+                    |n: &str| -> Option<HeaderName> { HeaderName::from_bytes(n.as_bytes()).ok() };
+                let bad = |c: &mut Self, what: &str| {
+                    c.err(
+                        r,
+                        h.pos,
+                        format!("{kind}.headers: `{}` is not {what}", h.value),
+                    )
+                };
+                match kind {
+                    "remove" => match name(h.value.trim()) {
+                        Some(n) => header_ops.remove.push(n),
+                        None => bad(self, "a header name"),
+                    },
+                    "rename" => match pair(h).and_then(|(a, b)| Some((name(&a)?, name(&b)?))) {
+                        Some(p) => header_ops.rename.push(p),
+                        None => bad(self, "old:new"),
+                    },
+                    _ => match pair(h)
+                        .and_then(|(a, b)| Some((name(&a)?, HeaderValue::from_str(&b).ok()?)))
+                    {
+                        Some(p) => match kind {
+                            "replace" => header_ops.replace.push(p),
+                            "add" => header_ops.add.push(p),
+                            _ => header_ops.append.push(p),
+                        },
+                        None => bad(self, "name:value"),
+                    },
+                }
+            }
+            for q in &ops.querystring {
+                match kind {
+                    "remove" => query_ops.remove.push(q.value.trim().to_owned()),
+                    _ => match pair(q) {
+                        Some(p) => match kind {
+                            "rename" => query_ops.rename.push(p),
+                            "replace" => query_ops.replace.push(p),
+                            "add" => query_ops.add.push(p),
+                            _ => query_ops.append.push(p),
+                        },
+                        None => self.err(
+                            r,
+                            q.pos,
+                            format!("{kind}.querystring: `{}` is not name:value", q.value),
+                        ),
+                    },
+                }
+            }
+        }
+        out.headers = header_ops;
+        out.query = query_ops;
+        (self.errors.len() == before).then(|| Box::new(out))
     }
 
     /// weir's `rateLimit`: checked, and registered under its scope.
@@ -465,6 +582,7 @@ impl<'a> Checker<'a> {
             max_request_bytes: None,
             rate_limit: None,
             cors: None,
+            transform: None,
         }
     }
 
