@@ -32,6 +32,7 @@ use crate::backend::{Cluster, Picked, Protocol};
 use crate::edge::ServerPolicy;
 use crate::edge::overload::Overload;
 use crate::error::{ProxyError, X_WEIR_OVERLOADED, local_response};
+use crate::policy::cache::{X_CACHE_KEY, X_CACHE_STATUS};
 use crate::policy::cors::{CorsAction, PREFLIGHT_STATUS};
 use crate::policy::fallback::{Tee, X_WEIR_FALLBACK};
 use crate::policy::fault::{Abort, FaultSwitch, PER_MILLION};
@@ -384,6 +385,50 @@ fn route<'s>(
             extra.get_or_insert_default().extend(verdict.headers);
         }
     }
+    // Response cache: a fresh copy is answered from memory.
+    let mut response_key = None;
+    if let Some(rc) = &rule.response_cache {
+        let key = rc.key(
+            req.method(),
+            authority,
+            view.path,
+            view.query,
+            req.headers(),
+        );
+        let status = match &key {
+            Some(k) => match snap.caches[rc.store].get(k, Instant::now()) {
+                Some(hit) => {
+                    let age = hit.stored.elapsed().as_secs();
+                    let mut resp = local_response(hit.status, hit.body);
+                    *resp.headers_mut() = hit.headers;
+                    if rc.show_headers {
+                        resp.headers_mut()
+                            .insert(X_CACHE_STATUS, HeaderValue::from_static("Hit"));
+                        if let Ok(v) = HeaderValue::from_str(k) {
+                            resp.headers_mut().insert(X_CACHE_KEY, v);
+                        }
+                        resp.headers_mut()
+                            .insert(header::AGE, HeaderValue::from(age));
+                    }
+                    if let Some(extra) = extra {
+                        resp.headers_mut().extend(*extra);
+                    }
+                    let stats = Some(rule.local_stats);
+                    return Routed::Local(local(snap, stats, req.method(), start, resp));
+                }
+                None => "Miss",
+            },
+            None => "Bypass",
+        };
+        if rc.show_headers {
+            let headers = extra.get_or_insert_default();
+            headers.insert(X_CACHE_STATUS, HeaderValue::from_static(status));
+            if let Some(v) = key.as_deref().and_then(|k| HeaderValue::from_str(k).ok()) {
+                headers.insert(X_CACHE_KEY, v);
+            }
+        }
+        response_key = key.map(String::into_boxed_str);
+    }
     let path = rule
         .rewrite
         .as_ref()
@@ -411,6 +456,7 @@ fn route<'s>(
     // None: the try answers "no healthy upstream" (or the rule's fallback does).
     let picked = cluster.pick(0, hash);
     let cache_key = match rule.fallback.as_ref().and_then(|f| f.cache) {
+        _ if rule.response_cache.is_some() => response_key,
         Some(_) if req.method() == Method::GET => Some(format!("{authority}{pq}").into_boxed_str()),
         _ => None,
     };
@@ -993,16 +1039,22 @@ impl<'s> Forward<'s> {
             start: self.start,
             _admission: self.admission.take(),
         };
-        let tee = match (&self.rule.fallback, self.cache_key.take()) {
-            (Some(fb), Some(key)) if resp.status().is_success() => fb.cache.map(|i| {
-                let cache = self.snap.caches[i].clone();
-                Box::new(Tee::new(
-                    cache,
-                    key.into(),
-                    resp.status(),
-                    resp.headers().clone(),
-                ))
-            }),
+        // Kept: a response the rule's response cache takes, else a good one for the stale
+        // cache of its fallback.
+        let store = match (&self.rule.response_cache, &self.rule.fallback) {
+            (Some(rc), _) => rc
+                .cacheable(resp.status(), resp.headers())
+                .then_some(rc.store),
+            (None, Some(fb)) if resp.status().is_success() => fb.cache,
+            _ => None,
+        };
+        let tee = match (store, self.cache_key.take()) {
+            (Some(i), Some(key)) => Some(Box::new(Tee::new(
+                self.snap.caches[i].clone(),
+                key.into(),
+                resp.status(),
+                resp.headers().clone(),
+            ))),
             _ => None,
         };
         resp.map(|inner| ResponseBody::upstream(inner, recorder, self.deadline, tee))

@@ -912,3 +912,65 @@ services:
     // Appended after the client's (the backend's echo keeps the last value of a name).
     assert_eq!(h["x-multi"], "b");
 }
+
+#[tokio::test]
+async fn proxy_cache_answers_from_memory_until_the_ttl() {
+    let t1 = Backend::start("t1").await;
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  url: http://127.0.0.1:{port}
+  routes:
+  - name: cached
+    paths: [/c]
+    plugins:
+    - name: proxy-cache
+      config: {{strategy: memory, cache_ttl: 300, vary_query_params: [page], vary_headers: [x-lang]}}
+"#,
+        port = t1.addr.port()
+    );
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    let get = |path: &'static str, lang: &'static str| {
+        let c = c.clone();
+        let mesh = weir.mesh();
+        async move { send(&c, mesh, "x", path, &[("x-lang", lang)]).await }
+    };
+    let (status, h, first) = get("/c/item?page=1&utm=a", "en").await;
+    assert_eq!(status, 200);
+    assert_eq!(h["x-cache-status"], "Miss");
+    // Same key (utm is not part of it): from memory, the upstream not asked.
+    let (_, h, again) = get("/c/item?utm=b&page=1", "en").await;
+    assert_eq!(h["x-cache-status"], "Hit");
+    assert!(h.contains_key("age"));
+    assert_eq!(again, first);
+    assert_eq!(t1.hits(), 1);
+    // Another page or language: another key.
+    assert_eq!(
+        get("/c/item?page=2", "en").await.1["x-cache-status"],
+        "Miss"
+    );
+    assert_eq!(
+        get("/c/item?page=1", "fr").await.1["x-cache-status"],
+        "Miss"
+    );
+    assert_eq!(t1.hits(), 3);
+    // Not cacheable: a POST bypasses; a 500 is not kept.
+    let (_, h, _) = request(
+        &c,
+        weir.mesh(),
+        "POST",
+        "x",
+        "/c/item",
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(h["x-cache-status"], "Bypass");
+    for _ in 0..2 {
+        let (status, h, _) = get("/c/status/500", "en").await;
+        assert_eq!(status, 500);
+        assert_eq!(h["x-cache-status"], "Miss");
+    }
+}

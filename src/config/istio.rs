@@ -76,6 +76,8 @@ decode_struct! {
         rate_limit: Option<RateLimitSettings> = "rateLimit",
         /// weir: request changes (Kong's `request-transformer` config, same object).
         request_transformer: Option<super::kong::RequestTransformerConfig> = "requestTransformer",
+        /// weir: response caching (Kong's `proxy-cache` config, same object).
+        response_cache: Option<super::kong::ProxyCacheConfig> = "responseCache",
     }
 }
 

@@ -528,3 +528,60 @@ decode_struct! {
         uri: Option<Spanned<String>> = "uri",
     }
 }
+
+decode_struct! {
+    /// Kong's `proxy-cache` config (also weir's HTTPRoute extension `responseCache`).
+    pub struct ProxyCacheConfig ("proxy-cache config") {
+        /// Cacheable statuses (default 200, 301, 404).
+        response_code: Option<Vec<u16>> = "response_code",
+        /// Cacheable methods (default GET, HEAD).
+        request_method: Option<Vec<String>> = "request_method",
+        /// Cacheable content types (default text/plain, application/json).
+        content_type: Option<Vec<String>> = "content_type",
+        /// Seconds a response is served from the cache (default 300).
+        cache_ttl: Option<u64> = "cache_ttl",
+        /// `memory` (the only one).
+        strategy: Option<Spanned<String>> = "strategy",
+        /// Follow Cache-Control (not supported yet).
+        cache_control: Option<bool> = "cache_control",
+        /// Compare paths without case.
+        ignore_uri_case: Option<bool> = "ignore_uri_case",
+        /// Seconds kept in store (parsed only: the stale-cache fallback keeps its own).
+        storage_ttl: Option<u64> = "storage_ttl",
+        /// Query parameters in the key (default: all).
+        vary_query_params: Option<Vec<String>> = "vary_query_params",
+        /// Headers in the key.
+        vary_headers: Vec<String> = "vary_headers",
+        /// Which cache headers to send.
+        response_headers: Option<BTreeMap<String, bool>> = "response_headers",
+        /// Memory settings (parsed only).
+        memory: Option<Opaque> = "memory",
+    }
+}
+
+/// Decodes a plugin's `config` (kept as JSON) as `T`: JSON is YAML, so it is read again with
+/// the YAML decoder; problems are reported at the config's position, naming the field.
+pub fn decode_config<T: Decode + Default>(
+    config: Option<&Spanned<Opaque>>,
+    file: &std::sync::Arc<str>,
+    errors: &mut Vec<super::decode::ConfigError>,
+) -> Option<T> {
+    let Some(config) = config else {
+        return Some(T::default());
+    };
+    let text = config.value.0.to_string();
+    let (docs, _) = super::yaml::parse(&text);
+    let doc = docs.first()?;
+    let mut found = Vec::new();
+    let mut cx = Cx {
+        file: file.clone(),
+        errors: &mut found,
+    };
+    let value = T::decode(doc, &mut cx);
+    let had = found.is_empty();
+    errors.extend(found.into_iter().map(|mut e| {
+        e.pos = config.pos;
+        e
+    }));
+    value.filter(|_| had)
+}

@@ -35,7 +35,8 @@ use super::istio::{
     TrafficPolicy, VirtualService, WorkloadEntry,
 };
 use super::kong::{
-    KongPlugin, KongRoute, KongService, KongUpstream, RequestTransformerConfig, TransformOps,
+    KongPlugin, KongRoute, KongService, KongUpstream, ProxyCacheConfig, RequestTransformerConfig,
+    TransformOps, decode_config,
 };
 use super::yaml::Pos;
 use super::{Metadata, Resource, ResourceSet, Spec};
@@ -65,6 +66,7 @@ const RUN_PLUGINS: &[&str] = &[
     "rate-limiting",
     "cors",
     "request-transformer",
+    "proxy-cache",
 ];
 
 /// Kong's defaults.
@@ -1368,6 +1370,9 @@ fn virtual_services(
             cors: plugin_for(kong, service, r, "cors").and_then(|p| cors(p, e)),
             transform: plugin_for(kong, service, r, "request-transformer")
                 .and_then(|p| transformer(p, e)),
+            cache: plugin_for(kong, service, r, "proxy-cache").and_then(|(at, p)| {
+                decode_config::<ProxyCacheConfig>(p.config.as_ref(), &at.file, e.0)
+            }),
         };
         rank_route(r, order, t, service, &plugins, &mut ranked, e);
     }
@@ -1437,6 +1442,8 @@ struct RoutePlugins {
     cors: Option<CorsPolicy>,
     /// `request-transformer`.
     transform: Option<RequestTransformerConfig>,
+    /// `proxy-cache`.
+    cache: Option<ProxyCacheConfig>,
 }
 
 fn rank_route(
@@ -1618,6 +1625,7 @@ fn rank_route(
             rate_limit: plugins.rate_limit.clone(),
             cors_policy: plugins.cors.clone(),
             request_transformer: plugins.transform.clone(),
+            response_cache: plugins.cache.clone(),
             ..HttpRoute::default()
         };
         let regex_priority = if regex {

@@ -4,6 +4,7 @@
 //! The order they run in is written once, in [`crate::proxy::Proxy::respond`].
 
 pub mod affinity;
+pub mod cache;
 pub mod cors;
 pub mod fallback;
 pub mod fault;

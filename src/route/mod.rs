@@ -81,6 +81,8 @@ pub struct Rule {
     pub cors: Option<Box<crate::policy::cors::Cors>>,
     /// Request changes (`requestTransformer`).
     pub transform: Option<Box<crate::policy::transform::RequestTransform>>,
+    /// Response caching (`responseCache`).
+    pub response_cache: Option<Box<crate::policy::cache::ResponseCache>>,
 }
 
 /// What a rule does with a request.

@@ -235,6 +235,7 @@ async fn answer(
     Response::builder()
         .status(status)
         .header("x-backend", name)
+        .header("content-type", "application/json")
         .header("connection", "keep-alive")
         .header("x-hop", "drop-me")
         .body(Full::new(Bytes::from(body.to_string())))

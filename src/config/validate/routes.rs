@@ -245,6 +245,18 @@ impl<'a> Checker<'a> {
                 }
                 (None, _) => None,
             };
+            let response_cache = match (&route.response_cache, &action) {
+                (Some(c), Action::Forward(_)) => self.response_cache(r, c, &label),
+                (Some(c), _) => {
+                    self.warn(
+                        r,
+                        c.pos,
+                        "responseCache applies to forwarded requests only; ignored here",
+                    );
+                    None
+                }
+                (None, _) => None,
+            };
             let cors = match &route.cors_policy {
                 Some(c) => self.cors(r, c),
                 None => None,
@@ -278,9 +290,95 @@ impl<'a> Checker<'a> {
                 rate_limit,
                 cors,
                 transform,
+                response_cache,
             });
         }
         rules
+    }
+
+    /// `responseCache` (Kong's `proxy-cache` config), compiled, with its store registered.
+    fn response_cache(
+        &mut self,
+        r: &Resource,
+        c: &crate::config::kong::ProxyCacheConfig,
+        label: &str,
+    ) -> Option<Box<crate::policy::cache::ResponseCache>> {
+        use crate::policy::cache::ResponseCache;
+        use crate::policy::fallback::CacheSpec;
+        let before = self.errors.len();
+        if let Some(s) = &c.strategy
+            && s.value != "memory"
+        {
+            self.err(
+                r,
+                s.pos,
+                format!("strategy {}: weir caches in memory", s.value),
+            );
+        }
+        if c.cache_control == Some(true) {
+            self.err(r, c.pos, "cache_control is not supported yet");
+        }
+        let mut methods = Vec::new();
+        for m in c
+            .request_method
+            .clone()
+            .unwrap_or_else(|| vec!["GET".into(), "HEAD".into()])
+        {
+            match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => methods.push(m),
+                Err(_) => self.err(r, c.pos, format!("`{m}` is not an HTTP method")),
+            }
+        }
+        let mut vary_headers = Vec::new();
+        for h in &c.vary_headers {
+            match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(h) => vary_headers.push(h),
+                Err(_) => self.err(r, c.pos, format!("`{h}` is not a header name")),
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        let ttl = std::time::Duration::from_secs(c.cache_ttl.unwrap_or(300).max(1));
+        let show = |name: &str| {
+            c.response_headers
+                .as_ref()
+                .and_then(|h| h.get(name).copied())
+                .unwrap_or(true)
+        };
+        let spec = CacheSpec {
+            max_age: ttl,
+            max_entries: 10_000,
+            max_body: 1024 * 1024,
+        };
+        self.caches
+            .push((format!("{}/{label}/response-cache", r.name()), spec));
+        Some(Box::new(ResponseCache {
+            store: self.caches.len() - 1,
+            ttl,
+            statuses: c
+                .response_code
+                .clone()
+                .unwrap_or_else(|| vec![200, 301, 404]),
+            methods,
+            content_types: c
+                .content_type
+                .clone()
+                .unwrap_or_else(|| vec!["text/plain".into(), "application/json".into()])
+                .into_iter()
+                .map(|t| {
+                    t.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase()
+                })
+                .collect(),
+            vary_query: c.vary_query_params.clone().filter(|v| !v.is_empty()),
+            vary_headers,
+            ignore_uri_case: c.ignore_uri_case == Some(true),
+            show_headers: show("X-Cache-Status") && show("X-Cache-Key"),
+        }))
     }
 
     /// `requestTransformer` (Kong's `request-transformer` config), compiled.
@@ -583,6 +681,7 @@ impl<'a> Checker<'a> {
             rate_limit: None,
             cors: None,
             transform: None,
+            response_cache: None,
         }
     }
 
