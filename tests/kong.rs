@@ -974,3 +974,85 @@ services:
         assert_eq!(h["x-cache-status"], "Miss");
     }
 }
+
+#[tokio::test]
+async fn weir_import_kong_prints_istio_resources_that_load_again() {
+    let (t1, t2, t3) = (
+        Backend::start("t1").await,
+        Backend::start("t2").await,
+        Backend::start("t3").await,
+    );
+    let dir = scratch_dir();
+    let file = dir.join("kong.yaml");
+    std::fs::write(&file, declarative(&t1, &t2, &t3)).unwrap();
+    let out = weir_cli(["import", "kong", file.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let istio = String::from_utf8(out.stdout).unwrap();
+    for kind in [
+        "kind: ServiceEntry",
+        "kind: DestinationRule",
+        "kind: VirtualService",
+    ] {
+        assert!(istio.contains(kind), "{kind} missing in:\n{istio}");
+    }
+    assert!(istio.contains("weight: 50"), "{istio}");
+    // What it prints is a config weir runs the same way.
+    let weir = Weir::start(&istio).await;
+    let (a, b, _) = spread(&weir, "anything.example", "/mock/x", 300).await;
+    assert_eq!(a + b, 300);
+    assert!((170..=230).contains(&a), "{a}");
+}
+
+#[tokio::test]
+async fn kong_retries_transport_failures_only() {
+    let live = Backend::start("t1").await;
+    let dead = free_port();
+    let config = |retries: u32| {
+        format!(
+            r#"_format_version: "3.0"
+services:
+- name: svc
+  host: up
+  retries: {retries}
+  connect_timeout: 1000
+  routes:
+  - {{name: r, paths: [/]}}
+upstreams:
+- name: up
+  targets:
+  - target: 127.0.0.1:{dead}
+  - target: 127.0.0.1:{live}
+"#,
+            live = live.addr.port()
+        )
+    };
+    let weir = Weir::start(&config(5)).await;
+    let c = client();
+    // The dead target refuses connections: every request is retried onto the live one.
+    for _ in 0..20 {
+        assert_eq!(send(&c, weir.mesh(), "x", "/ok", &[]).await.0, 200);
+    }
+    // A response is never retried, whatever its status.
+    let hits = live.hits();
+    let mut fives = 0;
+    for _ in 0..10 {
+        if send(&c, weir.mesh(), "x", "/status/503", &[]).await.0 == 503 {
+            fives += 1;
+        }
+    }
+    assert_eq!(fives, 10);
+    assert_eq!(live.hits() - hits, 10);
+    // Without retries, the requests that meet the dead target fail.
+    assert!(weir.rewrite(&config(0)).await);
+    let mut failed = 0;
+    for _ in 0..20 {
+        if send(&c, weir.mesh(), "x", "/ok", &[]).await.0 != 200 {
+            failed += 1;
+        }
+    }
+    assert!(failed > 0);
+}
