@@ -338,134 +338,25 @@ impl Decode for ServiceRef {
     }
 }
 
-decode_struct! {
-    /// The seed's `KongService` spec: a service by its fields.
-    pub struct KongServiceSpec ("KongService spec") {
-        /// `http` (default) or `https`.
-        protocol: Option<Spanned<String>> = "protocol",
-        /// Host name, address, or the name of a KongUpstream.
-        host: Option<Spanned<String>> = "host",
-        /// Port.
-        port: Option<u16> = "port",
-        /// Path.
-        path: Option<Spanned<String>> = "path",
-        /// Shorthand for protocol, host, port and path.
-        url: Option<Spanned<String>> = "url",
-        /// Tries after a transport failure (default 5).
-        retries: Option<u32> = "retries",
-        /// Connect timeout, ms.
-        connect_timeout: Option<u64> = "connect_timeout",
-        /// Read timeout, ms.
-        read_timeout: Option<u64> = "read_timeout",
-        /// Write timeout, ms.
-        write_timeout: Option<u64> = "write_timeout",
-    }
+/// The seed's Kubernetes-style kinds carry an entity's fields in `spec` (a KongService's
+/// are a service's, and so on); the name comes from `metadata.name`.
+pub trait Named: Sized {
+    /// The entity named `name` (its own `name` field, if any, is replaced).
+    fn named(&self, name: Spanned<String>) -> Self;
 }
 
-decode_struct! {
-    /// The seed's `KongUpstream` spec: an upstream by its fields.
-    pub struct KongUpstreamSpec ("KongUpstream spec") {
-        /// Targets with weights.
-        targets: Vec<KongTarget> = "targets",
-        /// `round-robin`, `weighted-round-robin` (the seed's name for it), ...
-        algorithm: Option<Spanned<String>> = "algorithm",
-        /// What to hash.
-        hash_on: Option<Spanned<String>> = "hash_on",
-        /// Header for `hash_on: header`.
-        hash_on_header: Option<String> = "hash_on_header",
-        /// Cookie for `hash_on: cookie`.
-        hash_on_cookie: Option<String> = "hash_on_cookie",
-        /// Query argument for `hash_on: query_arg`.
-        hash_on_query_arg: Option<String> = "hash_on_query_arg",
-        /// Ring slots.
-        slots: Option<u32> = "slots",
-        /// Health checks.
-        healthchecks: Option<Healthchecks> = "healthchecks",
-    }
-}
-
-decode_struct! {
-    /// The seed's `KongRoute` spec: a route by its fields.
-    pub struct KongRouteSpec ("KongRoute spec") {
-        /// The KongService's name.
-        service: Option<ServiceRef> = "service",
-        /// Path prefixes; `~` starts a regex.
-        paths: Vec<Spanned<String>> = "paths",
-        /// Hosts.
-        hosts: Vec<Spanned<String>> = "hosts",
-        /// Methods.
-        methods: Vec<Spanned<String>> = "methods",
-        /// Header name to accepted values.
-        headers: BTreeMap<String, Vec<Spanned<String>>> = "headers",
-        /// Protocols.
-        protocols: Vec<Spanned<String>> = "protocols",
-        /// Strip the matched prefix (default true).
-        strip_path: Option<bool> = "strip_path",
-        /// Send the client's Host upstream (default false).
-        preserve_host: Option<bool> = "preserve_host",
-        /// Order among regex routes.
-        regex_priority: Option<i64> = "regex_priority",
-    }
-}
-
-impl KongUpstreamSpec {
-    /// The upstream this spec describes, named `name`.
-    pub fn upstream(&self, name: Spanned<String>) -> KongUpstream {
-        KongUpstream {
-            pos: self.pos,
-            name: Some(name),
-            algorithm: self.algorithm.clone(),
-            hash_on: self.hash_on.clone(),
-            hash_on_header: self.hash_on_header.clone(),
-            hash_on_cookie: self.hash_on_cookie.clone(),
-            hash_on_query_arg: self.hash_on_query_arg.clone(),
-            slots: self.slots,
-            healthchecks: self.healthchecks.clone(),
-            targets: self.targets.clone(),
-            ..KongUpstream::default()
+macro_rules! named {
+    ($($t:ty),*) => {$(
+        impl Named for $t {
+            fn named(&self, name: Spanned<String>) -> Self {
+                let mut out = self.clone();
+                out.name = Some(name);
+                out
+            }
         }
-    }
+    )*};
 }
-
-impl KongServiceSpec {
-    /// The service this spec describes, named `name`.
-    pub fn service(&self, name: Spanned<String>) -> KongService {
-        KongService {
-            pos: self.pos,
-            name: Some(name),
-            url: self.url.clone(),
-            protocol: self.protocol.clone(),
-            host: self.host.clone(),
-            port: self.port,
-            path: self.path.clone(),
-            retries: self.retries,
-            connect_timeout: self.connect_timeout,
-            read_timeout: self.read_timeout,
-            write_timeout: self.write_timeout,
-            ..KongService::default()
-        }
-    }
-}
-
-impl KongRouteSpec {
-    /// The route this spec describes, named `name`.
-    pub fn route(&self, name: Spanned<String>) -> KongRoute {
-        KongRoute {
-            pos: self.pos,
-            name: Some(name),
-            service: self.service.clone(),
-            paths: self.paths.clone(),
-            hosts: self.hosts.clone(),
-            methods: self.methods.clone(),
-            headers: self.headers.clone(),
-            protocols: self.protocols.clone(),
-            strip_path: self.strip_path,
-            preserve_host: self.preserve_host,
-            regex_priority: self.regex_priority,
-            ..KongRoute::default()
-        }
-    }
-}
+named!(KongService, KongUpstream, KongRoute);
 
 decode_struct! {
     /// A `KongPlugin` resource: its top-level `plugin` and `config`.

@@ -35,8 +35,8 @@ use super::istio::{
     TrafficPolicy, VirtualService, WorkloadEntry,
 };
 use super::kong::{
-    KongPlugin, KongRoute, KongService, KongUpstream, ProxyCacheConfig, RequestTransformerConfig,
-    TransformOps, decode_config,
+    KongPlugin, KongRoute, KongService, KongUpstream, Named, ProxyCacheConfig,
+    RequestTransformerConfig, TransformOps, decode_config,
 };
 use super::yaml::Pos;
 use super::{Metadata, Resource, ResourceSet, Spec};
@@ -249,7 +249,7 @@ fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
                     Some(spec) => kong.services.push(Service {
                         name: r.name().to_owned(),
                         at,
-                        spec: spec.service(name()),
+                        spec: spec.named(name()),
                         plugins,
                     }),
                     None => overlays.push((r.name().to_owned(), plugins)),
@@ -257,7 +257,7 @@ fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
             }
             Spec::KongUpstream(spec) => kong.upstreams.push(Upstream {
                 at,
-                spec: spec.upstream(name()),
+                spec: spec.named(name()),
             }),
             Spec::KongRoute(spec) => {
                 let Some(service) = &spec.service else {
@@ -266,7 +266,7 @@ fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
                 };
                 kong.routes.push(Route {
                     at,
-                    spec: spec.route(name()),
+                    spec: spec.named(name()),
                     service: service.0.value.clone(),
                     plugins: annotated(r, e),
                 });
@@ -560,6 +560,15 @@ fn plugin_for<'k>(
         .or_else(|| kong.plugins.iter().find(on))
 }
 
+/// A plugin's config as a JSON object (empty when absent), and where it is written.
+fn config_of(p: &KongPlugin) -> (Pos, &serde_json::Map<String, serde_json::Value>) {
+    static EMPTY: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
+        std::sync::LazyLock::new(serde_json::Map::new);
+    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
+    let config = p.config.as_ref().and_then(|c| c.value.0.as_object());
+    (pos, config.unwrap_or(&EMPTY))
+}
+
 /// Kong's `rate-limiting` (local policy) as weir's `rateLimit`, counting under `scope`.
 fn rate_limit(
     (at, p): &(At, KongPlugin),
@@ -588,13 +597,7 @@ fn rate_limit(
         "redis_timeout",
         "redis_database",
     ];
-    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
-    let empty = serde_json::Map::new();
-    let config = p
-        .config
-        .as_ref()
-        .and_then(|c| c.value.0.as_object())
-        .unwrap_or(&empty);
+    let (pos, config) = config_of(p);
     for key in config.keys().filter(|k| !KEYS.contains(&k.as_str())) {
         e.at(at, pos, format!("rate-limiting: unknown field `{key}`"));
     }
@@ -650,13 +653,7 @@ fn rate_limit(
 
 /// Kong's `request-transformer` config, read from the plugin's JSON.
 fn transformer((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<RequestTransformerConfig> {
-    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
-    let empty = serde_json::Map::new();
-    let config = p
-        .config
-        .as_ref()
-        .and_then(|c| c.value.0.as_object())
-        .unwrap_or(&empty);
+    let (pos, config) = config_of(p);
     let spanned = |v: &str| Spanned {
         pos,
         value: v.to_owned(),
@@ -731,13 +728,7 @@ fn cors((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<CorsPolicy> {
         "preflight_continue",
         "private_network",
     ];
-    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
-    let empty = serde_json::Map::new();
-    let config = p
-        .config
-        .as_ref()
-        .and_then(|c| c.value.0.as_object())
-        .unwrap_or(&empty);
+    let (pos, config) = config_of(p);
     for key in config.keys().filter(|k| !KEYS.contains(&k.as_str())) {
         e.at(at, pos, format!("cors: unknown field `{key}`"));
     }
@@ -852,13 +843,7 @@ fn termination((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<Termina
         "trigger",
         "echo",
     ];
-    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
-    let empty = serde_json::Map::new();
-    let config = p
-        .config
-        .as_ref()
-        .and_then(|c| c.value.0.as_object())
-        .unwrap_or(&empty);
+    let (pos, config) = config_of(p);
     let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     for key in config.keys().filter(|k| !KEYS.contains(&k.as_str())) {
         e.at(

@@ -92,11 +92,11 @@ pub enum Spec {
     /// A Kong declarative config file (`_format_version`).
     Kong(Box<kong::KongConfig>),
     /// The seed's `KongService` (without a spec it only adds plugins to the one that has it).
-    KongService(Option<kong::KongServiceSpec>),
+    KongService(Option<kong::KongService>),
     /// The seed's `KongUpstream`.
-    KongUpstream(kong::KongUpstreamSpec),
+    KongUpstream(kong::KongUpstream),
     /// The seed's `KongRoute`.
-    KongRoute(kong::KongRouteSpec),
+    KongRoute(kong::KongRoute),
     /// `KongPlugin`.
     KongPlugin(kong::KongPluginSpec),
 }
@@ -425,7 +425,7 @@ fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
         "Canary" => f.get("spec").map(Spec::Canary),
         "MetricTemplate" => f.get("spec").map(Spec::MetricTemplate),
         "KongService" => f
-            .get::<Option<kong::KongServiceSpec>>("spec")
+            .get::<Option<kong::KongService>>("spec")
             .map(Spec::KongService),
         "KongUpstream" => f.get("spec").map(Spec::KongUpstream),
         "KongRoute" => f.get("spec").map(Spec::KongRoute),
