@@ -1056,3 +1056,56 @@ upstreams:
     }
     assert!(failed > 0);
 }
+
+#[tokio::test]
+async fn https_probes_bring_a_target_back_over_tls() {
+    let pki = support::pki::Pki::new();
+    pki.issue("web", &["web.internal"]);
+    let config = || support::pki::server_config(&pki, "web", &[b"http/1.1"], None);
+    let (t1, t2) = (
+        Backend::start_tls("t1", config()).await,
+        Backend::start_tls("t2", config()).await,
+    );
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  host: secure_upstream
+  protocol: https
+  port: 443
+  routes:
+  - {{name: s, paths: [/s]}}
+upstreams:
+- name: secure_upstream
+  healthchecks:
+    active:
+      type: https
+      https_verify_certificate: false
+      http_path: /status/200
+      healthy: {{interval: 0.1, successes: 2}}
+      unhealthy: {{interval: 0.1}}
+    passive: {{unhealthy: {{http_failures: 1}}}}
+  targets:
+  - target: 127.0.0.1:{}
+  - target: 127.0.0.1:{}
+"#,
+        t1.addr.port(),
+        t2.addr.port()
+    );
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    while send(&c, weir.mesh(), "x", "/s/fail/t1", &[]).await.0 != 500 {}
+    let (a, _, _) = spread(&weir, "x", "/s/ok", 10).await;
+    assert_eq!(a, 0);
+    let mut back = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if spread(&weir, "x", "/s/ok", 4).await.0 > 0 {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "t1 never came back");
+    // The probes spoke TLS to it.
+    assert!(t1.handshakes.lock().unwrap().len() > 2);
+}

@@ -15,10 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{EndpointAddr, EndpointStats};
+use crate::tls::client::system_bundle;
+use crate::tls::{ClientSpec, ClientTls, Trust};
 
 /// What counts, and how much of it turns a target's state.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -40,8 +43,8 @@ pub struct Counting {
 /// Active probes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActiveSpec {
-    /// `http` probes GET `path`; `tcp` probes only connect.
-    pub http: bool,
+    /// What a probe does.
+    pub kind: ProbeKind,
     /// The probe's path.
     pub path: String,
     /// The probe's deadline.
@@ -52,6 +55,22 @@ pub struct ActiveSpec {
     pub unhealthy_interval: Duration,
     /// What the probes' answers count as.
     pub counting: Counting,
+}
+
+/// What a probe does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProbeKind {
+    /// Connect only.
+    Tcp,
+    /// `GET path` over plain HTTP/1.1.
+    Http,
+    /// `GET path` over TLS.
+    Https {
+        /// The SNI name (default: the target's host).
+        sni: Option<String>,
+        /// Check the certificate against the system's CAs.
+        verify: bool,
+    },
 }
 
 /// A cluster's health checks.
@@ -312,6 +331,27 @@ async fn probe_loop(weak: std::sync::Weak<ClusterHealth>, active: ActiveSpec) {
         .min(Duration::from_secs(1));
     // When each target (by address) was last probed.
     let mut last: Vec<(EndpointAddr, tokio::time::Instant)> = Vec::new();
+    let tls = match &active.kind {
+        ProbeKind::Https { verify, .. } => {
+            let trust = match system_bundle() {
+                Some(bundle) if *verify => Trust::System(bundle),
+                _ => Trust::Any,
+            };
+            let spec = ClientSpec {
+                trust,
+                identity: None,
+                subject_alt_names: Vec::new(),
+            };
+            match ClientTls::new(spec) {
+                Ok(tls) => Some(Arc::new(tls)),
+                Err(e) => {
+                    tracing::error!(error = %e, "Health probes over TLS cannot start.");
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
     loop {
         tokio::time::sleep(tick).await;
         let Some(health) = weak.upgrade() else {
@@ -345,9 +385,9 @@ async fn probe_loop(weak: std::sync::Weak<ClusterHealth>, active: ActiveSpec) {
         drop(health);
         let mut probes = tokio::task::JoinSet::new();
         for t in due {
-            let active = active.clone();
+            let (active, tls) = (active.clone(), tls.clone());
             probes.spawn(async move {
-                let seen = probe(&t.addr, &active).await;
+                let seen = probe(&t.addr, &active, tls.as_deref()).await;
                 (t, seen)
             });
         }
@@ -362,47 +402,67 @@ async fn probe_loop(weak: std::sync::Weak<ClusterHealth>, active: ActiveSpec) {
     }
 }
 
-/// One probe: connect (and for HTTP, `GET path`), within the timeout.
-async fn probe(addr: &EndpointAddr, active: &ActiveSpec) -> Observed {
+/// One probe: connect (and for HTTP, `GET path`, over TLS for https), within the timeout.
+async fn probe(addr: &EndpointAddr, active: &ActiveSpec, tls: Option<&ClientTls>) -> Observed {
     let attempt = async {
-        let mut stream = match addr {
+        let stream = match addr {
             EndpointAddr::Ip(a) => TcpStream::connect(a).await,
             EndpointAddr::Dns(h, p) => TcpStream::connect((h.as_str(), *p)).await,
         }
         .map_err(|_| Observed::TcpFailure)?;
-        if !active.http {
-            return Ok(Observed::Status(200));
-        }
         let host = match addr {
             EndpointAddr::Ip(a) => a.to_string(),
             EndpointAddr::Dns(h, p) => format!("{h}:{p}"),
         };
-        let request = format!(
-            "GET {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: weir-health-check\r\nconnection: close\r\n\r\n",
-            active.path
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|_| Observed::TcpFailure)?;
-        let mut head = [0u8; 32];
-        let mut filled = 0;
-        while filled < 12 {
-            match stream.read(&mut head[filled..]).await {
-                Ok(0) | Err(_) => return Err(Observed::TcpFailure),
-                Ok(n) => filled += n,
+        match (&active.kind, tls) {
+            (ProbeKind::Tcp, _) => Ok(Observed::Status(200)),
+            (ProbeKind::Https { sni, .. }, Some(tls)) => {
+                let name = sni.clone().unwrap_or_else(|| match addr {
+                    EndpointAddr::Ip(a) => a.ip().to_string(),
+                    EndpointAddr::Dns(h, _) => h.clone(),
+                });
+                let name = ServerName::try_from(name).map_err(|_| Observed::TcpFailure)?;
+                let stream = tls
+                    .connect(stream, &name, false)
+                    .await
+                    .map_err(|_| Observed::TcpFailure)?;
+                http_probe(stream, &host, &active.path).await
             }
+            _ => http_probe(stream, &host, &active.path).await,
         }
-        let status = std::str::from_utf8(&head[9..12])
-            .ok()
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or(Observed::TcpFailure)?;
-        Ok(Observed::Status(status))
     };
     match tokio::time::timeout(active.timeout, attempt).await {
         Ok(Ok(seen) | Err(seen)) => seen,
         Err(_) => Observed::Timeout,
     }
+}
+
+/// `GET path` on an open connection; the status of the answer.
+async fn http_probe<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+) -> Result<Observed, Observed> {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: weir-health-check\r\nconnection: close\r\n\r\n",
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|_| Observed::TcpFailure)?;
+    let mut head = [0u8; 32];
+    let mut filled = 0;
+    while filled < 12 {
+        match stream.read(&mut head[filled..]).await {
+            Ok(0) | Err(_) => return Err(Observed::TcpFailure),
+            Ok(n) => filled += n,
+        }
+    }
+    let status = std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or(Observed::TcpFailure)?;
+    Ok(Observed::Status(status))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::backend::breaker::BreakerSpec;
-use crate::backend::health::{ActiveSpec, Counting, HealthSpec};
+use crate::backend::health::{ActiveSpec, Counting, HealthSpec, ProbeKind};
 use crate::config::kong;
 
 impl<'a> Checker<'a> {
@@ -215,12 +215,25 @@ impl<'a> Checker<'a> {
         let mut counts: Vec<(Pos, Option<u32>)> = Vec::new();
         if let Some(a) = &h.active {
             if let Some(k) = &a.kind
-                && !matches!(k.value.as_str(), "http" | "tcp")
+                && !matches!(k.value.as_str(), "http" | "https" | "tcp")
             {
                 self.err(
                     r,
                     k.pos,
-                    format!("active check type {}: weir probes http and tcp", k.value),
+                    format!(
+                        "active check type {}: weir probes http, https and tcp",
+                        k.value
+                    ),
+                );
+            }
+            if a.kind.as_ref().is_some_and(|k| k.value == "https")
+                && a.https_verify_certificate != Some(false)
+                && crate::tls::client::system_bundle().is_none()
+            {
+                self.err(
+                    r,
+                    a.pos,
+                    "https probes verify against the system CA bundle, and none was found (set SSL_CERT_FILE, or https_verify_certificate: false)",
                 );
             }
             if a.timeout.is_some_and(|t| t <= 0.0) {
@@ -531,7 +544,14 @@ fn health_spec(h: &kong::Healthchecks) -> Option<HealthSpec> {
         let healthy = a.healthy.clone().unwrap_or_default();
         let unhealthy = a.unhealthy.clone().unwrap_or_default();
         let spec = ActiveSpec {
-            http: a.kind.as_ref().is_none_or(|k| k.value != "tcp"),
+            kind: match a.kind.as_ref().map(|k| k.value.as_str()) {
+                Some("tcp") => ProbeKind::Tcp,
+                Some("https") => ProbeKind::Https {
+                    sni: a.https_sni.clone(),
+                    verify: a.https_verify_certificate != Some(false),
+                },
+                _ => ProbeKind::Http,
+            },
             path: a.http_path.clone().unwrap_or_else(|| "/".to_owned()),
             timeout: Duration::from_secs_f64(a.timeout.unwrap_or(1.0).max(0.001)),
             healthy_interval: secs(healthy.interval),
