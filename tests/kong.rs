@@ -340,7 +340,7 @@ services:
   routes:
   - name: r
     paths: [api]
-    hosts: ["example.*"]
+    hosts: ["a.*.b"]
 routes:
 - name: orphan
   service: missing
@@ -362,7 +362,7 @@ upstreams:
     for expected in [
         "6:11: unknown plugin `no-such-plugin`",
         "9:13: path `api` must start with /",
-        "10:13: host `example.*`: suffix wildcards are not supported yet",
+        "10:13: host `a.*.b`: a wildcard must be the leftmost or the rightmost label",
         "13:12: no service named `missing`",
         "17:14: algorithm `fastest`",
         "20:13: weight 70000 is not between 0 and 65535",
@@ -1108,4 +1108,35 @@ upstreams:
     assert!(back, "t1 never came back");
     // The probes spoke TLS to it.
     assert!(t1.handshakes.lock().unwrap().len() > 2);
+}
+
+#[tokio::test]
+async fn wildcard_hosts_on_either_side() {
+    let (a, b) = (Backend::start("prefix").await, Backend::start("suffix").await);
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+- name: prefix
+  url: http://127.0.0.1:{}
+  routes: [{{name: p, hosts: ["shop.*"]}}]
+- name: suffix
+  url: http://127.0.0.1:{}
+  routes: [{{name: s, hosts: ["*.example.com"]}}]
+"#,
+        a.addr.port(),
+        b.addr.port()
+    );
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    for (host, want) in [
+        ("shop.example.org", Some("prefix")),
+        ("api.example.com", Some("suffix")),
+        ("other.org", None),
+    ] {
+        let (status, h, _) = send(&c, weir.mesh(), host, "/", &[]).await;
+        match want {
+            Some(w) => assert_eq!(backend_of(&h), w, "{host}"),
+            None => assert_eq!(status, 404, "{host}"),
+        }
+    }
 }

@@ -1401,18 +1401,21 @@ fn virtual_services(
     out
 }
 
-/// Whether a route host pattern admits `host` (itself a name or a `*.suffix` pattern).
+/// Whether a route host pattern admits `host` (itself a name, or a `*.suffix` or `prefix.*`
+/// pattern).
 fn covers(pattern: &str, host: &str) -> bool {
     if pattern == host {
         return true;
     }
-    match pattern.strip_prefix('*') {
-        Some(suffix) => {
-            let name = host.strip_prefix('*').unwrap_or(host);
-            name.len() > suffix.len() && name.ends_with(suffix)
-        }
-        None => false,
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        let name = host.strip_prefix('*').unwrap_or(host);
+        return !name.ends_with('*') && name.len() > suffix.len() && name.ends_with(suffix);
     }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        let name = host.strip_suffix('*').unwrap_or(host);
+        return !name.starts_with('*') && name.len() > prefix.len() && name.starts_with(prefix);
+    }
+    false
 }
 
 /// What a route's plugins make of its rules.
@@ -1450,19 +1453,12 @@ fn rank_route(
     let mut hosts = Vec::new();
     for h in &spec.hosts {
         let host = h.value.to_ascii_lowercase();
-        if host.ends_with(".*") {
+        let wildcards = host.matches('*').count();
+        if wildcards > 1 || (wildcards == 1 && !host.starts_with("*.") && !host.ends_with(".*")) {
             e.at(
                 &r.at,
                 h.pos,
-                format!("host `{host}`: suffix wildcards are not supported yet"),
-            );
-            continue;
-        }
-        if host.contains('*') && !host.starts_with("*.") {
-            e.at(
-                &r.at,
-                h.pos,
-                format!("host `{host}`: a wildcard must be the leftmost label"),
+                format!("host `{host}`: a wildcard must be the leftmost or the rightmost label"),
             );
             continue;
         }

@@ -24,6 +24,8 @@ pub struct RouteTable {
     exact: HashMap<Box<str>, usize>,
     /// `*.suffix` hosts, longest suffix first; the suffix keeps its leading dot.
     wildcard: Vec<(Box<str>, usize)>,
+    /// `prefix.*` hosts (Kong's), longest prefix first; the prefix keeps its trailing dot.
+    prefixed: Vec<(Box<str>, usize)>,
     any: Option<usize>,
     vhosts: Vec<VirtualHost>,
 }
@@ -110,7 +112,7 @@ pub struct Matched<'t> {
 }
 
 impl RouteTable {
-    /// Adds a virtual host for `hosts` (lower case; `*` and `*.suffix` allowed).
+    /// Adds a virtual host for `hosts` (lower case; `*`, `*.suffix` and `prefix.*` allowed).
     pub fn add(&mut self, hosts: &[String], vhost: VirtualHost) {
         let id = self.vhosts.len();
         self.vhosts.push(vhost);
@@ -119,11 +121,15 @@ impl RouteTable {
                 self.any = Some(id);
             } else if let Some(suffix) = host.strip_prefix('*') {
                 self.wildcard.push((suffix.into(), id));
+            } else if let Some(prefix) = host.strip_suffix('*') {
+                self.prefixed.push((prefix.into(), id));
             } else {
                 self.exact.insert(host.as_str().into(), id);
             }
         }
         self.wildcard
+            .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        self.prefixed
             .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     }
 
@@ -150,6 +156,12 @@ impl RouteTable {
                 self.wildcard
                     .iter()
                     .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(&**suffix))
+                    .map(|(_, id)| id)
+            })
+            .or_else(|| {
+                self.prefixed
+                    .iter()
+                    .find(|(prefix, _)| host.len() > prefix.len() && host.starts_with(&**prefix))
                     .map(|(_, id)| id)
             })
             .or(self.any.as_ref())?;
