@@ -1112,7 +1112,10 @@ upstreams:
 
 #[tokio::test]
 async fn wildcard_hosts_on_either_side() {
-    let (a, b) = (Backend::start("prefix").await, Backend::start("suffix").await);
+    let (a, b) = (
+        Backend::start("prefix").await,
+        Backend::start("suffix").await,
+    );
     let yaml = format!(
         r#"_format_version: "3.0"
 services:
