@@ -456,14 +456,17 @@ fn import(dialect: Dialect, paths: &[PathBuf]) -> ExitCode {
             print!("{}", weir::config::emit::documents(generated));
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            for e in &errors {
-                println!("{e}");
-            }
-            eprintln!("{} errors", errors.len());
-            ExitCode::FAILURE
-        }
+        Err(errors) => config_errors(&errors),
     }
+}
+
+/// Prints config errors as `file:line:column: message`, and their count.
+fn config_errors(errors: &[weir::config::ConfigError]) -> ExitCode {
+    for e in errors {
+        println!("{e}");
+    }
+    eprintln!("{} errors", errors.len());
+    ExitCode::FAILURE
 }
 
 fn validate(paths: &[PathBuf]) -> ExitCode {
@@ -480,12 +483,6 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            for e in &errors {
-                println!("{e}");
-            }
-            eprintln!("{} errors", errors.len());
-            ExitCode::FAILURE
-        }
+        Err(errors) => config_errors(&errors),
     }
 }

@@ -34,7 +34,7 @@ use crate::edge::overload::Overload;
 use crate::error::{ProxyError, X_WEIR_OVERLOADED, local_response};
 use crate::policy::cache::{X_CACHE_KEY, X_CACHE_STATUS};
 use crate::policy::cors::{CorsAction, PREFLIGHT_STATUS};
-use crate::policy::fallback::{Tee, X_WEIR_FALLBACK};
+use crate::policy::fallback::{Cached, Tee, X_WEIR_FALLBACK};
 use crate::policy::fault::{Abort, FaultSwitch, PER_MILLION};
 use crate::policy::headers::strip_hop_by_hop;
 use crate::policy::mirror;
@@ -259,6 +259,18 @@ enum Routed<'s> {
     Local(Response<ResponseBody>),
 }
 
+/// A kept response, as it was sent (with `Age` if `age`).
+fn cached_response(hit: Cached, age: bool) -> Response<ResponseBody> {
+    let seconds = hit.stored.elapsed().as_secs();
+    let mut resp = local_response(hit.status, hit.body);
+    *resp.headers_mut() = hit.headers;
+    if age {
+        resp.headers_mut()
+            .insert(header::AGE, HeaderValue::from(seconds));
+    }
+    resp
+}
+
 /// The client key a rate limiter counts a request under.
 fn limit_key(spec: &RateLimitSpec, req: &Request<Body>, path: &str, conn: &ConnInfo) -> String {
     let ip = || conn.peer.ip().to_string();
@@ -313,16 +325,27 @@ fn route<'s>(
     let Some(Matched { rule, block }) = table.find(&view) else {
         return Routed::Local(fail(None, req.method(), ProxyError::NoRoute));
     };
+    // A response weir makes for this rule, with the headers gathered so far.
+    let here = |mut resp: Response<ResponseBody>, extra: Option<Box<http::HeaderMap>>| {
+        if let Some(extra) = extra {
+            resp.headers_mut().extend(*extra);
+        }
+        Routed::Local(local(
+            snap,
+            Some(rule.local_stats),
+            req.method(),
+            start,
+            resp,
+        ))
+    };
     // CORS: a preflight is answered here; an allowed origin's response gets its headers.
     let mut extra: Option<Box<http::HeaderMap>> = None;
     if let Some(cors) = &rule.cors {
         match cors.check(req.method(), req.headers()) {
             CorsAction::Pass => {}
             CorsAction::Answer(headers) => {
-                let mut resp = local_response(PREFLIGHT_STATUS, Bytes::new());
-                resp.headers_mut().extend(headers);
-                let stats = Some(rule.local_stats);
-                return Routed::Local(local(snap, stats, req.method(), start, resp));
+                let resp = local_response(PREFLIGHT_STATUS, Bytes::new());
+                return here(resp, Some(Box::new(headers)));
             }
             CorsAction::Decorate(headers) => extra = Some(Box::new(headers)),
         }
@@ -346,11 +369,7 @@ fn route<'s>(
         ControlFlow::Continue(split) => split,
         ControlFlow::Break(mut resp) => {
             rule.headers.response.apply(resp.headers_mut());
-            if let Some(extra) = extra {
-                resp.headers_mut().extend(*extra);
-            }
-            let stats = Some(rule.local_stats);
-            return Routed::Local(local(snap, stats, req.method(), start, resp));
+            return here(resp, extra);
         }
     };
     // A declared length over the body limit is refused before a byte of the body is read (an
@@ -375,11 +394,7 @@ fn route<'s>(
                 HeaderValue::from_static("application/json; charset=utf-8"),
             );
             resp.headers_mut().extend(verdict.headers);
-            if let Some(extra) = extra {
-                resp.headers_mut().extend(*extra);
-            }
-            let stats = Some(rule.local_stats);
-            return Routed::Local(local(snap, stats, req.method(), start, resp));
+            return here(resp, extra);
         }
         if !verdict.headers.is_empty() {
             extra.get_or_insert_default().extend(verdict.headers);
@@ -398,23 +413,15 @@ fn route<'s>(
         let status = match &key {
             Some(k) => match snap.caches[rc.store].get(k, Instant::now()) {
                 Some(hit) => {
-                    let age = hit.stored.elapsed().as_secs();
-                    let mut resp = local_response(hit.status, hit.body);
-                    *resp.headers_mut() = hit.headers;
+                    let mut resp = cached_response(hit, rc.show_headers);
                     if rc.show_headers {
                         resp.headers_mut()
                             .insert(X_CACHE_STATUS, HeaderValue::from_static("Hit"));
                         if let Ok(v) = HeaderValue::from_str(k) {
                             resp.headers_mut().insert(X_CACHE_KEY, v);
                         }
-                        resp.headers_mut()
-                            .insert(header::AGE, HeaderValue::from(age));
                     }
-                    if let Some(extra) = extra {
-                        resp.headers_mut().extend(*extra);
-                    }
-                    let stats = Some(rule.local_stats);
-                    return Routed::Local(local(snap, stats, req.method(), start, resp));
+                    return here(resp, extra);
                 }
                 None => "Miss",
             },
@@ -825,13 +832,8 @@ impl<'s> Forward<'s> {
             && let Some(hit) = self.snap.caches[i].get(key, Instant::now())
         {
             stats.fallbacks[0].inc();
-            let age = hit.stored.elapsed().as_secs();
-            let mut resp = local_response(hit.status, hit.body);
-            *resp.headers_mut() = hit.headers;
-            resp.headers_mut()
-                .insert(header::AGE, HeaderValue::from(age));
             // Kept as sent: the rule's edits are in already.
-            return self.fallen_back(resp, 0, false);
+            return self.fallen_back(cached_response(hit, true), 0, false);
         }
         // A backup gets the request only if sending it (again) is safe and it is whole.
         let resendable = !self.reached

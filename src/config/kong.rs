@@ -291,7 +291,7 @@ decode_struct! {
         /// The plugin's name (`rate-limiting`, `proxy-cache`, ...).
         name: Spanned<String> = "name",
         /// Its settings.
-        config: Option<Spanned<Opaque>> = "config",
+        config: Option<PluginConfig> = "config",
         /// Whether it runs (default true).
         enabled: Option<bool> = "enabled",
         /// The service it applies to (top-level plugins).
@@ -364,7 +364,7 @@ decode_struct! {
         /// The plugin's name.
         plugin: Spanned<String> = "plugin",
         /// Its settings.
-        config: Option<Spanned<Opaque>> = "config",
+        config: Option<PluginConfig> = "config",
         /// Whether it runs (default false means on; Kong's `disabled`).
         disabled: Option<bool> = "disabled",
         /// Protocols (parsed only).
@@ -450,29 +450,45 @@ decode_struct! {
     }
 }
 
-/// Decodes a plugin's `config` (kept as JSON) as `T`: JSON is YAML, so it is read again with
-/// the YAML decoder; problems are reported at the config's position, naming the field.
+/// A plugin's `config`: kept as written (to be decoded, with its positions, by the plugin that
+/// reads it) and as JSON (for plugins read field by field, and for display).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct PluginConfig {
+    /// Where it is written.
+    #[serde(skip)]
+    pub pos: super::yaml::Pos,
+    /// As written.
+    #[serde(skip)]
+    pub node: Option<Node>,
+    /// As JSON.
+    pub json: serde_json::Value,
+}
+
+impl Decode for PluginConfig {
+    fn decode(node: &Node, _cx: &mut Cx<'_>) -> Option<Self> {
+        Some(PluginConfig {
+            pos: node.pos,
+            node: Some(node.clone()),
+            json: node.to_json(),
+        })
+    }
+}
+
+/// Decodes a plugin's `config` as `T`, errors at their places in the file.
 pub fn decode_config<T: Decode + Default>(
-    config: Option<&Spanned<Opaque>>,
+    config: Option<&PluginConfig>,
     file: &std::sync::Arc<str>,
     errors: &mut Vec<super::decode::ConfigError>,
 ) -> Option<T> {
-    let Some(config) = config else {
+    let Some(node) = config.and_then(|c| c.node.as_ref()) else {
         return Some(T::default());
     };
-    let text = config.value.0.to_string();
-    let (docs, _) = super::yaml::parse(&text);
-    let doc = docs.first()?;
-    let mut found = Vec::new();
+    let before = errors.len();
     let mut cx = Cx {
         file: file.clone(),
-        errors: &mut found,
+        errors,
     };
-    let value = T::decode(doc, &mut cx);
-    let had = found.is_empty();
-    errors.extend(found.into_iter().map(|mut e| {
-        e.pos = config.pos;
-        e
-    }));
-    value.filter(|_| had)
+    let value = T::decode(node, &mut cx);
+    value.filter(|_| errors.len() == before)
 }

@@ -36,7 +36,7 @@ use super::istio::{
 };
 use super::kong::{
     KongPlugin, KongRoute, KongService, KongUpstream, Named, ProxyCacheConfig,
-    RequestTransformerConfig, TransformOps, decode_config,
+    RequestTransformerConfig, decode_config,
 };
 use super::yaml::Pos;
 use super::{Metadata, Resource, ResourceSet, Spec};
@@ -482,20 +482,24 @@ fn generate(kong: &Kong, set: &ResourceSet, e: &mut Errors<'_>) -> Vec<Resource>
         }
         targets.insert(&s.name, t);
     }
-    let mut done_hosts: Vec<String> = Vec::new();
+    // Each service's circuit breaker (its own plugin, else a global one), read once.
+    let breakers: HashMap<&str, (CircuitBreakerSettings, Option<Duration>)> = kong
+        .services
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s.name.as_str(),
+                breaker_settings(breaker_plugin(kong, s)?, e),
+            ))
+        })
+        .collect();
     for (host, s) in &first_of {
-        done_hosts.push(host.clone());
         let t = &targets[s.name.as_str()];
-        let breaker = kong
-            .services
+        let breaker = targets
             .iter()
-            .filter(|o| {
-                targets
-                    .get(o.name.as_str())
-                    .is_some_and(|ot| ot.host == *host)
-            })
-            .find_map(|o| breaker_plugin(kong, o))
-            .map(|p| breaker_settings(p, e).0);
+            .filter(|(_, ot)| ot.host == *host)
+            .find_map(|(name, _)| breakers.get(name))
+            .map(|b| b.0.clone());
         if let Some(u) = upstreams.get(host) {
             upstream_resources(u, s, t, breaker, &mut out, e);
         } else if declared(host) {
@@ -518,7 +522,7 @@ fn generate(kong: &Kong, set: &ResourceSet, e: &mut Errors<'_>) -> Vec<Resource>
         let name = u.spec.name.as_ref().map(|n| n.value.to_ascii_lowercase());
         match name {
             None => e.at(&u.at, u.at.pos, "an upstream needs a name"),
-            Some(n) if !done_hosts.contains(&n) => {
+            Some(n) if !first_of.iter().any(|(h, _)| *h == n) => {
                 // Used by no service: still checked.
                 let mut scratch = Vec::new();
                 let t = Target {
@@ -539,7 +543,7 @@ fn generate(kong: &Kong, set: &ResourceSet, e: &mut Errors<'_>) -> Vec<Resource>
             Some(_) => {}
         }
     }
-    out.extend(virtual_services(kong, &targets, e));
+    out.extend(virtual_services(kong, &targets, &breakers, e));
     out
 }
 
@@ -560,21 +564,42 @@ fn plugin_for<'k>(
         .or_else(|| kong.plugins.iter().find(on))
 }
 
-/// A plugin's config as a JSON object (empty when absent), and where it is written.
-fn config_of(p: &KongPlugin) -> (Pos, &serde_json::Map<String, serde_json::Value>) {
+/// A plugin's config as a JSON object (empty when absent), and where it is written; a field
+/// not in `known` is reported.
+fn config_of<'p>(
+    (at, p): &'p (At, KongPlugin),
+    known: &[&str],
+    e: &mut Errors<'_>,
+) -> (Pos, &'p serde_json::Map<String, serde_json::Value>) {
     static EMPTY: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
         std::sync::LazyLock::new(serde_json::Map::new);
     let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
-    let config = p.config.as_ref().and_then(|c| c.value.0.as_object());
-    (pos, config.unwrap_or(&EMPTY))
+    let config = p
+        .config
+        .as_ref()
+        .and_then(|c| c.json.as_object())
+        .unwrap_or(&EMPTY);
+    for key in config.keys().filter(|k| !known.contains(&k.as_str())) {
+        e.at(
+            at,
+            pos,
+            format!(
+                "{}: unknown field `{key}` (expected {})",
+                p.name.value,
+                known.join(", ")
+            ),
+        );
+    }
+    (pos, config)
 }
 
 /// Kong's `rate-limiting` (local policy) as weir's `rateLimit`, counting under `scope`.
 fn rate_limit(
-    (at, p): &(At, KongPlugin),
+    plugin: &(At, KongPlugin),
     scope: String,
     e: &mut Errors<'_>,
 ) -> Option<RateLimitSettings> {
+    let (at, p) = plugin;
     const KEYS: [&str; 20] = [
         "second",
         "minute",
@@ -597,10 +622,7 @@ fn rate_limit(
         "redis_timeout",
         "redis_database",
     ];
-    let (pos, config) = config_of(p);
-    for key in config.keys().filter(|k| !KEYS.contains(&k.as_str())) {
-        e.at(at, pos, format!("rate-limiting: unknown field `{key}`"));
-    }
+    let (pos, config) = config_of(plugin, &KEYS, e);
     let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     if let Some(policy) = text("policy")
         && policy != "local"
@@ -651,73 +673,9 @@ fn rate_limit(
     Some(settings)
 }
 
-/// Kong's `request-transformer` config, read from the plugin's JSON.
-fn transformer((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<RequestTransformerConfig> {
-    let (pos, config) = config_of(p);
-    let spanned = |v: &str| Spanned {
-        pos,
-        value: v.to_owned(),
-    };
-    let mut out = RequestTransformerConfig {
-        pos: p.pos,
-        http_method: config
-            .get("http_method")
-            .and_then(|v| v.as_str())
-            .map(spanned),
-        ..RequestTransformerConfig::default()
-    };
-    for (key, value) in config {
-        let slot = match key.as_str() {
-            "http_method" => continue,
-            "remove" => &mut out.remove,
-            "rename" => &mut out.rename,
-            "replace" => &mut out.replace,
-            "add" => &mut out.add,
-            "append" => &mut out.append,
-            other => {
-                e.at(
-                    at,
-                    pos,
-                    format!("request-transformer: unknown field `{other}`"),
-                );
-                continue;
-            }
-        };
-        let Some(ops) = value.as_object() else {
-            continue;
-        };
-        let list = |k: &str| -> Vec<Spanned<String>> {
-            ops.get(k)
-                .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|x| x.as_str()).map(spanned).collect())
-                .unwrap_or_default()
-        };
-        for k in ops.keys() {
-            if !matches!(
-                k.as_str(),
-                "headers" | "querystring" | "body" | "json_types" | "uri"
-            ) {
-                e.at(
-                    at,
-                    pos,
-                    format!("request-transformer: unknown field `{key}.{k}`"),
-                );
-            }
-        }
-        *slot = Some(TransformOps {
-            pos,
-            headers: list("headers"),
-            querystring: list("querystring"),
-            body: list("body"),
-            json_types: list("json_types").into_iter().map(|s| s.value).collect(),
-            uri: ops.get("uri").and_then(|v| v.as_str()).map(spanned),
-        });
-    }
-    Some(out)
-}
-
 /// Kong's `cors` as Istio's `corsPolicy`.
-fn cors((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<CorsPolicy> {
+fn cors(plugin: &(At, KongPlugin), e: &mut Errors<'_>) -> Option<CorsPolicy> {
+    let (at, p) = plugin;
     const KEYS: [&str; 8] = [
         "origins",
         "methods",
@@ -728,10 +686,7 @@ fn cors((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<CorsPolicy> {
         "preflight_continue",
         "private_network",
     ];
-    let (pos, config) = config_of(p);
-    for key in config.keys().filter(|k| !KEYS.contains(&k.as_str())) {
-        e.at(at, pos, format!("cors: unknown field `{key}`"));
-    }
+    let (pos, config) = config_of(plugin, &KEYS, e);
     let list = |key: &str| -> Vec<String> {
         config
             .get(key)
@@ -834,7 +789,8 @@ impl Termination {
     }
 }
 
-fn termination((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<Termination> {
+fn termination(plugin: &(At, KongPlugin), e: &mut Errors<'_>) -> Option<Termination> {
+    let at = &plugin.0;
     const KEYS: [&str; 6] = [
         "status_code",
         "message",
@@ -843,18 +799,8 @@ fn termination((at, p): &(At, KongPlugin), e: &mut Errors<'_>) -> Option<Termina
         "trigger",
         "echo",
     ];
-    let (pos, config) = config_of(p);
+    let (pos, config) = config_of(plugin, &KEYS, e);
     let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    for key in config.keys().filter(|k| !KEYS.contains(&k.as_str())) {
-        e.at(
-            at,
-            pos,
-            format!(
-                "request-termination: unknown field `{key}` (expected {})",
-                KEYS.join(", ")
-            ),
-        );
-    }
     if config.get("echo").and_then(|v| v.as_bool()) == Some(true) {
         e.at(at, pos, "request-termination: echo is not supported yet");
         return None;
@@ -917,9 +863,10 @@ fn breaker_plugin<'k>(kong: &'k Kong, s: &'k Service) -> Option<&'k (At, KongPlu
 /// The seed's `circuit-breaker` config (seconds): the DestinationRule extension, and the
 /// request timeout (`timeout`).
 fn breaker_settings(
-    (at, p): &(At, KongPlugin),
+    plugin: &(At, KongPlugin),
     e: &mut Errors<'_>,
 ) -> (CircuitBreakerSettings, Option<Duration>) {
+    let (at, p) = plugin;
     const KEYS: [&str; 5] = [
         "failure_threshold",
         "window_size",
@@ -927,10 +874,9 @@ fn breaker_settings(
         "recovery_timeout",
         "half_open_requests",
     ];
-    let pos = p.config.as_ref().map_or(p.pos, |c| c.pos);
-    let config = p.config.as_ref().and_then(|c| c.value.0.as_object());
+    let (pos, config) = config_of(plugin, &KEYS, e);
     let mut number = |key: &str, default: f64| -> f64 {
-        match config.and_then(|c| c.get(key)) {
+        match config.get(key) {
             None => default,
             Some(v) => match v.as_f64() {
                 Some(n) if n > 0.0 => n,
@@ -956,20 +902,8 @@ fn breaker_settings(
         half_open_requests: Some(number("half_open_requests", 1.0) as u32),
     };
     let timeout = config
-        .and_then(|c| c.get("timeout"))
+        .get("timeout")
         .map(|_| Duration::from_secs_f64(number("timeout", 30.0)));
-    for key in config.into_iter().flat_map(|c| c.keys()) {
-        if !KEYS.contains(&key.as_str()) {
-            e.at(
-                at,
-                pos,
-                format!(
-                    "circuit-breaker: unknown field `{key}` (expected {})",
-                    KEYS.join(", ")
-                ),
-            );
-        }
-    }
     (settings, timeout)
 }
 
@@ -1317,6 +1251,7 @@ struct Ranked {
 fn virtual_services(
     kong: &Kong,
     targets: &HashMap<&str, Target>,
+    breakers: &HashMap<&str, (CircuitBreakerSettings, Option<Duration>)>,
     e: &mut Errors<'_>,
 ) -> Vec<Resource> {
     let mut ranked = Vec::new();
@@ -1332,11 +1267,8 @@ fn virtual_services(
         if service.is_some_and(|s| s.spec.enabled == Some(false)) {
             continue;
         }
-        let mut scratch = Errors(&mut Vec::new());
         let plugins = RoutePlugins {
-            timeout: service
-                .and_then(|s| breaker_plugin(kong, s))
-                .and_then(|p| breaker_settings(p, &mut scratch).1),
+            timeout: breakers.get(r.service.as_str()).and_then(|b| b.1),
             terminate: plugin_for(kong, service, r, "request-termination")
                 .and_then(|p| termination(p, e)),
             rate_limit: plugin_for(kong, service, r, "rate-limiting").and_then(|p| {
@@ -1353,8 +1285,9 @@ fn virtual_services(
                 rate_limit(p, scope, e)
             }),
             cors: plugin_for(kong, service, r, "cors").and_then(|p| cors(p, e)),
-            transform: plugin_for(kong, service, r, "request-transformer")
-                .and_then(|p| transformer(p, e)),
+            transform: plugin_for(kong, service, r, "request-transformer").and_then(|(at, p)| {
+                decode_config::<RequestTransformerConfig>(p.config.as_ref(), &at.file, e.0)
+            }),
             cache: plugin_for(kong, service, r, "proxy-cache").and_then(|(at, p)| {
                 decode_config::<ProxyCacheConfig>(p.config.as_ref(), &at.file, e.0)
             }),

@@ -387,7 +387,7 @@ fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
     if kind.value == "KongPlugin" {
         // Its fields are at the top level.
         let plugin = f.get::<Spanned<String>>("plugin");
-        let config = f.get::<Option<Spanned<Opaque>>>("config");
+        let config = f.get::<Option<kong::PluginConfig>>("config");
         let disabled = f.get::<Option<bool>>("disabled");
         let protocols = f.get::<Vec<String>>("protocols");
         f.finish(&[

@@ -52,6 +52,22 @@ impl Period {
         }
     }
 
+    /// `X-RateLimit-Limit-<Period>` and `X-RateLimit-Remaining-<Period>`.
+    fn header_names(self) -> (HeaderName, HeaderName) {
+        let (limit, remaining) = match self {
+            Period::Second => ("x-ratelimit-limit-second", "x-ratelimit-remaining-second"),
+            Period::Minute => ("x-ratelimit-limit-minute", "x-ratelimit-remaining-minute"),
+            Period::Hour => ("x-ratelimit-limit-hour", "x-ratelimit-remaining-hour"),
+            Period::Day => ("x-ratelimit-limit-day", "x-ratelimit-remaining-day"),
+            Period::Month => ("x-ratelimit-limit-month", "x-ratelimit-remaining-month"),
+            Period::Year => ("x-ratelimit-limit-year", "x-ratelimit-remaining-year"),
+        };
+        (
+            HeaderName::from_static(limit),
+            HeaderName::from_static(remaining),
+        )
+    }
+
     /// The window holding `t` (seconds since the epoch): its start and end.
     pub fn window(self, t: u64) -> (u64, u64) {
         let fixed = |len: u64| (t - t % len, t - t % len + len);
@@ -128,11 +144,11 @@ pub struct RateLimitSpec {
     pub message: String,
 }
 
-/// Counts per (client key, period, window start).
+/// Counts per client key: for each of the spec's limits, its window's start and the count.
 #[derive(Debug)]
 pub struct RateLimiter {
     spec: RateLimitSpec,
-    counts: Mutex<HashMap<(String, Period), (u64, u64)>>,
+    counts: Mutex<HashMap<String, Vec<(u64, u64)>>>,
 }
 
 /// Most client keys kept at once; beyond it, keys of finished windows are dropped first.
@@ -171,28 +187,34 @@ impl RateLimiter {
 
     /// Counts a request of client `key` at `now` (seconds since the epoch).
     pub fn check_at(&self, key: &str, now: u64) -> Verdict {
+        let limits = &self.spec.limits;
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.len() > MAX_KEYS {
-            counts.retain(|(_, p), (start, _)| p.window(now).0 == *start);
+            counts.retain(|_, slots| {
+                slots
+                    .iter()
+                    .zip(limits)
+                    .any(|(&(start, _), &(p, _))| p.window(now).0 == start)
+            });
         }
-        // (period, limit, used before this request, window end)
-        let mut seen = Vec::with_capacity(self.spec.limits.len());
-        for &(period, limit) in &self.spec.limits {
-            let (start, end) = period.window(now);
-            let used = match counts.get(&(key.to_owned(), period)) {
-                Some(&(s, n)) if s == start => n,
-                _ => 0,
-            };
-            seen.push((period, limit, used, start, end));
-        }
-        let allowed = seen.iter().all(|&(_, limit, used, _, _)| used < limit);
-        if allowed {
-            for &(period, _, _, start, _) in &seen {
-                let entry = counts.entry((key.to_owned(), period)).or_insert((start, 0));
-                if entry.0 != start {
-                    *entry = (start, 0);
+        // Used before this request, per limit (one limit per period at most).
+        let mut used = [0u64; Period::ALL.len()];
+        if let Some(slots) = counts.get(key) {
+            for (i, (&(start, n), &(p, _))) in slots.iter().zip(limits).enumerate() {
+                if p.window(now).0 == start {
+                    used[i] = n;
                 }
-                entry.1 += 1;
+            }
+        }
+        let allowed = limits.iter().zip(used).all(|(&(_, limit), n)| n < limit);
+        if allowed {
+            if !counts.contains_key(key) {
+                counts.insert(key.to_owned(), vec![(0, 0); limits.len()]);
+            }
+            if let Some(slots) = counts.get_mut(key) {
+                for (slot, (&(p, _), n)) in slots.iter_mut().zip(limits.iter().zip(used)) {
+                    *slot = (p.window(now).0, n + 1);
+                }
             }
         }
         drop(counts);
@@ -202,24 +224,12 @@ impl RateLimiter {
         }
         let counted = u64::from(allowed);
         let mut tightest: Option<(u64, u64, u64)> = None; // (remaining, limit, reset)
-        for &(period, limit, used, _, end) in &seen {
+        for (&(period, limit), used) in limits.iter().zip(used) {
             let remaining = limit.saturating_sub(used + counted);
-            let put = |headers: &mut HeaderMap, name: String, v: u64| {
-                if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                    headers.insert(name, HeaderValue::from(v));
-                }
-            };
-            put(
-                &mut headers,
-                format!("x-ratelimit-limit-{}", period.name()),
-                limit,
-            );
-            put(
-                &mut headers,
-                format!("x-ratelimit-remaining-{}", period.name()),
-                remaining,
-            );
-            let reset = end.saturating_sub(now);
+            let (limit_name, remaining_name) = period.header_names();
+            headers.insert(limit_name, HeaderValue::from(limit));
+            headers.insert(remaining_name, HeaderValue::from(remaining));
+            let reset = period.window(now).1.saturating_sub(now);
             if tightest.is_none_or(|(r, _, _)| remaining < r) {
                 tightest = Some((remaining, limit, reset));
             }
