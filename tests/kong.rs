@@ -1143,3 +1143,45 @@ services:
         }
     }
 }
+
+#[tokio::test]
+async fn plugin_config_errors_point_at_the_field() {
+    let dir = scratch_dir();
+    let file = dir.join("kong.yaml");
+    std::fs::write(
+        &file,
+        r#"_format_version: "3.0"
+services:
+- name: s
+  url: http://127.0.0.1:1
+  routes:
+  - name: r
+    paths: [/r]
+    plugins:
+    - name: proxy-cache
+      config:
+        strategy: redis
+    - name: request-transformer
+      config:
+        add:
+          headers: ["no-colon"]
+    - name: rate-limiting
+      config: {minute: 5, burst: 2}
+"#,
+    )
+    .unwrap();
+    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let f = file.display().to_string();
+    for expected in [
+        "11:19: strategy redis: weir caches in memory",
+        "15:21: add.headers: `no-colon` is not name:value",
+        "17:15: rate-limiting: unknown field `burst`",
+    ] {
+        assert!(
+            text.contains(&format!("{f}:{expected}")),
+            "missing {expected} in:\n{text}"
+        );
+    }
+}
