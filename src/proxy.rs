@@ -25,7 +25,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::backend::breaker::Ticket;
 use crate::backend::budget::InFlight;
-use crate::backend::hash::request_hash;
+use crate::backend::hash::{HashInput, request_hash};
 use crate::backend::limits::{Admission, Admit, Overflow, RetrySlot, Waiting};
 use crate::backend::outlier::Event;
 use crate::backend::{Cluster, Picked, Protocol};
@@ -41,7 +41,7 @@ use crate::policy::mirror;
 use crate::policy::ratelimit::{LimitBy, RateLimitSpec};
 use crate::policy::retry::{Outcome, repeatable};
 use crate::policy::split::WeightedDest;
-use crate::route::matcher::RequestView;
+use crate::route::matcher::{RequestView, StrMatcher};
 use crate::route::{Action, Matched, Rule};
 use crate::snapshot::Snapshot;
 use crate::tls::ServerTls;
@@ -456,7 +456,19 @@ fn route<'s>(
     };
     let cluster = &snap.clusters[dest.cluster];
     let (hash, hash_cookie) = match &cluster.spec.hash {
-        Some(h) => request_hash(&h.key, req.headers(), view.query, conn.peer.ip()),
+        Some(h) => request_hash(
+            h,
+            &HashInput {
+                headers: req.headers(),
+                path: view.path,
+                query: view.query,
+                peer: conn.peer.ip(),
+                uri_regex: block.and_then(|b| match &b.uri.as_ref()?.matcher {
+                    StrMatcher::Regex(re) => Some(re),
+                    _ => None,
+                }),
+            },
+        ),
         None => (None, None),
     };
     let set_cookie: Vec<HeaderValue> = [cohort_cookie, hash_cookie].into_iter().flatten().collect();

@@ -1185,3 +1185,151 @@ services:
         );
     }
 }
+
+/// Which backend of three answered each of `paths` sent with `headers`.
+async fn targets_of(weir: &Weir, paths: &[String], headers: &[(&str, &str)]) -> Vec<String> {
+    let c = client();
+    let mut seen = Vec::new();
+    for p in paths {
+        let (status, h, _) = send(&c, weir.mesh(), "hash.example", p, headers).await;
+        assert_eq!(status, 200, "{p}");
+        seen.push(backend_of(&h));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn consistent_hashing_on_uri_captures_paths_cookies_with_fallbacks() {
+    let t: Vec<Backend> = futures_targets(3).await;
+    let targets: String = t
+        .iter()
+        .map(|b| format!("  - target: 127.0.0.1:{}\n", b.addr.port()))
+        .collect();
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+- name: users
+  host: by-user
+  routes:
+  - name: users
+    paths: ["~/users/(?<user>[a-z0-9]+)", /static]
+- name: paths
+  host: by-path
+  routes:
+  - name: paths
+    paths: [/files]
+- name: cookies
+  host: by-cookie
+  routes:
+  - name: cookies
+    paths: [/cart]
+upstreams:
+- name: by-user
+  algorithm: consistent-hashing
+  hash_on: uri_capture
+  hash_on_uri_capture: user
+  hash_fallback: header
+  hash_fallback_header: X-Tenant
+  targets:
+{targets}- name: by-path
+  algorithm: consistent-hashing
+  hash_on: consumer
+  hash_fallback: path
+  targets:
+{targets}- name: by-cookie
+  algorithm: consistent-hashing
+  hash_on: cookie
+  hash_on_cookie: cart-id
+  hash_on_cookie_path: /cart
+  targets:
+{targets}"#
+    );
+    let weir = Weir::start(&yaml).await;
+    let same = |seen: &[String]| seen.iter().all(|s| *s == seen[0]);
+
+    // The capture decides: one user's requests stay on one target whatever follows it.
+    let alice: Vec<String> = (0..12).map(|i| format!("/users/alice/item/{i}")).collect();
+    assert!(same(&targets_of(&weir, &alice, &[]).await));
+    let users: Vec<String> = (0..30).map(|i| format!("/users/u{i}/profile")).collect();
+    let spread = targets_of(&weir, &users, &[]).await;
+    assert!(!same(&spread), "30 users all on {}", spread[0]);
+    // No capture on /static: the fallback header decides.
+    let statics: Vec<String> = (0..12).map(|i| format!("/static/{i}.css")).collect();
+    assert!(same(
+        &targets_of(&weir, &statics, &[("x-tenant", "acme")]).await
+    ));
+
+    // `consumer` never names one in weir, so the fallback (the path) decides.
+    let one_file = vec!["/files/report.pdf".to_owned(); 12];
+    assert!(same(&targets_of(&weir, &one_file, &[]).await));
+    let files: Vec<String> = (0..30).map(|i| format!("/files/f{i}")).collect();
+    assert!(!same(&targets_of(&weir, &files, &[]).await));
+
+    // A request without the cookie gets one (Kong's session cookie on the configured path);
+    // sending it back keeps the client on one target.
+    let c = client();
+    let (status, h, _) = send(&c, weir.mesh(), "hash.example", "/cart", &[]).await;
+    assert_eq!(status, 200);
+    let set = h["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set.starts_with("cart-id=") && set.contains("Path=/cart"),
+        "{set}"
+    );
+    assert!(!set.contains("Max-Age"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let carts = vec!["/cart".to_owned(); 12];
+    let seen = targets_of(&weir, &carts, &[("cookie", &cookie)]).await;
+    assert!(same(&seen));
+    // The first answer (which set the cookie) came from the same target.
+    assert_eq!(backend_of(&h), seen[0]);
+}
+
+#[tokio::test]
+async fn kong_hash_rules_are_checked_as_kong_checks_them() {
+    let dir = scratch_dir();
+    let file = dir.join("kong.yaml");
+    std::fs::write(
+        &file,
+        r#"_format_version: "3.0"
+upstreams:
+- name: a
+  algorithm: consistent-hashing
+  hash_fallback: ip
+- name: b
+  algorithm: consistent-hashing
+  hash_on: cookie
+  hash_on_cookie: c
+  hash_fallback: ip
+- name: c
+  algorithm: consistent-hashing
+  hash_on: header
+  hash_on_header: X-A
+  hash_fallback: header
+  hash_fallback_header: x-a
+- name: d
+  algorithm: consistent-hashing
+  hash_on: query_arg
+- name: e
+  algorithm: consistent-hashing
+  hash_on: consumer
+  hash_fallback: route
+"#,
+    )
+    .unwrap();
+    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let f = file.display().to_string();
+    for expected in [
+        "5:18: hash_fallback must be none when hash_on is none",
+        "10:18: hash_fallback must be none when hash_on is cookie",
+        "15:18: hash_fallback must differ from hash_on (header)",
+        "19:12: hash_on query_arg needs hash_on_query_arg",
+        "23:18: hash_fallback `route`: expected none, consumer",
+    ] {
+        assert!(
+            text.contains(&format!("{f}:{expected}")),
+            "missing {expected} in:\n{text}"
+        );
+    }
+}

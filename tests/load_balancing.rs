@@ -79,6 +79,31 @@ async fn consistent_hash_by_header_and_query_on_ring_and_maglev() {
 }
 
 #[tokio::test]
+async fn weir_hash_keys_the_path_and_falls_back_to_a_second_key() {
+    let [a, b, c] = three().await;
+    // weir's extension: the query parameter first, the path when it is missing.
+    let lb = "{consistentHash: {httpQueryParameterName: user, fallback: {usePath: true}}}";
+    let weir = Weir::start(&shop(&[&a, &b, &c], lb)).await;
+    let by_user = owners(&weir, 30, 4, &|u| format!("/p?user=u{u}"), &|_| Vec::new()).await;
+    assert!(
+        by_user.iter().collect::<HashSet<_>>().len() >= 2,
+        "{by_user:?}"
+    );
+    // The same user on other paths stays where the user is.
+    let moved = owners(&weir, 30, 4, &|u| format!("/q{u}?user=u{u}"), &|_| {
+        Vec::new()
+    })
+    .await;
+    assert_eq!(by_user, moved);
+    // Without the parameter each path sticks to one endpoint, and paths spread.
+    let by_path = owners(&weir, 30, 4, &|u| format!("/doc/{u}"), &|_| Vec::new()).await;
+    assert!(
+        by_path.iter().collect::<HashSet<_>>().len() >= 2,
+        "{by_path:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_hash_cookie_is_generated_when_absent() {
     let [a, b, c] = three().await;
     let by_cookie = "{consistentHash: {httpCookie: {name: session, path: /, ttl: 3600s}}}";

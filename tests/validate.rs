@@ -121,6 +121,11 @@ spec:
       consistentHash: {httpHeaderName: x-user, useSourceIp: true, maglev: {tableSize: 65536}}
       warmup: {minimumPercent: 10}
     outlierDetection: {maxEjectionPercent: 150}
+  subsets:
+  - name: v1
+    trafficPolicy:
+      loadBalancer:
+        consistentHash: {uriCapture: 1st, fallback: {usePath: true, ringHash: {}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -137,15 +142,17 @@ spec:
       staleCache: {maxEntries: 0}
 "#,
         &[
-            "17:23: consistentHash takes one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
+            "17:23: consistentHash takes one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName, usePath, uriCapture",
             "17:23: maglev.tableSize 65536 is not a prime",
             "18:15: warmup needs a duration",
+            "24:25: `1st` is not a capture group name",
+            "24:53: consistentHash.fallback is one key, without fallback, ringHash or maglev",
             "19:23: maxEjectionPercent must be between 0 and 100",
-            "27:14: retries.perTryTimeout must be at least 1ms",
-            "27:37: unknown retryOn condition `sometimes`",
-            "29:15: fallback needs one of staleCache, destination, response",
-            "32:27: destination host `nowhere` is not declared by any ServiceEntry",
-            "33:19: staleCache.maxEntries must be above 0",
+            "32:14: retries.perTryTimeout must be at least 1ms",
+            "32:37: unknown retryOn condition `sometimes`",
+            "34:15: fallback needs one of staleCache, destination, response",
+            "37:27: destination host `nowhere` is not declared by any ServiceEntry",
+            "38:19: staleCache.maxEntries must be above 0",
         ],
     );
 }

@@ -1,5 +1,6 @@
 //! Consistent hashing (`loadBalancer.consistentHash`): a request key (a header, a cookie, the
-//! client's address or a query parameter) picks the same endpoint while the endpoints stay the
+//! client's address, a query parameter, the path or a capture of the route's regex path, with a
+//! second key when the request lacks the first) picks the same endpoint while the endpoints stay the
 //! same, and moves only about 1/n of the keys when one comes or goes. Two tables, as Envoy
 //! has: a ring (`ringHash`, the default) and Maglev (`maglev`).
 
@@ -33,6 +34,11 @@ pub enum HashKey {
     SourceIp,
     /// A query parameter (`httpQueryParameterName`).
     Query(String),
+    /// The request path, without the query (weir's `usePath`; Kong's `hash_on: path`).
+    Path,
+    /// A named capture group of the matched route's regex path (weir's `uriCapture`; Kong's
+    /// `hash_on: uri_capture`).
+    UriCapture(String),
 }
 
 /// Which table maps hashes to endpoints.
@@ -49,6 +55,8 @@ pub enum HashAlgo {
 pub struct HashPolicy {
     /// The request key.
     pub key: HashKey,
+    /// The key used when the request has no `key` (weir's `fallback`; Kong's `hash_fallback`).
+    pub fallback: Option<HashKey>,
     /// The table.
     pub algo: HashAlgo,
 }
@@ -166,26 +174,56 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A request's hash under `key`, and the `Set-Cookie` to send when the key is a cookie that was
-/// absent and is generated. `None` when the request has no such key (the cluster's simple
-/// balancer then picks).
+/// What a request offers to hash.
+pub struct HashInput<'a> {
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// Path, without the query.
+    pub path: &'a str,
+    /// Query string, without `?`.
+    pub query: Option<&'a str>,
+    /// The client's address.
+    pub peer: IpAddr,
+    /// The matched route's regex path, for `UriCapture`.
+    pub uri_regex: Option<&'a regex::Regex>,
+}
+
+/// A request's hash under the policy's key, else its fallback, and the `Set-Cookie` to send
+/// when the key used is a cookie that was absent and is generated. `None` when the request has
+/// neither (the cluster's simple balancer then picks).
 pub fn request_hash(
-    key: &HashKey,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    peer: IpAddr,
+    policy: &HashPolicy,
+    input: &HashInput<'_>,
 ) -> (Option<u64>, Option<HeaderValue>) {
+    match key_hash(&policy.key, input) {
+        (None, None) => match &policy.fallback {
+            Some(fallback) => key_hash(fallback, input),
+            None => (None, None),
+        },
+        found => found,
+    }
+}
+
+fn key_hash(key: &HashKey, input: &HashInput<'_>) -> (Option<u64>, Option<HeaderValue>) {
     let found = match key {
-        HashKey::Header(name) => headers.get(name).map(|v| hash_bytes(v.as_bytes())),
-        HashKey::SourceIp => Some(match peer {
+        HashKey::Header(name) => input.headers.get(name).map(|v| hash_bytes(v.as_bytes())),
+        HashKey::SourceIp => Some(match input.peer {
             IpAddr::V4(ip) => hash_bytes(&ip.octets()),
             IpAddr::V6(ip) => hash_bytes(&ip.octets()),
         }),
-        HashKey::Query(name) => query
+        HashKey::Query(name) => input
+            .query
             .and_then(|q| query_param(q, name))
             .map(|v| hash_bytes(v.as_bytes())),
+        HashKey::Path => Some(hash_bytes(input.path.as_bytes())),
+        HashKey::UriCapture(name) => input
+            .uri_regex
+            .and_then(|re| re.captures(input.path))
+            .and_then(|c| c.name(name))
+            .map(|m| hash_bytes(m.as_str().as_bytes())),
         HashKey::Cookie { name, path, ttl } => {
-            let sent = headers
+            let sent = input
+                .headers
                 .get_all(header::COOKIE)
                 .iter()
                 .filter_map(|v| v.to_str().ok())

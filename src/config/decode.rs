@@ -310,6 +310,16 @@ impl Decode for f64 {
     }
 }
 
+impl<T: Decode> Decode for Box<T> {
+    fn decode(node: &Node, cx: &mut Cx<'_>) -> Option<Self> {
+        T::decode(node, cx).map(Box::new)
+    }
+
+    fn absent() -> Option<Self> {
+        T::absent().map(Box::new)
+    }
+}
+
 impl<T: Decode> Decode for Option<T> {
     fn decode(node: &Node, cx: &mut Cx<'_>) -> Option<Self> {
         match node.value {

@@ -625,6 +625,14 @@ decode_struct! {
         use_source_ip: Option<bool> = "useSourceIp",
         /// Hash a query parameter.
         http_query_parameter_name: Option<String> = "httpQueryParameterName",
+        /// Hash the request path (weir's extension; Kong's `hash_on: path`).
+        use_path: Option<bool> = "usePath",
+        /// Hash a named capture group of the matched route's regex path (weir's extension;
+        /// Kong's `hash_on: uri_capture`).
+        uri_capture: Option<String> = "uriCapture",
+        /// The key used when the request has none of the first (weir's extension; Kong's
+        /// `hash_fallback`): one key, without tables or a further fallback.
+        fallback: Option<Box<ConsistentHashLb>> = "fallback",
         /// Ring hash.
         ring_hash: Option<RingHash> = "ringHash",
         /// Maglev.

@@ -1147,57 +1147,65 @@ fn load_balancer(u: &Upstream, e: &mut Errors<'_>) -> Option<LoadBalancerSetting
         // Kong's `latency` is a peak-EWMA balancer; least-request is weir's nearest.
         "least-connections" | "latency" => simple(SimpleLb::LeastRequest),
         "consistent-hashing" => {
-            let fallback = spec.hash_fallback.as_ref().map(|f| f.value.as_str());
-            if fallback.is_some_and(|f| f != "none") {
-                let pos = spec.hash_fallback.as_ref().map_or(u.at.pos, |f| f.pos);
-                e.at(&u.at, pos, "hash_fallback is not supported yet");
-            }
             let on = spec.hash_on.as_ref();
-            let mut ch = ConsistentHashLb {
-                pos: u.at.pos,
-                ring_hash: Some(RingHash {
-                    minimum_ring_size: Some(u64::from(spec.slots.unwrap_or(10_000))),
-                    ..RingHash::default()
-                }),
-                ..ConsistentHashLb::default()
-            };
-            let need = |field: &Option<String>, what: &str, e: &mut Errors<'_>| {
-                if field.is_none() {
-                    e.at(
-                        &u.at,
-                        u.at.pos,
-                        format!("hash_on {what} needs hash_on_{what}"),
-                    );
-                }
-                field.clone()
-            };
-            match on.map_or("none", |o| o.value.as_str()) {
-                "none" => return simple(SimpleLb::RoundRobin),
-                "header" => ch.http_header_name = need(&spec.hash_on_header, "header", e),
-                "cookie" => {
-                    ch.http_cookie =
-                        need(&spec.hash_on_cookie, "cookie", e).map(|name| HttpCookie {
-                            name,
-                            path: Some(
-                                spec.hash_on_cookie_path
-                                    .clone()
-                                    .unwrap_or_else(|| "/".to_owned()),
-                            ),
-                            ..HttpCookie::default()
-                        })
-                }
-                "ip" => ch.use_source_ip = Some(true),
-                "query_arg" => {
-                    ch.http_query_parameter_name = need(&spec.hash_on_query_arg, "query_arg", e)
-                }
-                other => {
-                    let pos = on.map_or(u.at.pos, |o| o.pos);
-                    e.at(&u.at, pos, format!("hash_on {other} is not supported yet"));
+            let on_kind = on.map_or("none", |o| o.value.as_str());
+            let fallback = spec.hash_fallback.as_ref();
+            let fallback_kind = fallback.map_or("none", |f| f.value.as_str());
+            let fallback_pos = fallback.map_or(u.at.pos, |f| f.pos);
+            // Kong's schema rules for the pair.
+            if fallback_kind != "none" {
+                let clash = match on_kind {
+                    "none" => Some("hash_fallback must be none when hash_on is none".to_owned()),
+                    "cookie" => {
+                        Some("hash_fallback must be none when hash_on is cookie".to_owned())
+                    }
+                    k if k == fallback_kind => {
+                        let names = match k {
+                            "header" => Some((&spec.hash_on_header, &spec.hash_fallback_header)),
+                            "query_arg" => {
+                                Some((&spec.hash_on_query_arg, &spec.hash_fallback_query_arg))
+                            }
+                            "uri_capture" => {
+                                Some((&spec.hash_on_uri_capture, &spec.hash_fallback_uri_capture))
+                            }
+                            _ => None,
+                        };
+                        match names {
+                            Some((a, b))
+                                if a.as_deref().map(str::to_ascii_lowercase)
+                                    != b.as_deref().map(str::to_ascii_lowercase) =>
+                            {
+                                None
+                            }
+                            _ => Some(format!("hash_fallback must differ from hash_on ({k})")),
+                        }
+                    }
+                    _ => None,
+                };
+                if let Some(message) = clash {
+                    e.at(&u.at, fallback_pos, message);
                     return None;
                 }
             }
+            let first = hash_key(u, on_kind, on.map_or(u.at.pos, |o| o.pos), Which::On, e)?;
+            let second = hash_key(u, fallback_kind, fallback_pos, Which::Fallback, e)?;
+            // weir identifies no consumers (it has no authentication plugins), so `consumer`
+            // never gives a key and the fallback decides, as in Kong without a consumer.
+            let (key, fallback) = match (first, second) {
+                (Some(k), f) => (k, f.map(Box::new)),
+                (None, Some(f)) => (f, None),
+                (None, None) => return simple(SimpleLb::RoundRobin),
+            };
             Some(LoadBalancerSettings {
-                consistent_hash: Some(ch),
+                consistent_hash: Some(ConsistentHashLb {
+                    pos: u.at.pos,
+                    ring_hash: Some(RingHash {
+                        minimum_ring_size: Some(u64::from(spec.slots.unwrap_or(10_000))),
+                        ..RingHash::default()
+                    }),
+                    fallback,
+                    ..key
+                }),
                 ..LoadBalancerSettings::default()
             })
         }
@@ -1213,6 +1221,103 @@ fn load_balancer(u: &Upstream, e: &mut Errors<'_>) -> Option<LoadBalancerSetting
             None
         }
     }
+}
+
+/// Which of an upstream's two hash keys.
+#[derive(Clone, Copy)]
+enum Which {
+    On,
+    Fallback,
+}
+
+/// The `consistentHash` key for Kong's `hash_on` or `hash_fallback` value `kind`; `Ok(None)`
+/// for `none` and `consumer` (which never gives a key in weir).
+fn hash_key(
+    u: &Upstream,
+    kind: &str,
+    pos: Pos,
+    which: Which,
+    e: &mut Errors<'_>,
+) -> Option<Option<ConsistentHashLb>> {
+    let spec = &u.spec;
+    let prefix = match which {
+        Which::On => "hash_on",
+        Which::Fallback => "hash_fallback",
+    };
+    let mut need = |field: &Option<String>, what: &str, name: &str| {
+        if field.is_none() {
+            e.at(&u.at, pos, format!("{prefix} {what} needs {name}"));
+        }
+        field.clone()
+    };
+    let key = ConsistentHashLb {
+        pos: u.at.pos,
+        ..ConsistentHashLb::default()
+    };
+    let pick = |on: &Option<String>, fallback: &Option<String>| match which {
+        Which::On => on.clone(),
+        Which::Fallback => fallback.clone(),
+    };
+    Some(Some(match kind {
+        "none" | "consumer" => return Some(None),
+        "ip" => ConsistentHashLb {
+            use_source_ip: Some(true),
+            ..key
+        },
+        "path" => ConsistentHashLb {
+            use_path: Some(true),
+            ..key
+        },
+        "header" => ConsistentHashLb {
+            http_header_name: Some(need(
+                &pick(&spec.hash_on_header, &spec.hash_fallback_header),
+                "header",
+                &format!("{prefix}_header"),
+            )?),
+            ..key
+        },
+        "query_arg" => ConsistentHashLb {
+            http_query_parameter_name: Some(need(
+                &pick(&spec.hash_on_query_arg, &spec.hash_fallback_query_arg),
+                "query_arg",
+                &format!("{prefix}_query_arg"),
+            )?),
+            ..key
+        },
+        "uri_capture" => ConsistentHashLb {
+            uri_capture: Some(need(
+                &pick(&spec.hash_on_uri_capture, &spec.hash_fallback_uri_capture),
+                "uri_capture",
+                &format!("{prefix}_uri_capture"),
+            )?),
+            ..key
+        },
+        // Kong names the cookie in `hash_on_cookie` for both keys and, when the request has
+        // none, makes one up and sets it on the response (a session cookie).
+        "cookie" => ConsistentHashLb {
+            http_cookie: Some(HttpCookie {
+                name: need(&spec.hash_on_cookie, "cookie", "hash_on_cookie")?,
+                path: Some(
+                    spec.hash_on_cookie_path
+                        .clone()
+                        .unwrap_or_else(|| "/".to_owned()),
+                ),
+                ttl: Some(Dur(Duration::ZERO)),
+                ..HttpCookie::default()
+            }),
+            ..key
+        },
+        other => {
+            e.at(
+                &u.at,
+                pos,
+                format!(
+                    "{prefix} `{other}`: expected none, consumer, ip, header, cookie, path, query_arg or uri_capture"
+                ),
+            );
+            return None;
+        }
+    }))
 }
 
 /// `host:port`, `[v6]:port`, or a host alone (Kong's default port 8000).

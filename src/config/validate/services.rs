@@ -282,28 +282,16 @@ impl<'a> Checker<'a> {
                     "loadBalancer takes one of simple and consistentHash",
                 );
             }
-            let keys = [
-                ch.http_header_name.is_some(),
-                ch.http_cookie.is_some(),
-                ch.use_source_ip == Some(true),
-                ch.http_query_parameter_name.is_some(),
-            ];
-            if keys.iter().filter(|k| **k).count() != 1 {
-                self.err(
-                    r,
-                    ch.pos,
-                    "consistentHash takes one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
-                );
-            }
-            if let Some(h) = &ch.http_header_name
-                && HeaderName::from_bytes(h.as_bytes()).is_err()
-            {
-                self.err(r, ch.pos, format!("`{h}` is not a header name"));
-            }
-            if let Some(c) = &ch.http_cookie
-                && (c.name.is_empty() || c.name.contains([';', '=', ' ', ',']))
-            {
-                self.err(r, c.pos, format!("`{}` is not a cookie name", c.name));
+            self.hash_key(r, ch);
+            if let Some(f) = &ch.fallback {
+                self.hash_key(r, f);
+                if f.fallback.is_some() || f.ring_hash.is_some() || f.maglev.is_some() {
+                    self.err(
+                        r,
+                        f.pos,
+                        "consistentHash.fallback is one key, without fallback, ringHash or maglev",
+                    );
+                }
             }
             if ch.ring_hash.is_some() && ch.maglev.is_some() {
                 self.err(r, ch.pos, "consistentHash takes one of ringHash and maglev");
@@ -342,6 +330,42 @@ impl<'a> Checker<'a> {
             if w.aggression.is_some_and(|a| a.0 < 1.0) {
                 self.err(r, w.pos, "warmup.aggression must be at least 1");
             }
+        }
+    }
+
+    /// Exactly one well-formed request key.
+    fn hash_key(&mut self, r: &Resource, ch: &istio::ConsistentHashLb) {
+        let keys = [
+            ch.http_header_name.is_some(),
+            ch.http_cookie.is_some(),
+            ch.use_source_ip == Some(true),
+            ch.http_query_parameter_name.is_some(),
+            ch.use_path == Some(true),
+            ch.uri_capture.is_some(),
+        ];
+        if keys.iter().filter(|k| **k).count() != 1 {
+            self.err(
+                r,
+                ch.pos,
+                "consistentHash takes one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName, usePath, uriCapture",
+            );
+        }
+        if let Some(h) = &ch.http_header_name
+            && HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            self.err(r, ch.pos, format!("`{h}` is not a header name"));
+        }
+        if let Some(c) = &ch.http_cookie
+            && (c.name.is_empty() || c.name.contains([';', '=', ' ', ',']))
+        {
+            self.err(r, c.pos, format!("`{}` is not a cookie name", c.name));
+        }
+        if let Some(name) = &ch.uri_capture
+            && (name.is_empty()
+                || name.starts_with(|c: char| c.is_ascii_digit())
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            self.err(r, ch.pos, format!("`{name}` is not a capture group name"));
         }
     }
 
@@ -623,19 +647,6 @@ fn outlier_policy(od: &istio::OutlierDetection) -> OutlierPolicy {
 
 /// `consistentHash` as weir runs it; `None` when no key is set (reported by validation).
 fn hash_policy(ch: &istio::ConsistentHashLb) -> Option<HashPolicy> {
-    let key = if let Some(h) = &ch.http_header_name {
-        HashKey::Header(HeaderName::from_bytes(h.as_bytes()).ok()?)
-    } else if let Some(c) = &ch.http_cookie {
-        HashKey::Cookie {
-            name: c.name.clone(),
-            path: c.path.clone(),
-            ttl: c.ttl.map(|t| t.0),
-        }
-    } else if ch.use_source_ip == Some(true) {
-        HashKey::SourceIp
-    } else {
-        HashKey::Query(ch.http_query_parameter_name.clone()?)
-    };
     let algo = match (&ch.maglev, &ch.ring_hash) {
         (Some(m), _) => HashAlgo::Maglev(m.table_size.unwrap_or(DEFAULT_MAGLEV_SIZE)),
         (None, ring) => HashAlgo::Ring(
@@ -645,7 +656,32 @@ fn hash_policy(ch: &istio::ConsistentHashLb) -> Option<HashPolicy> {
                 .unwrap_or(DEFAULT_RING_SIZE),
         ),
     };
-    Some(HashPolicy { key, algo })
+    Some(HashPolicy {
+        key: hash_key(ch)?,
+        fallback: ch.fallback.as_deref().and_then(hash_key),
+        algo,
+    })
+}
+
+/// The request key `ch` names.
+fn hash_key(ch: &istio::ConsistentHashLb) -> Option<HashKey> {
+    Some(if let Some(h) = &ch.http_header_name {
+        HashKey::Header(HeaderName::from_bytes(h.as_bytes()).ok()?)
+    } else if let Some(c) = &ch.http_cookie {
+        HashKey::Cookie {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            ttl: c.ttl.map(|t| t.0),
+        }
+    } else if ch.use_source_ip == Some(true) {
+        HashKey::SourceIp
+    } else if ch.use_path == Some(true) {
+        HashKey::Path
+    } else if let Some(name) = &ch.uri_capture {
+        HashKey::UriCapture(name.clone())
+    } else {
+        HashKey::Query(ch.http_query_parameter_name.clone()?)
+    })
 }
 
 fn is_prime(n: u64) -> bool {
