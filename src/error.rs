@@ -59,6 +59,7 @@ impl ProxyError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ProxyError::Upstream(UpstreamError::ClientBody(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(e) if e.never_sent() => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
@@ -94,6 +95,7 @@ impl ProxyError {
                 UpstreamError::NotSent(_) => Outcome::Refused,
                 UpstreamError::Reset(_) => Outcome::Reset,
                 UpstreamError::BadResponse(_) => Outcome::BadResponse,
+                UpstreamError::Timeout(_) => Outcome::TimedOut,
                 UpstreamError::ClientBody(_) => return None,
             },
             ProxyError::TryTimeout => Outcome::TimedOut,

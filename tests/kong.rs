@@ -1333,3 +1333,54 @@ upstreams:
         );
     }
 }
+
+#[tokio::test]
+async fn read_timeout_bounds_the_wait_for_the_upstream_and_is_retried() {
+    let (t1, t2) = (Backend::start("t1").await, Backend::start("t2").await);
+    let config = |retries: u32| {
+        format!(
+            r#"_format_version: "3.0"
+services:
+- name: s
+  host: up
+  retries: {retries}
+  read_timeout: 200
+  write_timeout: 200
+  routes:
+  - {{name: r, paths: [/]}}
+upstreams:
+- name: up
+  targets:
+  - target: 127.0.0.1:{}
+  - target: 127.0.0.1:{}
+"#,
+            t1.addr.port(),
+            t2.addr.port()
+        )
+    };
+    let weir = Weir::start(&config(5)).await;
+    let c = client();
+    // t1 takes 5 s to answer: each try on it gives up after 200 ms of silence and goes to t2.
+    for _ in 0..6 {
+        let (status, h, _) = send(&c, weir.mesh(), "x", "/slow-on/t1/5000", &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(backend_of(&h), "t2");
+    }
+    assert!(t1.hits() >= 2, "t1 was tried {} times", t1.hits());
+    // Without retries the requests that meet t1 get Kong's 504.
+    assert!(weir.rewrite(&config(0)).await);
+    let mut timed_out = 0;
+    for _ in 0..6 {
+        let (status, _, body) = send(&c, weir.mesh(), "x", "/slow-on/t1/5000", &[]).await;
+        if status == 504 {
+            assert_eq!(body, "upstream read timed out");
+            timed_out += 1;
+        } else {
+            assert_eq!(status, 200);
+        }
+    }
+    assert!(timed_out >= 2, "{timed_out} of 6 timed out");
+    // A slow answer within the timeout between reads is waited for.
+    let (status, _, _) = send(&c, weir.mesh(), "x", "/delay/50", &[]).await;
+    assert_eq!(status, 200);
+}

@@ -99,6 +99,12 @@ pub struct ClusterSpec {
     pub max_requests_per_connection: Option<u32>,
     /// Upstream connections idle this long are closed instead of reused.
     pub idle_timeout: Duration,
+    /// Longest wait for a read of an HTTP/1.1 upstream connection to make progress (weir's
+    /// `tcp.readTimeout`; Kong's `read_timeout`).
+    pub read_timeout: Option<Duration>,
+    /// Longest wait for a write to make progress (weir's `tcp.writeTimeout`; Kong's
+    /// `write_timeout`).
+    pub write_timeout: Option<Duration>,
     /// Connection-pool limits.
     pub limits: PoolLimits,
     /// Outlier detection, if configured.

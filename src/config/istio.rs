@@ -695,6 +695,12 @@ decode_struct! {
         max_connection_duration: Option<Dur> = "maxConnectionDuration",
         /// Idle timeout.
         idle_timeout: Option<Dur> = "idleTimeout",
+        /// Longest time a read of an HTTP/1.1 upstream connection may wait for bytes (weir's
+        /// extension; Kong's `read_timeout`).
+        read_timeout: Option<Dur> = "readTimeout",
+        /// Longest time a write may wait to make progress (weir's extension; Kong's
+        /// `write_timeout`).
+        write_timeout: Option<Dur> = "writeTimeout",
     }
 }
 

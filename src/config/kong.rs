@@ -54,11 +54,11 @@ decode_struct! {
         /// Tries after a transport failure (default 5).
         retries: Option<u32> = "retries",
         /// Connect timeout, ms (default 60000).
-        connect_timeout: Option<u64> = "connect_timeout",
+        connect_timeout: Option<Spanned<u64>> = "connect_timeout",
         /// Timeout between two reads of the response, ms (default 60000).
-        read_timeout: Option<u64> = "read_timeout",
+        read_timeout: Option<Spanned<u64>> = "read_timeout",
         /// Timeout between two writes of the request, ms (default 60000).
-        write_timeout: Option<u64> = "write_timeout",
+        write_timeout: Option<Spanned<u64>> = "write_timeout",
         /// Whether the service is served (default true).
         enabled: Option<bool> = "enabled",
         /// Verify the upstream's certificate (https).

@@ -13,8 +13,9 @@
 //!   host names the routes that can match it, on the main listener; routes without hosts
 //!   also serve every other host (`*`).
 //! - `strip_path` and the service's `path` become a rewrite, `preserve_host: false` an
-//!   authority rewrite to the service's host, `retries` and `read_timeout` a retry policy on
-//!   transport failures only (Kong never retries a response).
+//!   authority rewrite to the service's host, `retries` a retry policy on transport failures
+//!   only (Kong never retries a response); `connect_timeout`, `read_timeout` and
+//!   `write_timeout` the connection pool's timeouts (the last two between two reads or writes).
 //!
 //! Generated resources carry the Kong entity's file and position, and the annotation
 //! `weir.io/generated-by: Kong/NAME`.
@@ -72,6 +73,8 @@ const RUN_PLUGINS: &[&str] = &[
 /// Kong's defaults.
 const DEFAULT_RETRIES: u32 = 5;
 const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+/// Kong's largest timeout.
+const MAX_TIMEOUT_MS: u64 = 2_147_483_646;
 const DEFAULT_TARGET_PORT: u16 = 8000;
 const DEFAULT_WEIGHT: u32 = 100;
 
@@ -357,6 +360,24 @@ struct Target {
 
 fn target_of(s: &Service, e: &mut Errors<'_>) -> Option<Target> {
     let spec = &s.spec;
+    for (name, t) in [
+        ("connect_timeout", &spec.connect_timeout),
+        ("read_timeout", &spec.read_timeout),
+        ("write_timeout", &spec.write_timeout),
+    ] {
+        if let Some(t) = t
+            && !(1..=MAX_TIMEOUT_MS).contains(&t.value)
+        {
+            e.at(
+                &s.at,
+                t.pos,
+                format!(
+                    "{name} {} is not between 1 and {MAX_TIMEOUT_MS} ms",
+                    t.value
+                ),
+            );
+        }
+    }
     let (mut protocol, mut host, mut port, mut path) = (None, None, None, None);
     if let Some(url) = &spec.url {
         match url.value.parse::<http::Uri>() {
@@ -1112,12 +1133,17 @@ fn service_port(port: u16) -> ServicePort {
 }
 
 fn traffic_policy(s: &Service, t: &Target, lb: Option<LoadBalancerSettings>) -> TrafficPolicy {
-    let connect = s.spec.connect_timeout.unwrap_or(DEFAULT_TIMEOUT_MS);
+    let ms = |v: &Option<Spanned<u64>>| {
+        let ms = v.as_ref().map_or(DEFAULT_TIMEOUT_MS, |v| v.value);
+        Some(Dur(Duration::from_millis(ms)))
+    };
     TrafficPolicy {
         load_balancer: lb,
         connection_pool: Some(ConnectionPoolSettings {
             tcp: Some(TcpSettings {
-                connect_timeout: Some(Dur(Duration::from_millis(connect))),
+                connect_timeout: ms(&s.spec.connect_timeout),
+                read_timeout: ms(&s.spec.read_timeout),
+                write_timeout: ms(&s.spec.write_timeout),
                 ..TcpSettings::default()
             }),
             ..ConnectionPoolSettings::default()
@@ -1768,16 +1794,15 @@ fn rewrite(
     (rw.uri.is_some() || rw.uri_regex_rewrite.is_some() || rw.authority.is_some()).then_some(rw)
 }
 
-/// Kong's retries: transport failures only, `retries` of them, each try bounded by the
-/// read timeout.
+/// Kong's retries: transport failures only, `retries` of them. (Kong's `read_timeout` is the
+/// connection's read timeout, not a per-try bound.)
 fn retries(service: Option<&Service>) -> HttpRetry {
-    let spec = service.map(|s| &s.spec);
-    let read = spec
-        .and_then(|s| s.read_timeout)
-        .unwrap_or(DEFAULT_TIMEOUT_MS);
     HttpRetry {
-        attempts: Some(spec.and_then(|s| s.retries).unwrap_or(DEFAULT_RETRIES)),
-        per_try_timeout: Some(Dur(Duration::from_millis(read))),
+        attempts: Some(
+            service
+                .and_then(|s| s.spec.retries)
+                .unwrap_or(DEFAULT_RETRIES),
+        ),
         retry_on: Some(Spanned {
             pos: Pos::default(),
             value: "connect-failure,refused-stream,reset".to_owned(),

@@ -21,7 +21,7 @@ use http_body::{Body as HttpBody, Frame};
 use tokio::time::Instant;
 
 use super::body::{Body, UpstreamBody};
-use super::stream::Stream;
+use super::stream::{Stream, Timed};
 use super::{Pool, UpstreamError};
 use crate::http1::{
     BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, header_map, parse_length,
@@ -48,7 +48,7 @@ impl Drop for Open {
 /// One HTTP/1.1 connection to an upstream.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    r: Reader<Stream>,
+    r: Reader<Timed>,
     /// The bytes being written.
     out: BytesMut,
     /// Header names and value offsets of the head being parsed (kept to reuse its allocation).
@@ -75,7 +75,7 @@ pub(super) enum Failure {
 impl Conn {
     pub(super) fn new(io: Stream, open: Open) -> Conn {
         Conn {
-            r: Reader::new(io),
+            r: Reader::new(Timed::new(io)),
             out: BytesMut::with_capacity(1024),
             fields: Vec::new(),
             served: 0,
@@ -85,9 +85,13 @@ impl Conn {
         }
     }
 
-    /// Applies the cluster's `maxRequestsPerConnection` to the request about to be sent.
-    pub(super) fn limit_requests(&mut self, max: Option<u32>) {
-        self.max_requests = max;
+    /// Applies the cluster's `maxRequestsPerConnection` and read and write timeouts to the
+    /// request about to be sent.
+    pub(super) fn prepare(&mut self, spec: &crate::backend::ClusterSpec) {
+        self.max_requests = spec.max_requests_per_connection;
+        self.r
+            .io
+            .set_timeouts(spec.read_timeout, spec.write_timeout);
     }
 
     /// Whether the connection may be reused for another request.
@@ -106,7 +110,7 @@ impl Conn {
     /// Whether an idle connection can still be used: nothing (not even a close) has arrived on
     /// it since its last response.
     pub(super) fn is_clean(&mut self) -> bool {
-        super::stream::is_clean(&mut self.r.io)
+        super::stream::is_clean(&mut self.r.io.io)
     }
 
     /// Writes `out`; on failure also says whether any of it was written.
@@ -152,6 +156,10 @@ fn client_body(e: BodyError) -> Failure {
     Failure::Failed(UpstreamError::ClientBody(e))
 }
 
+fn timed_out(what: &'static str) -> Failure {
+    Failure::Failed(UpstreamError::Timeout(what))
+}
+
 fn bad(what: &'static str) -> Failure {
     Failure::Failed(UpstreamError::BadResponse(what))
 }
@@ -186,7 +194,9 @@ async fn write_request(conn: &mut Conn, req: &mut Request<Body>) -> Result<(), F
             .map_err(client_body)?;
     }
     if let Err((e, some)) = conn.flush_out().await {
-        return Err(if some || consumed {
+        return Err(if e.kind() == io::ErrorKind::TimedOut {
+            timed_out("write")
+        } else if some || consumed {
             Failure::Failed(UpstreamError::Reset(Box::new(e)))
         } else {
             Failure::Stale(e)
@@ -205,9 +215,13 @@ async fn stream_body(conn: &mut Conn, body: &mut Body, chunked: bool) -> Result<
         let frame = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
         let ended = queue_frame(&mut conn.out, frame, || body.is_end_stream(), chunked)
             .map_err(client_body)?;
-        conn.flush_out()
-            .await
-            .map_err(|(e, _)| Failure::Failed(UpstreamError::Reset(Box::new(e))))?;
+        conn.flush_out().await.map_err(|(e, _)| {
+            if e.kind() == io::ErrorKind::TimedOut {
+                timed_out("write")
+            } else {
+                Failure::Failed(UpstreamError::Reset(Box::new(e)))
+            }
+        })?;
         if ended {
             return Ok(());
         }
@@ -269,6 +283,7 @@ async fn read_head(conn: &mut Conn) -> Result<Head, Failure> {
             }
             Ok(0) => return Err(bad("connection closed in the response head")),
             Ok(_) => received = true,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(timed_out("read")),
             Err(e) if !received => return Err(Failure::NoReply(e)),
             Err(e) => return Err(Failure::Failed(UpstreamError::Reset(Box::new(e)))),
         }

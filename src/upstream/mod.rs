@@ -55,6 +55,10 @@ pub enum UpstreamError {
     /// The upstream's response broke HTTP/1.1 (malformed head, conflicting framing).
     #[error("invalid upstream response: {0}")]
     BadResponse(&'static str),
+    /// A read or write on the connection made no progress within the cluster's read or write
+    /// timeout (Kong's `read_timeout`, `write_timeout`).
+    #[error("upstream {0} timed out")]
+    Timeout(&'static str),
     /// The client's request body failed while it was being sent (the client went away, or
     /// broke its framing).
     #[error("client request body: {0}")]
@@ -149,7 +153,7 @@ impl Pool {
                     (Conn::new(io, Open::new(&self.open)), false)
                 }
             };
-            conn.limit_requests(spec.max_requests_per_connection);
+            conn.prepare(spec);
             match h1::exchange(conn, req, self).await {
                 Ok(resp) => return Ok(resp),
                 Err(Failure::Stale(_)) if reused => {}

@@ -541,6 +541,14 @@ impl<'a> Checker<'a> {
             connect_timeout,
             max_requests_per_connection,
             idle_timeout,
+            read_timeout: tcp
+                .and_then(|t| t.read_timeout)
+                .map(|t| t.0)
+                .filter(|t| !t.is_zero()),
+            write_timeout: tcp
+                .and_then(|t| t.write_timeout)
+                .map(|t| t.0)
+                .filter(|t| !t.is_zero()),
             limits,
             outlier,
             budget,
