@@ -774,6 +774,18 @@ services:
     plugins:
     - name: cors
       config: {{origins: ["https://app.example.com"], methods: [GET, POST], headers: [x-token], exposed_headers: [x-trace], credentials: true, max_age: 600}}
+  - name: open
+    hosts: [kong.example]
+    paths: [/open]
+    plugins:
+    - name: cors
+      config: {{origins: [".*\\.example\\.com"]}}
+  - name: upstream-answers
+    hosts: [kong.example]
+    paths: [/delegated]
+    plugins:
+    - name: cors
+      config: {{preflight_continue: true}}
 ---
 {se}---
 apiVersion: networking.istio.io/v1
@@ -839,6 +851,52 @@ spec:
     )
     .await;
     assert!(!h.contains_key("access-control-allow-origin"));
+    // Kong answers a preflight from an origin it does not allow too, without the origin header.
+    let before = t1.hits();
+    let options = |path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let c = c.clone();
+        let mesh = weir.mesh();
+        async move {
+            request(
+                &c,
+                mesh,
+                "OPTIONS",
+                "kong.example",
+                path,
+                &headers,
+                bytes::Bytes::new(),
+            )
+            .await
+        }
+    };
+    let (status, h, _) = options("/api/x", preflight("https://evil.example")).await;
+    assert_eq!(status, 200);
+    assert!(!h.contains_key("access-control-allow-origin"));
+    assert_eq!(t1.hits(), before);
+    // Without `headers`, Kong allows what the preflight asks for, and its default methods.
+    let mut asks = preflight("https://shop.example.com");
+    asks.push((
+        "access-control-request-headers",
+        "content-type,authorization",
+    ));
+    let (status, h, _) = options("/open/x", asks).await;
+    assert_eq!(status, 200);
+    assert_eq!(h["access-control-allow-origin"], "https://shop.example.com");
+    assert_eq!(
+        h["access-control-allow-headers"],
+        "content-type,authorization"
+    );
+    assert_eq!(
+        h["access-control-allow-methods"],
+        "GET,HEAD,PUT,PATCH,POST,DELETE,OPTIONS,TRACE,CONNECT"
+    );
+    assert_eq!(t1.hits(), before);
+    // preflight_continue: the upstream answers the preflight, and weir adds nothing.
+    let (status, h, _) = options("/delegated/x", preflight("https://any.example")).await;
+    assert_eq!(status, 200);
+    assert_eq!(backend_of(&h), "t1");
+    assert!(!h.contains_key("access-control-allow-origin"));
+    assert_eq!(t1.hits(), before + 1);
     // Istio: regex origins; an unmatched preflight is answered without CORS headers (IGNORE).
     let hits = t1.hits();
     let (status, h, _) = request(

@@ -443,6 +443,12 @@ decode_struct! {
         allow_credentials: Option<bool> = "allowCredentials",
         /// What to do with preflights from origins not allowed.
         unmatched_preflights: Option<UnmatchedPreflights> = "unmatchedPreflights",
+        /// Without `allowHeaders`, allow the headers the preflight asks for (weir's extension;
+        /// Kong's `cors` without `headers`).
+        mirror_request_headers: Option<bool> = "mirrorRequestHeaders",
+        /// Forward every preflight to the upstream and add nothing (weir's extension; Kong's
+        /// `preflight_continue`).
+        forward_preflights: Option<bool> = "forwardPreflights",
     }
 }
 

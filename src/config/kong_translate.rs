@@ -33,7 +33,7 @@ use super::istio::{
     HttpBody, HttpCookie, HttpDirectResponse, HttpMatchRequest, HttpRetry, HttpRewrite, HttpRoute,
     HttpRouteDestination, LoadBalancerSettings, PortSelector, RateLimitSettings, RegexRewrite,
     Resolution, RingHash, ServiceEntry, ServicePort, SimpleLb, StringMatch, TcpSettings,
-    TrafficPolicy, VirtualService, WorkloadEntry,
+    TrafficPolicy, UnmatchedPreflights, VirtualService, WorkloadEntry,
 };
 use super::kong::{
     KongPlugin, KongRoute, KongService, KongUpstream, Named, ProxyCacheConfig,
@@ -697,7 +697,7 @@ fn rate_limit(
 /// Kong's `cors` as Istio's `corsPolicy`.
 fn cors(plugin: &(At, KongPlugin), e: &mut Errors<'_>) -> Option<CorsPolicy> {
     let (at, p) = plugin;
-    const KEYS: [&str; 8] = [
+    const KEYS: [&str; 9] = [
         "origins",
         "methods",
         "headers",
@@ -706,6 +706,7 @@ fn cors(plugin: &(At, KongPlugin), e: &mut Errors<'_>) -> Option<CorsPolicy> {
         "max_age",
         "preflight_continue",
         "private_network",
+        "allow_origin_absent",
     ];
     let (pos, config) = config_of(plugin, &KEYS, e);
     let list = |key: &str| -> Vec<String> {
@@ -720,12 +721,8 @@ fn cors(plugin: &(At, KongPlugin), e: &mut Errors<'_>) -> Option<CorsPolicy> {
             .unwrap_or_default()
     };
     let flag = |key: &str| config.get(key).and_then(|v| v.as_bool()) == Some(true);
-    if flag("preflight_continue") || flag("private_network") {
-        e.at(
-            at,
-            pos,
-            "cors: preflight_continue and private_network are not supported yet",
-        );
+    if flag("private_network") {
+        e.at(at, pos, "cors: private_network is not supported yet");
         return None;
     }
     let mut origins = list("origins");
@@ -741,10 +738,13 @@ fn cors(plugin: &(At, KongPlugin), e: &mut Errors<'_>) -> Option<CorsPolicy> {
                     value: ".*".to_owned(),
                 })
             } else if o.chars().any(|c| "^$*+?()[]{}|\\".contains(c)) {
-                StringMatch::Regex(Spanned {
-                    pos,
-                    value: o.clone(),
-                })
+                // Kong tests a regex without `:` against the origin's host alone.
+                let value = if o.contains(':') {
+                    o.clone()
+                } else {
+                    format!("[a-zA-Z][a-zA-Z0-9+.-]*://(?:{o})(?::[0-9]+)?")
+                };
+                StringMatch::Regex(Spanned { pos, value })
             } else {
                 StringMatch::Exact(o.clone())
             }
@@ -769,6 +769,10 @@ fn cors(plugin: &(At, KongPlugin), e: &mut Errors<'_>) -> Option<CorsPolicy> {
             .and_then(|v| v.as_f64())
             .map(|s| Dur(Duration::from_secs_f64(s.max(0.0)))),
         allow_credentials: Some(flag("credentials")),
+        // Kong answers every preflight; one from an origin not allowed gets no origin header.
+        unmatched_preflights: Some(UnmatchedPreflights::Ignore),
+        mirror_request_headers: Some(true),
+        forward_preflights: Some(flag("preflight_continue")),
         ..CorsPolicy::default()
     })
 }

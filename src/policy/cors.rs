@@ -4,6 +4,8 @@
 //! its response gets `Access-Control-Allow-Origin` (the request's origin), the exposed headers
 //! and credentials. Requests from other origins get no CORS headers; their preflights are
 //! forwarded (`unmatchedPreflights: FORWARD`, the default) or answered without them (`IGNORE`).
+//! weir's extensions, for Kong's plugin: `mirrorRequestHeaders` allows what a preflight asks
+//! for when no headers are listed, and `forwardPreflights` sends every preflight upstream.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
@@ -27,6 +29,10 @@ pub struct Cors {
     pub credentials: bool,
     /// Preflights from other origins are forwarded (else answered without CORS headers).
     pub forward_unmatched: bool,
+    /// Without `headers`, a preflight's `Access-Control-Request-Headers` are allowed.
+    pub mirror_headers: bool,
+    /// Every preflight is forwarded, and nothing added to its response.
+    pub forward_preflights: bool,
 }
 
 /// What CORS makes of a request.
@@ -47,6 +53,9 @@ impl Cors {
         };
         let preflight = method == Method::OPTIONS
             && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if preflight && self.forward_preflights {
+            return CorsAction::Pass;
+        }
         let allowed = origin
             .to_str()
             .is_ok_and(|o| self.origins.iter().any(|m| m.matches(o)));
@@ -74,8 +83,15 @@ impl Cors {
         if let Some(v) = &self.methods {
             out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v.clone());
         }
-        if let Some(v) = &self.headers {
-            out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
+        let asked = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS);
+        match (&self.headers, asked) {
+            (Some(v), _) => {
+                out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
+            }
+            (None, Some(v)) if self.mirror_headers => {
+                out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
+            }
+            _ => {}
         }
         if let Some(age) = self.max_age {
             out.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));

@@ -28,6 +28,8 @@ impl<'a> Checker<'a> {
             credentials: cors.allow_credentials == Some(true),
             forward_unmatched: cors.unmatched_preflights
                 != Some(istio::UnmatchedPreflights::Ignore),
+            mirror_headers: cors.mirror_request_headers == Some(true),
+            forward_preflights: cors.forward_preflights == Some(true),
         }))
     }
 
