@@ -32,7 +32,7 @@ use crate::backend::{Cluster, Picked, Protocol};
 use crate::edge::ServerPolicy;
 use crate::edge::overload::Overload;
 use crate::error::{ProxyError, X_WEIR_OVERLOADED, local_response};
-use crate::policy::cache::{X_CACHE_KEY, X_CACHE_STATUS};
+use crate::policy::cache::{Lookup, X_CACHE_KEY, X_CACHE_STATUS};
 use crate::policy::cors::{CorsAction, PREFLIGHT_STATUS};
 use crate::policy::fallback::{Cached, Tee, X_WEIR_FALLBACK};
 use crate::policy::fault::{Abort, FaultSwitch, PER_MILLION};
@@ -403,28 +403,38 @@ fn route<'s>(
     // Response cache: a fresh copy is answered from memory.
     let mut response_key = None;
     if let Some(rc) = &rule.response_cache {
-        let key = rc.key(
-            req.method(),
-            authority,
-            view.path,
-            view.query,
-            req.headers(),
-        );
+        let key = rc
+            .key(
+                req.method(),
+                authority,
+                view.path,
+                view.query,
+                req.headers(),
+            )
+            .filter(|_| rc.admits(req.headers()));
         let status = match &key {
-            Some(k) => match snap.caches[rc.store].get(k, Instant::now()) {
-                Some(hit) => {
-                    let mut resp = cached_response(hit, rc.show_headers);
-                    if rc.show_headers {
-                        resp.headers_mut()
-                            .insert(X_CACHE_STATUS, HeaderValue::from_static("Hit"));
-                        if let Ok(v) = HeaderValue::from_str(k) {
-                            resp.headers_mut().insert(X_CACHE_KEY, v);
+            Some(k) => {
+                let now = Instant::now();
+                let kept = snap.caches[rc.store].get(k, now);
+                match rc.lookup(kept, req.headers(), now) {
+                    Lookup::Hit(hit) => {
+                        let mut resp = cached_response(hit, rc.show_headers);
+                        if rc.show_headers {
+                            resp.headers_mut()
+                                .insert(X_CACHE_STATUS, HeaderValue::from_static("Hit"));
+                            if let Ok(v) = HeaderValue::from_str(k) {
+                                resp.headers_mut().insert(X_CACHE_KEY, v);
+                            }
                         }
+                        return here(resp, extra);
                     }
-                    return here(resp, extra);
+                    Lookup::OnlyIfCached => {
+                        let resp = local_response(StatusCode::GATEWAY_TIMEOUT, Bytes::new());
+                        return here(resp, extra);
+                    }
+                    Lookup::Fetch(status) => status,
                 }
-                None => "Miss",
-            },
+            }
             None => "Bypass",
         };
         if rc.show_headers {
@@ -1055,19 +1065,27 @@ impl<'s> Forward<'s> {
         };
         // Kept: a response the rule's response cache takes, else a good one for the stale
         // cache of its fallback.
-        let store = match (&self.rule.response_cache, &self.rule.fallback) {
-            (Some(rc), _) => rc
-                .cacheable(resp.status(), resp.headers())
-                .then_some(rc.store),
-            (None, Some(fb)) if resp.status().is_success() => fb.cache,
-            _ => None,
+        let (store, ttl) = match (&self.rule.response_cache, &self.rule.fallback) {
+            (Some(rc), _) => match rc.keep_for(resp.status(), resp.headers()) {
+                Some(ttl) => (Some(rc.store), rc.cache_control.then_some(ttl)),
+                None => {
+                    // A request the cache looked up whose answer it may not keep.
+                    if rc.show_headers && self.cache_key.is_some() {
+                        resp.headers_mut()
+                            .insert(X_CACHE_STATUS, HeaderValue::from_static("Bypass"));
+                    }
+                    (None, None)
+                }
+            },
+            (None, Some(fb)) if resp.status().is_success() => (fb.cache, None),
+            _ => (None, None),
         };
         let tee = match (store, self.cache_key.take()) {
             (Some(i), Some(key)) => Some(Box::new(Tee::new(
                 self.snap.caches[i].clone(),
                 key.into(),
-                resp.status(),
-                resp.headers().clone(),
+                (resp.status(), resp.headers().clone()),
+                ttl,
             ))),
             _ => None,
         };

@@ -1029,8 +1029,72 @@ services:
     for _ in 0..2 {
         let (status, h, _) = get("/c/status/500", "en").await;
         assert_eq!(status, 500);
-        assert_eq!(h["x-cache-status"], "Miss");
+        assert_eq!(h["x-cache-status"], "Bypass");
     }
+}
+
+#[tokio::test]
+async fn proxy_cache_with_cache_control_follows_both_sides_directives() {
+    let t1 = Backend::start("t1").await;
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  url: http://127.0.0.1:{port}
+  routes:
+  - name: cached
+    paths: [/c]
+    plugins:
+    - name: proxy-cache
+      config: {{strategy: memory, cache_control: true}}
+"#,
+        port = t1.addr.port()
+    );
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    let get = |path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let c = c.clone();
+        let mesh = weir.mesh();
+        async move { send(&c, mesh, "x", path, &headers).await }
+    };
+    let status_of = |h: &http::HeaderMap| h["x-cache-status"].to_str().unwrap().to_owned();
+    // The upstream's directives: no-store, private, and no lifetime at all are not kept.
+    for (path, cc) in [
+        ("/c/no-store", "no-store"),
+        ("/c/private", "private, max-age=60"),
+        ("/c/no-lifetime", "public"),
+        ("/c/zero", "max-age=0"),
+    ] {
+        for _ in 0..2 {
+            let (_, h, _) = get(path, vec![("x-reply-cache-control", cc)]).await;
+            assert_eq!(status_of(&h), "Bypass", "{cc}");
+        }
+    }
+    assert_eq!(t1.hits(), 8);
+    // A lifetime of its own (s-maxage over max-age): kept.
+    let fresh = vec![("x-reply-cache-control", "max-age=1, s-maxage=600")];
+    assert_eq!(status_of(&get("/c/kept", fresh.clone()).await.1), "Miss");
+    assert_eq!(status_of(&get("/c/kept", fresh.clone()).await.1), "Hit");
+    assert_eq!(t1.hits(), 9);
+    // The client's directives: no-cache and credentials bypass; min-fresh beyond what is
+    // left refreshes the copy (and keeps the new one).
+    let mut no_cache = fresh.clone();
+    no_cache.push(("cache-control", "no-cache"));
+    assert_eq!(status_of(&get("/c/kept", no_cache).await.1), "Bypass");
+    let mut creds = fresh.clone();
+    creds.push(("authorization", "Bearer x"));
+    assert_eq!(status_of(&get("/c/kept", creds).await.1), "Bypass");
+    let mut picky = fresh.clone();
+    picky.push(("cache-control", "min-fresh=3600"));
+    assert_eq!(status_of(&get("/c/kept", picky).await.1), "Refresh");
+    let mut easy = fresh.clone();
+    easy.push(("cache-control", "max-age=60, min-fresh=10"));
+    assert_eq!(status_of(&get("/c/kept", easy).await.1), "Hit");
+    assert_eq!(t1.hits(), 12);
+    // only-if-cached without a copy: 504, nothing forwarded.
+    let (status, _, _) = get("/c/never", vec![("cache-control", "only-if-cached")]).await;
+    assert_eq!(status, 504);
+    assert_eq!(t1.hits(), 12);
 }
 
 #[tokio::test]

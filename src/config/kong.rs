@@ -433,7 +433,7 @@ decode_struct! {
         cache_ttl: Option<u64> = "cache_ttl",
         /// `memory` (the only one).
         strategy: Option<Spanned<String>> = "strategy",
-        /// Follow Cache-Control (not supported yet).
+        /// Follow Cache-Control (RFC 9111, as Kong reads it).
         cache_control: Option<bool> = "cache_control",
         /// Compare paths without case.
         ignore_uri_case: Option<bool> = "ignore_uri_case",

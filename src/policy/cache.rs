@@ -5,11 +5,20 @@
 //! `X-Cache-Key`. The key is the authority, the path (lower-cased with `ignore_uri_case`), the
 //! query parameters named in `vary_query_params` (all when none are named) and the headers
 //! named in `vary_headers`. Entries live in the same store as the stale-cache fallback.
+//!
+//! With `cache_control` (RFC 9111, as Kong reads it) a request with `no-store`, `no-cache` or
+//! `Authorization` bypasses the cache; one with `max-age` or `min-fresh` that the kept copy
+//! does not meet is sent upstream (`Refresh`); `only-if-cached` without a copy gets 504. A
+//! response with `private`, `no-store` or `no-cache` is not kept, and one is kept for its own
+//! `s-maxage`, `max-age` or `Expires`, and only when that is above zero.
 
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use tokio::time::Instant;
+
+use crate::policy::fallback::Cached;
 
 /// A rule's response cache.
 #[derive(Debug)]
@@ -32,6 +41,66 @@ pub struct ResponseCache {
     pub ignore_uri_case: bool,
     /// Send `X-Cache-Status`, `X-Cache-Key` and `Age`.
     pub show_headers: bool,
+    /// Follow `Cache-Control` (Kong's `cache_control`).
+    pub cache_control: bool,
+}
+
+/// The `Cache-Control` directives the cache acts on.
+#[derive(Debug, Default, PartialEq)]
+pub struct Directives {
+    /// `no-store`.
+    pub no_store: bool,
+    /// `no-cache`.
+    pub no_cache: bool,
+    /// `private`.
+    pub private: bool,
+    /// `only-if-cached`.
+    pub only_if_cached: bool,
+    /// `max-age`, seconds.
+    pub max_age: Option<u64>,
+    /// `s-maxage`, seconds.
+    pub s_maxage: Option<u64>,
+    /// `min-fresh`, seconds.
+    pub min_fresh: Option<u64>,
+}
+
+impl Directives {
+    /// The directives of every `Cache-Control` field of `headers`; unknown ones are ignored.
+    pub fn of(headers: &HeaderMap) -> Directives {
+        let mut d = Directives::default();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(value) = value.to_str() else { continue };
+            for item in value.split(',') {
+                let (name, arg) = match item.split_once('=') {
+                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                    None => (item.trim(), None),
+                };
+                let secs = || arg.and_then(|a| a.parse::<u64>().ok());
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" => d.no_store = true,
+                    "no-cache" => d.no_cache = true,
+                    "private" => d.private = true,
+                    "only-if-cached" => d.only_if_cached = true,
+                    "max-age" => d.max_age = secs(),
+                    "s-maxage" => d.s_maxage = secs(),
+                    "min-fresh" => d.min_fresh = secs(),
+                    _ => {}
+                }
+            }
+        }
+        d
+    }
+}
+
+/// What the cache makes of a request.
+#[derive(Debug, PartialEq)]
+pub enum Lookup {
+    /// Answer with the kept copy (`Hit`).
+    Hit(Cached),
+    /// Go upstream and keep the answer (`Miss`, or `Refresh` when the client refused the copy).
+    Fetch(&'static str),
+    /// The client asked for a kept copy only and there is none: 504.
+    OnlyIfCached,
 }
 
 /// `X-Cache-Status`.
@@ -81,8 +150,64 @@ impl ResponseCache {
         Some(format!("{:016x}", hasher.finish()))
     }
 
-    /// Whether a response may be kept.
-    pub fn cacheable(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+    /// Whether a request may use the cache at all (its method, and with `cache_control` its
+    /// directives and credentials).
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        if !self.cache_control {
+            return true;
+        }
+        let d = Directives::of(headers);
+        !(d.no_store || d.no_cache || headers.contains_key(header::AUTHORIZATION))
+    }
+
+    /// What to do with a cacheable request, given the copy kept for it (fresh or not).
+    pub fn lookup(&self, kept: Option<Cached>, headers: &HeaderMap, now: Instant) -> Lookup {
+        let d = self.cache_control.then(|| Directives::of(headers));
+        let Some(kept) = kept else {
+            return match d {
+                Some(d) if d.only_if_cached => Lookup::OnlyIfCached,
+                _ => Lookup::Fetch("Miss"),
+            };
+        };
+        if let Some(d) = d {
+            let age = now.saturating_duration_since(kept.stored).as_secs();
+            let ttl = kept.ttl.unwrap_or(self.ttl).as_secs();
+            if d.max_age.is_some_and(|m| age > m)
+                || d.min_fresh.is_some_and(|m| ttl.saturating_sub(age) < m)
+            {
+                return Lookup::Fetch("Refresh");
+            }
+        }
+        Lookup::Hit(kept)
+    }
+
+    /// How long a response may be kept: `None` when it may not be.
+    pub fn keep_for(&self, status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
+        if !self.cacheable(status, headers) {
+            return None;
+        }
+        if !self.cache_control {
+            return Some(self.ttl);
+        }
+        let d = Directives::of(headers);
+        if d.private || d.no_store || d.no_cache {
+            return None;
+        }
+        let secs = match d.s_maxage.or(d.max_age) {
+            Some(s) => s,
+            None => {
+                let expires = headers.get(header::EXPIRES)?.to_str().ok()?;
+                let at = httpdate::parse_http_date(expires).ok()?;
+                at.duration_since(std::time::SystemTime::now())
+                    .ok()?
+                    .as_secs()
+            }
+        };
+        (secs > 0).then(|| Duration::from_secs(secs))
+    }
+
+    /// Whether a response's status and content type may be kept.
+    fn cacheable(&self, status: StatusCode, headers: &HeaderMap) -> bool {
         let content_type = headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -99,5 +224,77 @@ impl ResponseCache {
                 .content_types
                 .iter()
                 .any(|c| *c == content_type || c == "*/*")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn cache() -> ResponseCache {
+        ResponseCache {
+            store: 0,
+            ttl: Duration::from_secs(300),
+            statuses: vec![200],
+            methods: vec![Method::GET],
+            content_types: vec!["application/json".into()],
+            vary_query: None,
+            vary_headers: Vec::new(),
+            ignore_uri_case: false,
+            show_headers: true,
+            cache_control: true,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn directives_are_read_across_fields_and_case() {
+        let h = headers(&[
+            ("cache-control", "Public, MAX-AGE=\"30\"".into()),
+            ("cache-control", "s-maxage=60,no-cache".into()),
+        ]);
+        let d = Directives::of(&h);
+        assert_eq!(d.max_age, Some(30));
+        assert_eq!(d.s_maxage, Some(60));
+        assert!(d.no_cache && !d.no_store && !d.private);
+    }
+
+    #[test]
+    fn lifetimes_come_from_s_maxage_max_age_or_expires() {
+        let c = cache();
+        let ok = StatusCode::OK;
+        let keep = |pairs: &[(&'static str, String)]| c.keep_for(ok, &headers(pairs));
+        assert_eq!(
+            keep(&[("cache-control", "max-age=10, s-maxage=20".into())]),
+            Some(Duration::from_secs(20))
+        );
+        let soon = std::time::SystemTime::now() + Duration::from_secs(120);
+        let kept = keep(&[("expires", httpdate::fmt_http_date(soon))]).unwrap();
+        assert!((118..=120).contains(&kept.as_secs()), "{kept:?}");
+        let past = std::time::SystemTime::now() - Duration::from_secs(120);
+        assert_eq!(keep(&[("expires", httpdate::fmt_http_date(past))]), None);
+        assert_eq!(keep(&[("expires", "0".into())]), None);
+        assert_eq!(keep(&[]), None);
+        // Without cache_control the configured ttl applies whatever the upstream says.
+        let plain = ResponseCache {
+            cache_control: false,
+            ..cache()
+        };
+        assert_eq!(
+            plain.keep_for(ok, &headers(&[("cache-control", "no-store".into())])),
+            Some(Duration::from_secs(300))
+        );
     }
 }

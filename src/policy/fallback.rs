@@ -65,7 +65,7 @@ impl Default for CacheSpec {
 }
 
 /// A kept response.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Cached {
     /// Status.
     pub status: StatusCode,
@@ -75,6 +75,9 @@ pub struct Cached {
     pub body: Bytes,
     /// When it was kept.
     pub stored: Instant,
+    /// How long it stays fresh, when it says so itself (`Cache-Control`); else the store's
+    /// `maxAge`.
+    pub ttl: Option<Duration>,
 }
 
 /// The last good responses of one rule, by authority and target; kept across reloads.
@@ -117,12 +120,15 @@ impl StaleCache {
         entries.insert(key, entry);
     }
 
-    /// The response kept for `key`, if it is younger than `maxAge` at `now`.
+    /// The response kept for `key`, if it is younger than its own lifetime or else `maxAge`
+    /// at `now`.
     pub fn get(&self, key: &str, now: Instant) -> Option<Cached> {
         let entries = self.lock();
         entries
             .get(key)
-            .filter(|e| now.saturating_duration_since(e.stored) <= self.spec.max_age)
+            .filter(|e| {
+                now.saturating_duration_since(e.stored) <= e.ttl.unwrap_or(self.spec.max_age)
+            })
             .cloned()
     }
 
@@ -144,17 +150,18 @@ pub struct Tee {
     key: String,
     status: StatusCode,
     headers: HeaderMap,
+    ttl: Option<Duration>,
     body: BytesMut,
     too_large: bool,
 }
 
 impl Tee {
-    /// Starts copying a response to be kept under `key`.
+    /// Starts copying a response to be kept under `key` (for `ttl`, if it sets its own).
     pub fn new(
         cache: std::sync::Arc<StaleCache>,
         key: String,
-        status: StatusCode,
-        mut headers: HeaderMap,
+        (status, mut headers): (StatusCode, HeaderMap),
+        ttl: Option<Duration>,
     ) -> Tee {
         // A cookie set for one client is not replayed to others.
         headers.remove(http::header::SET_COOKIE);
@@ -163,6 +170,7 @@ impl Tee {
             key,
             status,
             headers,
+            ttl,
             body: BytesMut::new(),
             too_large: false,
         }
@@ -190,6 +198,7 @@ impl Tee {
                 headers: self.headers,
                 body: self.body.freeze(),
                 stored: Instant::now(),
+                ttl: self.ttl,
             },
         );
     }
@@ -205,6 +214,7 @@ mod tests {
             headers: HeaderMap::new(),
             body: Bytes::from_static(body.as_bytes()),
             stored: Instant::now(),
+            ttl: None,
         }
     }
 
@@ -235,12 +245,22 @@ mod tests {
             max_body: 4,
             ..CacheSpec::default()
         }));
-        let mut t = Tee::new(c.clone(), "k".into(), StatusCode::OK, HeaderMap::new());
+        let mut t = Tee::new(
+            c.clone(),
+            "k".into(),
+            (StatusCode::OK, HeaderMap::new()),
+            None,
+        );
         t.data(&Bytes::from_static(b"abc"));
         t.data(&Bytes::from_static(b"de"));
         t.finish();
         assert!(c.is_empty());
-        let mut t = Tee::new(c.clone(), "k".into(), StatusCode::OK, HeaderMap::new());
+        let mut t = Tee::new(
+            c.clone(),
+            "k".into(),
+            (StatusCode::OK, HeaderMap::new()),
+            None,
+        );
         t.data(&Bytes::from_static(b"ab"));
         t.data(&Bytes::from_static(b"cd"));
         t.finish();

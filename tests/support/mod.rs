@@ -169,6 +169,7 @@ async fn answer(
         .to_owned();
     let try_number = tries.count(&id);
     let path = req.uri().path().to_owned();
+    let reply_cache_control = req.headers().get("x-reply-cache-control").cloned();
     let mut status = StatusCode::OK;
     if let Some(code) = path.strip_prefix("/status/") {
         status = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
@@ -232,14 +233,17 @@ async fn answer(
         "try": try_number,
         "body": String::from_utf8_lossy(&sent),
     });
-    Response::builder()
+    let mut resp = Response::builder()
         .status(status)
         .header("x-backend", name)
         .header("content-type", "application/json")
         .header("connection", "keep-alive")
-        .header("x-hop", "drop-me")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
+        .header("x-hop", "drop-me");
+    // `x-reply-cache-control: V` asks for `cache-control: V` on the answer.
+    if let Some(v) = reply_cache_control {
+        resp = resp.header("cache-control", v);
+    }
+    resp.body(Full::new(Bytes::from(body.to_string()))).unwrap()
 }
 
 /// Leaves the in-flight count when the request ends, answered or cancelled.

@@ -315,9 +315,6 @@ impl<'a> Checker<'a> {
                 format!("strategy {}: weir caches in memory", s.value),
             );
         }
-        if c.cache_control == Some(true) {
-            self.err(r, c.pos, "cache_control is not supported yet");
-        }
         let mut methods = Vec::new();
         for m in c
             .request_method
@@ -378,6 +375,7 @@ impl<'a> Checker<'a> {
             vary_headers,
             ignore_uri_case: c.ignore_uri_case == Some(true),
             show_headers: show("X-Cache-Status") && show("X-Cache-Key"),
+            cache_control: c.cache_control == Some(true),
         }))
     }
 
