@@ -41,7 +41,8 @@ use crate::policy::mirror;
 use crate::policy::ratelimit::{LimitBy, RateLimitSpec};
 use crate::policy::retry::{Outcome, repeatable};
 use crate::policy::split::WeightedDest;
-use crate::route::matcher::{RequestView, StrMatcher};
+use crate::policy::transform::{RequestTransform, TemplateInput};
+use crate::route::matcher::{RequestMatch, RequestView, StrMatcher};
 use crate::route::{Action, Matched, Rule};
 use crate::snapshot::Snapshot;
 use crate::tls::ServerTls;
@@ -473,10 +474,7 @@ fn route<'s>(
                 path: view.path,
                 query: view.query,
                 peer: conn.peer.ip(),
-                uri_regex: block.and_then(|b| match &b.uri.as_ref()?.matcher {
-                    StrMatcher::Regex(re) => Some(re),
-                    _ => None,
-                }),
+                uri_regex: route_regex(block),
             },
         ),
         None => (None, None),
@@ -494,7 +492,23 @@ fn route<'s>(
         Protocol::Http2 => true,
         Protocol::Client => req.version() == Version::HTTP_2,
     };
-    let path_and_query = match rule.transform.as_deref() {
+    // A transform with templates is rendered from the request as it arrived.
+    let rendered;
+    let transform = match rule.transform.as_deref() {
+        Some(RequestTransform {
+            templates: Some(t), ..
+        }) => {
+            rendered = t.render(&TemplateInput {
+                headers: req.headers(),
+                query: view.query,
+                path: view.path,
+                uri_regex: route_regex(block),
+            });
+            Some(&rendered)
+        }
+        other => other,
+    };
+    let path_and_query = match transform {
         Some(t) if t.touches_target() => {
             Some(t.apply_target(path_and_query.as_deref().unwrap_or(pq)))
         }
@@ -510,7 +524,7 @@ fn route<'s>(
     forwarded_headers(&mut parts.headers, conn);
     rule.headers.request.apply(&mut parts.headers);
     dest.headers.request.apply(&mut parts.headers);
-    if let Some(t) = &rule.transform {
+    if let Some(t) = transform {
         t.apply_head(&mut parts.method, &mut parts.headers);
     }
     let method = parts.method.clone();
@@ -1090,6 +1104,14 @@ impl<'s> Forward<'s> {
             _ => None,
         };
         resp.map(|inner| ResponseBody::upstream(inner, recorder, self.deadline, tee))
+    }
+}
+
+/// The regex of the matched block's path, whose captures hashing and templates read.
+fn route_regex(block: Option<&RequestMatch>) -> Option<&regex::Regex> {
+    match &block?.uri.as_ref()?.matcher {
+        StrMatcher::Regex(re) => Some(re),
+        _ => None,
     }
 }
 

@@ -972,6 +972,92 @@ services:
 }
 
 #[tokio::test]
+async fn request_transformer_templates_read_the_request_as_it_arrived() {
+    let t1 = Backend::start("t1").await;
+    let yaml = format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  url: http://127.0.0.1:{port}
+  routes:
+  - name: users
+    paths: ["~/users/(?<id>[0-9]+)"]
+    plugins:
+    - name: request-transformer
+      config:
+        remove: {{headers: [x-client]}}
+        replace: {{uri: "/v2/accounts/$(uri_captures.id)"}}
+        add:
+          headers:
+          - "x-user-id:$(uri_captures['id'])"
+          - "x-lang:$(headers.accept_language or 'en')"
+          - "x-was:$(headers[\"X-Client\"])/$(query_params.q)"
+          querystring: ["client:$(headers.x_client)"]
+"#,
+        port = t1.addr.port()
+    );
+    let weir = Weir::start(&yaml).await;
+    let c = client();
+    let (status, _, body) = send(
+        &c,
+        weir.mesh(),
+        "x",
+        "/users/42/orders?q=shoes",
+        &[("x-client", "mobile app&co"), ("accept-language", "ko")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["uri"], "/v2/accounts/42?q=shoes&client=mobile%20app%26co");
+    let h = &v["headers"];
+    assert_eq!(h["x-user-id"], "42");
+    assert_eq!(h["x-lang"], "ko");
+    // Templates read the request as it arrived, before `remove` took x-client away.
+    assert_eq!(h["x-was"], "mobile app&co/shoes");
+    assert!(h.get("x-client").is_none());
+    // Missing values: the default, or nothing.
+    let (_, _, body) = send(&c, weir.mesh(), "x", "/users/7", &[]).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["uri"], "/v2/accounts/7?client");
+    assert_eq!(v["headers"]["x-lang"], "en");
+    assert_eq!(v["headers"]["x-was"], "/");
+
+    // Expressions weir does not read are config errors at their line.
+    let dir = scratch_dir();
+    let file = dir.join("kong.yaml");
+    std::fs::write(
+        &file,
+        r#"_format_version: "3.0"
+services:
+- name: s
+  url: http://127.0.0.1:1
+  routes:
+  - name: r
+    paths: [/r]
+    plugins:
+    - name: request-transformer
+      config:
+        add:
+          headers: ["x-a:$(os.getenv('HOME'))", "x-b:$(headers.x"]
+"#,
+    )
+    .unwrap();
+    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let f = file.display().to_string();
+    for expected in [
+        "12:21: template `$(os.getenv('HOME'))`: weir reads headers, query_params and uri_captures",
+        "12:49: `$(headers.x`: `$(` without `)`",
+    ] {
+        assert!(
+            text.contains(&format!("{f}:{expected}")),
+            "missing {expected} in:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn proxy_cache_answers_from_memory_until_the_ttl() {
     let t1 = Backend::start("t1").await;
     let yaml = format!(

@@ -2,9 +2,15 @@
 //! object): the request's method, headers, query string and path changed before it is
 //! forwarded, in Kong's order: remove, rename, replace (only what is there), add (only what is
 //! not), append (always).
+//!
+//! Values and `replace.uri` may hold Kong's templates, `$(headers.NAME)`,
+//! `$(query_params.NAME)` and `$(uri_captures.NAME)` (also `["NAME"]`, a capture's number, and
+//! `or "default"`), read from the request as it arrived; what is missing renders empty.
 
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::route::matcher::percent_decode;
 
 /// One kind of change, to headers or to query parameters.
 #[derive(Debug)]
@@ -44,6 +50,246 @@ pub struct RequestTransform {
     pub headers: Ops<HeaderName, HeaderValue>,
     /// Query-parameter changes.
     pub query: Ops<String, String>,
+    /// When some value is a template: the whole transform, rendered per request instead.
+    pub templates: Option<Box<Templated>>,
+}
+
+/// A `request-transformer` whose values are templates.
+#[derive(Debug, Default)]
+pub struct Templated {
+    /// The method to send.
+    pub method: Option<Method>,
+    /// The path to send.
+    pub uri: Option<Template>,
+    /// Header changes.
+    pub headers: Ops<HeaderName, Template>,
+    /// Query-parameter changes.
+    pub query: Ops<String, Template>,
+}
+
+/// What templates read: the request as it arrived.
+pub struct TemplateInput<'a> {
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// Query string, without `?`.
+    pub query: Option<&'a str>,
+    /// The path.
+    pub path: &'a str,
+    /// The matched route's regex path, for `uri_captures`.
+    pub uri_regex: Option<&'a regex::Regex>,
+}
+
+/// A value with `$(...)` parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    Var {
+        source: Source,
+        key: String,
+        default: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Source {
+    Header,
+    Query,
+    Capture,
+}
+
+impl Template {
+    /// Parses a value; an expression weir does not read is an error saying which.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("$(") {
+            if at > 0 {
+                parts.push(Part::Text(rest[..at].to_owned()));
+            }
+            let close =
+                closing(&rest[at + 2..]).ok_or_else(|| format!("`{text}`: `$(` without `)`"))?;
+            parts.push(var(rest[at + 2..at + 2 + close].trim())?);
+            rest = &rest[at + 2 + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Template(parts))
+    }
+
+    /// The value, when it has no `$(...)` part.
+    pub fn text(&self) -> Option<String> {
+        let mut out = String::new();
+        for part in &self.0 {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Var { .. } => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// The value for one request.
+    pub fn render(&self, input: &TemplateInput<'_>) -> String {
+        let mut out = String::new();
+        for part in &self.0 {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Var {
+                    source,
+                    key,
+                    default,
+                } => {
+                    let found = match source {
+                        Source::Header => input
+                            .headers
+                            .get(key.as_str())
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                        Source::Query => input.query.and_then(|q| {
+                            q.split('&').find_map(|pair| {
+                                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                                (percent_decode(k) == *key).then(|| percent_decode(v))
+                            })
+                        }),
+                        Source::Capture => input
+                            .uri_regex
+                            .and_then(|re| re.captures(input.path))
+                            .and_then(|c| match key.parse::<usize>() {
+                                Ok(i) => c.get(i),
+                                Err(_) => c.name(key),
+                            })
+                            .map(|m| m.as_str().to_owned()),
+                    };
+                    out.push_str(found.as_deref().unwrap_or(default));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Where the `)` closing an expression is: parentheses nest, quoted text is skipped.
+fn closing(expr: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut quote = None;
+    for (i, c) in expr.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '(') => depth += 1,
+            (None, ')') if depth == 0 => return Some(i),
+            (None, ')') => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `headers.NAME`, `headers["NAME"]`, `query_params...`, `uri_captures...` with an optional
+/// `or "default"`.
+fn var(expr: &str) -> Result<Part, String> {
+    let bad = || {
+        format!(
+            "template `$({expr})`: weir reads headers, query_params and uri_captures, with an optional `or \"default\"`"
+        )
+    };
+    let (lookup, default) = match expr.split_once(" or ") {
+        Some((l, d)) => {
+            let d = d.trim();
+            let quoted = d.len() >= 2
+                && ((d.starts_with('"') && d.ends_with('"'))
+                    || (d.starts_with('\'') && d.ends_with('\'')));
+            if !quoted {
+                return Err(bad());
+            }
+            (l.trim(), d[1..d.len() - 1].to_owned())
+        }
+        None => (expr, String::new()),
+    };
+    let (table, key) = match lookup.split_once('.') {
+        Some((t, k)) => (t, k.to_owned()),
+        None => {
+            let open = lookup.find('[').ok_or_else(bad)?;
+            let inner = lookup[open + 1..].strip_suffix(']').ok_or_else(bad)?;
+            let key = inner.trim_matches(|c| c == '"' || c == '\'');
+            (&lookup[..open], key.to_owned())
+        }
+    };
+    let source = match table.trim() {
+        "headers" => Source::Header,
+        "query_params" => Source::Query,
+        "uri_captures" => Source::Capture,
+        _ => return Err(bad()),
+    };
+    if key.is_empty() {
+        return Err(bad());
+    }
+    // Kong's header table reads `x_user` as `x-user`, in any case.
+    let key = match source {
+        Source::Header => key.to_ascii_lowercase().replace('_', "-"),
+        _ => key,
+    };
+    Ok(Part::Var {
+        source,
+        key,
+        default,
+    })
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Templated {
+    /// The transform for one request. Header values that render to nothing a header can
+    /// carry are left out.
+    pub fn render(&self, input: &TemplateInput<'_>) -> RequestTransform {
+        let value = |t: &Template| HeaderValue::from_str(&t.render(input)).ok();
+        let header_pairs = |ops: &[(HeaderName, Template)]| {
+            ops.iter()
+                .filter_map(|(n, t)| Some((n.clone(), value(t)?)))
+                .collect()
+        };
+        // Rendered query values are encoded: what a header carried may hold `&` or spaces.
+        let query_pairs = |ops: &[(String, Template)]| {
+            ops.iter()
+                .map(|(n, t)| (n.clone(), percent_encode(&t.render(input))))
+                .collect()
+        };
+        RequestTransform {
+            method: self.method.clone(),
+            uri: self.uri.as_ref().map(|t| t.render(input)),
+            headers: Ops {
+                remove: self.headers.remove.clone(),
+                rename: self.headers.rename.clone(),
+                replace: header_pairs(&self.headers.replace),
+                add: header_pairs(&self.headers.add),
+                append: header_pairs(&self.headers.append),
+            },
+            query: Ops {
+                remove: self.query.remove.clone(),
+                rename: self.query.rename.clone(),
+                replace: query_pairs(&self.query.replace),
+                add: query_pairs(&self.query.add),
+                append: query_pairs(&self.query.append),
+            },
+            templates: None,
+        }
+    }
 }
 
 impl RequestTransform {
@@ -162,6 +408,42 @@ mod tests {
             t.apply_target("/p?drop=1&old=v&r=1"),
             "/new?new=v&r=2&a=1&r=3"
         );
+    }
+
+    #[test]
+    fn templates_read_headers_query_and_captures() {
+        let mut h = HeaderMap::new();
+        h.insert("x-user", HeaderValue::from_static("ann"));
+        let re = regex::Regex::new(r"^/u/(?<id>[0-9]+)/(.*)$").unwrap();
+        let input = TemplateInput {
+            headers: &h,
+            query: Some("a=1&b=x%20y"),
+            path: "/u/9/rest",
+            uri_regex: Some(&re),
+        };
+        let render = |t: &str| Template::parse(t).unwrap().render(&input);
+        assert_eq!(
+            render("$(headers.X_User)-$(query_params['b'])-$(uri_captures.id)"),
+            "ann-x y-9"
+        );
+        assert_eq!(
+            render("$(uri_captures[2]) $(headers.none or \"(none)\")"),
+            "rest (none)"
+        );
+        assert_eq!(render("plain"), "plain");
+        assert_eq!(
+            Template::parse("plain").unwrap().text().as_deref(),
+            Some("plain")
+        );
+        assert!(Template::parse("$(headers.x)").unwrap().text().is_none());
+        for bad in [
+            "$(ngx.var.x)",
+            "$(headers.x or y)",
+            "$(headers[])",
+            "$(headers.x",
+        ] {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -386,7 +386,7 @@ impl<'a> Checker<'a> {
         t: &crate::config::kong::RequestTransformerConfig,
     ) -> Option<Box<crate::policy::transform::RequestTransform>> {
         use crate::config::kong::TransformOps;
-        use crate::policy::transform::{Ops, RequestTransform};
+        use crate::policy::transform::{Ops, RequestTransform, Template, TemplateInput, Templated};
         let before = self.errors.len();
         let mut out = RequestTransform::default();
         if let Some(m) = &t.http_method {
@@ -400,8 +400,17 @@ impl<'a> Checker<'a> {
                 .split_once(':')
                 .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
         };
-        let mut header_ops = Ops::default();
-        let mut query_ops = Ops::default();
+        // Values are read as templates; a transform without `$(...)` is made concrete.
+        let mut header_ops: Ops<HeaderName, Template> = Ops::default();
+        let mut query_ops: Ops<String, Template> = Ops::default();
+        let mut uri = None;
+        let template = |c: &mut Self, pos, text: &str| match Template::parse(text) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.err(r, pos, e);
+                None
+            }
+        };
         for (kind, ops) in [
             ("remove", &t.remove),
             ("rename", &t.rename),
@@ -419,13 +428,13 @@ impl<'a> Checker<'a> {
                     format!("{kind}.body is not supported yet (weir streams bodies)"),
                 );
             }
-            if let Some(uri) = &ops.uri {
+            if let Some(u) = &ops.uri {
                 if kind != "replace" {
-                    self.err(r, uri.pos, "uri can only be replaced");
-                } else if !uri.value.starts_with('/') || uri.value.contains("$(") {
-                    self.err(r, uri.pos, "replace.uri must be a path starting with / (templates are not supported yet)");
+                    self.err(r, u.pos, "uri can only be replaced");
+                } else if !u.value.starts_with('/') {
+                    self.err(r, u.pos, "replace.uri must be a path starting with /");
                 } else {
-                    out.uri = Some(uri.value.clone());
+                    uri = template(self, u.pos, &u.value);
                 }
             }
             for h in &ops.headers {
@@ -447,39 +456,92 @@ impl<'a> Checker<'a> {
                         Some(p) => header_ops.rename.push(p),
                         None => bad(self, "old:new"),
                     },
-                    _ => match pair(h)
-                        .and_then(|(a, b)| Some((name(&a)?, HeaderValue::from_str(&b).ok()?)))
-                    {
-                        Some(p) => match kind {
-                            "replace" => header_ops.replace.push(p),
-                            "add" => header_ops.add.push(p),
-                            _ => header_ops.append.push(p),
-                        },
-                        None => bad(self, "name:value"),
-                    },
+                    _ => {
+                        let parsed = pair(h).and_then(|(a, b)| {
+                            let literal_ok = b.contains("$(") || HeaderValue::from_str(&b).is_ok();
+                            Some((name(&a)?, b)).filter(|_| literal_ok)
+                        });
+                        let Some((n, v)) = parsed else {
+                            bad(self, "name:value");
+                            continue;
+                        };
+                        let Some(v) = template(self, h.pos, &v) else {
+                            continue;
+                        };
+                        match kind {
+                            "replace" => header_ops.replace.push((n, v)),
+                            "add" => header_ops.add.push((n, v)),
+                            _ => header_ops.append.push((n, v)),
+                        }
+                    }
                 }
             }
             for q in &ops.querystring {
                 match kind {
                     "remove" => query_ops.remove.push(q.value.trim().to_owned()),
-                    _ => match pair(q) {
-                        Some(p) => match kind {
-                            "rename" => query_ops.rename.push(p),
-                            "replace" => query_ops.replace.push(p),
-                            "add" => query_ops.add.push(p),
-                            _ => query_ops.append.push(p),
-                        },
+                    "rename" => match pair(q) {
+                        Some(p) => query_ops.rename.push(p),
                         None => self.err(
                             r,
                             q.pos,
-                            format!("{kind}.querystring: `{}` is not name:value", q.value),
+                            format!("rename.querystring: `{}` is not old:new", q.value),
                         ),
                     },
+                    _ => {
+                        let Some((n, v)) = pair(q) else {
+                            self.err(
+                                r,
+                                q.pos,
+                                format!("{kind}.querystring: `{}` is not name:value", q.value),
+                            );
+                            continue;
+                        };
+                        let Some(v) = template(self, q.pos, &v) else {
+                            continue;
+                        };
+                        match kind {
+                            "replace" => query_ops.replace.push((n, v)),
+                            "add" => query_ops.add.push((n, v)),
+                            _ => query_ops.append.push((n, v)),
+                        }
+                    }
                 }
             }
         }
-        out.headers = header_ops;
-        out.query = query_ops;
+        let templated = Templated {
+            method: out.method.clone(),
+            uri,
+            headers: header_ops,
+            query: query_ops,
+        };
+        let all_text = templated.uri.iter().all(|t| t.text().is_some())
+            && [
+                &templated.headers.replace,
+                &templated.headers.add,
+                &templated.headers.append,
+            ]
+            .iter()
+            .all(|ops| ops.iter().all(|(_, t)| t.text().is_some()))
+            && [
+                &templated.query.replace,
+                &templated.query.add,
+                &templated.query.append,
+            ]
+            .iter()
+            .all(|ops| ops.iter().all(|(_, t)| t.text().is_some()));
+        if all_text {
+            // Rendering text needs no request: the values are fixed once, here.
+            let empty = http::HeaderMap::new();
+            let input = TemplateInput {
+                headers: &empty,
+                query: None,
+                path: "",
+                uri_regex: None,
+            };
+            out = templated.render(&input);
+        } else {
+            out.templates = Some(Box::new(templated));
+        }
         (self.errors.len() == before).then(|| Box::new(out))
     }
 
