@@ -69,6 +69,25 @@ spec:
     - /api
 ";
 
+/// Writes `yaml` as a Kong file, and checks that `weir validate` rejects it with each of
+/// `expected` (`line:column: message`) at the file's path.
+async fn assert_rejected(yaml: &str, expected: &[&str]) {
+    let dir = scratch_dir();
+    let file = dir.join("kong.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let f = file.display().to_string();
+    for e in expected {
+        assert!(
+            text.contains(&format!("{f}:{e}")),
+            "missing {e} in:\n{text}"
+        );
+    }
+}
+
 /// `n` GETs of `path` on `host`; how many each backend answered.
 async fn spread(weir: &Weir, host: &str, path: &str, n: usize) -> (usize, usize, usize) {
     let c = client();
@@ -327,10 +346,7 @@ async fn kong_and_istio_run_side_by_side() {
 
 #[tokio::test]
 async fn bad_kong_configs_are_rejected_with_positions() {
-    let dir = scratch_dir();
-    let file = dir.join("kong.yaml");
-    std::fs::write(
-        &file,
+    assert_rejected(
         r#"_format_version: "3.0"
 services:
 - name: s
@@ -352,26 +368,16 @@ upstreams:
   - target: 127.0.0.1:1
     weight: 70000
 "#,
+        &[
+            "6:11: unknown plugin `no-such-plugin`",
+            "9:13: path `api` must start with /",
+            "10:13: host `a.*.b`: a wildcard must be the leftmost or the rightmost label",
+            "13:12: no service named `missing`",
+            "17:14: algorithm `fastest`",
+            "20:13: weight 70000 is not between 0 and 65535",
+        ],
     )
-    .unwrap();
-    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
-    assert!(!out.status.success());
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let f = file.display().to_string();
-    for expected in [
-        "6:11: unknown plugin `no-such-plugin`",
-        "9:13: path `api` must start with /",
-        "10:13: host `a.*.b`: a wildcard must be the leftmost or the rightmost label",
-        "13:12: no service named `missing`",
-        "17:14: algorithm `fastest`",
-        "20:13: weight 70000 is not between 0 and 65535",
-    ] {
-        assert!(
-            text.contains(&format!("{f}:{expected}")),
-            "missing {expected} in:\n{text}"
-        );
-    }
+    .await;
 }
 
 /// An upstream of `targets` with these `healthchecks` (a YAML flow mapping), behind `/mock`.
@@ -1023,10 +1029,7 @@ services:
     assert_eq!(v["headers"]["x-was"], "/");
 
     // Expressions weir does not read are config errors at their line.
-    let dir = scratch_dir();
-    let file = dir.join("kong.yaml");
-    std::fs::write(
-        &file,
+    assert_rejected(
         r#"_format_version: "3.0"
 services:
 - name: s
@@ -1040,21 +1043,12 @@ services:
         add:
           headers: ["x-a:$(os.getenv('HOME'))", "x-b:$(headers.x"]
 "#,
-    )
-    .unwrap();
-    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let f = file.display().to_string();
-    for expected in [
+        &[
         "12:21: template `$(os.getenv('HOME'))`: weir reads headers, query_params and uri_captures",
         "12:49: `$(headers.x`: `$(` without `)`",
-    ] {
-        assert!(
-            text.contains(&format!("{f}:{expected}")),
-            "missing {expected} in:\n{text}"
-        );
-    }
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1354,10 +1348,7 @@ services:
 
 #[tokio::test]
 async fn plugin_config_errors_point_at_the_field() {
-    let dir = scratch_dir();
-    let file = dir.join("kong.yaml");
-    std::fs::write(
-        &file,
+    assert_rejected(
         r#"_format_version: "3.0"
 services:
 - name: s
@@ -1376,22 +1367,13 @@ services:
     - name: rate-limiting
       config: {minute: 5, burst: 2}
 "#,
+        &[
+            "11:19: strategy redis: weir caches in memory",
+            "15:21: add.headers: `no-colon` is not name:value",
+            "17:15: rate-limiting: unknown field `burst`",
+        ],
     )
-    .unwrap();
-    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let f = file.display().to_string();
-    for expected in [
-        "11:19: strategy redis: weir caches in memory",
-        "15:21: add.headers: `no-colon` is not name:value",
-        "17:15: rate-limiting: unknown field `burst`",
-    ] {
-        assert!(
-            text.contains(&format!("{f}:{expected}")),
-            "missing {expected} in:\n{text}"
-        );
-    }
+    .await;
 }
 
 /// Which backend of three answered each of `paths` sent with `headers`.
@@ -1494,10 +1476,7 @@ upstreams:
 
 #[tokio::test]
 async fn kong_hash_rules_are_checked_as_kong_checks_them() {
-    let dir = scratch_dir();
-    let file = dir.join("kong.yaml");
-    std::fs::write(
-        &file,
+    assert_rejected(
         r#"_format_version: "3.0"
 upstreams:
 - name: a
@@ -1522,24 +1501,15 @@ upstreams:
   hash_on: consumer
   hash_fallback: route
 "#,
+        &[
+            "5:18: hash_fallback must be none when hash_on is none",
+            "10:18: hash_fallback must be none when hash_on is cookie",
+            "15:18: hash_fallback must differ from hash_on (header)",
+            "19:12: hash_on query_arg needs hash_on_query_arg",
+            "23:18: hash_fallback `route`: expected none, consumer",
+        ],
     )
-    .unwrap();
-    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let f = file.display().to_string();
-    for expected in [
-        "5:18: hash_fallback must be none when hash_on is none",
-        "10:18: hash_fallback must be none when hash_on is cookie",
-        "15:18: hash_fallback must differ from hash_on (header)",
-        "19:12: hash_on query_arg needs hash_on_query_arg",
-        "23:18: hash_fallback `route`: expected none, consumer",
-    ] {
-        assert!(
-            text.contains(&format!("{f}:{expected}")),
-            "missing {expected} in:\n{text}"
-        );
-    }
+    .await;
 }
 
 #[tokio::test]
