@@ -1,8 +1,8 @@
 //! Consistent hashing (`loadBalancer.consistentHash`): a request key (a header, a cookie, the
-//! client's address, a query parameter, the path or a capture of the route's regex path, with a
-//! second key when the request lacks the first) picks the same endpoint while the endpoints stay the
-//! same, and moves only about 1/n of the keys when one comes or goes. Two tables, as Envoy
-//! has: a ring (`ringHash`, the default) and Maglev (`maglev`).
+//! client's address, a query parameter, the path or a capture of the route's regex path, with
+//! a second key when the request lacks the first) picks the same endpoint while the endpoints
+//! stay the same, and moves only about 1/n of the keys when one comes or goes. Two tables, as
+//! Envoy has: a ring (`ringHash`, the default) and Maglev (`maglev`).
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -1260,7 +1260,7 @@ enum Which {
     Fallback,
 }
 
-/// The `consistentHash` key for Kong's `hash_on` or `hash_fallback` value `kind`; `Ok(None)`
+/// The `consistentHash` key for Kong's `hash_on` or `hash_fallback` value `kind`; `Some(None)`
 /// for `none` and `consumer` (which never gives a key in weir).
 fn hash_key(
     u: &Upstream,
