@@ -519,16 +519,24 @@ async fn active_checks_bring_a_tripped_target_back() {
         "{active: {http_path: /status/200, healthy: {interval: 0.1, successes: 3}, unhealthy: {interval: 0.1, http_failures: 3}}, passive: {unhealthy: {http_failures: 1}}}",
     ))
     .await;
+    // A failure on t1 takes it out at once (passive, threshold 1); the probes (GET
+    // /status/200, 200 each) bring it back after 3 successes.
+    trip_t1_then_await_probes(&weir, "/mock", 20).await;
+}
+
+/// Fails one request on t1 (behind `prefix`), checks that `n` requests then all avoid it, and
+/// waits (up to 5 s) for active probes to bring it back.
+async fn trip_t1_then_await_probes(weir: &Weir, prefix: &str, n: usize) {
     let c = client();
-    // A failure on t1 takes it out at once (passive, threshold 1).
-    while send(&c, weir.mesh(), "x", "/mock/fail/t1", &[]).await.0 != 500 {}
-    let (a, _, _) = spread(&weir, "x", "/mock/ok", 20).await;
+    let fail = format!("{prefix}/fail/t1");
+    let ok = format!("{prefix}/ok");
+    while send(&c, weir.mesh(), "x", &fail, &[]).await.0 != 500 {}
+    let (a, _, _) = spread(weir, "x", &ok, n).await;
     assert_eq!(a, 0);
-    // The probes (GET /status/200, 200 each) bring it back after 3 successes.
     let mut back = false;
     for _ in 0..100 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        if spread(&weir, "x", "/mock/ok", 4).await.0 > 0 {
+        if spread(weir, "x", &ok, 4).await.0 > 0 {
             back = true;
             break;
         }
@@ -1295,19 +1303,7 @@ upstreams:
         t2.addr.port()
     );
     let weir = Weir::start(&yaml).await;
-    let c = client();
-    while send(&c, weir.mesh(), "x", "/s/fail/t1", &[]).await.0 != 500 {}
-    let (a, _, _) = spread(&weir, "x", "/s/ok", 10).await;
-    assert_eq!(a, 0);
-    let mut back = false;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        if spread(&weir, "x", "/s/ok", 4).await.0 > 0 {
-            back = true;
-            break;
-        }
-    }
-    assert!(back, "t1 never came back");
+    trip_t1_then_await_probes(&weir, "/s", 10).await;
     // The probes spoke TLS to it.
     assert!(t1.handshakes.lock().unwrap().len() > 2);
 }
