@@ -404,6 +404,7 @@ fn route<'s>(
     // Response cache: a fresh copy is answered from memory.
     let mut response_key = None;
     if let Some(rc) = &rule.response_cache {
+        let directives = rc.directives(req.headers());
         let key = rc
             .key(
                 req.method(),
@@ -412,12 +413,12 @@ fn route<'s>(
                 view.query,
                 req.headers(),
             )
-            .filter(|_| rc.admits(req.headers()));
+            .filter(|_| rc.admits(directives.as_ref(), req.headers()));
         let status = match &key {
             Some(k) => {
                 let now = Instant::now();
                 let kept = snap.caches[rc.store].get(k, now);
-                match rc.lookup(kept, req.headers(), now) {
+                match rc.lookup(kept, directives.as_ref(), now) {
                     Lookup::Hit(hit) => {
                         let mut resp = cached_response(hit, rc.show_headers);
                         if rc.show_headers {

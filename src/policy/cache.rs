@@ -150,19 +150,19 @@ impl ResponseCache {
         Some(format!("{:016x}", hasher.finish()))
     }
 
-    /// Whether a request may use the cache at all (its method, and with `cache_control` its
-    /// directives and credentials).
-    pub fn admits(&self, headers: &HeaderMap) -> bool {
-        if !self.cache_control {
-            return true;
-        }
-        let d = Directives::of(headers);
-        !(d.no_store || d.no_cache || headers.contains_key(header::AUTHORIZATION))
+    /// A request's directives, read once, when the cache follows them.
+    pub fn directives(&self, headers: &HeaderMap) -> Option<Directives> {
+        self.cache_control.then(|| Directives::of(headers))
+    }
+
+    /// Whether a request with these directives (see [`Self::directives`]) may use the cache:
+    /// not with `no-store`, `no-cache` or credentials.
+    pub fn admits(&self, d: Option<&Directives>, headers: &HeaderMap) -> bool {
+        d.is_none_or(|d| !(d.no_store || d.no_cache || headers.contains_key(header::AUTHORIZATION)))
     }
 
     /// What to do with a cacheable request, given the copy kept for it (fresh or not).
-    pub fn lookup(&self, kept: Option<Cached>, headers: &HeaderMap, now: Instant) -> Lookup {
-        let d = self.cache_control.then(|| Directives::of(headers));
+    pub fn lookup(&self, kept: Option<Cached>, d: Option<&Directives>, now: Instant) -> Lookup {
         let Some(kept) = kept else {
             return match d {
                 Some(d) if d.only_if_cached => Lookup::OnlyIfCached,

@@ -241,6 +241,11 @@ fn var(expr: &str) -> Result<Part, String> {
     })
 }
 
+/// Whether no value of `ops` reads the request.
+fn fixed<K>(ops: &[(K, Template)]) -> bool {
+    ops.iter().all(|(_, t)| t.text().is_some())
+}
+
 /// Percent-encodes all but RFC 3986's unreserved characters.
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -255,6 +260,33 @@ fn percent_encode(s: &str) -> String {
 }
 
 impl Templated {
+    /// The transform to run: values fixed here when none reads the request, else this,
+    /// rendered per request.
+    pub fn compile(self) -> RequestTransform {
+        let (h, q) = (&self.headers, &self.query);
+        let is_fixed = self.uri.iter().all(|t| t.text().is_some())
+            && fixed(&h.replace)
+            && fixed(&h.add)
+            && fixed(&h.append)
+            && fixed(&q.replace)
+            && fixed(&q.add)
+            && fixed(&q.append);
+        if !is_fixed {
+            return RequestTransform {
+                method: self.method.clone(),
+                templates: Some(Box::new(self)),
+                ..RequestTransform::default()
+            };
+        }
+        let empty = HeaderMap::new();
+        self.render(&TemplateInput {
+            headers: &empty,
+            query: None,
+            path: "",
+            uri_regex: None,
+        })
+    }
+
     /// The transform for one request. Header values that render to nothing a header can
     /// carry are left out.
     pub fn render(&self, input: &TemplateInput<'_>) -> RequestTransform {

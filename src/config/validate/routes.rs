@@ -386,12 +386,12 @@ impl<'a> Checker<'a> {
         t: &crate::config::kong::RequestTransformerConfig,
     ) -> Option<Box<crate::policy::transform::RequestTransform>> {
         use crate::config::kong::TransformOps;
-        use crate::policy::transform::{Ops, RequestTransform, Template, TemplateInput, Templated};
+        use crate::policy::transform::{Ops, Template, Templated};
         let before = self.errors.len();
-        let mut out = RequestTransform::default();
+        let mut method = None;
         if let Some(m) = &t.http_method {
             match http::Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()) {
-                Ok(method) => out.method = Some(method),
+                Ok(m) => method = Some(m),
                 Err(_) => self.err(r, m.pos, format!("`{}` is not an HTTP method", m.value)),
             }
         }
@@ -509,40 +509,12 @@ impl<'a> Checker<'a> {
             }
         }
         let templated = Templated {
-            method: out.method.clone(),
+            method,
             uri,
             headers: header_ops,
             query: query_ops,
         };
-        let all_text = templated.uri.iter().all(|t| t.text().is_some())
-            && [
-                &templated.headers.replace,
-                &templated.headers.add,
-                &templated.headers.append,
-            ]
-            .iter()
-            .all(|ops| ops.iter().all(|(_, t)| t.text().is_some()))
-            && [
-                &templated.query.replace,
-                &templated.query.add,
-                &templated.query.append,
-            ]
-            .iter()
-            .all(|ops| ops.iter().all(|(_, t)| t.text().is_some()));
-        if all_text {
-            // Rendering text needs no request: the values are fixed once, here.
-            let empty = http::HeaderMap::new();
-            let input = TemplateInput {
-                headers: &empty,
-                query: None,
-                path: "",
-                uri_regex: None,
-            };
-            out = templated.render(&input);
-        } else {
-            out.templates = Some(Box::new(templated));
-        }
-        (self.errors.len() == before).then(|| Box::new(out))
+        (self.errors.len() == before).then(|| Box::new(templated.compile()))
     }
 
     /// weir's `rateLimit`: checked, and registered under its scope.
