@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::decode::{Dur, Opaque, Spanned};
-use super::istio::{CorsPolicy, Headers, HttpMatchRequest, HttpRetry, HttpRewrite, TrafficPolicy};
+use super::istio::{
+    CorsPolicy, Headers, HttpMatchRequest, HttpRetry, HttpRewrite, SessionAffinity, TrafficPolicy,
+};
 use crate::decode_struct;
 
 decode_struct! {
@@ -214,30 +216,6 @@ decode_struct! {
         retries: Option<u32> = "retries",
         /// Skip TLS verification.
         disable_tls: Option<bool> = "disableTLS",
-    }
-}
-
-decode_struct! {
-    /// Cookie-based session affinity.
-    pub struct SessionAffinity ("sessionAffinity") {
-        /// Canary cookie.
-        cookie_name: String = "cookieName",
-        /// Primary cookie.
-        primary_cookie_name: Option<String> = "primaryCookieName",
-        /// Cookie lifetime, seconds (default 86400).
-        max_age: Option<u32> = "maxAge",
-        /// Cookie domain.
-        domain: Option<String> = "domain",
-        /// Cookie path.
-        path: Option<String> = "path",
-        /// HttpOnly.
-        http_only: Option<bool> = "httpOnly",
-        /// Secure.
-        secure: Option<bool> = "secure",
-        /// SameSite.
-        same_site: Option<String> = "sameSite",
-        /// Partitioned.
-        partitioned: Option<bool> = "partitioned",
     }
 }
 

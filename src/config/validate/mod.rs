@@ -37,10 +37,17 @@ use crate::route::matcher::{RequestMatch, StrMatcher, UriMatch, compile_regex};
 use crate::route::{Action, RouteTable, Rule, VirtualHost};
 use crate::tls::{ClientSpec, ClientTls};
 
-mod later;
+mod actions;
+mod balancing;
+mod canaries;
+mod clusters;
+mod cors;
+mod health;
+mod listeners;
 mod matches;
 mod resilience;
-mod routes;
+mod route_plugins;
+mod rules;
 mod services;
 mod tls;
 
@@ -59,13 +66,13 @@ pub struct Model {
     /// Listeners; the first is the mesh listener.
     pub listeners: Vec<ListenerModel>,
     /// Clusters referenced by the route tables (by index).
-    pub clusters: Vec<ClusterSpec>,
+    pub(crate) clusters: Vec<ClusterSpec>,
     /// Metrics label sets referenced by the route tables (by index).
-    pub stats: Vec<StatsKey>,
+    pub(crate) stats: Vec<StatsKey>,
     /// Stale caches referenced by fallbacks (by index): a stable name and the spec.
-    pub caches: Vec<(String, CacheSpec)>,
+    pub(crate) caches: Vec<(String, CacheSpec)>,
     /// Rate limiters referenced by routes (by index): their scope and spec.
-    pub limiters: Vec<(String, crate::policy::ratelimit::RateLimitSpec)>,
+    pub(crate) limiters: Vec<(String, crate::policy::ratelimit::RateLimitSpec)>,
     /// Things that load but that weir does not act on (yet).
     pub warnings: Vec<String>,
 }

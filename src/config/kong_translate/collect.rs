@@ -1,0 +1,220 @@
+//! Collecting a set's Kong resources (the declarative config and the seed's Kong kinds) into
+//! services, routes, upstreams and plugins, each with its place.
+
+use super::entities::{At, Errors, Kong, PLUGINS_ANNOTATION, Route, Service, Upstream};
+use crate::config::decode::Spanned;
+use crate::config::kong::{KongPlugin, Named};
+use crate::config::{Resource, ResourceSet, Spec};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
+    let mut kong = Kong::default();
+    // KongPlugin resources by name, for the `konghq.com/plugins` annotations.
+    let mut named_plugins: HashMap<&str, (At, KongPlugin)> = HashMap::new();
+    for r in &set.resources {
+        if let Spec::KongPlugin(p) = &r.spec {
+            let at = At {
+                file: r.file.clone(),
+                pos: r.pos,
+            };
+            named_plugins.insert(r.name(), (at, p.plugin()));
+        }
+    }
+    let annotated = |r: &Resource, e: &mut Errors<'_>| -> Vec<(At, KongPlugin)> {
+        let Some(list) = r.metadata.annotations.get(PLUGINS_ANNOTATION) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match named_plugins.get(name) {
+                Some(p) => out.push(p.clone()),
+                None => e.at(
+                    &At {
+                        file: r.file.clone(),
+                        pos: r.pos,
+                    },
+                    r.metadata.pos,
+                    format!("{PLUGINS_ANNOTATION}: no KongPlugin named `{name}`"),
+                ),
+            }
+        }
+        out
+    };
+    // KongServices: one with a spec, perhaps others of the same name adding plugins only.
+    let mut overlays: Vec<(String, Vec<(At, KongPlugin)>)> = Vec::new();
+    for r in &set.resources {
+        let at = At {
+            file: r.file.clone(),
+            pos: r.pos,
+        };
+        let name = || Spanned {
+            pos: r.metadata.name.as_ref().map_or(r.pos, |n| n.pos),
+            value: r.name().to_owned(),
+        };
+        match &r.spec {
+            Spec::Kong(cfg) => {
+                let version = match &cfg.format_version.value.0 {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if !matches!(version.as_str(), "1.1" | "2.1" | "3.0") {
+                    e.at(
+                        &at,
+                        cfg.format_version.pos,
+                        format!("_format_version {version}: weir reads 1.1, 2.1 and 3.0"),
+                    );
+                }
+                for s in &cfg.services {
+                    let Some(name) = s.name.as_ref().map(|n| n.value.clone()) else {
+                        e.at(&at, s.pos, "a service needs a name");
+                        continue;
+                    };
+                    for route in &s.routes {
+                        kong.routes.push(Route {
+                            at: At {
+                                file: r.file.clone(),
+                                pos: route.pos,
+                            },
+                            spec: route.clone(),
+                            service: name.clone(),
+                            plugins: with_at(&r.file, &route.plugins),
+                        });
+                    }
+                    kong.services.push(Service {
+                        name,
+                        at: At {
+                            file: r.file.clone(),
+                            pos: s.pos,
+                        },
+                        spec: s.clone(),
+                        plugins: with_at(&r.file, &s.plugins),
+                    });
+                }
+                for route in &cfg.routes {
+                    let Some(service) = &route.service else {
+                        e.at(&at, route.pos, "a top-level route needs `service`");
+                        continue;
+                    };
+                    kong.routes.push(Route {
+                        at: At {
+                            file: r.file.clone(),
+                            pos: route.pos,
+                        },
+                        spec: route.clone(),
+                        service: service.0.value.clone(),
+                        plugins: with_at(&r.file, &route.plugins),
+                    });
+                }
+                for u in &cfg.upstreams {
+                    kong.upstreams.push(Upstream {
+                        at: At {
+                            file: r.file.clone(),
+                            pos: u.pos,
+                        },
+                        spec: u.clone(),
+                    });
+                }
+                kong.plugins.extend(with_at(&r.file, &cfg.plugins));
+            }
+            Spec::KongService(spec) => {
+                let plugins = annotated(r, e);
+                match spec {
+                    Some(spec) => kong.services.push(Service {
+                        name: r.name().to_owned(),
+                        at,
+                        spec: spec.named(name()),
+                        plugins,
+                    }),
+                    None => overlays.push((r.name().to_owned(), plugins)),
+                }
+            }
+            Spec::KongUpstream(spec) => kong.upstreams.push(Upstream {
+                at,
+                spec: spec.named(name()),
+            }),
+            Spec::KongRoute(spec) => {
+                let Some(service) = &spec.service else {
+                    e.at(&at, spec.pos, "a KongRoute needs `service`");
+                    continue;
+                };
+                kong.routes.push(Route {
+                    at,
+                    spec: spec.named(name()),
+                    service: service.0.value.clone(),
+                    plugins: annotated(r, e),
+                });
+            }
+            _ => {}
+        }
+    }
+    // Top-level plugins that name a service or route go to it; the rest are global.
+    for (at, p) in std::mem::take(&mut kong.plugins) {
+        let target =
+            |r: &Option<crate::config::kong::ServiceRef>| r.as_ref().map(|x| x.0.value.clone());
+        if let Some(name) = target(&p.service) {
+            match kong.services.iter_mut().find(|s| s.name == name) {
+                Some(s) => s.plugins.push((at, p)),
+                None => e.at(
+                    &at,
+                    p.pos,
+                    format!("plugin `{}`: no service named `{name}`", p.name.value),
+                ),
+            }
+        } else if let Some(name) = target(&p.route) {
+            let found = kong
+                .routes
+                .iter_mut()
+                .find(|r| r.spec.name.as_ref().is_some_and(|n| n.value == name));
+            match found {
+                Some(r) => r.plugins.push((at, p)),
+                None => e.at(
+                    &at,
+                    p.pos,
+                    format!("plugin `{}`: no route named `{name}`", p.name.value),
+                ),
+            }
+        } else {
+            kong.plugins.push((at, p));
+        }
+    }
+    for (name, plugins) in overlays {
+        match kong.services.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.plugins.extend(plugins),
+            None => {
+                if let Some(r) = set
+                    .resources
+                    .iter()
+                    .find(|r| matches!(r.spec, Spec::KongService(None)) && r.name() == name)
+                {
+                    e.at(
+                        &At {
+                            file: r.file.clone(),
+                            pos: r.pos,
+                        },
+                        r.pos,
+                        format!(
+                            "KongService `{name}` has no spec, and no other KongService `{name}` gives one (host, port)"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    kong
+}
+
+pub(super) fn with_at(file: &Arc<str>, plugins: &[KongPlugin]) -> Vec<(At, KongPlugin)> {
+    plugins
+        .iter()
+        .map(|p| {
+            (
+                At {
+                    file: file.clone(),
+                    pos: p.pos,
+                },
+                p.clone(),
+            )
+        })
+        .collect()
+}
