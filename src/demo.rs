@@ -20,9 +20,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::cli::view;
 use crate::config;
-use crate::rollout::view;
-use crate::run::{Change, Options, Server};
+use crate::control::Change;
+use crate::run::{Options, Server};
 
 /// Concurrent driver connections and the pause between their requests (about 400 req/s).
 const DRIVERS: usize = 4;
@@ -113,7 +114,7 @@ impl Tally {
 }
 
 /// Runs the demo.
-pub async fn run() -> ExitCode {
+pub(crate) async fn run() -> ExitCode {
     match demo().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

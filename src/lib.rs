@@ -1,36 +1,44 @@
 //! weir: a traffic manager that reads Istio, Kong and Flagger resources and proxies HTTP by them.
 //!
-//! The request path (see `docs/request-path.md`):
+//! `docs/architecture.md` describes the model, the request path, the control plane and this
+//! layout. In short:
+//!
 //! ```text
-//! listener -> http1::server (or hyper h2) -> proxy::Proxy::respond
-//!   -> snapshot -> route table (host, first matching rule)
-//!   -> action: redirect | direct response | forward
-//!   -> split (weighted pick, or a sessionAffinity cohort) -> fault -> mirrors -> retry loop
-//!      under the timeout:
-//!        pool limits -> balancer over non-ejected endpoints -> upstream pool (upstream::h1)
-//!        -> outcome to the outlier detector -> retry (budget, backoff) or done
-//!   -> fallback (stale cache, backup, fixed response) -> metrics, response
+//! cli, run                 commands, wiring
+//! control, admin, rollout  the control plane: one apply path, the admin API, progressive delivery
+//! listener, http1, edge    accepting clients, HTTP/1.1, limits at the edge
+//! proxy, error             the request path, and the one table of the statuses weir makes
+//! policy, route            per-route decisions, route tables and matchers
+//! backend, upstream        clusters, endpoints, balancers, pools, upstream I/O
+//! body                     every body that crosses weir
+//! snapshot, config         the immutable runtime config, built from the dialects
+//! metrics, tls             every metric family; TLS both ways
 //! ```
-//! Dependency rules: `config` builds `route`, `policy`, `backend` and `tls` types and imports no other
-//! runtime module; the data plane (`listener`, `proxy`, `upstream`) never imports `admin` or
-//! `rollout`.
+//!
+//! What is public is what a program needs to read and check configurations the way weir does
+//! ([`config`], and the model it builds: [`route`], [`policy`], [`backend`], [`tls`], [`edge`]),
+//! to run weir in-process ([`run`], [`control`]) and to talk to a running weir ([`admin`]). The
+//! rest is private to the crate; the command line is [`cli`].
 
 pub mod admin;
-pub mod backend;
-pub mod client;
+pub(crate) mod backend;
+pub(crate) mod body;
+pub mod cli;
 pub mod config;
-pub mod demo;
+pub mod control;
+pub(crate) mod demo;
 pub mod edge;
-pub mod error;
-pub mod http1;
-pub mod listener;
-pub mod metrics;
+pub(crate) mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+pub(crate) mod http1;
+pub(crate) mod listener;
+pub(crate) mod metrics;
 pub mod policy;
-pub mod proxy;
-pub mod rollout;
+pub(crate) mod proxy;
+pub(crate) mod rollout;
 pub mod route;
 pub mod run;
-pub mod snapshot;
-pub mod state;
+pub(crate) mod snapshot;
 pub mod tls;
-pub mod upstream;
+pub(crate) mod upstream;

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -23,47 +22,43 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::body::to_client::ResponseBody;
+use crate::body::to_upstream::Body;
 use crate::edge::h2_flood::FloodGuard;
 use crate::edge::h2_stall::Stalls;
-use crate::error::local_response;
+use crate::error::{ProxyError, Refusal};
 use crate::http1::{self, MAX_HEAD, Reader, server};
-use crate::proxy::{ConnInfo, Proxy, ResponseBody};
-use crate::upstream::Body;
+use crate::proxy::{ConnInfo, Proxy};
 
 /// How long open connections may take to finish when a listener stops.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A running listener.
-pub struct Listener {
-    addr: SocketAddr,
+pub(crate) struct Listener {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Listener {
     /// Binds `addr` (port 0 picks a free port).
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         TcpListener::bind(addr).await
     }
 
     /// Starts serving a bound socket. `key` is the address the snapshot knows it by.
-    pub fn start(socket: TcpListener, key: SocketAddr, edge: bool, proxy: Arc<Proxy>) -> Listener {
+    pub(crate) fn start(
+        socket: TcpListener,
+        key: SocketAddr,
+        edge: bool,
+        proxy: Arc<Proxy>,
+    ) -> Listener {
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(socket, key, edge, proxy, stopped));
-        Listener {
-            addr: key,
-            stop,
-            task,
-        }
-    }
-
-    /// The address the snapshot knows this listener by.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+        Listener { stop, task }
     }
 
     /// Stops accepting and drains open connections.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
@@ -119,7 +114,7 @@ async fn accept_loop(
     }
 }
 
-/// HTTP/2 limits (RELIABILITY.md section 5): concurrent streams per connection, flow-control
+/// HTTP/2 limits (docs/reliability.md section 5): concurrent streams per connection, flow-control
 /// windows, and how many streams a client may reset (rapid reset) or make weir reset before the
 /// connection is closed with GOAWAY.
 const H2_MAX_STREAMS: u32 = 100;
@@ -132,7 +127,7 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A request refused before routing (HTTP/2: the stream gets 400, the connection stays).
 fn refuse(why: &'static str) -> http::Response<ResponseBody> {
-    local_response(StatusCode::BAD_REQUEST, Bytes::from(format!("{why}\n")))
+    ProxyError::Refused(Refusal::Malformed(why)).to_response()
 }
 
 /// The HTTP/2 connection preface; a connection starting with it is h2c (prior knowledge).

@@ -1,31 +1,22 @@
-//! Wiring: binds listeners and the admin API, applies configuration, watches files and signals.
-//!
-//! Every change (file reload, SIGHUP, admin call, demo step) goes through [`Control::apply`]:
-//! load, validate whole, bind any new Gateway listeners, build the snapshot, swap it atomically.
-//! A change that fails anywhere is rejected whole and the old snapshot keeps serving.
+//! Wiring: binds the mesh listener and the admin API, makes the control plane and applies the
+//! first configuration, starts the file watcher, and turns signals into changes (SIGHUP) or a
+//! drained shutdown (SIGINT, SIGTERM). Every change goes through [`Control::apply`].
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Mutex, mpsc};
 
-use crate::backend::BackendState;
-use crate::config::{self, ConfigError, ResourceSet, yaml::Pos};
+use crate::config::{ConfigError, ResourceSet};
+use crate::control::watch::watch_files;
+use crate::control::{Change, Control, last_good};
 use crate::edge::ServerPolicy;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::policy::fault::FaultSwitch;
 use crate::proxy::Proxy;
-use crate::rollout::Rollouts;
 use crate::snapshot::Snapshot;
-
-/// How long file events are collected before a reload.
-const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Command-line settings of `weir run`.
 #[derive(Clone, Debug)]
@@ -44,17 +35,6 @@ pub struct Options {
     pub policy: ServerPolicy,
 }
 
-/// A change to apply.
-#[derive(Debug)]
-pub enum Change {
-    /// Re-read the config files.
-    Reload,
-    /// Serve exactly these resources.
-    Replace(ResourceSet),
-    /// Serve the current resources with the rollouts' current weights.
-    Weights,
-}
-
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -69,156 +49,6 @@ pub enum StartError {
         "the admin API on {0} is reachable from other hosts: give it a token with --admin-token-file, or bind it to loopback"
     )]
     AdminToken(SocketAddr),
-}
-
-/// The control plane: current snapshot, runtime state and the apply path.
-pub struct Control {
-    snapshot: Arc<ArcSwap<Snapshot>>,
-    /// The fault-injection kill switch (kept across reloads).
-    pub faults: Arc<FaultSwitch>,
-    /// Metrics registry.
-    pub metrics: Arc<Metrics>,
-    backends: BackendState,
-    proxy: Arc<Proxy>,
-    mesh: SocketAddr,
-    configs: Vec<PathBuf>,
-    gateways: Mutex<HashMap<SocketAddr, Listener>>,
-    ready: AtomicBool,
-    /// Progressive-delivery controllers.
-    pub rollouts: Rollouts,
-    /// Where the last good configuration is kept, if anywhere.
-    state_dir: Option<PathBuf>,
-    /// The resources as written (before rollout weights), for [`Change::Weights`].
-    source: std::sync::Mutex<Arc<ResourceSet>>,
-    me: std::sync::Weak<Control>,
-}
-
-impl Control {
-    /// The snapshot being served.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
-
-    /// The mesh listener's address.
-    pub fn mesh_addr(&self) -> SocketAddr {
-        self.mesh
-    }
-
-    /// Whether config is loaded and listeners are bound.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// Validates and applies a change; returns the new generation.
-    pub async fn apply(&self, change: Change) -> Result<u64, Vec<ConfigError>> {
-        let mut gateways = self.gateways.lock().await;
-        let result = self.apply_locked(change, &mut gateways).await;
-        match &result {
-            Ok(generation) => {
-                self.metrics.reload(true, *generation);
-                tracing::info!(generation, "Configuration applied.");
-            }
-            Err(errors) => {
-                self.metrics.reload(false, 0);
-                for e in errors {
-                    tracing::error!("{e}");
-                }
-                tracing::error!(
-                    errors = errors.len(),
-                    "Configuration rejected; the previous one keeps serving."
-                );
-            }
-        }
-        result
-    }
-
-    async fn apply_locked(
-        &self,
-        change: Change,
-        gateways: &mut HashMap<SocketAddr, Listener>,
-    ) -> Result<u64, Vec<ConfigError>> {
-        let new_source = !matches!(change, Change::Weights);
-        let source = match change {
-            Change::Reload => {
-                let (set, errors) = config::read_paths(&self.configs);
-                if !errors.is_empty() {
-                    // Decoding errors, plus whatever validation finds in the rest.
-                    let mut all = errors;
-                    if let Err(more) = config::validate(&set, self.mesh) {
-                        all.extend(more);
-                    }
-                    all.sort();
-                    all.dedup();
-                    return Err(all);
-                }
-                Arc::new(set)
-            }
-            Change::Replace(set) => Arc::new(set),
-            Change::Weights => self
-                .source
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        };
-        let plan = self.rollouts.plan(&source);
-        let set = self.rollouts.patch(&plan, &source);
-        let model = config::validate(&set, self.mesh)?;
-        let mut fresh = Vec::new();
-        for l in model.listeners.iter().skip(1) {
-            if gateways.contains_key(&l.addr) || fresh.iter().any(|(a, _)| *a == l.addr) {
-                continue;
-            }
-            match Listener::bind(l.addr).await {
-                Ok(socket) => fresh.push((l.addr, socket)),
-                Err(e) => {
-                    return Err(vec![ConfigError {
-                        file: format!("Gateway {}", l.gateway.as_deref().unwrap_or("?")).into(),
-                        pos: Pos::default(),
-                        message: format!("cannot listen on {}: {e}", l.addr),
-                    }]);
-                }
-            }
-        }
-        for w in &model.warnings {
-            tracing::warn!("{w}");
-        }
-        let generation = self.snapshot.load().generation + 1;
-        let wanted: Vec<SocketAddr> = model.listeners.iter().skip(1).map(|l| l.addr).collect();
-        let snap = Snapshot::build(model, set, generation, &self.backends, &self.metrics);
-        self.snapshot.store(Arc::new(snap));
-        *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source.clone();
-        if new_source
-            && let Some(dir) = &self.state_dir
-            && let Err(e) = crate::state::save_last_good(dir, &source)
-        {
-            tracing::warn!(dir = %dir.display(), error = %e, "Cannot keep the last good configuration.");
-        }
-        self.rollouts.commit(plan, &self.me);
-        for (addr, socket) in fresh {
-            tracing::info!(%addr, "Gateway listener started.");
-            gateways.insert(
-                addr,
-                Listener::start(socket, addr, true, self.proxy.clone()),
-            );
-        }
-        let gone: Vec<SocketAddr> = gateways
-            .keys()
-            .filter(|a| !wanted.contains(a))
-            .copied()
-            .collect();
-        for addr in gone {
-            if let Some(l) = gateways.remove(&addr) {
-                tracing::info!(%addr, "Gateway listener stopping.");
-                tokio::spawn(l.stop());
-            }
-        }
-        Ok(generation)
-    }
-
-    /// The addresses of the Gateway listeners.
-    pub async fn gateway_addrs(&self) -> Vec<SocketAddr> {
-        self.gateways.lock().await.keys().copied().collect()
-    }
 }
 
 /// A running weir: mesh listener, Gateway listeners, admin API and watchers.
@@ -257,21 +87,15 @@ impl Server {
             faults.clone(),
             opts.policy.clone(),
         ));
-        let control = Arc::new_cyclic(|me| Control {
+        let control = Control::new(
             snapshot,
             faults,
             metrics,
-            backends: BackendState::default(),
-            proxy: proxy.clone(),
-            mesh: mesh_addr,
-            configs: opts.configs.clone(),
-            gateways: Mutex::new(HashMap::new()),
-            ready: AtomicBool::new(false),
-            rollouts: Rollouts::new(opts.state_dir.clone()),
-            state_dir: opts.state_dir.clone(),
-            source: std::sync::Mutex::new(Arc::default()),
-            me: me.clone(),
-        });
+            proxy.clone(),
+            mesh_addr,
+            opts.configs.clone(),
+            opts.state_dir.clone(),
+        );
         let initial_from_files = initial.is_none();
         let change = match initial {
             Some(set) => Change::Replace(set),
@@ -280,10 +104,7 @@ impl Server {
         if let Err(errors) = control.apply(change).await {
             // Files that no longer validate: serve the last configuration that did, if one
             // was kept, until they are fixed (the watcher reloads them).
-            let kept = opts
-                .state_dir
-                .as_deref()
-                .and_then(crate::state::load_last_good);
+            let kept = opts.state_dir.as_deref().and_then(last_good::load);
             match kept {
                 Some(Ok(set)) if initial_from_files => {
                     control
@@ -306,7 +127,7 @@ impl Server {
         } else {
             watch_files(&opts.configs, control.clone())
         };
-        control.ready.store(true, Ordering::Release);
+        control.set_ready(true);
         tracing::info!(mesh = %mesh_addr, admin = %admin_addr, "weir is serving.");
         Ok(Server {
             control,
@@ -361,72 +182,14 @@ impl Server {
 
     /// Stops every listener, letting open connections finish.
     pub async fn shutdown(self) {
-        self.control.ready.store(false, Ordering::Release);
+        self.control.set_ready(false);
         drop(self.watcher);
         self.admin.abort();
-        let gateways: Vec<Listener> = self
-            .control
-            .gateways
-            .lock()
-            .await
-            .drain()
-            .map(|(_, l)| l)
-            .collect();
+        let gateways = self.control.take_gateways().await;
         let mut stops = vec![tokio::spawn(self.mesh.stop())];
         stops.extend(gateways.into_iter().map(|l| tokio::spawn(l.stop())));
         for s in stops {
             let _ = s.await;
         }
     }
-}
-
-/// Watches the config paths (their directories, so editors' atomic renames are seen) and
-/// reloads after a short quiet period.
-fn watch_files(paths: &[PathBuf], control: Arc<Control>) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let (tx, mut rx) = mpsc::channel::<()>(1);
-    let files: Vec<PathBuf> = paths
-        .iter()
-        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-        .collect();
-    let relevant = files.clone();
-    let handler = move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if matches!(event.kind, notify::EventKind::Access(_)) {
-            return;
-        }
-        let hit = event.paths.iter().any(|p| {
-            relevant.iter().any(|f| {
-                p == f || (f.is_dir() && p.parent() == Some(f.as_path()) && config::is_yaml(p))
-            })
-        });
-        if hit {
-            let _ = tx.try_send(());
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "Cannot watch config files; reload with SIGHUP.");
-            return None;
-        }
-    };
-    for f in &files {
-        let dir = if f.is_dir() {
-            f.clone()
-        } else {
-            f.parent().map(PathBuf::from).unwrap_or_default()
-        };
-        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-            tracing::warn!(path = %dir.display(), error = %e, "Cannot watch directory.");
-        }
-    }
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            tokio::time::sleep(RELOAD_DEBOUNCE).await;
-            while rx.try_recv().is_ok() {}
-            let _ = control.apply(Change::Reload).await;
-        }
-    });
-    Some(watcher)
 }

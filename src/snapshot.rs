@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::backend::{BackendState, Cluster};
+use crate::backend::{Cluster, Retained};
 use crate::config::{Model, ResourceSet};
 use crate::metrics::{DestStats, Metrics};
 use crate::policy::fallback::StaleCache;
@@ -15,49 +15,49 @@ use crate::tls::ServerTls;
 
 /// One listener's routes.
 #[derive(Debug)]
-pub struct ListenerRoutes {
+pub(crate) struct ListenerRoutes {
     /// The bound address (its identity).
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// The Gateway it belongs to, if any.
-    pub gateway: Option<String>,
+    pub(crate) gateway: Option<String>,
     /// The routes.
-    pub table: RouteTable,
+    pub(crate) table: RouteTable,
     /// TLS sites, when the listener terminates TLS.
-    pub tls: Option<Arc<ServerTls>>,
+    pub(crate) tls: Option<Arc<ServerTls>>,
     /// Plain requests are redirected to HTTPS (`httpsRedirect`).
-    pub https_redirect: bool,
+    pub(crate) https_redirect: bool,
 }
 
 /// An immutable, complete runtime configuration.
 #[derive(Debug)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Increases by one with every applied change.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// The resources it was built from.
-    pub resources: Arc<ResourceSet>,
+    pub(crate) resources: Arc<ResourceSet>,
     /// Listeners; the first is the mesh listener.
-    pub listeners: Vec<ListenerRoutes>,
+    pub(crate) listeners: Vec<ListenerRoutes>,
     /// Clusters, indexed by route destinations.
-    pub clusters: Vec<Cluster>,
+    pub(crate) clusters: Vec<Cluster>,
     /// Metrics handles, indexed by routes.
-    pub stats: Vec<DestStats>,
+    pub(crate) stats: Vec<DestStats>,
     /// Stale caches of fallbacks, indexed by routes.
-    pub caches: Vec<Arc<StaleCache>>,
+    pub(crate) caches: Vec<Arc<StaleCache>>,
     /// Rate limiters, indexed by routes.
-    pub limiters: Vec<Arc<RateLimiter>>,
+    pub(crate) limiters: Vec<Arc<RateLimiter>>,
     /// Handles for requests no rule matched.
-    pub unrouted: DestStats,
+    pub(crate) unrouted: DestStats,
     /// Warnings from validation.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Snapshot {
     /// Builds the runtime snapshot of a validated model.
-    pub fn build(
+    pub(crate) fn build(
         model: Model,
         resources: Arc<ResourceSet>,
         generation: u64,
-        state: &BackendState,
+        state: &Retained,
         metrics: &Metrics,
     ) -> Snapshot {
         Snapshot {
@@ -100,7 +100,7 @@ impl Snapshot {
     }
 
     /// A snapshot with no routes (before the first config is applied).
-    pub fn empty(mesh: SocketAddr, metrics: &Metrics) -> Snapshot {
+    pub(crate) fn empty(mesh: SocketAddr, metrics: &Metrics) -> Snapshot {
         Snapshot {
             generation: 0,
             resources: Arc::default(),
@@ -121,12 +121,12 @@ impl Snapshot {
     }
 
     /// The listener bound at `addr`.
-    pub fn listener(&self, addr: SocketAddr) -> Option<&ListenerRoutes> {
+    pub(crate) fn listener(&self, addr: SocketAddr) -> Option<&ListenerRoutes> {
         self.listeners.iter().find(|l| l.addr == addr)
     }
 
     /// The routes of the listener bound at `addr`.
-    pub fn table(&self, addr: SocketAddr) -> Option<&RouteTable> {
+    pub(crate) fn table(&self, addr: SocketAddr) -> Option<&RouteTable> {
         self.listener(addr).map(|l| &l.table)
     }
 }

@@ -1,4 +1,4 @@
-//! Request body limits (RELIABILITY.md section 3, case 10): a route's `maxRequestBytes` and the
+//! Request body limits (docs/reliability.md section 3, case 10): a route's `maxRequestBytes` and the
 //! `--max-request-body` default; `Expect: 100-continue` is answered only when the body is read,
 //! so a body over the limit is refused without being sent.
 mod support;

@@ -979,7 +979,7 @@ scrape_configs:
             .expect("the prometheus server (Debian package `prometheus`; .ci/run installs it)");
         let p = Prometheus { child, addr };
         for _ in 0..200 {
-            let ready = weir::client::call(
+            let ready = weir::control::call::call(
                 http::Method::GET,
                 &format!("http://{addr}/-/ready"),
                 None,

@@ -1,4 +1,4 @@
-//! weir at the edge (RELIABILITY.md section 3): paths normalised before routing (case 11),
+//! weir at the edge (docs/reliability.md section 3): paths normalised before routing (case 11),
 //! header-name aliasing (12), hop-by-hop and forwarding headers (13), slow clients (14, 15),
 //! the connection limit and the memory overload rule (16). Timing is on tokio's paused clock.
 mod support;

@@ -1,4 +1,4 @@
-//! weir's HTTP/1.1 server side on raw sockets: strict request framing (RELIABILITY.md section 3,
+//! weir's HTTP/1.1 server side on raw sockets: strict request framing (docs/reliability.md section 3,
 //! cases 1-3, 5-8), limits, pipelining, HTTP/1.0, `Expect: 100-continue`.
 mod support;
 

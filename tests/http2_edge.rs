@@ -1,4 +1,4 @@
-//! weir's HTTP/2 server against abusive clients, frame by frame (RELIABILITY.md section 3,
+//! weir's HTTP/2 server against abusive clients, frame by frame (docs/reliability.md section 3,
 //! cases 17-19): concurrent-stream limit, rapid reset, CONTINUATION and header-list floods,
 //! SETTINGS and PING floods, a zero-window stall, content-length that disagrees with DATA, and
 //! h2c upgrade requests.

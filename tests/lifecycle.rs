@@ -1,4 +1,4 @@
-//! The weir binary's lifecycle (RELIABILITY.md section 3, cases 14, 29): SIGTERM drains
+//! The weir binary's lifecycle (docs/reliability.md section 3, cases 14, 29): SIGTERM drains
 //! in-flight requests and exits 0, a killed weir is back quickly with its last good config,
 //! and 10,000 slow clients do not keep others out.
 mod support;

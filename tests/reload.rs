@@ -126,7 +126,7 @@ async fn reload_under_load_fails_nothing() {
         let w = (i * 25) % 101;
         let cfg = split(&v1, &v2, 100 - w, w.max(1));
         weir.server
-            .apply(weir::run::Change::Replace(
+            .apply(weir::control::Change::Replace(
                 weir::config::parse_set("<test>", &cfg).unwrap(),
             ))
             .await

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    weir::http1::fuzz_parse(data);
+    weir::fuzzing::http1_parse(data);
 });

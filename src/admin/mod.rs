@@ -16,10 +16,10 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::backend::outlier::State;
 use crate::config::Spec;
+use crate::control::Control;
+use crate::metrics::EndpointState;
 use crate::rollout::Command;
-use crate::run::Control;
 use crate::tls::Trust;
 
 /// Serves the admin API on `socket` until the task is aborted; `token`, when given, guards
@@ -217,7 +217,7 @@ pub async fn call(
     admin: std::net::SocketAddr,
     method: &str,
     path: &str,
-) -> Result<(u16, String), crate::client::CallError> {
+) -> Result<(u16, String), crate::control::call::CallError> {
     call_with_token(admin, method, path, None).await
 }
 
@@ -227,12 +227,12 @@ pub async fn call_with_token(
     method: &str,
     path: &str,
     token: Option<&str>,
-) -> Result<(u16, String), crate::client::CallError> {
+) -> Result<(u16, String), crate::control::call::CallError> {
     let method = http::Method::from_bytes(method.as_bytes())
-        .map_err(|_| crate::client::CallError::Http(format!("bad method {method}")))?;
+        .map_err(|_| crate::control::call::CallError::Http(format!("bad method {method}")))?;
     let url = format!("http://{admin}{path}");
     let auth = token.map(|t| format!("Bearer {t}"));
-    let reply = crate::client::call_via(
+    let reply = crate::control::call::call_via(
         method,
         &url,
         None,
@@ -341,7 +341,7 @@ fn clusters_json(control: &Control) -> Value {
                         "labels": e.spec.labels,
                         "state": health.state.name(),
                         "healthy": c.health.as_ref().map(|_| e.stats.checks.is_healthy()),
-                        "ejection_reason": health.reason.filter(|_| health.state != State::Closed).map(|r| r.name()),
+                        "ejection_reason": health.reason.filter(|_| health.state != EndpointState::Closed).map(|r| r.name()),
                         "back_in_ms": health.until.map(|u| u.saturating_duration_since(now).as_millis() as u64),
                         "ejections": health.ejections,
                         "active_requests": e.stats.active.load(Ordering::Relaxed),

@@ -6,7 +6,7 @@ use super::Endpoint;
 
 /// A load-balancing algorithm.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Lb {
+pub(crate) enum Lb {
     /// Each endpoint in turn (Istio's `ROUND_ROBIN`, and weir's default).
     #[default]
     RoundRobin,
@@ -18,7 +18,7 @@ pub enum Lb {
 
 impl Lb {
     /// Istio's name of the algorithm.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Lb::RoundRobin => "ROUND_ROBIN",
             Lb::Random => "RANDOM",
@@ -30,18 +30,18 @@ impl Lb {
 /// Slow start (`warmup`): an endpoint new to a cluster gets a growing share of its traffic,
 /// from `min_percent` to all of it over `duration` (Envoy's slow-start window).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Warmup {
+pub(crate) struct Warmup {
     /// The window.
-    pub duration: std::time::Duration,
+    pub(crate) duration: std::time::Duration,
     /// Share at the start, in percent (default 10).
-    pub min_percent: f64,
+    pub(crate) min_percent: f64,
     /// How fast the share grows: 1 is linear, larger is faster at first (default 1).
-    pub aggression: f64,
+    pub(crate) aggression: f64,
 }
 
 impl Warmup {
     /// The share of its traffic an endpoint this old gets, from 0 to 1.
-    pub fn factor(&self, age: std::time::Duration) -> f64 {
+    pub(crate) fn factor(&self, age: std::time::Duration) -> f64 {
         if age >= self.duration {
             return 1.0;
         }
@@ -56,7 +56,7 @@ impl Warmup {
 /// which each candidate gets exactly its weight. The turns of a cycle are visited in a
 /// scattered order (a multiplicative permutation), so that a heavy candidate's turns are
 /// spread over the cycle instead of coming in one run.
-pub fn weighted_turn(n: usize, weight: impl Fn(usize) -> u32, turn: usize) -> usize {
+pub(crate) fn weighted_turn(n: usize, weight: impl Fn(usize) -> u32, turn: usize) -> usize {
     let total: u64 = (0..n).map(|k| u64::from(weight(k))).sum();
     if total == 0 {
         return turn % n;
@@ -69,7 +69,7 @@ pub fn weighted_turn(n: usize, weight: impl Fn(usize) -> u32, turn: usize) -> us
 }
 
 /// A candidate drawn with probability proportional to its weight.
-pub fn weighted_random(n: usize, weight: impl Fn(usize) -> u32) -> usize {
+pub(crate) fn weighted_random(n: usize, weight: impl Fn(usize) -> u32) -> usize {
     let total: u64 = (0..n).map(|k| u64::from(weight(k))).sum();
     if total == 0 {
         return fastrand::usize(..n);
@@ -90,7 +90,7 @@ fn pick_slot(n: usize, weight: impl Fn(usize) -> u32, mut slot: u64) -> usize {
 }
 
 /// Power of two weighted choices: the one with fewer requests in flight per unit of weight.
-pub fn weighted_least_request<'e>(
+pub(crate) fn weighted_least_request<'e>(
     n: usize,
     weight: impl Fn(usize) -> u32 + Copy,
     endpoint: impl Fn(usize) -> &'e Endpoint,
@@ -104,7 +104,7 @@ pub fn weighted_least_request<'e>(
 }
 
 /// Power of two choices on requests in flight, among `n` (at least 2) candidates.
-pub fn least_request<'e>(n: usize, endpoint: impl Fn(usize) -> &'e Endpoint) -> usize {
+pub(crate) fn least_request<'e>(n: usize, endpoint: impl Fn(usize) -> &'e Endpoint) -> usize {
     let a = fastrand::usize(..n);
     let b = (a + 1 + fastrand::usize(..n - 1)) % n;
     let load = |i: usize| endpoint(i).stats.active.load(Ordering::Relaxed);

@@ -14,48 +14,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::metrics::BreakerMetrics;
+use crate::metrics::{BreakerMetrics, BreakerState};
 
 /// The breaker's settings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct BreakerSpec {
+pub(crate) struct BreakerSpec {
     /// Failures within `window` that open the breaker.
-    pub failure_threshold: u32,
+    pub(crate) failure_threshold: u32,
     /// How long a failure counts.
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// How long the breaker stays open before trying again.
-    pub recovery: Duration,
+    pub(crate) recovery: Duration,
     /// Trial requests at a time when half-open.
-    pub half_open_requests: u32,
-}
-
-/// The breaker's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BreakerState {
-    /// Requests pass.
-    Closed,
-    /// Requests are refused.
-    Open,
-    /// Trial requests pass.
-    HalfOpen,
-}
-
-impl BreakerState {
-    /// Every state, in label order.
-    pub const ALL: [BreakerState; 3] = [
-        BreakerState::Closed,
-        BreakerState::Open,
-        BreakerState::HalfOpen,
-    ];
-
-    /// The label: `closed`, `open`, `half_open`.
-    pub fn name(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
+    pub(crate) half_open_requests: u32,
 }
 
 #[derive(Debug)]
@@ -68,7 +39,7 @@ struct Inner {
 
 /// A cluster's breaker (kept across reloads while its settings stay the same).
 #[derive(Debug)]
-pub struct Breaker {
+pub(crate) struct Breaker {
     spec: BreakerSpec,
     inner: Mutex<Inner>,
     metrics: BreakerMetrics,
@@ -77,7 +48,7 @@ pub struct Breaker {
 /// A request the breaker let through; its outcome is reported with [`Ticket::done`]. Dropped
 /// without one, a trial request frees its place.
 #[derive(Debug)]
-pub struct Ticket {
+pub(crate) struct Ticket {
     breaker: Arc<Breaker>,
     trial: bool,
     done: bool,
@@ -85,7 +56,7 @@ pub struct Ticket {
 
 impl Breaker {
     /// A closed breaker.
-    pub fn new(spec: BreakerSpec, metrics: BreakerMetrics) -> Breaker {
+    pub(crate) fn new(spec: BreakerSpec, metrics: BreakerMetrics) -> Breaker {
         let b = Breaker {
             spec,
             inner: Mutex::new(Inner {
@@ -101,12 +72,12 @@ impl Breaker {
     }
 
     /// The settings.
-    pub fn spec(&self) -> &BreakerSpec {
+    pub(crate) fn spec(&self) -> &BreakerSpec {
         &self.spec
     }
 
     /// The current state (an open breaker past its recovery time reads half-open).
-    pub fn state(&self) -> BreakerState {
+    pub(crate) fn state(&self) -> BreakerState {
         let Ok(mut inner) = self.inner.lock() else {
             return BreakerState::Closed;
         };
@@ -115,7 +86,7 @@ impl Breaker {
     }
 
     /// Lets a request through, or refuses it (`None`: answer 503).
-    pub fn admit(self: &Arc<Self>) -> Option<Ticket> {
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<Ticket> {
         let Ok(mut inner) = self.inner.lock() else {
             return Some(self.ticket(false));
         };
@@ -199,9 +170,7 @@ impl Breaker {
     }
 
     fn show(&self, state: BreakerState) {
-        for (s, g) in BreakerState::ALL.iter().zip(&self.metrics.state) {
-            g.set(i64::from(*s == state));
-        }
+        self.metrics.show(state);
     }
 
     fn release(&self) {
@@ -213,7 +182,7 @@ impl Breaker {
 
 impl Ticket {
     /// Reports the request's outcome: `ok` unless it failed (5xx, or no response).
-    pub fn done(mut self, ok: bool) {
+    pub(crate) fn done(mut self, ok: bool) {
         self.done = true;
         self.breaker.record(self.trial, ok);
     }

@@ -16,18 +16,18 @@ const BUCKETS: usize = 10;
 
 /// A budget as configured.
 #[derive(Clone, Debug, PartialEq)]
-pub struct BudgetSpec {
+pub(crate) struct BudgetSpec {
     /// Retries as a share of requests, in percent.
-    pub percent: f64,
+    pub(crate) percent: f64,
     /// The window requests and retries are counted over.
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// Retries per second always allowed.
-    pub min_per_sec: u32,
+    pub(crate) min_per_sec: u32,
     /// Retries in flight always allowed (`minRetryConcurrency`; 0 without a `retryBudget`).
-    pub min_concurrency: u32,
+    pub(crate) min_concurrency: u32,
     /// Whether retries in flight may also be `percent` of the requests in flight (Envoy's
     /// concurrency budget, on with a DestinationRule `retryBudget`).
-    pub concurrency: bool,
+    pub(crate) concurrency: bool,
 }
 
 // Budgets are kept across reloads by cluster and spec.
@@ -65,7 +65,7 @@ struct Bucket {
 
 /// The live budget of one cluster.
 #[derive(Debug)]
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     spec: BudgetSpec,
     start: Instant,
     width: Duration,
@@ -75,7 +75,7 @@ pub struct RetryBudget {
 
 impl RetryBudget {
     /// An empty budget.
-    pub fn new(spec: BudgetSpec) -> RetryBudget {
+    pub(crate) fn new(spec: BudgetSpec) -> RetryBudget {
         let width = (spec.window / BUCKETS as u32).max(Duration::from_millis(1));
         RetryBudget {
             spec,
@@ -87,7 +87,7 @@ impl RetryBudget {
     }
 
     /// Its configuration.
-    pub fn spec(&self) -> &BudgetSpec {
+    pub(crate) fn spec(&self) -> &BudgetSpec {
         &self.spec
     }
 
@@ -112,7 +112,7 @@ impl RetryBudget {
     }
 
     /// Counts a request (its first try).
-    pub fn deposit(&self, now: Instant) {
+    pub(crate) fn deposit(&self, now: Instant) {
         self.bucket(self.tick(now))
             .requests
             .fetch_add(1, Ordering::Relaxed);
@@ -121,7 +121,7 @@ impl RetryBudget {
     /// Takes a retry from the budget, or says it is spent. `requests_in_flight` is the
     /// cluster's current request count (for the concurrency budget). The guard counts the
     /// retry as in flight until it is dropped.
-    pub fn withdraw(&self, now: Instant, requests_in_flight: u64) -> Option<InFlight<'_>> {
+    pub(crate) fn withdraw(&self, now: Instant, requests_in_flight: u64) -> Option<InFlight<'_>> {
         let tick = self.tick(now);
         let (mut requests, mut retries) = (0u64, 0u64);
         for b in &self.buckets {
@@ -148,7 +148,7 @@ impl RetryBudget {
 
 /// A retry under way, counted against the concurrency budget until dropped.
 #[derive(Debug)]
-pub struct InFlight<'a> {
+pub(crate) struct InFlight<'a> {
     budget: &'a RetryBudget,
 }
 

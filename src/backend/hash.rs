@@ -10,15 +10,15 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// Envoy's default smallest ring.
-pub const DEFAULT_RING_SIZE: u64 = 1024;
+pub(crate) const DEFAULT_RING_SIZE: u64 = 1024;
 /// Envoy's default Maglev table size (a prime).
-pub const DEFAULT_MAGLEV_SIZE: u64 = 65537;
+pub(crate) const DEFAULT_MAGLEV_SIZE: u64 = 65537;
 /// The largest table weir builds (Envoy's ring limit).
-pub const MAX_TABLE_SIZE: u64 = 8 * 1024 * 1024;
+pub(crate) const MAX_TABLE_SIZE: u64 = 8 * 1024 * 1024;
 
 /// What a request is hashed by.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HashKey {
+pub(crate) enum HashKey {
     /// A header's value (`httpHeaderName`).
     Header(HeaderName),
     /// A cookie (`httpCookie`), generated when absent if it has a `ttl`.
@@ -43,7 +43,7 @@ pub enum HashKey {
 
 /// Which table maps hashes to endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HashAlgo {
+pub(crate) enum HashAlgo {
     /// A ring with at least this many points.
     Ring(u64),
     /// A Maglev table of this (prime) size.
@@ -52,18 +52,18 @@ pub enum HashAlgo {
 
 /// `consistentHash` as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HashPolicy {
+pub(crate) struct HashPolicy {
     /// The request key.
-    pub key: HashKey,
+    pub(crate) key: HashKey,
     /// The key used when the request has no `key` (weir's `fallback`; Kong's `hash_fallback`).
-    pub fallback: Option<HashKey>,
+    pub(crate) fallback: Option<HashKey>,
     /// The table.
-    pub algo: HashAlgo,
+    pub(crate) algo: HashAlgo,
 }
 
 /// A built table, for one cluster's endpoints.
 #[derive(Debug)]
-pub enum HashTable {
+pub(crate) enum HashTable {
     /// Sorted (point, endpoint index).
     Ring(Vec<(u64, u32)>),
     /// Slot to endpoint index.
@@ -72,7 +72,7 @@ pub enum HashTable {
 
 impl HashTable {
     /// Builds the table for endpoints named `names` (their addresses).
-    pub fn build(algo: HashAlgo, names: &[String]) -> Option<HashTable> {
+    pub(crate) fn build(algo: HashAlgo, names: &[String]) -> Option<HashTable> {
         if names.is_empty() {
             return None;
         }
@@ -83,7 +83,7 @@ impl HashTable {
     }
 
     /// The endpoint for a hash.
-    pub fn get(&self, hash: u64) -> usize {
+    pub(crate) fn get(&self, hash: u64) -> usize {
         match self {
             HashTable::Ring(points) => {
                 let at = points.partition_point(|&(p, _)| p < hash);
@@ -95,7 +95,7 @@ impl HashTable {
 
     /// The endpoints after the one for `hash`, in the order the table offers them (the ring
     /// walks on; Maglev rehashes), for when that one cannot take the request.
-    pub fn fallbacks(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn fallbacks(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
         (1..=16u64).map(move |k| match self {
             HashTable::Ring(points) => {
                 let at = points.partition_point(|&(p, _)| p < hash);
@@ -154,7 +154,7 @@ fn maglev(names: &[String], size: u64) -> HashTable {
 
 /// FNV-1a over the bytes, then a 64-bit finaliser: stable across runs and builds, so every weir
 /// of a fleet maps a key to the same endpoint.
-pub fn hash_bytes(bytes: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         h ^= u64::from(b);
@@ -175,23 +175,23 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// What a request offers to hash.
-pub struct HashInput<'a> {
+pub(crate) struct HashInput<'a> {
     /// Request headers.
-    pub headers: &'a HeaderMap,
+    pub(crate) headers: &'a HeaderMap,
     /// Path, without the query.
-    pub path: &'a str,
+    pub(crate) path: &'a str,
     /// Query string, without `?`.
-    pub query: Option<&'a str>,
+    pub(crate) query: Option<&'a str>,
     /// The client's address.
-    pub peer: IpAddr,
+    pub(crate) peer: IpAddr,
     /// The matched route's regex path, for `UriCapture`.
-    pub uri_regex: Option<&'a regex::Regex>,
+    pub(crate) uri_regex: Option<&'a regex::Regex>,
 }
 
 /// A request's hash under the policy's key, else its fallback, and the `Set-Cookie` to send
 /// when the key used is a cookie that was absent and is generated. `None` when the request has
 /// neither (the cluster's simple balancer then picks).
-pub fn request_hash(
+pub(crate) fn request_hash(
     policy: &HashPolicy,
     input: &HashInput<'_>,
 ) -> (Option<u64>, Option<HeaderValue>) {
@@ -251,7 +251,7 @@ fn key_hash(key: &HashKey, input: &HashInput<'_>) -> (Option<u64>, Option<Header
 }
 
 /// The value of cookie `name` in a `Cookie` header value.
-pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     header.split(';').find_map(|pair| {
         let (k, v) = pair.trim().split_once('=')?;
         (k == name).then_some(v)
@@ -259,7 +259,7 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The value of query parameter `name`.
-pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     query
         .split('&')
         .find_map(|pair| match pair.split_once('=') {

@@ -25,41 +25,41 @@ use crate::tls::{ClientSpec, ClientTls, Trust};
 
 /// What counts, and how much of it turns a target's state.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Counting {
+pub(crate) struct Counting {
     /// Statuses that count as successes.
-    pub healthy_statuses: Vec<u16>,
+    pub(crate) healthy_statuses: Vec<u16>,
     /// Successes that make a target healthy (and, passively, clear failures); 0: never.
-    pub successes: u32,
+    pub(crate) successes: u32,
     /// Statuses that count as HTTP failures.
-    pub unhealthy_statuses: Vec<u16>,
+    pub(crate) unhealthy_statuses: Vec<u16>,
     /// HTTP failures that make a target unhealthy; 0: never.
-    pub http_failures: u32,
+    pub(crate) http_failures: u32,
     /// TCP failures that make a target unhealthy; 0: never.
-    pub tcp_failures: u32,
+    pub(crate) tcp_failures: u32,
     /// Timeouts that make a target unhealthy; 0: never.
-    pub timeouts: u32,
+    pub(crate) timeouts: u32,
 }
 
 /// Active probes.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ActiveSpec {
+pub(crate) struct ActiveSpec {
     /// What a probe does.
-    pub kind: ProbeKind,
+    pub(crate) kind: ProbeKind,
     /// The probe's path.
-    pub path: String,
+    pub(crate) path: String,
     /// The probe's deadline.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Between probes of a healthy target (zero: not probed).
-    pub healthy_interval: Duration,
+    pub(crate) healthy_interval: Duration,
     /// Between probes of an unhealthy target (zero: not probed).
-    pub unhealthy_interval: Duration,
+    pub(crate) unhealthy_interval: Duration,
     /// What the probes' answers count as.
-    pub counting: Counting,
+    pub(crate) counting: Counting,
 }
 
 /// What a probe does.
 #[derive(Clone, Debug, PartialEq)]
-pub enum ProbeKind {
+pub(crate) enum ProbeKind {
     /// Connect only.
     Tcp,
     /// `GET path` over plain HTTP/1.1.
@@ -75,18 +75,18 @@ pub enum ProbeKind {
 
 /// A cluster's health checks.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HealthSpec {
+pub(crate) struct HealthSpec {
     /// Active probes, if any.
-    pub active: Option<ActiveSpec>,
+    pub(crate) active: Option<ActiveSpec>,
     /// Passive counting, if any.
-    pub passive: Option<Counting>,
+    pub(crate) passive: Option<Counting>,
     /// Least healthy share of the weight, in percent, to take traffic at all.
-    pub threshold: f64,
+    pub(crate) threshold: f64,
 }
 
 /// What one request or probe came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Observed {
+pub(crate) enum Observed {
     /// An HTTP status.
     Status(u16),
     /// The connection failed.
@@ -105,7 +105,7 @@ struct Counters {
 
 /// One target's health (kept with its endpoint's counters, across reloads).
 #[derive(Debug)]
-pub struct TargetHealth {
+pub(crate) struct TargetHealth {
     healthy: AtomicBool,
     counters: Mutex<Counters>,
 }
@@ -121,12 +121,12 @@ impl Default for TargetHealth {
 
 impl TargetHealth {
     /// Whether the target takes traffic.
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
     /// Sets the state by hand (counters cleared); true if it changed.
-    pub fn set(&self, healthy: bool) -> bool {
+    pub(crate) fn set(&self, healthy: bool) -> bool {
         if let Ok(mut c) = self.counters.lock() {
             *c = Counters::default();
         }
@@ -135,7 +135,12 @@ impl TargetHealth {
 
     /// Counts one observation; `Some(state)` when it turned the target. Passive counting
     /// (`may_recover` false) never makes a target healthy.
-    pub fn observe(&self, seen: Observed, rules: &Counting, may_recover: bool) -> Option<bool> {
+    pub(crate) fn observe(
+        &self,
+        seen: Observed,
+        rules: &Counting,
+        may_recover: bool,
+    ) -> Option<bool> {
         let Ok(mut c) = self.counters.lock() else {
             return None;
         };
@@ -195,21 +200,19 @@ impl TargetHealth {
 
 /// One probed target.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub(crate) struct Target {
     /// Where it is.
-    pub addr: EndpointAddr,
-    /// Its weight.
-    pub weight: u32,
+    pub(crate) addr: EndpointAddr,
     /// Its counters (health included).
-    pub stats: Arc<EndpointStats>,
+    pub(crate) stats: Arc<EndpointStats>,
 }
 
 /// A cluster's health state: its targets, how many are unhealthy, and the prober (kept across
 /// reloads while the cluster and its health settings stay the same).
 #[derive(Debug)]
-pub struct ClusterHealth {
+pub(crate) struct ClusterHealth {
     /// The settings.
-    pub spec: HealthSpec,
+    pub(crate) spec: HealthSpec,
     /// The cluster's name, for logs.
     name: String,
     targets: ArcSwap<Vec<Target>>,
@@ -227,7 +230,7 @@ impl Drop for ClusterHealth {
 
 impl ClusterHealth {
     /// A cluster's health state, without targets yet.
-    pub fn new(name: &str, spec: HealthSpec) -> ClusterHealth {
+    pub(crate) fn new(name: &str, spec: HealthSpec) -> ClusterHealth {
         ClusterHealth {
             spec,
             name: name.to_owned(),
@@ -238,7 +241,7 @@ impl ClusterHealth {
     }
 
     /// Sets the targets (on every build of the cluster), and starts probing if it should.
-    pub fn set_targets(self: &Arc<Self>, targets: Vec<Target>) {
+    pub(crate) fn set_targets(self: &Arc<Self>, targets: Vec<Target>) {
         self.targets.store(Arc::new(targets));
         self.recount();
         let Some(active) = &self.spec.active else {
@@ -257,12 +260,12 @@ impl ClusterHealth {
     }
 
     /// Whether no target is unhealthy (the common case: nothing to filter).
-    pub fn all_healthy(&self) -> bool {
+    pub(crate) fn all_healthy(&self) -> bool {
         self.unhealthy.load(Ordering::Relaxed) == 0
     }
 
     /// Whether enough of the weight is healthy to take traffic (`threshold`).
-    pub fn enough(&self, weight: impl Fn(usize) -> (u32, bool), n: usize) -> bool {
+    pub(crate) fn enough(&self, weight: impl Fn(usize) -> (u32, bool), n: usize) -> bool {
         if self.spec.threshold <= 0.0 {
             return true;
         }
@@ -278,7 +281,7 @@ impl ClusterHealth {
     }
 
     /// Counts a proxied request's outcome on `stats` (passive checks).
-    pub fn passive(&self, stats: &EndpointStats, addr: &EndpointAddr, seen: Observed) {
+    pub(crate) fn passive(&self, stats: &EndpointStats, addr: &EndpointAddr, seen: Observed) {
         let Some(rules) = &self.spec.passive else {
             return;
         };
@@ -288,7 +291,7 @@ impl ClusterHealth {
     }
 
     /// Marks a target healthy or not by hand; false if the cluster has no such target.
-    pub fn set(&self, addr: &str, healthy: bool) -> bool {
+    pub(crate) fn set(&self, addr: &str, healthy: bool) -> bool {
         let targets = self.targets.load();
         let Some(t) = targets.iter().find(|t| t.addr.to_string() == addr) else {
             return false;

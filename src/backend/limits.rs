@@ -10,54 +10,31 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::Overflow;
+
 /// Limits as configured (`None`: unlimited, Istio's default).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PoolLimits {
+pub(crate) struct PoolLimits {
     /// HTTP/1.1 connections in use at once (`tcp.maxConnections`); each carries one request.
-    pub max_connections: Option<u32>,
+    pub(crate) max_connections: Option<u32>,
     /// Requests waiting for a connection (`http.http1MaxPendingRequests`).
-    pub max_pending: Option<u32>,
+    pub(crate) max_pending: Option<u32>,
     /// Requests in flight (`http.http2MaxRequests`, applied to both protocols as Envoy does).
-    pub max_requests: Option<u32>,
+    pub(crate) max_requests: Option<u32>,
     /// Retries in flight (`http.maxRetries`).
-    pub max_retries: Option<u32>,
+    pub(crate) max_retries: Option<u32>,
 }
 
 impl PoolLimits {
     /// Whether any limit is set.
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         *self != PoolLimits::default()
-    }
-}
-
-/// Which limit turned a request away (the `limit` label of `weir_upstream_overflow_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Overflow {
-    /// Every connection busy and the pending queue full.
-    Pending,
-    /// Too many requests in flight.
-    Requests,
-    /// Too many retries in flight.
-    Retries,
-}
-
-impl Overflow {
-    /// All limits, in label order.
-    pub const ALL: [Overflow; 3] = [Overflow::Pending, Overflow::Requests, Overflow::Retries];
-
-    /// The metrics label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Overflow::Pending => "pending",
-            Overflow::Requests => "requests",
-            Overflow::Retries => "retries",
-        }
     }
 }
 
 /// The live counters of one cluster's limits.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     limits: PoolLimits,
     connections: Option<Arc<Semaphore>>,
     pending: AtomicU32,
@@ -66,7 +43,7 @@ pub struct Gate {
 }
 
 /// What admission decided without waiting.
-pub enum Admit {
+pub(crate) enum Admit {
     /// Go ahead.
     Now(Admission),
     /// Wait for a connection (the pending queue has room).
@@ -77,7 +54,7 @@ pub enum Admit {
 
 impl Gate {
     /// Counters for `limits`.
-    pub fn new(limits: PoolLimits) -> Gate {
+    pub(crate) fn new(limits: PoolLimits) -> Gate {
         Gate {
             limits,
             connections: limits
@@ -89,13 +66,8 @@ impl Gate {
         }
     }
 
-    /// The limits.
-    pub fn limits(&self) -> PoolLimits {
-        self.limits
-    }
-
     /// Requests in flight, and requests waiting for a connection.
-    pub fn load(&self) -> (u32, u32) {
+    pub(crate) fn load(&self) -> (u32, u32) {
         (
             self.requests.load(Ordering::Relaxed),
             self.pending.load(Ordering::Relaxed),
@@ -103,7 +75,7 @@ impl Gate {
     }
 
     /// Admits one try. HTTP/2 tries share one connection and take no connection slot.
-    pub fn admit(self: &Arc<Self>, h2: bool) -> Admit {
+    pub(crate) fn admit(self: &Arc<Self>, h2: bool) -> Admit {
         if let Some(max) = self.limits.max_requests
             && !take(&self.requests, max)
         {
@@ -139,7 +111,7 @@ impl Gate {
     }
 
     /// Takes a retry slot (`maxRetries`); `None` when they are all in use.
-    pub fn retry(self: &Arc<Self>) -> Option<RetrySlot> {
+    pub(crate) fn retry(self: &Arc<Self>) -> Option<RetrySlot> {
         match self.limits.max_retries {
             Some(max) if !take(&self.retries, max) => None,
             Some(_) => Some(RetrySlot { gate: self.clone() }),
@@ -158,7 +130,7 @@ fn take(n: &AtomicU32, max: u32) -> bool {
 
 /// A try admitted: its slots are held until it is dropped (when the response has been read).
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     gate: Arc<Gate>,
     counts_request: bool,
     _connection: Option<OwnedSemaphorePermit>,
@@ -173,7 +145,7 @@ impl Drop for Admission {
 }
 
 /// A try in the pending queue.
-pub struct Waiting {
+pub(crate) struct Waiting {
     admission: Admission,
     sem: Arc<Semaphore>,
     _queued: Queued,
@@ -181,7 +153,7 @@ pub struct Waiting {
 
 impl Waiting {
     /// Waits for a connection slot, in arrival order.
-    pub async fn ready(self) -> Admission {
+    pub(crate) async fn ready(self) -> Admission {
         let Waiting {
             mut admission,
             sem,
@@ -204,7 +176,7 @@ impl Drop for Queued {
 
 /// A retry counted against `maxRetries` until dropped.
 #[derive(Debug)]
-pub struct RetrySlot {
+pub(crate) struct RetrySlot {
     gate: Arc<Gate>,
 }
 

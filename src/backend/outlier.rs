@@ -17,34 +17,36 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::metrics::{EjectionReason, EndpointState};
+
 /// Probe requests a half-open endpoint takes at a time.
-pub const HALF_OPEN_PROBES: u32 = 1;
+pub(crate) const HALF_OPEN_PROBES: u32 = 1;
 
 /// Envoy's cap on one ejection (`max_ejection_time`).
 const MAX_EJECTION: Duration = Duration::from_secs(300);
 
 /// Outlier detection as configured.
 #[derive(Clone, Debug, PartialEq)]
-pub struct OutlierPolicy {
+pub(crate) struct OutlierPolicy {
     /// Consecutive errors (5xx, or `error_codes`) that eject; 0 turns it off.
-    pub consecutive_5xx: u32,
+    pub(crate) consecutive_5xx: u32,
     /// Consecutive 502/503/504 that eject; 0 (the default) turns it off.
-    pub consecutive_gateway: u32,
+    pub(crate) consecutive_gateway: u32,
     /// Consecutive local-origin failures (connect, reset, timeout) that eject when they are
     /// counted apart (`split_local_origin`).
-    pub consecutive_local: u32,
+    pub(crate) consecutive_local: u32,
     /// Count local-origin failures apart from upstream errors (otherwise they count as 503s).
-    pub split_local_origin: bool,
+    pub(crate) split_local_origin: bool,
     /// How long it takes for one ejection to be forgotten.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// First ejection time.
-    pub base_ejection: Duration,
+    pub(crate) base_ejection: Duration,
     /// Most of the cluster ejected at once, in percent (one endpoint always may be).
-    pub max_ejection_percent: u32,
+    pub(crate) max_ejection_percent: u32,
     /// Below this healthy share the cluster ignores ejections (panic mode); 0 never.
-    pub min_health_percent: u32,
+    pub(crate) min_health_percent: u32,
     /// Status codes counted as errors instead of every 5xx (`outlierDetectionHttpErrorCodes`).
-    pub error_codes: Vec<u16>,
+    pub(crate) error_codes: Vec<u16>,
 }
 
 impl Default for OutlierPolicy {
@@ -66,7 +68,7 @@ impl Default for OutlierPolicy {
 
 /// What happened on one try, as outlier detection sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// The upstream answered with this status.
     Status(u16),
     /// No answer: connect failure, reset, broken response.
@@ -75,89 +77,31 @@ pub enum Event {
     Timeout,
 }
 
-/// An endpoint's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Takes traffic.
-    Closed,
-    /// Ejected until the ejection time is over.
-    Open,
-    /// Ejection over; admitting probes.
-    HalfOpen,
-}
-
-impl State {
-    /// Every state, in label order.
-    pub const ALL: [State; 3] = [State::Closed, State::Open, State::HalfOpen];
-
-    /// The name shown in `/clusters` and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-        }
-    }
-}
-
-/// Why an endpoint was ejected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// `consecutive5xxErrors`.
-    Consecutive5xx,
-    /// `consecutiveGatewayErrors`.
-    ConsecutiveGateway,
-    /// `consecutiveLocalOriginFailures`.
-    ConsecutiveLocalOrigin,
-    /// A half-open probe failed.
-    ProbeFailed,
-}
-
-impl Reason {
-    /// Every reason, in label order.
-    pub const ALL: [Reason; 4] = [
-        Reason::Consecutive5xx,
-        Reason::ConsecutiveGateway,
-        Reason::ConsecutiveLocalOrigin,
-        Reason::ProbeFailed,
-    ];
-
-    /// The name shown in `/clusters` and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::Consecutive5xx => "consecutive_5xx",
-            Reason::ConsecutiveGateway => "consecutive_gateway_errors",
-            Reason::ConsecutiveLocalOrigin => "consecutive_local_origin_failures",
-            Reason::ProbeFailed => "half_open_probe_failed",
-        }
-    }
-}
-
 /// A state change, for metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// The new state.
-    pub to: State,
+    pub(crate) to: EndpointState,
     /// Why, for an ejection.
-    pub reason: Option<Reason>,
+    pub(crate) reason: Option<EjectionReason>,
 }
 
 /// What `/clusters` shows of an endpoint.
 #[derive(Clone, Copy, Debug)]
-pub struct View {
-    /// State.
-    pub state: State,
+pub(crate) struct View {
+    /// EndpointState.
+    pub(crate) state: EndpointState,
     /// Why it was last ejected.
-    pub reason: Option<Reason>,
+    pub(crate) reason: Option<EjectionReason>,
     /// When an open endpoint goes half-open.
-    pub until: Option<Instant>,
+    pub(crate) until: Option<Instant>,
     /// Ejections that still count towards the next ejection time.
-    pub ejections: u32,
+    pub(crate) ejections: u32,
 }
 
 /// How an endpoint was taken for a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// An ordinary request (closed endpoint, or panic mode).
     Normal,
     /// One of a half-open endpoint's probes.
@@ -166,7 +110,7 @@ pub enum Claim {
 
 /// The state machine of one endpoint in one cluster; kept across reloads.
 #[derive(Debug)]
-pub struct EndpointHealth {
+pub(crate) struct EndpointHealth {
     state: AtomicU8,
     /// Some consecutive-error counter is above zero (successes skip the lock otherwise).
     counting: AtomicBool,
@@ -181,7 +125,7 @@ struct Inner {
     ejections: u32,
     until: Instant,
     closed_at: Instant,
-    reason: Option<Reason>,
+    reason: Option<EjectionReason>,
     probes: u32,
 }
 
@@ -215,28 +159,28 @@ impl EndpointHealth {
     }
 
     /// Whether the endpoint is closed (read without a lock).
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.state.load(Ordering::Relaxed) == CLOSED
     }
 
     /// The state as of `now` (an open endpoint whose time is over shows as half-open).
-    pub fn view(&self, now: Instant) -> View {
+    pub(crate) fn view(&self, now: Instant) -> View {
         let inner = self.lock();
         let state = match self.state.load(Ordering::Relaxed) {
-            CLOSED => State::Closed,
-            OPEN if now < inner.until => State::Open,
-            _ => State::HalfOpen,
+            CLOSED => EndpointState::Closed,
+            OPEN if now < inner.until => EndpointState::Open,
+            _ => EndpointState::HalfOpen,
         };
         View {
             state,
             reason: inner.reason,
-            until: (state == State::Open).then_some(inner.until),
+            until: (state == EndpointState::Open).then_some(inner.until),
             ejections: inner.ejections,
         }
     }
 
     /// Whether a request could be sent now, without claiming anything.
-    pub fn available(&self, now: Instant) -> bool {
+    pub(crate) fn available(&self, now: Instant) -> bool {
         match self.state.load(Ordering::Relaxed) {
             CLOSED => true,
             _ => {
@@ -248,7 +192,7 @@ impl EndpointHealth {
 
     /// Takes the endpoint for one request; `None` if it is open, or half-open with its probes
     /// under way. An open endpoint whose ejection is over turns half-open here.
-    pub fn claim(&self, now: Instant) -> Option<(Claim, Option<Transition>)> {
+    pub(crate) fn claim(&self, now: Instant) -> Option<(Claim, Option<Transition>)> {
         if self.is_closed() {
             return Some((Claim::Normal, None));
         }
@@ -264,7 +208,7 @@ impl EndpointHealth {
                 let turned = (state == OPEN).then(|| {
                     self.state.store(HALF_OPEN, Ordering::Relaxed);
                     Transition {
-                        to: State::HalfOpen,
+                        to: EndpointState::HalfOpen,
                         reason: None,
                     }
                 });
@@ -274,14 +218,14 @@ impl EndpointHealth {
     }
 
     /// A probe ended without an outcome (the request was abandoned).
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         let mut inner = self.lock();
         inner.probes = inner.probes.saturating_sub(1);
     }
 
     /// Records how a request ended. `ejected` counts the cluster's endpoints that are not
     /// closed, out of `size`. Returns the state change, if any.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         event: Event,
         claim: Claim,
@@ -301,7 +245,7 @@ impl EndpointHealth {
                 return None;
             }
             return Some(if failed {
-                self.eject(&mut inner, now, policy, Reason::ProbeFailed)
+                self.eject(&mut inner, now, policy, EjectionReason::ProbeFailed)
             } else {
                 inner.reset_counters();
                 self.counting.store(false, Ordering::Relaxed);
@@ -309,7 +253,7 @@ impl EndpointHealth {
                 self.state.store(CLOSED, Ordering::Relaxed);
                 ejected.fetch_sub(1, Ordering::Relaxed);
                 Transition {
-                    to: State::Closed,
+                    to: EndpointState::Closed,
                     reason: None,
                 }
             });
@@ -338,9 +282,9 @@ impl EndpointHealth {
         inner: &mut Inner,
         now: Instant,
         policy: &OutlierPolicy,
-        reason: Reason,
+        reason: EjectionReason,
     ) -> Transition {
-        if reason != Reason::ProbeFailed {
+        if reason != EjectionReason::ProbeFailed {
             // One ejection is forgotten for each interval spent closed since the last.
             let forgiven = match policy.interval.as_nanos() {
                 0 => 0,
@@ -360,7 +304,7 @@ impl EndpointHealth {
         self.counting.store(false, Ordering::Relaxed);
         self.state.store(OPEN, Ordering::Relaxed);
         Transition {
-            to: State::Open,
+            to: EndpointState::Open,
             reason: Some(reason),
         }
     }
@@ -374,12 +318,12 @@ impl Inner {
     }
 
     /// Counts an outcome of a closed endpoint; the reason to eject, if a threshold is reached.
-    fn count(&mut self, event: Event, p: &OutlierPolicy) -> Option<Reason> {
+    fn count(&mut self, event: Event, p: &OutlierPolicy) -> Option<EjectionReason> {
         let status = match event {
             Event::LocalFailure | Event::Timeout if p.split_local_origin => {
                 self.errors_local += 1;
                 return (p.consecutive_local > 0 && self.errors_local >= p.consecutive_local)
-                    .then_some(Reason::ConsecutiveLocalOrigin);
+                    .then_some(EjectionReason::ConsecutiveLocalOrigin);
             }
             // Counted as the 503 it turns into.
             Event::LocalFailure | Event::Timeout => 503,
@@ -400,9 +344,9 @@ impl Inner {
             self.errors_gateway = 0;
         }
         if p.consecutive_5xx > 0 && self.errors_5xx >= p.consecutive_5xx {
-            Some(Reason::Consecutive5xx)
+            Some(EjectionReason::Consecutive5xx)
         } else if p.consecutive_gateway > 0 && self.errors_gateway >= p.consecutive_gateway {
-            Some(Reason::ConsecutiveGateway)
+            Some(EjectionReason::ConsecutiveGateway)
         } else {
             None
         }
@@ -468,7 +412,7 @@ mod tests {
             )
         }
 
-        fn state(&self, i: usize) -> State {
+        fn state(&self, i: usize) -> EndpointState {
             self.eps[i].view(Instant::now()).state
         }
     }
@@ -483,19 +427,19 @@ mod tests {
         assert_eq!(c.send(0, Event::Status(500)), None);
         assert_eq!(c.send(0, Event::Status(500)), None);
         let t = c.send(0, Event::LocalFailure).unwrap();
-        assert_eq!(t.to, State::Open);
-        assert_eq!(t.reason, Some(Reason::Consecutive5xx));
+        assert_eq!(t.to, EndpointState::Open);
+        assert_eq!(t.reason, Some(EjectionReason::Consecutive5xx));
         assert_eq!(c.ejected.load(Ordering::Relaxed), 1);
         assert!(c.eps[0].claim(Instant::now()).is_none());
         tokio::time::advance(Duration::from_secs(29)).await;
-        assert_eq!(c.state(0), State::Open);
+        assert_eq!(c.state(0), EndpointState::Open);
         assert!(!c.eps[0].available(Instant::now()));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(c.state(0), State::HalfOpen);
+        assert_eq!(c.state(0), EndpointState::HalfOpen);
         // One probe at a time.
         let (claim, turned) = c.eps[0].claim(Instant::now()).unwrap();
         assert_eq!(claim, Claim::Probe);
-        assert_eq!(turned.unwrap().to, State::HalfOpen);
+        assert_eq!(turned.unwrap().to, EndpointState::HalfOpen);
         assert!(c.eps[0].claim(Instant::now()).is_none());
         let t = c.eps[0].record(
             Event::Status(200),
@@ -505,9 +449,9 @@ mod tests {
             &c.ejected,
             2,
         );
-        assert_eq!(t.unwrap().to, State::Closed);
+        assert_eq!(t.unwrap().to, EndpointState::Closed);
         assert_eq!(c.ejected.load(Ordering::Relaxed), 0);
-        assert_eq!(c.state(0), State::Closed);
+        assert_eq!(c.state(0), EndpointState::Closed);
     }
 
     #[tokio::test(start_paused = true)]
@@ -516,18 +460,21 @@ mod tests {
         for _ in 0..3 {
             c.send(0, Event::Status(502));
         }
-        assert_eq!(c.state(0), State::Open);
+        assert_eq!(c.state(0), EndpointState::Open);
         tokio::time::advance(Duration::from_secs(30)).await;
         let t = c.send(0, Event::Status(500)).unwrap();
-        assert_eq!(t.reason, Some(Reason::ProbeFailed));
+        assert_eq!(t.reason, Some(EjectionReason::ProbeFailed));
         // Second ejection: 2 x 30 s.
         let v = c.eps[0].view(Instant::now());
         assert_eq!(v.ejections, 2);
         assert_eq!(v.until, Some(Instant::now() + Duration::from_secs(60)));
         tokio::time::advance(Duration::from_secs(59)).await;
-        assert_eq!(c.state(0), State::Open);
+        assert_eq!(c.state(0), EndpointState::Open);
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(c.send(0, Event::Status(200)).unwrap().to, State::Closed);
+        assert_eq!(
+            c.send(0, Event::Status(200)).unwrap().to,
+            EndpointState::Closed
+        );
         // Ejections are forgotten one per interval spent closed: after 10 s closed, the next
         // ejection is the second again (60 s), not the third.
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -565,7 +512,7 @@ mod tests {
         );
         assert!(c.send(0, Event::Status(500)).is_some());
         assert!(c.send(1, Event::Status(500)).is_none());
-        assert_eq!(c.state(1), State::Closed);
+        assert_eq!(c.state(1), EndpointState::Closed);
         // 10 % (Istio's default) still ejects one.
         let c = Cluster::new(
             3,
@@ -594,7 +541,7 @@ mod tests {
         assert!(c.send(0, Event::Status(504)).is_none());
         // A connect failure counts as a 503 when not split.
         let t = c.send(0, Event::LocalFailure).unwrap();
-        assert_eq!(t.reason, Some(Reason::ConsecutiveGateway));
+        assert_eq!(t.reason, Some(EjectionReason::ConsecutiveGateway));
         // Split: local-origin failures have their own threshold and leave 5xx alone.
         let c = Cluster::new(
             1,
@@ -610,7 +557,7 @@ mod tests {
         assert!(c.send(0, Event::Status(500)).is_none());
         assert!(c.send(0, Event::LocalFailure).is_none());
         let t = c.send(0, Event::Status(500)).unwrap();
-        assert_eq!(t.reason, Some(Reason::Consecutive5xx));
+        assert_eq!(t.reason, Some(EjectionReason::Consecutive5xx));
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,13 +6,13 @@ use std::fmt::Write;
 use serde_json::Value;
 
 /// A 20-cell bar of a percentage.
-pub fn bar(percent: u64) -> String {
+pub(crate) fn bar(percent: u64) -> String {
     let n = (percent.min(100) as usize + 2) / 5;
     format!("[{}{}]", "#".repeat(n), ".".repeat(20 - n))
 }
 
 /// One line: phase, weight bar, failed checks, iterations and the last checks.
-pub fn progress(v: &Value) -> String {
+pub(crate) fn progress(v: &Value) -> String {
     let weight = v["canaryWeight"].as_u64().unwrap_or(0);
     let mut line = format!(
         "{:<12} {:<16} {} {:>3}% canary  failed {}/{}",
@@ -55,7 +55,7 @@ pub fn progress(v: &Value) -> String {
 }
 
 /// The events after the first `seen` ever recorded, as lines, and the new count.
-pub fn new_events(v: &Value, seen: u64) -> (Vec<String>, u64) {
+pub(crate) fn new_events(v: &Value, seen: u64) -> (Vec<String>, u64) {
     let total = v["status"]["eventsTotal"].as_u64().unwrap_or(0);
     let events = v["events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let fresh = (total.saturating_sub(seen) as usize).min(events.len());
@@ -76,7 +76,7 @@ fn event(e: &Value) -> String {
 }
 
 /// `weir canary list`: one row per rollout.
-pub fn table(list: &Value) -> String {
+pub(crate) fn table(list: &Value) -> String {
     let mut out = format!(
         "{:<20} {:<16} {:>6} {:>6} {:>10}  {}\n",
         "NAME", "PHASE", "WEIGHT", "FAILED", "ITERATIONS", "LAST EVENT"
@@ -101,7 +101,7 @@ pub fn table(list: &Value) -> String {
 }
 
 /// `weir canary status NAME`: the rollout, its last checks and its events.
-pub fn details(v: &Value) -> String {
+pub(crate) fn details(v: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

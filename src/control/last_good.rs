@@ -15,7 +15,7 @@ const LAST_GOOD: &str = "last-good-config.json";
 
 /// Replaces `path` (in `dir`) with `bytes`: written to a temporary file, flushed, renamed over
 /// the old one, so a crash leaves the old content or the new, never half of either.
-pub fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -43,7 +43,7 @@ struct LastGood {
 
 /// Keeps the files `set` was read from as the last good configuration (nothing for a set not
 /// read from files).
-pub fn save_last_good(dir: &Path, set: &ResourceSet) -> std::io::Result<()> {
+pub(crate) fn save(dir: &Path, set: &ResourceSet) -> std::io::Result<()> {
     if set.texts.is_empty() {
         return Ok(());
     }
@@ -64,7 +64,7 @@ pub fn save_last_good(dir: &Path, set: &ResourceSet) -> std::io::Result<()> {
 
 /// The last good configuration kept in `dir`, parsed as it was (file names included, so
 /// relative paths in it still resolve); `None` if there is none or it cannot be read.
-pub fn load_last_good(dir: &Path) -> Option<Result<ResourceSet, Vec<ConfigError>>> {
+pub(crate) fn load(dir: &Path) -> Option<Result<ResourceSet, Vec<ConfigError>>> {
     let path = dir.join(LAST_GOOD);
     let bytes = std::fs::read(&path).ok()?;
     let saved: LastGood = match serde_json::from_slice(&bytes) {

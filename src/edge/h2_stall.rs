@@ -1,4 +1,4 @@
-//! HTTP/2 responses held up by the client's flow-control window (RELIABILITY.md case 18).
+//! HTTP/2 responses held up by the client's flow-control window (docs/reliability.md case 18).
 //!
 //! hyper sends a response body only as fast as the client's window allows, and does not poll
 //! the body while it waits for window. A client that never opens its window (a zero-window

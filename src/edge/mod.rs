@@ -1,4 +1,4 @@
-//! What weir enforces on the clients it serves, with safe defaults (RELIABILITY.md section 5):
+//! What weir enforces on the clients it serves, with safe defaults (docs/reliability.md section 5):
 //! request checks done before routing (path normalisation, header names), deadlines against
 //! slow clients, connection limits and the memory overload rule.
 //!

@@ -1,5 +1,5 @@
 //! The overload rule: while weir's resident memory is at or above the limit, new requests get
-//! 503 (with `x-envoy-overloaded`) instead of being taken on; once it falls below 95 % of the
+//! 503 (with `x-weir-overloaded: true`) instead of being taken on; once it falls below 95 % of the
 //! limit, requests are served again. Requests already in progress are not touched.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,8 +2,8 @@
 //! hands out what it read without copying, body decoding (Content-Length and chunked, RFC 9112
 //! section 7) and strict number parsing. Nothing here allocates per message in the common case.
 
-pub mod server;
-pub mod stream;
+pub(crate) mod server;
+pub(crate) mod stream;
 
 use std::io;
 use std::pin::Pin;
@@ -16,6 +16,8 @@ use http::HeaderMap;
 use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::body::error::BodyError;
+
 /// Largest message head (start line and headers) accepted.
 pub(crate) const MAX_HEAD: usize = 60 * 1024;
 /// Most header fields accepted in a head.
@@ -25,26 +27,6 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// Read buffer growth step, and the least free space a read is given.
 const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ: usize = 4 * 1024;
-
-/// Why a body could not be read to its end.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    /// The connection failed.
-    #[error("body: {0}")]
-    Io(#[from] io::Error),
-    /// The body broke its framing (bad chunk, closed early).
-    #[error("body: {0}")]
-    Malformed(&'static str),
-    /// The client took longer than the request timeout to send it.
-    #[error("body: request timeout")]
-    TimedOut,
-    /// The body is longer than the route allows.
-    #[error("request body too large")]
-    TooLarge,
-    /// An HTTP/2 stream failed.
-    #[error("body: {0}")]
-    H2(#[from] hyper::Error),
-}
 
 /// The read side of a connection and what has been read from it.
 #[derive(Debug)]
@@ -199,25 +181,6 @@ pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |n, d| {
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
-}
-
-/// Fuzzing entry point: the request and response head parsers and the chunked body decoder
-/// over arbitrary bytes. Must never panic, and decoding must stay within the input.
-#[doc(hidden)]
-pub fn fuzz_parse(data: &[u8]) {
-    let mut fields = Vec::new();
-    let mut r = Reader::from_bytes((), data);
-    let policy = crate::edge::ServerPolicy::default();
-    while let Ok(Some(_)) = server::take_head(&mut r, &mut fields, &policy) {}
-    let mut r = Reader::from_bytes((), data);
-    while let Ok(Some(_)) = crate::upstream::h1::take_head(&mut r, &mut fields) {}
-    let mut r = Reader::from_bytes((), data);
-    let mut decoder = Decoder::Chunked(Chunk::Size);
-    let mut total = 0;
-    while let Ok(Step::Data(chunk)) = decoder.step(&mut r) {
-        total += chunk.len();
-    }
-    assert!(total <= data.len());
 }
 
 /// Splits a header value into its trimmed comma-separated tokens.

@@ -2,7 +2,7 @@
 //! connection's task, and writes the response, with no per-request task, channel or boxed
 //! future in between.
 //!
-//! Strict about what it accepts (RFC 9112, and RELIABILITY.md section 3): `Content-Length`
+//! Strict about what it accepts (RFC 9112, and docs/reliability.md section 3): `Content-Length`
 //! with `Transfer-Encoding`, conflicting or malformed lengths, a `Transfer-Encoding` other than
 //! `chunked`, a missing or repeated `Host`, malformed heads: 400 and the connection is closed,
 //! nothing is forwarded. A head over [`MAX_HEAD`] or with more than [`MAX_HEADERS`] fields gets
@@ -12,35 +12,33 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::sync::{oneshot, watch};
+use http_body::Body as HttpBody;
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::stream::{ClientRead, ClientWrite};
 use super::{
-    BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, put_field, queue_frame, tokens,
-    write_all,
+    Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, put_field, queue_frame, tokens, write_all,
 };
+use crate::body::from_client::{Continue, ContinueAsked, RequestBody};
+use crate::body::to_client::ResponseBody;
+use crate::body::to_upstream::Body;
 use crate::edge::ServerPolicy;
-use crate::proxy::{ClientGone, ConnInfo, Proxy, ResponseBody};
-use crate::upstream::Body;
+use crate::error::Refusal;
+use crate::proxy::{ClientGone, ConnInfo, Proxy};
 
 /// Longest request target accepted.
-pub const MAX_URI: usize = 16 * 1024;
-
-/// A request weir refuses before routing it: the status to answer, then the connection closes.
-#[derive(Debug)]
-pub(crate) struct Reject(StatusCode, &'static str);
+pub(crate) const MAX_URI: usize = 16 * 1024;
 
 /// A parsed request head.
 pub(crate) struct Head {
@@ -91,7 +89,8 @@ pub(crate) async fn serve(
         let head = match head {
             Ok(Some(head)) => head,
             Ok(None) => return,
-            Err(Reject(status, why)) => {
+            Err(refusal) => {
+                let (status, why) = (refusal.status(), refusal.reason());
                 tracing::debug!(peer = %info.peer, %status, why, "Request refused.");
                 let _ = w.reject(status, why).await;
                 return;
@@ -103,27 +102,21 @@ pub(crate) async fn serve(
         // A client that expects `100 Continue` gets it when its body is first read: a request
         // refused before (no route, too large, an injected abort) never has it sent.
         let mut expect = None;
-        let (body, home) = if matches!(head.body, Decoder::Done) {
-            (Body::empty(), None)
-        } else {
-            let home = Arc::new(Mutex::new(None));
-            let body = RequestBody {
-                reader: slot.take(),
-                decoder: head.body,
-                home: home.clone(),
-                deadline: Instant::now() + policy.request_timeout,
-                timer: None,
-                expect: head.expect_continue.then(|| {
-                    let (ask, asked) = oneshot::channel();
-                    let (sent, on_sent) = oneshot::channel();
-                    expect = Some((asked, sent));
-                    Box::new(Continue {
-                        ask: Some(ask),
-                        sent: on_sent,
-                    })
-                }),
-            };
-            (Body::Client(body), Some(home))
+        let (body, home) = match slot.take() {
+            Some(reader) if !matches!(head.body, Decoder::Done) => {
+                let waits = head.expect_continue.then(|| {
+                    let (body_side, ours) = Continue::pair();
+                    expect = Some(ours);
+                    body_side
+                });
+                let deadline = Instant::now() + policy.request_timeout;
+                let (body, home) = RequestBody::new(reader, head.body, deadline, waits);
+                (Body::Client(body), Some(home))
+            }
+            reader => {
+                slot = reader;
+                (Body::empty(), None)
+            }
         };
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
@@ -171,7 +164,7 @@ async fn respond_continuing(
     req: Request<Body>,
     info: &ConnInfo,
     w: &mut Writer,
-    (asked, sent): (oneshot::Receiver<()>, oneshot::Sender<()>),
+    (asked, sent): ContinueAsked,
 ) -> Option<Response<ResponseBody>> {
     let respond = proxy.respond(req, info, None);
     tokio::pin!(respond);
@@ -198,7 +191,7 @@ async fn read_head(
     fields: &mut Vec<(HeaderName, usize, usize)>,
     policy: &ServerPolicy,
     mut timer: Pin<&mut Sleep>,
-) -> Result<Option<Head>, Reject> {
+) -> Result<Option<Head>, Refusal> {
     let entered = Instant::now();
     let mut started = (r.filled() > 0).then_some(entered);
     loop {
@@ -226,14 +219,14 @@ async fn read_head(
                     continue;
                 }
                 return match started {
-                    Some(_) => Err(Reject(StatusCode::REQUEST_TIMEOUT, "request head timeout")),
+                    Some(_) => Err(Refusal::HeadTimeout),
                     None => Ok(None),
                 };
             }
         };
         match filled {
             Ok(0) if r.filled() == 0 => return Ok(None),
-            Ok(0) => return Err(Reject(StatusCode::BAD_REQUEST, "closed mid-head")),
+            Ok(0) => return Err(Refusal::Malformed("closed mid-head")),
             Ok(_) => {}
             Err(_) => return Ok(None),
         }
@@ -242,15 +235,12 @@ async fn read_head(
 }
 
 /// 414 when the request line alone is over the limit, else 431.
-fn too_large(buf: &[u8]) -> Reject {
+fn too_large(buf: &[u8]) -> Refusal {
     let line = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
     if line > MAX_URI {
-        Reject(StatusCode::URI_TOO_LONG, "request target too long")
+        Refusal::TargetTooLong
     } else {
-        Reject(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large",
-        )
+        Refusal::HeadTooLarge("request head too large")
     }
 }
 
@@ -260,8 +250,8 @@ pub(crate) fn take_head<R>(
     r: &mut Reader<R>,
     fields: &mut Vec<(HeaderName, usize, usize)>,
     policy: &ServerPolicy,
-) -> Result<Option<Head>, Reject> {
-    let bad = |why| Reject(StatusCode::BAD_REQUEST, why);
+) -> Result<Option<Head>, Refusal> {
+    let bad = Refusal::Malformed;
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut slots);
     let buf = r.unread();
@@ -269,10 +259,7 @@ pub(crate) fn take_head<R>(
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Reject(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "too many header fields",
-            ));
+            return Err(Refusal::HeadTooLarge("too many header fields"));
         }
         Err(_) => return Err(bad("malformed request head")),
     };
@@ -284,7 +271,7 @@ pub(crate) fn take_head<R>(
     };
     let path = req.path.unwrap_or_default();
     if path.len() > MAX_URI {
-        return Err(Reject(StatusCode::URI_TOO_LONG, "request target too long"));
+        return Err(Refusal::TargetTooLong);
     }
     if path.contains('#') {
         return Err(bad("a fragment in the request target"));
@@ -393,117 +380,6 @@ impl RequestFraming {
             }
         };
         Ok((body, keep_alive))
-    }
-}
-
-/// A request body read straight off the client's connection. The connection's read side goes
-/// back to the connection once the body has been read to its end (or is dropped, unfinished,
-/// in which case the connection is not reused).
-#[derive(Debug)]
-pub struct RequestBody {
-    reader: Option<Reader<ClientRead>>,
-    decoder: Decoder,
-    home: Home,
-    /// The body must have arrived by then (the request timeout, against slow bodies).
-    deadline: Instant,
-    /// Made the first time the body has to be waited for.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// The client waits for `100 Continue` before it sends the body.
-    expect: Option<Box<Continue>>,
-}
-
-/// A body's side of `Expect: 100-continue`: it asks the connection to write `100 Continue`,
-/// then waits until that is written.
-#[derive(Debug)]
-struct Continue {
-    ask: Option<oneshot::Sender<()>>,
-    sent: oneshot::Receiver<()>,
-}
-
-/// Where a request body returns the connection's read side, with whether it was read to its
-/// end.
-type Home = Arc<Mutex<Option<(Reader<ClientRead>, bool)>>>;
-
-impl RequestBody {
-    fn go_home(&mut self) {
-        if let Some(r) = self.reader.take()
-            && let Ok(mut slot) = self.home.lock()
-        {
-            *slot = Some((r, matches!(self.decoder, Decoder::Done)));
-        }
-    }
-}
-
-impl Drop for RequestBody {
-    fn drop(&mut self) {
-        self.go_home();
-    }
-}
-
-impl HttpBody for RequestBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        if let Some(expect) = this.expect.as_mut() {
-            if let Some(ask) = expect.ask.take() {
-                let _ = ask.send(());
-            }
-            match Pin::new(&mut expect.sent).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => this.expect = None,
-                Poll::Ready(Err(_)) => {
-                    this.reader = None;
-                    return Poll::Ready(Some(Err(BodyError::Malformed("100 Continue not sent"))));
-                }
-            }
-        }
-        let Some(r) = this.reader.as_mut() else {
-            return Poll::Ready(None);
-        };
-        let Poll::Ready(polled) = this.decoder.poll_data(r, cx, "client closed mid-body") else {
-            let deadline = this.deadline;
-            let timer = this
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            if timer.as_mut().poll(cx).is_ready() {
-                this.reader = None;
-                return Poll::Ready(Some(Err(BodyError::TimedOut)));
-            }
-            return Poll::Pending;
-        };
-        match polled {
-            Ok(Some(data)) => {
-                if matches!(this.decoder, Decoder::Done) {
-                    this.go_home();
-                }
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Ok(None) => {
-                this.go_home();
-                Poll::Ready(None)
-            }
-            Err(e) => {
-                this.reader = None;
-                Poll::Ready(Some(Err(e)))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self.decoder, Decoder::Done)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.decoder {
-            Decoder::Length(n) => SizeHint::with_exact(n),
-            Decoder::Done => SizeHint::with_exact(0),
-            _ => SizeHint::default(),
-        }
     }
 }
 

@@ -11,26 +11,26 @@ use tokio_rustls::server::TlsStream;
 use crate::tls::MaybeTls;
 
 /// The read side of a client connection.
-pub type ClientRead = MaybeTls<OwnedReadHalf, ReadHalf<TlsStream<TcpStream>>>;
+pub(crate) type ClientRead = MaybeTls<OwnedReadHalf, ReadHalf<TlsStream<TcpStream>>>;
 
 /// The write side of a client connection.
-pub type ClientWrite = MaybeTls<OwnedWriteHalf, WriteHalf<TlsStream<TcpStream>>>;
+pub(crate) type ClientWrite = MaybeTls<OwnedWriteHalf, WriteHalf<TlsStream<TcpStream>>>;
 
 /// Splits a plain connection.
-pub fn tcp(stream: TcpStream) -> (ClientRead, ClientWrite) {
+pub(crate) fn tcp(stream: TcpStream) -> (ClientRead, ClientWrite) {
     let (r, w) = stream.into_split();
     (MaybeTls::Plain(r), MaybeTls::Plain(w))
 }
 
 /// Splits a TLS connection.
-pub fn tls(stream: TlsStream<TcpStream>) -> (ClientRead, ClientWrite) {
+pub(crate) fn tls(stream: TlsStream<TcpStream>) -> (ClientRead, ClientWrite) {
     let (r, w) = tokio::io::split(stream);
     (MaybeTls::Tls(r), MaybeTls::Tls(w))
 }
 
 /// Whether the peer has closed (plain TCP only: a TLS stream cannot be peeked at, and is
 /// taken as open).
-pub fn poll_closed(read: &mut ClientRead, cx: &mut Context<'_>) -> Poll<()> {
+pub(crate) fn poll_closed(read: &mut ClientRead, cx: &mut Context<'_>) -> Poll<()> {
     let MaybeTls::Plain(io) = read else {
         return Poll::Pending;
     };

@@ -15,10 +15,10 @@
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use tokio::time::Instant;
 
-use crate::policy::fallback::Cached;
+use crate::policy::fallback::{Cached, StaleCache};
 
 /// A rule's response cache.
 #[derive(Debug)]
@@ -103,6 +103,18 @@ pub enum Lookup {
     OnlyIfCached,
 }
 
+/// What the cache made of a request it was consulted for.
+#[derive(Debug)]
+pub enum Consulted {
+    /// A fresh copy, kept under this key: the answer.
+    Hit(Cached, String),
+    /// The client asked for a kept copy only and there is none.
+    NotCached,
+    /// Go upstream; the answer is kept under the key, if there is one (and it may be kept).
+    /// The status is the request's `X-Cache-Status`.
+    Fetch(Option<String>, &'static str),
+}
+
 /// `X-Cache-Status`.
 pub const X_CACHE_STATUS: HeaderName = HeaderName::from_static("x-cache-status");
 /// `X-Cache-Key`.
@@ -148,6 +160,43 @@ impl ResponseCache {
             }
         }
         Some(format!("{:016x}", hasher.finish()))
+    }
+
+    /// Consults `store` for a request: its key (none for methods not cached, or when the
+    /// request's `Cache-Control` refuses the cache), then the copy kept under it.
+    pub fn consult(
+        &self,
+        store: &StaleCache,
+        method: &Method,
+        authority: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Consulted {
+        let directives = self.directives(headers);
+        let key = self
+            .key(method, authority, path, query, headers)
+            .filter(|_| self.admits(directives.as_ref(), headers));
+        let Some(key) = key else {
+            return Consulted::Fetch(None, "Bypass");
+        };
+        let now = Instant::now();
+        match self.lookup(store.get(&key, now), directives.as_ref(), now) {
+            Lookup::Hit(hit) => Consulted::Hit(hit, key),
+            Lookup::OnlyIfCached => Consulted::NotCached,
+            Lookup::Fetch(status) => Consulted::Fetch(Some(key), status),
+        }
+    }
+
+    /// Adds `X-Cache-Status` and `X-Cache-Key` to `headers`, when the cache shows them.
+    pub fn show(&self, headers: &mut HeaderMap, status: &'static str, key: Option<&str>) {
+        if !self.show_headers {
+            return;
+        }
+        headers.insert(X_CACHE_STATUS, HeaderValue::from_static(status));
+        if let Some(v) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
+            headers.insert(X_CACHE_KEY, v);
+        }
     }
 
     /// A request's directives, read once, when the cache follows them.

@@ -7,8 +7,8 @@
 //! weir's extensions, for Kong's plugin: `mirrorRequestHeaders` allows what a preflight asks
 //! for when no headers are listed, and `forwardPreflights` sends every preflight upstream.
 
+use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, StatusCode};
 
 use crate::route::matcher::StrMatcher;
 
@@ -99,6 +99,3 @@ impl Cors {
         CorsAction::Answer(out)
     }
 }
-
-/// The status of a preflight weir answers.
-pub const PREFLIGHT_STATUS: StatusCode = StatusCode::OK;

@@ -31,6 +31,17 @@ impl Mirror {
     }
 }
 
+/// The mirrors a request is copied to, a bit for each of the first 64 that draws it; `roll`
+/// gives uniform numbers below [`PER_MILLION`].
+pub fn draw_all(mirrors: &[Mirror], mut roll: impl FnMut() -> u32) -> u64 {
+    mirrors
+        .iter()
+        .take(64)
+        .enumerate()
+        .filter(|(_, m)| m.draw(&mut roll))
+        .fold(0, |bits, (i, _)| bits | 1 << i)
+}
+
 /// A place among the mirrored requests under way; `None` when all are taken.
 pub fn slot() -> Option<Slot> {
     let now = IN_FLIGHT.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,8 @@
 //! limit closest to running out, unless the headers are hidden.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -144,6 +146,33 @@ pub struct RateLimitSpec {
     pub message: String,
 }
 
+impl RateLimitSpec {
+    /// The key a request from `peer` is counted under.
+    pub fn key(&self, headers: &HeaderMap, path: &str, peer: IpAddr) -> String {
+        let ip = || peer.to_string();
+        match &self.by {
+            LimitBy::Ip => ip(),
+            LimitBy::Header(h) => headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(ip, str::to_owned),
+            LimitBy::Path => path.to_owned(),
+            LimitBy::Service => String::new(),
+        }
+    }
+}
+
+/// A request a limiter turned away: answered with the limit's status and message.
+#[derive(Debug)]
+pub struct Limited {
+    /// The configured status (429 unless set).
+    pub status: u16,
+    /// The configured message.
+    pub message: String,
+    /// The rate-limit headers.
+    pub headers: HeaderMap,
+}
+
 /// Counts per client key: for each of the spec's limits, its window's start and the count.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -175,6 +204,25 @@ impl RateLimiter {
     /// The settings.
     pub fn spec(&self) -> &RateLimitSpec {
         &self.spec
+    }
+
+    /// Counts a request from `peer` (its headers or path name the client when the limit is
+    /// by them): `Continue` with the headers for its response, `Break` when it is over a limit.
+    pub fn admit(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        peer: IpAddr,
+    ) -> ControlFlow<Limited, HeaderMap> {
+        let verdict = self.check(&self.spec.key(headers, path, peer));
+        if verdict.allowed {
+            return ControlFlow::Continue(verdict.headers);
+        }
+        ControlFlow::Break(Limited {
+            status: self.spec.status,
+            message: self.spec.message.clone(),
+            headers: verdict.headers,
+        })
     }
 
     /// Counts a request of client `key` at the current time.

@@ -29,6 +29,20 @@ fn matched_len(path: &str, block: Option<&RequestMatch>) -> usize {
 }
 
 impl Rewrite {
+    /// The rewritten path with the request's query; `None` when the path is not rewritten.
+    pub fn path_and_query(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        block: Option<&RequestMatch>,
+    ) -> Option<String> {
+        let path = self.path(path, block)?;
+        Some(match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        })
+    }
+
     /// The rewritten path, or `None` when the path is unchanged.
     pub fn path(&self, path: &str, block: Option<&RequestMatch>) -> Option<String> {
         if let Some((re, with)) = &self.uri_regex {
@@ -96,7 +110,7 @@ impl Redirect {
     ) -> String {
         let scheme = self.scheme.as_deref().unwrap_or(scheme);
         let authority = self.authority.as_deref().unwrap_or(authority);
-        let host = crate::route::strip_port(authority);
+        let host = crate::route::matcher::strip_port(authority);
         let port = match (self.port, self.default_port) {
             (Some(p), _) => Some(p.to_string()),
             (None, true) => None,

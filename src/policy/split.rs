@@ -1,5 +1,8 @@
 //! Weighted choice of a destination, made per request.
 
+use http::{HeaderMap, HeaderValue};
+
+use crate::policy::affinity::Affinity;
 use crate::policy::headers::HeaderEdits;
 
 /// One destination of a rule.
@@ -53,6 +56,25 @@ impl Split {
     pub fn pick_bucket(&self, b: u32) -> &WeightedDest {
         let scaled = u64::from(b) * u64::from(self.total()) / u64::from(super::affinity::BUCKETS);
         self.pick_at(scaled as u32)
+    }
+
+    /// A request's destination: by its cohort under session affinity (a client without one is
+    /// assigned one, with the cookie that keeps it there), else at random by weight.
+    pub fn pick_for(
+        &self,
+        affinity: Option<&Affinity>,
+        headers: &HeaderMap,
+    ) -> (&WeightedDest, Option<HeaderValue>) {
+        let Some(a) = affinity else {
+            return (self.pick(), None);
+        };
+        match a.bucket(headers) {
+            Some(bucket) => (self.pick_bucket(bucket), None),
+            None => {
+                let (bucket, cookie) = a.assign();
+                (self.pick_bucket(bucket), cookie)
+            }
+        }
     }
 
     /// A destination chosen at random by weight.

@@ -336,6 +336,20 @@ impl RequestTransform {
                 && q.append.is_empty())
     }
 
+    /// When its values are templates: this transform rendered from the request as it arrived.
+    pub fn render_for(&self, input: &TemplateInput<'_>) -> Option<RequestTransform> {
+        self.templates.as_ref().map(|t| t.render(input))
+    }
+
+    /// The path and query to send: `rewritten` (or, without it, the request's `pq`) changed by
+    /// this transform when it changes the target, else `rewritten` as it is.
+    pub fn target(&self, rewritten: Option<String>, pq: &str) -> Option<String> {
+        if !self.touches_target() {
+            return rewritten;
+        }
+        Some(self.apply_target(rewritten.as_deref().unwrap_or(pq)))
+    }
+
     /// Changes the method and headers.
     pub fn apply_head(&self, method: &mut Method, headers: &mut HeaderMap) {
         if let Some(m) = &self.method {

@@ -13,11 +13,11 @@ use crate::metrics::VersionSample;
 use super::spec::{CheckKind, CheckSpec};
 
 /// Fewest canary responses in a window for a check to judge them.
-pub const MIN_SAMPLE: u64 = 10;
+pub(crate) const MIN_SAMPLE: u64 = 10;
 
 /// How a check came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Within the range.
     Pass,
     /// Outside it.
@@ -28,7 +28,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The name in the API and metrics.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Verdict::Pass => "pass",
             Verdict::Fail => "fail",
@@ -39,40 +39,40 @@ impl Verdict {
 
 /// A check's result, with what it saw.
 #[derive(Clone, Debug, PartialEq)]
-pub struct CheckResult {
+pub(crate) struct CheckResult {
     /// The metric.
-    pub name: String,
+    pub(crate) name: String,
     /// The verdict.
-    pub verdict: Verdict,
+    pub(crate) verdict: Verdict,
     /// The measured value.
-    pub value: Option<f64>,
+    pub(crate) value: Option<f64>,
     /// Canary responses in the window.
-    pub sample: u64,
+    pub(crate) sample: u64,
     /// The range it was held to.
-    pub min: Option<f64>,
+    pub(crate) min: Option<f64>,
     /// The range it was held to.
-    pub max: Option<f64>,
+    pub(crate) max: Option<f64>,
     /// Comparative checks: the error rates seen, canary and primary, in percent, and the
     /// primary's requests.
-    pub versus: Option<Versus>,
+    pub(crate) versus: Option<Versus>,
     /// Query checks: the provider's error, empty when it answered.
-    pub query: Option<String>,
+    pub(crate) query: Option<String>,
 }
 
 /// What a comparative check saw.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Versus {
+pub(crate) struct Versus {
     /// The canary's error rate, percent.
-    pub canary_errors: f64,
+    pub(crate) canary_errors: f64,
     /// The primary's error rate, percent.
-    pub primary_errors: f64,
+    pub(crate) primary_errors: f64,
     /// The primary's responses in the window.
-    pub primary_sample: u64,
+    pub(crate) primary_sample: u64,
 }
 
 impl CheckResult {
     /// One line for events and logs.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let range = match (self.min, self.max) {
             (Some(a), Some(b)) => format!("[{a}, {b}]"),
             (Some(a), None) => format!(">= {a}"),
@@ -127,7 +127,11 @@ impl CheckResult {
 }
 
 /// Runs one check over the canary's and the primary's traffic in its window.
-pub fn evaluate(spec: &CheckSpec, canary: &VersionSample, primary: &VersionSample) -> CheckResult {
+pub(crate) fn evaluate(
+    spec: &CheckSpec,
+    canary: &VersionSample,
+    primary: &VersionSample,
+) -> CheckResult {
     let (mut min, mut max, mut versus) = (spec.min, spec.max, None);
     let value = match &spec.kind {
         CheckKind::Query { .. } => None,
@@ -178,7 +182,7 @@ fn error_percent(s: &VersionSample) -> f64 {
 
 /// Judges a provider query's answer: `Ok(None)` (no data) is inconclusive, an error fails the
 /// check (as in Flagger: a metric that cannot be read is no evidence of health).
-pub fn judge_query(spec: &CheckSpec, answer: Result<Option<f64>, String>) -> CheckResult {
+pub(crate) fn judge_query(spec: &CheckSpec, answer: Result<Option<f64>, String>) -> CheckResult {
     let (verdict, value, error) = match answer {
         Ok(value) => (verdict(value, spec.min, spec.max), value, None),
         Err(e) => (Verdict::Fail, None, Some(e)),

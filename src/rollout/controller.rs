@@ -14,8 +14,8 @@ use super::prometheus;
 use super::spec::{CheckKind, HookKind, RolloutSpec, Side};
 use super::store::Store;
 use super::{Command, lock};
+use crate::control::change::{Change, Steer};
 use crate::metrics::VersionSample;
-use crate::run::{Change, Control};
 use crate::snapshot::Snapshot;
 
 /// Readings of the canary's and the primary's counters, oldest first.
@@ -23,7 +23,7 @@ type History = VecDeque<(Instant, VersionSample, VersionSample)>;
 
 /// Runs one rollout until its task is aborted or weir stops.
 pub(super) async fn drive(
-    control: Weak<Control>,
+    control: Weak<dyn Steer>,
     shared: Arc<Mutex<Machine>>,
     shown: Arc<Mutex<Status>>,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -35,7 +35,7 @@ pub(super) async fn drive(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     if let Some(c) = control.upgrade() {
         let status = lock(&shared).status.clone();
-        publish_state(&c, &spec, &status);
+        publish_state(&*c, &spec, &status);
     }
     loop {
         let before = lock(&shared).clone();
@@ -43,12 +43,12 @@ pub(super) async fn drive(
             _ = ticker.tick() => {
                 let Some(control) = control.upgrade() else { return };
                 let revisions = revisions(&control.snapshot(), &spec);
-                record(&control, &spec, &mut history);
+                record(&*control, &spec, &mut history);
                 // The step runs on a copy: a command that comes while it waits on a webhook
                 // drops the step and acts at once.
                 let mut m = before.clone();
                 let mesh = Mesh { snap: control.snapshot(), addr: control.mesh_addr() };
-                let mut env = Live { control: &control, spec: &spec, history: &history, mesh };
+                let mut env = Live { control: &*control, spec: &spec, history: &history, mesh };
                 tokio::select! {
                     () = m.step(revisions, &mut env) => m,
                     cmd = commands.recv() => {
@@ -90,14 +90,14 @@ pub(super) async fn drive(
             addr: control.mesh_addr(),
         };
         // Shown once in place.
-        publish_state(&control, &spec, &status);
+        publish_state(&*control, &spec, &status);
         *lock(&shown) = status.clone();
         notify(&spec, &before.status, &status, mesh);
     }
 }
 
-fn publish_state(control: &Control, spec: &RolloutSpec, status: &Status) {
-    control.metrics.canary_state(
+fn publish_state(control: &dyn Steer, spec: &RolloutSpec, status: &Status) {
+    control.metrics().canary_state(
         &spec.name,
         status.routing.canary_weight,
         status.phase.status_code(),
@@ -142,7 +142,7 @@ fn notify(spec: &RolloutSpec, before: &Status, after: &Status, mesh: Mesh) {
 
 /// Takes a reading of the canary's and the primary's counters, keeping as many as the longest
 /// metric window needs.
-fn record(control: &Control, spec: &RolloutSpec, history: &mut History) {
+fn record(control: &dyn Steer, spec: &RolloutSpec, history: &mut History) {
     let longest = spec
         .checks
         .iter()
@@ -150,7 +150,7 @@ fn record(control: &Control, spec: &RolloutSpec, history: &mut History) {
         .max()
         .unwrap_or_default();
     let now = Instant::now();
-    let side = |s: &Side| control.metrics.version(&s.host, s.version()).sample();
+    let side = |s: &Side| control.metrics().version(&s.host, s.version()).sample();
     let (canary, primary) = (side(&spec.canary), side(&spec.primary));
     history.push_back((now, canary, primary));
     while history.len() > 2
@@ -164,7 +164,7 @@ fn record(control: &Control, spec: &RolloutSpec, history: &mut History) {
 
 /// The world as the machine sees it: webhooks over HTTP, checks over weir's own counters.
 struct Live<'a> {
-    control: &'a Control,
+    control: &'a dyn Steer,
     spec: &'a RolloutSpec,
     history: &'a History,
     mesh: Mesh,
@@ -207,9 +207,11 @@ impl Env for Live<'_> {
                     analysis::evaluate(c, &canary.since(c0), &primary.since(p0))
                 }
             };
-            self.control
-                .metrics
-                .canary_check(&self.spec.name, &result.name, result.verdict.name());
+            self.control.metrics().canary_check(
+                &self.spec.name,
+                &result.name,
+                result.verdict.name(),
+            );
             results.push(result);
         }
         results

@@ -20,9 +20,9 @@ use crate::snapshot::Snapshot;
 #[derive(Clone)]
 pub(super) struct Mesh {
     /// The routing served now.
-    pub snap: Arc<Snapshot>,
+    pub(crate) snap: Arc<Snapshot>,
     /// The mesh listener.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Mesh {
@@ -103,7 +103,7 @@ async fn call(
         if attempt > 0 {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
-        let sent = crate::client::call_via(
+        let sent = crate::control::call::call_via(
             http::Method::POST,
             &hook.url,
             Some(("application/json", body.clone())),

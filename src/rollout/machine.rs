@@ -25,7 +25,7 @@ const EVENTS_KEPT: usize = 100;
 
 /// Flagger's canary phases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Routing is being set up: everything to the primary.
     Initializing,
     /// Routing set up; waiting for a canary revision.
@@ -49,7 +49,7 @@ pub enum Phase {
 
 impl Phase {
     /// `weir_canary_status`: 0 running, 1 succeeded, 2 failed (Flagger's values).
-    pub fn status_code(self) -> i64 {
+    pub(crate) fn status_code(self) -> i64 {
         match self {
             Phase::Succeeded => 1,
             Phase::Failed => 2,
@@ -57,30 +57,22 @@ impl Phase {
         }
     }
 
-    /// Whether the canary is being analysed (a rollback hook or failed checks can stop it).
-    pub fn analysing(self) -> bool {
-        matches!(
-            self,
-            Phase::Waiting | Phase::Progressing | Phase::WaitingPromotion
-        )
-    }
-
     /// Whether the rollout is over (until a new revision).
-    pub fn finished(self) -> bool {
+    pub(crate) fn finished(self) -> bool {
         matches!(self, Phase::Succeeded | Phase::Failed)
     }
 }
 
 /// A recorded event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+pub(crate) struct Event {
     /// Seconds since the Unix epoch.
-    pub time: f64,
+    pub(crate) time: f64,
     /// `Normal` or `Warning`, as Kubernetes events.
     #[serde(rename = "type", default = "normal")]
-    pub kind: String,
+    pub(crate) kind: String,
     /// What happened, with the values that decided it.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 fn normal() -> String {
@@ -90,66 +82,66 @@ fn normal() -> String {
 /// Where traffic goes; the controller writes it into the VirtualService.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Routing {
+pub(crate) struct Routing {
     /// Share of (unmatched) traffic on the canary, in percent.
-    pub canary_weight: u32,
+    pub(crate) canary_weight: u32,
     /// A/B testing: requests matching the Canary's `match` go to the canary.
-    pub matched: bool,
+    pub(crate) matched: bool,
     /// Blue-green: traffic is mirrored to the canary.
-    pub mirror: bool,
+    pub(crate) mirror: bool,
 }
 
 /// What the API shows and the state file keeps.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Status {
+pub(crate) struct Status {
     /// Phase.
-    pub phase: Phase,
+    pub(crate) phase: Phase,
     /// Where traffic goes.
     #[serde(flatten)]
-    pub routing: Routing,
+    pub(crate) routing: Routing,
     /// Failed checks in this revision's analysis.
-    pub failed_checks: u32,
+    pub(crate) failed_checks: u32,
     /// Inconclusive checks in this revision's analysis.
-    pub inconclusive_checks: u32,
+    pub(crate) inconclusive_checks: u32,
     /// Analysis steps passed (A/B and blue-green: iterations done).
-    pub iterations: u32,
+    pub(crate) iterations: u32,
     /// Paused by an operator: no step is taken.
-    pub paused: bool,
+    pub(crate) paused: bool,
     /// The `confirm-rollout` gate let this revision's analysis start.
     #[serde(default)]
-    pub confirmed: bool,
+    pub(crate) confirmed: bool,
     /// The canary revision being analysed.
-    pub revision: String,
+    pub(crate) revision: String,
     /// Deployment targets: the primary's revision when the canary was promoted.
     #[serde(default)]
-    pub primary_revision: String,
+    pub(crate) primary_revision: String,
     /// The last checks run.
-    pub last_checks: Vec<CheckView>,
+    pub(crate) last_checks: Vec<CheckView>,
     /// Recent events, oldest first.
-    pub events: VecDeque<Event>,
+    pub(crate) events: VecDeque<Event>,
     /// Events ever recorded (the controller sends the new ones to `event` webhooks).
-    pub events_total: u64,
+    pub(crate) events_total: u64,
 }
 
 /// A check as the API shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CheckView {
+pub(crate) struct CheckView {
     /// Metric.
-    pub metric: String,
+    pub(crate) metric: String,
     /// `pass`, `fail` or `inconclusive`.
-    pub result: String,
+    pub(crate) result: String,
     /// Measured value.
-    pub value: Option<f64>,
+    pub(crate) value: Option<f64>,
     /// Canary requests in the window.
-    pub sample: u64,
+    pub(crate) sample: u64,
     /// The whole finding.
     #[serde(default)]
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// What the machine asks of the world. Each call happens only when Flagger's rules need it.
-pub trait Env {
+pub(crate) trait Env {
     /// Calls every webhook of `kind`, in order: `Ok` when all answered 2xx (or none exist),
     /// else why not.
     fn hook(
@@ -164,25 +156,25 @@ pub trait Env {
 
 /// What the versions run: their endpoints and labels, `None` while one has no endpoints.
 #[derive(Clone, Debug, Default)]
-pub struct Revisions {
+pub(crate) struct Revisions {
     /// The canary's.
-    pub canary: Option<String>,
+    pub(crate) canary: Option<String>,
     /// The primary's.
-    pub primary: Option<String>,
+    pub(crate) primary: Option<String>,
 }
 
 /// The machine of one rollout.
 #[derive(Clone, Debug)]
-pub struct Machine {
+pub(crate) struct Machine {
     /// The rollout.
-    pub spec: RolloutSpec,
+    pub(crate) spec: RolloutSpec,
     /// Where it is.
-    pub status: Status,
+    pub(crate) status: Status,
 }
 
 impl Machine {
     /// A rollout that has not set its routing up yet.
-    pub fn new(spec: RolloutSpec) -> Machine {
+    pub(crate) fn new(spec: RolloutSpec) -> Machine {
         Machine {
             spec,
             status: Status {
@@ -203,7 +195,7 @@ impl Machine {
     }
 
     /// Resumes from a kept status (after a restart, or with an edited Canary).
-    pub fn resume(spec: RolloutSpec, status: Status) -> Machine {
+    pub(crate) fn resume(spec: RolloutSpec, status: Status) -> Machine {
         Machine { spec, status }
     }
 
@@ -240,7 +232,7 @@ impl Machine {
     }
 
     /// One step, taken every interval.
-    pub async fn step(&mut self, revisions: Revisions, env: &mut impl Env) {
+    pub(crate) async fn step(&mut self, revisions: Revisions, env: &mut impl Env) {
         if self.status.paused {
             return;
         }
@@ -499,7 +491,7 @@ impl Machine {
     }
 
     /// Operator command: promote now, whatever the step (a pause ends).
-    pub fn promote(&mut self) {
+    pub(crate) fn promote(&mut self) {
         self.status.paused = false;
         self.status.phase = Phase::Finalising;
         self.route(100, false, false);
@@ -510,13 +502,13 @@ impl Machine {
     }
 
     /// Operator command: roll back now, whatever the step (a pause ends).
-    pub fn roll_back(&mut self) {
+    pub(crate) fn roll_back(&mut self) {
         self.status.paused = false;
         self.fail("by an operator");
     }
 
     /// Operator command: stop or restart taking steps.
-    pub fn pause(&mut self, paused: bool) {
+    pub(crate) fn pause(&mut self, paused: bool) {
         self.status.paused = paused;
         self.event(if paused { "Paused." } else { "Resumed." }.to_owned());
     }

@@ -6,14 +6,13 @@
 //! canary weight, and [`Rollouts::patch`] writes it into the VirtualService before validation,
 //! so every change is validated whole and swapped atomically.
 
-pub mod analysis;
+pub(crate) mod analysis;
 mod controller;
 mod hooks;
-pub mod machine;
+pub(crate) mod machine;
 mod prometheus;
-pub mod spec;
-pub mod store;
-pub mod view;
+pub(crate) mod spec;
+pub(crate) mod store;
 
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -23,14 +22,14 @@ use tokio::sync::mpsc;
 
 use crate::config::istio::{HttpMatchRequest, HttpRoute, Percent, VirtualService};
 use crate::config::{ResourceSet, Spec};
-use crate::run::Control;
+use crate::control::change::Steer;
 use machine::{Machine, Phase, Routing, Status};
 use spec::{RolloutSpec, Strategy};
 use store::Store;
 
 /// An operator command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Promote now.
     Promote,
     /// Roll back now.
@@ -43,7 +42,7 @@ pub enum Command {
 
 impl Command {
     /// The command named in an admin path.
-    pub fn parse(name: &str) -> Option<Command> {
+    pub(crate) fn parse(name: &str) -> Option<Command> {
         Some(match name {
             "promote" => Command::Promote,
             "rollback" => Command::Rollback,
@@ -73,14 +72,14 @@ impl Drop for Rollout {
 
 /// Every rollout, by Canary name.
 #[derive(Default)]
-pub struct Rollouts {
+pub(crate) struct Rollouts {
     running: Mutex<HashMap<String, Rollout>>,
     store: Store,
 }
 
 /// The rollouts a new config asks for: prepared before the config is applied (their routing is
 /// part of it), started once it is.
-pub struct Plan {
+pub(crate) struct Plan {
     specs: HashMap<String, RolloutSpec>,
     /// Rollouts to (re)start: new ones, resumed from the state file or from a Canary edit.
     fresh: HashMap<String, Machine>,
@@ -92,7 +91,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Rollouts {
     /// Rollouts whose state is kept in `state_dir`, if given.
-    pub fn new(state_dir: Option<PathBuf>) -> Rollouts {
+    pub(crate) fn new(state_dir: Option<PathBuf>) -> Rollouts {
         Rollouts {
             running: Mutex::default(),
             store: Store::new(state_dir),
@@ -102,7 +101,7 @@ impl Rollouts {
     /// What `set` asks for. A changed Canary with the same target carries its status over (as
     /// Flagger, an edited analysis does not restart the rollout); a new one resumes from its
     /// state file, if any.
-    pub fn plan(&self, set: &ResourceSet) -> Plan {
+    pub(crate) fn plan(&self, set: &ResourceSet) -> Plan {
         let specs = specs(set);
         let running = lock(&self.running);
         let mut fresh = HashMap::new();
@@ -124,7 +123,7 @@ impl Rollouts {
     /// `set` with the routing of every planned rollout written into its VirtualService.
     /// A Canary that `set` no longer has sets nothing, so its VirtualService has its own
     /// weights back in the same apply.
-    pub fn patch(&self, plan: &Plan, set: &Arc<ResourceSet>) -> Arc<ResourceSet> {
+    pub(crate) fn patch(&self, plan: &Plan, set: &Arc<ResourceSet>) -> Arc<ResourceSet> {
         let running = lock(&self.running);
         let routings: Vec<(RolloutSpec, Routing)> = plan
             .specs
@@ -154,7 +153,7 @@ impl Rollouts {
     }
 
     /// Starts the planned rollouts and stops those the applied config no longer has.
-    pub fn commit(&self, plan: Plan, control: &Weak<Control>) {
+    pub(crate) fn commit(&self, plan: Plan, control: &Weak<dyn Steer>) {
         let mut running = lock(&self.running);
         let before = running.len();
         running.retain(|name, _| plan.specs.contains_key(name) && !plan.fresh.contains_key(name));
@@ -189,14 +188,14 @@ impl Rollouts {
     }
 
     /// Sends an operator command; false if there is no such rollout.
-    pub fn command(&self, name: &str, cmd: Command) -> bool {
+    pub(crate) fn command(&self, name: &str, cmd: Command) -> bool {
         lock(&self.running)
             .get(name)
             .is_some_and(|r| r.commands.send(cmd).is_ok())
     }
 
     /// Every rollout's status, by name.
-    pub fn statuses(&self) -> Vec<(RolloutSpec, Status)> {
+    pub(crate) fn statuses(&self) -> Vec<(RolloutSpec, Status)> {
         let mut out: Vec<(RolloutSpec, Status)> = lock(&self.running)
             .values()
             .map(|r| {
@@ -209,7 +208,7 @@ impl Rollouts {
     }
 
     /// The JSON of `GET /canaries/NAME` (or of every rollout, for `GET /canaries`).
-    pub fn json(&self, name: Option<&str>) -> Option<Value> {
+    pub(crate) fn json(&self, name: Option<&str>) -> Option<Value> {
         let all = self.statuses();
         let view = |(spec, status): &(RolloutSpec, Status)| {
             json!({

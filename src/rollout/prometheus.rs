@@ -54,9 +54,10 @@ pub(super) async fn query(
         address.trim_end_matches('/'),
         encode(query)
     );
-    let reply = crate::client::call_via(http::Method::GET, &url, None, QUERY_TIMEOUT, via, None)
-        .await
-        .map_err(|e| format!("prometheus at {address}: {e}"))?;
+    let reply =
+        crate::control::call::call_via(http::Method::GET, &url, None, QUERY_TIMEOUT, via, None)
+            .await
+            .map_err(|e| format!("prometheus at {address}: {e}"))?;
     if reply.status != 200 {
         let why = error_of(&reply.body).map(|e| format!(": {e}"));
         return Err(format!(

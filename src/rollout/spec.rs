@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::flagger::{Canary, CanaryMetric, CanaryWebhook, SessionAffinity};
+use crate::config::flagger::{Canary, CanaryMetric, CanaryWebhook};
 use crate::config::generate::deployment_services;
+use crate::config::istio::SessionAffinity;
 use crate::config::istio::{Destination, HttpMatchRequest};
 use crate::config::{ResourceSet, Spec};
 
@@ -19,65 +20,65 @@ const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A rollout of a canary subset of a VirtualService's destination.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RolloutSpec {
+pub(crate) struct RolloutSpec {
     /// The Canary's name.
-    pub name: String,
+    pub(crate) name: String,
     /// The Canary's namespace (`default` when unset), for webhook payloads.
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// The VirtualService whose weights are managed (generated for a Deployment target).
-    pub virtual_service: String,
+    pub(crate) virtual_service: String,
     /// The stable version.
-    pub primary: Side,
+    pub(crate) primary: Side,
     /// The new version.
-    pub canary: Side,
+    pub(crate) canary: Side,
     /// A Deployment target (`X-primary` / `X-canary` services): after promotion, traffic
     /// returns to the primary once its endpoints change.
-    pub deployment: bool,
+    pub(crate) deployment: bool,
     /// Time between steps.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Failed checks that roll back.
-    pub threshold: u32,
+    pub(crate) threshold: u32,
     /// Canary weights to go through, in order (the last is the highest before promotion).
-    pub steps: Vec<u32>,
+    pub(crate) steps: Vec<u32>,
     /// Weight added per interval while promoting (`None`: all at once).
-    pub step_promotion: Option<u32>,
+    pub(crate) step_promotion: Option<u32>,
     /// Checks run at every step.
-    pub checks: Vec<CheckSpec>,
+    pub(crate) checks: Vec<CheckSpec>,
     /// Promote without analysis.
-    pub skip_analysis: bool,
+    pub(crate) skip_analysis: bool,
     /// How traffic reaches the canary while it is analysed.
-    pub strategy: Strategy,
+    pub(crate) strategy: Strategy,
     /// Analysis iterations before promotion (A/B testing and blue-green).
-    pub iterations: u32,
+    pub(crate) iterations: u32,
     /// A/B testing: the requests that go to the canary.
-    pub matches: Vec<HttpMatchRequest>,
+    pub(crate) matches: Vec<HttpMatchRequest>,
     /// Blue-green: the share of traffic mirrored to the canary while it is analysed.
-    pub mirror: Option<f64>,
+    pub(crate) mirror: Option<f64>,
     /// Webhooks, in the order written.
-    pub hooks: Vec<HookSpec>,
+    pub(crate) hooks: Vec<HookSpec>,
     /// Canary strategy: keep each user on the version they first got while weights move.
-    pub affinity: Option<SessionAffinity>,
+    pub(crate) affinity: Option<SessionAffinity>,
 }
 
 /// One version of a rollout: a subset of a service (VirtualService targets), or a service
 /// (`X-primary`, `X-canary` of Deployment targets).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Side {
+pub(crate) struct Side {
     /// The service host, lower case.
-    pub host: String,
+    pub(crate) host: String,
     /// The subset, if the version is one.
-    pub subset: Option<String>,
+    pub(crate) subset: Option<String>,
 }
 
 impl Side {
     /// Whether `d` sends to this version.
-    pub fn is(&self, d: &Destination) -> bool {
+    pub(crate) fn is(&self, d: &Destination) -> bool {
         d.host.value.eq_ignore_ascii_case(&self.host)
             && d.subset.as_ref().map(|s| &s.value) == self.subset.as_ref()
     }
 
     /// The `version` label of its metrics (the subset, empty without).
-    pub fn version(&self) -> &str {
+    pub(crate) fn version(&self) -> &str {
         self.subset.as_deref().unwrap_or("")
     }
 }
@@ -90,7 +91,7 @@ impl std::fmt::Display for Side {
 
 /// Flagger's strategies, chosen as Flagger chooses them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Strategy {
+pub(crate) enum Strategy {
     /// Weights step up to `maxWeight`.
     Canary,
     /// `match` + `iterations`: matching requests go to the canary.
@@ -102,24 +103,24 @@ pub enum Strategy {
 
 /// A webhook.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HookSpec {
+pub(crate) struct HookSpec {
     /// When it is called.
-    pub kind: HookKind,
+    pub(crate) kind: HookKind,
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Where.
-    pub url: String,
+    pub(crate) url: String,
     /// Per call.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Further calls after a failed one.
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// The payload's `metadata`.
-    pub metadata: BTreeMap<String, String>,
+    pub(crate) metadata: BTreeMap<String, String>,
 }
 
 /// Flagger's webhook types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HookKind {
+pub(crate) enum HookKind {
     /// A gate before the analysis starts.
     ConfirmRollout,
     /// Before traffic shifts; a failure is a failed check.
@@ -140,7 +141,7 @@ pub enum HookKind {
 
 impl HookKind {
     /// The kind named by a webhook's `type` (Flagger's default: `rollout`).
-    pub fn parse(name: Option<&str>) -> Option<HookKind> {
+    pub(crate) fn parse(name: Option<&str>) -> Option<HookKind> {
         Some(match name.unwrap_or("rollout") {
             "confirm-rollout" => HookKind::ConfirmRollout,
             "pre-rollout" => HookKind::PreRollout,
@@ -155,7 +156,8 @@ impl HookKind {
     }
 
     /// The `type` that names it.
-    pub fn name(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn name(self) -> &'static str {
         match self {
             HookKind::ConfirmRollout => "confirm-rollout",
             HookKind::PreRollout => "pre-rollout",
@@ -171,22 +173,22 @@ impl HookKind {
 
 /// One metric check.
 #[derive(Clone, Debug, PartialEq)]
-pub struct CheckSpec {
+pub(crate) struct CheckSpec {
     /// The metric's name.
-    pub name: String,
+    pub(crate) name: String,
     /// What is measured.
-    pub kind: CheckKind,
+    pub(crate) kind: CheckKind,
     /// The window measured.
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// Lowest passing value.
-    pub min: Option<f64>,
+    pub(crate) min: Option<f64>,
     /// Highest passing value.
-    pub max: Option<f64>,
+    pub(crate) max: Option<f64>,
 }
 
 /// What a check measures.
 #[derive(Clone, Debug, PartialEq)]
-pub enum CheckKind {
+pub(crate) enum CheckKind {
     /// `request-success-rate`: % of the canary's responses that are not 5xx.
     SuccessRate,
     /// `request-duration`: the canary's p99, in ms.
@@ -209,13 +211,13 @@ pub enum CheckKind {
 }
 
 /// The default confidence of `error-rate-vs-primary`.
-pub const DEFAULT_CONFIDENCE: f64 = 0.99;
+pub(crate) const DEFAULT_CONFIDENCE: f64 = 0.99;
 
 impl RolloutSpec {
     /// The spec of a validated Canary: a VirtualService target with weir's subsets, or a
     /// Deployment target (whose apex VirtualService [`crate::config::generate`] wrote);
     /// `None` for other targets or a VirtualService without the subsets.
-    pub fn from_canary(
+    pub(crate) fn from_canary(
         name: &str,
         namespace: Option<&str>,
         c: &Canary,
@@ -320,12 +322,12 @@ impl RolloutSpec {
     }
 
     /// Whether a webhook of `kind` is configured.
-    pub fn has_hook(&self, kind: HookKind) -> bool {
+    pub(crate) fn has_hook(&self, kind: HookKind) -> bool {
         self.hooks.iter().any(|h| h.kind == kind)
     }
 
     /// The highest canary weight before promotion.
-    pub fn max_weight(&self) -> u32 {
+    pub(crate) fn max_weight(&self) -> u32 {
         self.steps.last().copied().unwrap_or(100)
     }
 }

@@ -27,7 +27,7 @@ fn key(side: &Side) -> String {
 
 /// The state directory (or none: nothing is kept).
 #[derive(Clone, Debug, Default)]
-pub struct Store {
+pub(crate) struct Store {
     dir: Option<PathBuf>,
 }
 
@@ -36,7 +36,7 @@ const SUFFIX: &str = ".json";
 
 impl Store {
     /// Keeps state in `dir`, if given.
-    pub fn new(dir: Option<PathBuf>) -> Store {
+    pub(crate) fn new(dir: Option<PathBuf>) -> Store {
         Store { dir }
     }
 
@@ -54,7 +54,7 @@ impl Store {
     }
 
     /// The kept status of `spec`'s rollout, if it is for the same target.
-    pub fn load(&self, spec: &RolloutSpec) -> Option<Status> {
+    pub(crate) fn load(&self, spec: &RolloutSpec) -> Option<Status> {
         let path = Self::path(self.dir.as_ref()?, &spec.name);
         let text = match std::fs::read(&path) {
             Ok(t) => t,
@@ -82,7 +82,7 @@ impl Store {
     }
 
     /// Replaces the kept status of `spec`'s rollout.
-    pub fn save(&self, spec: &RolloutSpec, status: &Status) -> std::io::Result<()> {
+    pub(crate) fn save(&self, spec: &RolloutSpec, status: &Status) -> std::io::Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let saved = Saved {
             virtual_service: spec.virtual_service.clone(),
@@ -91,11 +91,11 @@ impl Store {
             status: status.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other)?;
-        crate::state::replace_file(dir, &Self::path(dir, &spec.name), &bytes)
+        crate::control::last_good::replace_file(dir, &Self::path(dir, &spec.name), &bytes)
     }
 
     /// Forgets every rollout but `keep` (by Canary name).
-    pub fn retain(&self, keep: &[&str]) {
+    pub(crate) fn retain(&self, keep: &[&str]) {
         let Some(dir) = &self.dir else { return };
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;

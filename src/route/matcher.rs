@@ -243,6 +243,20 @@ impl RequestMatch {
     }
 }
 
+/// The host part of an authority (`[::1]:80` gives `[::1]`).
+pub fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map(|i| &authority[..=i])
+            .unwrap_or(authority);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use crate::policy::headers::HeaderEdits;
 use crate::policy::rewrite::{Redirect, Rewrite};
 use crate::policy::split::Split;
 use index::PathIndex;
-use matcher::{RequestMatch, RequestView};
+use matcher::{RequestMatch, RequestView, strip_port};
 
 /// One listener's routing: host to virtual host.
 #[derive(Debug, Default)]
@@ -190,19 +190,5 @@ impl VirtualHost {
                     block: Some(block),
                 })
         })
-    }
-}
-
-/// The host part of an authority (`[::1]:80` gives `[::1]`).
-pub fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .find(']')
-            .map(|i| &authority[..=i])
-            .unwrap_or(authority);
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
     }
 }

@@ -10,23 +10,23 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::header::{self, HeaderName};
+use http::{Method, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame};
 use tokio::time::Instant;
 
-use super::body::{Body, UpstreamBody};
+use super::error::UpstreamError;
+use super::h1_head::{Head, take_head};
 use super::stream::{Stream, Timed};
-use super::{Pool, UpstreamError};
-use crate::http1::{
-    BodyError, Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, header_map, parse_length,
-    put_decimal, put_field, queue_frame, tokens, write_all,
-};
+use crate::body::error::BodyError;
+use crate::body::to_upstream::Body;
+use crate::http1::{Decoder, MAX_HEAD, Reader, put_decimal, put_field, queue_frame, write_all};
 
 /// Counts a pool's open connections for as long as it lives.
 #[derive(Debug)]
@@ -42,6 +42,54 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Most idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE: usize = 256;
+
+/// A pool's idle HTTP/1.1 connections, most recently used last: a response body puts its
+/// connection back here once read to the end.
+#[derive(Debug, Default)]
+pub(super) struct Idle(Mutex<Vec<Conn>>);
+
+impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many there are.
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The most recently used idle connection that is still clean and not idle too long.
+    pub(super) fn take(&self, idle_timeout: Duration) -> Option<Conn> {
+        let mut idle = self.lock();
+        // Oldest first: those past the idle timeout are closed.
+        let expired = idle
+            .iter()
+            .take_while(|c| c.idle_for() >= idle_timeout)
+            .count();
+        idle.drain(..expired);
+        while let Some(mut conn) = idle.pop() {
+            if conn.is_clean() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection for another request, if it may carry one and there is room.
+    fn put(&self, mut conn: Conn) {
+        if !conn.may_carry_more() {
+            return;
+        }
+        conn.mark_idle();
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
     }
 }
 
@@ -126,8 +174,8 @@ impl Conn {
 pub(super) async fn exchange(
     mut conn: Conn,
     req: &mut Request<Body>,
-    pool: &Arc<Pool>,
-) -> Result<Response<UpstreamBody>, Failure> {
+    idle: &Arc<Idle>,
+) -> Result<Response<ResponseBody>, Failure> {
     let head_only = req.method() == Method::HEAD;
     conn.served += 1;
     write_request(&mut conn, req).await?;
@@ -144,8 +192,8 @@ pub(super) async fn exchange(
             .delimiters
             .decide(head.status, head_only, head.version)
             .map_err(bad)?;
-        let body = ResponseBody::new(conn, decoder, keep_alive, pool.clone());
-        let mut resp = Response::new(UpstreamBody::h1(body));
+        let body = ResponseBody::new(conn, decoder, keep_alive, idle.clone());
+        let mut resp = Response::new(body);
         *resp.status_mut() = head.status;
         *resp.headers_mut() = head.headers;
         return Ok(resp);
@@ -256,15 +304,6 @@ fn encode_head(out: &mut BytesMut, req: &Request<Body>, length: Option<u64>, chu
     out.extend_from_slice(b"\r\n");
 }
 
-/// A response head, with what its framing headers said.
-pub(crate) struct Head {
-    status: StatusCode,
-    version: Version,
-    /// Forwardable headers: framing and connection-management headers are consumed here.
-    headers: HeaderMap,
-    delimiters: Delimiters,
-}
-
 /// Reads until a whole response head is buffered, and takes it.
 async fn read_head(conn: &mut Conn) -> Result<Head, Failure> {
     let mut received = conn.r.filled() > 0;
@@ -290,142 +329,6 @@ async fn read_head(conn: &mut Conn) -> Result<Head, Failure> {
     }
 }
 
-/// Parses the head at the front of the buffer; if it is complete, takes it off (header values
-/// stay slices of it, uncopied).
-pub(crate) fn take_head<R>(
-    r: &mut Reader<R>,
-    fields: &mut Vec<(HeaderName, usize, usize)>,
-) -> Result<Option<Head>, &'static str> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let buf = r.unread();
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err("too many response headers"),
-        Err(_) => return Err("malformed response head"),
-    };
-    let status = resp
-        .code
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or("invalid status code")?;
-    let version = match resp.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    // Names now, values once the head is taken (it is borrowed while parsed).
-    let base = buf.as_ptr() as usize;
-    fields.clear();
-    for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "invalid header name")?;
-        let start = h.value.as_ptr() as usize - base;
-        fields.push((name, start, start + h.value.len()));
-    }
-    let head = r.take(len);
-    let mut headers = header_map(fields.len());
-    let mut delimiters = Delimiters::default();
-    for (name, start, end) in fields.drain(..) {
-        let raw = &head[start..end];
-        if delimiters.see(&name, raw) {
-            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-                .map_err(|_| "invalid header value")?;
-            headers.append(name, value);
-        }
-    }
-    Ok(Some(Head {
-        status,
-        version,
-        headers,
-        delimiters,
-    }))
-}
-
-/// What a response's framing and connection headers said.
-#[derive(Debug, Default)]
-struct Delimiters {
-    /// Content-Length, once all its values agreed.
-    length: Option<u64>,
-    /// A Content-Length problem, reported if the length decides the framing.
-    bad_length: Option<&'static str>,
-    /// Transfer-Encoding was present; whether its last coding is `chunked`.
-    chunked_last: Option<bool>,
-    close: bool,
-    keep_alive: bool,
-}
-
-impl Delimiters {
-    /// Notes one header; false for headers consumed here rather than forwarded.
-    fn see(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        let tokens = || tokens(value);
-        if name == header::CONTENT_LENGTH {
-            for part in tokens() {
-                match parse_length(part) {
-                    None => self.bad_length = Some("invalid Content-Length"),
-                    Some(n) if self.length.is_some_and(|l| l != n) => {
-                        self.bad_length = Some("conflicting Content-Length values");
-                    }
-                    Some(n) => self.length = Some(n),
-                }
-            }
-            true
-        } else if name == header::TRANSFER_ENCODING {
-            let last = tokens().rfind(|t| !t.is_empty());
-            self.chunked_last = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
-            false
-        } else if name == header::CONNECTION {
-            let mut others = false;
-            for t in tokens() {
-                if t.eq_ignore_ascii_case(b"close") {
-                    self.close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive = true;
-                } else if !t.is_empty() {
-                    others = true;
-                }
-            }
-            // Kept only when it names other headers: hop-by-hop removal needs to see them.
-            others
-        } else {
-            name.as_str() != "keep-alive"
-        }
-    }
-
-    /// How the body is delimited (RFC 9112 section 6.3), and whether the connection can be
-    /// reused after it.
-    fn decide(
-        self,
-        status: StatusCode,
-        head_only: bool,
-        version: Version,
-    ) -> Result<(Decoder, bool), &'static str> {
-        let persistent = if version == Version::HTTP_10 {
-            self.keep_alive && !self.close
-        } else {
-            !self.close
-        };
-        if self.chunked_last.is_some() && (self.length.is_some() || self.bad_length.is_some()) {
-            return Err("both Content-Length and Transfer-Encoding");
-        }
-        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            return Ok((Decoder::Done, persistent));
-        }
-        match self.chunked_last {
-            Some(true) => return Ok((Decoder::Chunked(Chunk::Size), persistent)),
-            // Some other coding last: the body runs to the close.
-            Some(false) => return Ok((Decoder::Eof, false)),
-            None => {}
-        }
-        if let Some(problem) = self.bad_length {
-            return Err(problem);
-        }
-        Ok(match self.length {
-            Some(0) => (Decoder::Done, persistent),
-            Some(n) => (Decoder::Length(n), persistent),
-            None => (Decoder::Eof, false),
-        })
-    }
-}
-
 /// A response body read straight off its connection.
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
@@ -433,16 +336,16 @@ pub(crate) struct ResponseBody {
     conn: Option<Conn>,
     decoder: Decoder,
     keep_alive: bool,
-    pool: Arc<Pool>,
+    idle: Arc<Idle>,
 }
 
 impl ResponseBody {
-    fn new(conn: Conn, decoder: Decoder, keep_alive: bool, pool: Arc<Pool>) -> ResponseBody {
+    fn new(conn: Conn, decoder: Decoder, keep_alive: bool, idle: Arc<Idle>) -> ResponseBody {
         let mut body = ResponseBody {
             conn: Some(conn),
             decoder,
             keep_alive,
-            pool,
+            idle,
         };
         if matches!(body.decoder, Decoder::Done) {
             body.finish();
@@ -457,7 +360,7 @@ impl ResponseBody {
             && matches!(self.decoder, Decoder::Done)
             && conn.r.filled() == 0
         {
-            self.pool.put_idle_h1(conn);
+            self.idle.put(conn);
         }
     }
 
@@ -501,111 +404,5 @@ impl ResponseBody {
             }
             Err(e) => self.fail(e),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decide(pairs: &[(&str, &str)], status: u16, head_only: bool) -> Option<(String, bool)> {
-        let mut d = Delimiters::default();
-        for (k, v) in pairs {
-            d.see(&HeaderName::from_bytes(k.as_bytes()).unwrap(), v.as_bytes());
-        }
-        let status = StatusCode::from_u16(status).unwrap();
-        d.decide(status, head_only, Version::HTTP_11)
-            .ok()
-            .map(|(d, k)| (format!("{d:?}"), k))
-    }
-
-    #[test]
-    fn framing_follows_rfc_9112() {
-        let some = |d: &str, k| Some((d.to_owned(), k));
-        assert_eq!(
-            decide(&[("content-length", "5")], 200, false),
-            some("Length(5)", true)
-        );
-        assert_eq!(
-            decide(&[("content-length", "5, 5")], 200, false),
-            some("Length(5)", true)
-        );
-        let two = [("content-length", "5"), ("content-length", "6")];
-        assert_eq!(decide(&two, 200, false), None);
-        assert_eq!(decide(&[("content-length", "+5")], 200, false), None);
-        assert_eq!(decide(&[("content-length", "")], 200, false), None);
-        let both = [("content-length", "5"), ("transfer-encoding", "chunked")];
-        assert_eq!(decide(&both, 200, false), None);
-        assert_eq!(
-            decide(&both, 204, false),
-            None,
-            "refused even without a body"
-        );
-        let te = [("transfer-encoding", "gzip, chunked")];
-        assert_eq!(decide(&te, 200, false), some("Chunked(Size)", true));
-        let te = [("transfer-encoding", "chunked, gzip")];
-        assert_eq!(decide(&te, 200, false), some("Eof", false));
-        assert_eq!(decide(&[], 200, false), some("Eof", false));
-        assert_eq!(
-            decide(&[("content-length", "5")], 200, true),
-            some("Done", true)
-        );
-        assert_eq!(decide(&[], 204, false), some("Done", true));
-        let close = [("content-length", "0"), ("connection", "close")];
-        assert_eq!(decide(&close, 200, false), some("Done", false));
-    }
-
-    #[test]
-    fn connection_headers_are_consumed_unless_they_name_others() {
-        let mut d = Delimiters::default();
-        assert!(!d.see(&header::CONNECTION, b"keep-alive"));
-        assert!(d.see(&header::CONNECTION, b"close, x-secret"));
-        assert!(!d.see(&HeaderName::from_static("keep-alive"), b"timeout=5"));
-        assert!(!d.see(&header::TRANSFER_ENCODING, b"chunked"));
-        assert!(d.see(&header::CONTENT_LENGTH, b"3"));
-        assert!(d.close && d.keep_alive);
-    }
-
-    #[test]
-    fn keep_alive_by_version() {
-        let persistent = |conn: &[u8], version| {
-            let mut d = Delimiters::default();
-            if !conn.is_empty() {
-                d.see(&header::CONNECTION, conn);
-            }
-            d.decide(StatusCode::NO_CONTENT, false, version).unwrap().1
-        };
-        assert!(persistent(b"", Version::HTTP_11));
-        assert!(!persistent(b"", Version::HTTP_10));
-        assert!(persistent(b"Keep-Alive", Version::HTTP_10));
-        assert!(!persistent(b"foo, close", Version::HTTP_11));
-    }
-
-    #[test]
-    fn heads_are_taken_with_values_uncopied() {
-        let mut fields = Vec::new();
-        let raw =
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nX-A: b\r\n\r\nok";
-        let mut r = Reader::from_bytes((), raw);
-        let head = take_head(&mut r, &mut fields).unwrap().unwrap();
-        assert_eq!(head.status, StatusCode::OK);
-        assert_eq!(head.headers.len(), 2, "connection is consumed");
-        assert_eq!(head.headers["x-a"], "b");
-        assert_eq!(r.unread(), b"ok");
-        for bad in [
-            &b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n"[..],
-            b"HTTP/1.1 2000 OK\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nX: \x7f\r\n\r\n",
-        ] {
-            let mut r = Reader::from_bytes((), bad);
-            assert!(
-                take_head(&mut r, &mut fields).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let partial = b"HTTP/1.1 200 OK\r\nX: a";
-        let mut r = Reader::from_bytes((), partial);
-        assert!(take_head(&mut r, &mut fields).unwrap().is_none());
     }
 }

@@ -4,11 +4,11 @@
 //! their previous response was read to the end; HTTP/2 connections (hyper's) are shared. Pools
 //! are keyed by address, so they survive config reloads.
 
-pub mod body;
+mod error;
 pub(crate) mod h1;
+pub(crate) mod h1_head;
 mod stream;
 
-use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,107 +20,50 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::backend::{ClusterSpec, EndpointAddr};
+use crate::body::from_upstream::UpstreamBody;
+use crate::body::to_upstream::Body;
 use crate::tls::{MaybeTls, UpstreamTls};
-pub use body::{Body, BodyError, UpstreamBody};
-use h1::{Conn, Failure, Open};
+pub(crate) use error::UpstreamError;
+use h1::{Conn, Failure, Idle, Open};
 use stream::Stream;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Most idle HTTP/1.1 connections kept per endpoint.
-const MAX_IDLE: usize = 256;
-
-/// Why an upstream request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The TCP connection could not be made.
-    #[error("connect failed: {0}")]
-    Connect(#[source] io::Error),
-    /// The TCP connection took longer than the connect timeout.
-    #[error("connect timed out")]
-    ConnectTimeout,
-    /// The TLS handshake failed (the upstream's certificate did not verify, or it refused
-    /// weir's).
-    #[error("TLS handshake failed: {0}")]
-    Tls(#[source] io::Error),
-    /// The HTTP handshake failed.
-    #[error("handshake failed: {0}")]
-    Handshake(#[source] hyper::Error),
-    /// The request was refused before it was sent (HTTP/2 refused stream, closed connection).
-    #[error("request not sent: {0}")]
-    NotSent(#[source] BoxError),
-    /// The connection failed after the request was sent, before a response arrived.
-    #[error("upstream reset: {0}")]
-    Reset(#[source] BoxError),
-    /// The upstream's response broke HTTP/1.1 (malformed head, conflicting framing).
-    #[error("invalid upstream response: {0}")]
-    BadResponse(&'static str),
-    /// A read or write on the connection made no progress within the cluster's read or write
-    /// timeout (Kong's `read_timeout`, `write_timeout`).
-    #[error("upstream {0} timed out")]
-    Timeout(&'static str),
-    /// The client's request body failed while it was being sent (the client went away, or
-    /// broke its framing).
-    #[error("client request body: {0}")]
-    ClientBody(#[source] BodyError),
-}
-
-impl UpstreamError {
-    /// Whether the request never reached the upstream (safe to retry for any method).
-    pub fn never_sent(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect(_)
-                | UpstreamError::ConnectTimeout
-                | UpstreamError::Tls(_)
-                | UpstreamError::Handshake(_)
-                | UpstreamError::NotSent(_)
-        )
-    }
-}
 
 /// Connections to one endpoint address with one protocol, plain or with one TLS setting.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     addr: EndpointAddr,
     h2: bool,
     tls: Option<UpstreamTls>,
-    idle: Mutex<Vec<Conn>>,
+    idle: Arc<Idle>,
     shared: Mutex<Option<http2::SendRequest<Body>>>,
     open: Arc<AtomicUsize>,
 }
 
 impl Pool {
     /// An empty pool.
-    pub fn new(addr: EndpointAddr, h2: bool, tls: Option<UpstreamTls>) -> Pool {
+    pub(crate) fn new(addr: EndpointAddr, h2: bool, tls: Option<UpstreamTls>) -> Pool {
         Pool {
             addr,
             h2,
             tls,
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::default(),
             shared: Mutex::new(None),
             open: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Open connections.
-    pub fn open_connections(&self) -> usize {
+    pub(crate) fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
     /// Idle HTTP/1.1 connections.
-    pub fn idle_connections(&self) -> usize {
-        self.lock_idle().len()
-    }
-
-    /// Whether this pool speaks HTTP/2.
-    pub fn is_h2(&self) -> bool {
-        self.h2
+    pub(crate) fn idle_connections(&self) -> usize {
+        self.idle.len()
     }
 
     /// Sends a request. HTTP/1.1 requests must carry an origin-form URI and a `Host` header;
     /// HTTP/2 requests an absolute URI whose authority is the one to send.
-    pub async fn send(
+    pub(crate) async fn send(
         self: &Arc<Self>,
         req: &mut Request<Body>,
         spec: &ClusterSpec,
@@ -145,7 +88,7 @@ impl Pool {
         // small: it is part of every request's state.)
         let mut resend = req.body().is_end_stream() && idempotent(req.method());
         loop {
-            let (mut conn, reused) = match self.take_idle(spec.idle_timeout) {
+            let (mut conn, reused) = match self.idle.take(spec.idle_timeout) {
                 Some(conn) => (conn, true),
                 None => {
                     // Boxed, as connecting is the rare case.
@@ -154,8 +97,8 @@ impl Pool {
                 }
             };
             conn.prepare(spec);
-            match h1::exchange(conn, req, self).await {
-                Ok(resp) => return Ok(resp),
+            match h1::exchange(conn, req, &self.idle).await {
+                Ok(resp) => return Ok(resp.map(UpstreamBody::h1)),
                 Err(Failure::Stale(_)) if reused => {}
                 Err(Failure::Stale(e)) => return Err(UpstreamError::NotSent(Box::new(e))),
                 Err(Failure::NoReply(_)) if reused && resend => resend = false,
@@ -204,39 +147,6 @@ impl Pool {
 
     fn lock_shared(&self) -> std::sync::MutexGuard<'_, Option<http2::SendRequest<Body>>> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The most recently used idle connection that is still clean.
-    /// The most recently used idle connection that is still clean and not idle too long.
-    fn take_idle(&self, idle_timeout: Duration) -> Option<Conn> {
-        let mut idle = self.lock_idle();
-        // Oldest first: those past the idle timeout are closed.
-        let expired = idle
-            .iter()
-            .take_while(|c| c.idle_for() >= idle_timeout)
-            .count();
-        idle.drain(..expired);
-        while let Some(mut conn) = idle.pop() {
-            if conn.is_clean() {
-                return Some(conn);
-            }
-        }
-        None
-    }
-
-    fn put_idle_h1(&self, mut conn: Conn) {
-        if !conn.may_carry_more() {
-            return;
-        }
-        conn.mark_idle();
-        let mut idle = self.lock_idle();
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
-        }
     }
 
     /// A new connection, with its TLS handshake done; both within the connect timeout.

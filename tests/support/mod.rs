@@ -368,7 +368,7 @@ impl Weir {
     }
 
     pub fn generation(&self) -> u64 {
-        self.server.control().snapshot().generation
+        self.server.control().generation()
     }
 
     /// Rewrites the config file atomically and waits until weir has tried to apply it.

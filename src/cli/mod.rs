@@ -1,0 +1,281 @@
+//! The `weir` command line: `run`, `validate`, `import`, `demo`, `faults`, `canary`. The binary
+//! (`src/main.rs`) only calls [`main`].
+
+mod canary;
+mod limits;
+pub(crate) mod view;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use canary::{Admin, CanaryAction, canary};
+use limits::Limits;
+
+/// weir: a traffic manager that reads Istio and Flagger resources.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Proxy traffic by the given configuration, reloading it when files change or on SIGHUP.
+    Run {
+        /// A YAML file or a directory of them; may repeat.
+        #[arg(long = "config", required = true)]
+        configs: Vec<PathBuf>,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Mesh listener address.
+        #[arg(long, default_value = "127.0.0.1:15001")]
+        mesh_listen: SocketAddr,
+        /// Directory for state that survives restarts.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// File holding the admin API's bearer token (required when --admin is not loopback);
+        /// mutating admin calls then need `Authorization: Bearer TOKEN`.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        #[command(flatten)]
+        limits: Limits,
+    },
+    /// Check configuration files: exit 0, or print every error as file:line:column: message.
+    Validate {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Start demo backends and weir on loopback and watch traffic shift between versions.
+    Demo,
+    /// Print the Istio resources weir runs for another dialect's config (`weir import kong
+    /// kong.yaml`): VirtualServices, DestinationRules and ServiceEntries.
+    Import {
+        /// The dialect.
+        #[arg(value_enum)]
+        dialect: Dialect,
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Fault injection's kill switch on a running weir: `disable` stops every fault at once.
+    Faults {
+        /// `disable`, `enable` or `status`.
+        #[arg(value_enum)]
+        action: FaultAction,
+        /// The running weir's admin API address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// File holding the admin API's bearer token.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+    },
+    /// Progressive delivery on a running weir: list, status, watch, promote, rollback, pause,
+    /// resume.
+    Canary {
+        #[command(subcommand)]
+        action: CanaryAction,
+        /// The running weir's admin API address.
+        #[arg(long, default_value = "127.0.0.1:15000", global = true)]
+        admin: SocketAddr,
+        /// File holding the admin API's bearer token.
+        #[arg(long, global = true)]
+        admin_token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Dialect {
+    /// Kong's declarative config and Kong kinds.
+    Kong,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FaultAction {
+    Disable,
+    Enable,
+    Status,
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Validate { paths } => validate(&paths),
+        Command::Import { dialect, paths } => import(dialect, &paths),
+        Command::Demo => runtime(None).block_on(crate::demo::run()),
+        Command::Canary {
+            action,
+            admin,
+            admin_token_file,
+        } => match token(admin_token_file.as_deref()) {
+            Ok(t) => runtime(Some(1)).block_on(canary(
+                action,
+                Admin {
+                    addr: admin,
+                    token: t,
+                },
+            )),
+            Err(code) => code,
+        },
+        Command::Faults {
+            action,
+            admin,
+            admin_token_file,
+        } => {
+            let token = match token(admin_token_file.as_deref()) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let (method, path) = match action {
+                FaultAction::Disable => ("POST", "/faults/disable"),
+                FaultAction::Enable => ("POST", "/faults/enable"),
+                FaultAction::Status => ("GET", "/faults"),
+            };
+            let call = crate::admin::call_with_token(admin, method, path, token.as_deref());
+            match runtime(Some(1)).block_on(call) {
+                Ok((200, body)) => {
+                    println!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Ok((status, body)) => {
+                    eprintln!("weir: admin answered {status}: {body}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("weir: cannot reach the admin API at {admin}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run {
+            configs,
+            admin,
+            mesh_listen,
+            state_dir,
+            admin_token_file,
+            workers,
+            limits,
+        } => {
+            let admin_token = match token(admin_token_file.as_deref()) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let opts = crate::run::Options {
+                configs,
+                admin,
+                mesh: mesh_listen,
+                state_dir,
+                admin_token,
+                policy: limits.policy(),
+            };
+            runtime(workers).block_on(async move {
+                match crate::run::Server::start(opts, None).await {
+                    Ok(server) => match server.run().await {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("weir: {e}");
+                            ExitCode::FAILURE
+                        }
+                    },
+                    Err(crate::run::StartError::Config(errors)) => {
+                        for e in errors {
+                            eprintln!("{e}");
+                        }
+                        ExitCode::FAILURE
+                    }
+                    Err(e) => {
+                        eprintln!("weir: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
+
+/// The token in `--admin-token-file`, if given.
+fn token(file: Option<&std::path::Path>) -> Result<Option<String>, ExitCode> {
+    match file.map(crate::admin::read_token) {
+        None => Ok(None),
+        Some(Ok(t)) => Ok(Some(t)),
+        Some(Err(e)) => {
+            eprintln!("weir: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut b = match workers {
+        // One worker: a single-threaded scheduler, with no work-stealing machinery to pay for.
+        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    b.enable_all().build().expect("tokio runtime")
+}
+
+/// Prints what a dialect's resources become; errors as `weir validate` prints them.
+fn import(dialect: Dialect, paths: &[PathBuf]) -> ExitCode {
+    let Dialect::Kong = dialect;
+    match crate::config::check(paths, SocketAddr::from(([127, 0, 0, 1], 15001))) {
+        Ok((set, _)) => {
+            let generated = set.resources.iter().filter(|r| {
+                r.metadata
+                    .annotations
+                    .get(crate::config::generate::GENERATED_BY)
+                    .is_some_and(|g| g.starts_with(crate::config::kong_translate::KONG_PREFIX))
+            });
+            print!("{}", crate::config::emit::documents(generated));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => config_errors(&errors),
+    }
+}
+
+/// Prints config errors as `file:line:column: message`, and their count.
+fn config_errors(errors: &[crate::config::ConfigError]) -> ExitCode {
+    for e in errors {
+        println!("{e}");
+    }
+    eprintln!("{} errors", errors.len());
+    ExitCode::FAILURE
+}
+
+fn validate(paths: &[PathBuf]) -> ExitCode {
+    let result = crate::config::check(paths, SocketAddr::from(([127, 0, 0, 1], 15001)));
+    match result {
+        Ok((set, model)) => {
+            for w in &model.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "ok: {} resources in {} files",
+                set.resources.len(),
+                set.sources.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => config_errors(&errors),
+    }
+}

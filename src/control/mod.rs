@@ -1,0 +1,252 @@
+//! The control plane: the one apply path every configuration change takes, and the state it
+//! changes.
+//!
+//! A file reload (the watcher in [`watch`], or SIGHUP), an admin call, a rollout step and the
+//! demo all call [`Control::apply`] with a [`Change`]: load, validate whole, bind any new
+//! Gateway listeners, build the snapshot, swap it atomically. A change that fails anywhere is
+//! rejected whole and the old snapshot keeps serving. The rollout controllers reach the control
+//! plane through [`change::Steer`] only.
+//!
+//! Runtime toggles that are not configuration stay outside the apply path: the fault kill
+//! switch ([`Control::faults`]) and endpoint health overrides (set through the admin API on the
+//! clusters' health state).
+
+pub mod call;
+pub(crate) mod change;
+pub(crate) mod last_good;
+pub(crate) mod watch;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+
+use crate::backend::Retained;
+use crate::config::{self, ConfigError, ResourceSet, yaml::Pos};
+use crate::listener::Listener;
+use crate::metrics::Metrics;
+use crate::policy::fault::FaultSwitch;
+use crate::proxy::Proxy;
+use crate::rollout::Rollouts;
+use crate::snapshot::Snapshot;
+pub use change::Change;
+use change::{Applying, Steer};
+
+/// The control plane: the snapshot being served, what outlives it, and the apply path.
+pub struct Control {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The fault-injection kill switch: a runtime toggle outside the apply path (the admin API
+    /// flips it; the request path reads it), kept across reloads. Endpoint health overrides
+    /// (the admin API's target health calls) are runtime toggles too, held by each cluster's
+    /// health state in [`crate::backend::Retained`].
+    pub faults: Arc<FaultSwitch>,
+    /// Metrics registry.
+    pub(crate) metrics: Arc<Metrics>,
+    backends: Retained,
+    proxy: Arc<Proxy>,
+    mesh: SocketAddr,
+    configs: Vec<PathBuf>,
+    gateways: Mutex<HashMap<SocketAddr, Listener>>,
+    ready: AtomicBool,
+    /// Progressive-delivery controllers.
+    pub(crate) rollouts: Rollouts,
+    /// Where the last good configuration is kept, if anywhere.
+    state_dir: Option<PathBuf>,
+    /// The resources as written (before rollout weights), for [`Change::Weights`].
+    source: std::sync::Mutex<Arc<ResourceSet>>,
+    me: Weak<Control>,
+}
+
+impl Control {
+    /// A control plane serving `snapshot` (empty until the first change is applied) through
+    /// `proxy`, with the mesh listener at `mesh`; `Reload` reads `configs`.
+    pub(crate) fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        faults: Arc<FaultSwitch>,
+        metrics: Arc<Metrics>,
+        proxy: Arc<Proxy>,
+        mesh: SocketAddr,
+        configs: Vec<PathBuf>,
+        state_dir: Option<PathBuf>,
+    ) -> Arc<Control> {
+        Arc::new_cyclic(|me| Control {
+            snapshot,
+            faults,
+            metrics,
+            backends: Retained::default(),
+            proxy,
+            mesh,
+            configs,
+            gateways: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+            rollouts: Rollouts::new(state_dir.clone()),
+            state_dir,
+            source: std::sync::Mutex::new(Arc::default()),
+            me: me.clone(),
+        })
+    }
+
+    /// Says whether weir is ready (`/ready`): config loaded and listeners bound.
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Takes the Gateway listeners, to stop them.
+    pub(crate) async fn take_gateways(&self) -> Vec<Listener> {
+        self.gateways.lock().await.drain().map(|(_, l)| l).collect()
+    }
+
+    /// The snapshot being served.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The generation of the configuration being served (1 for the first applied).
+    pub fn generation(&self) -> u64 {
+        self.snapshot.load().generation
+    }
+
+    /// The mesh listener's address.
+    pub fn mesh_addr(&self) -> SocketAddr {
+        self.mesh
+    }
+
+    /// Whether config is loaded and listeners are bound.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Validates and applies a change; returns the new generation.
+    pub async fn apply(&self, change: Change) -> Result<u64, Vec<ConfigError>> {
+        let mut gateways = self.gateways.lock().await;
+        let result = self.apply_locked(change, &mut gateways).await;
+        match &result {
+            Ok(generation) => {
+                self.metrics.reload(true, *generation);
+                tracing::info!(generation, "Configuration applied.");
+            }
+            Err(errors) => {
+                self.metrics.reload(false, 0);
+                for e in errors {
+                    tracing::error!("{e}");
+                }
+                tracing::error!(
+                    errors = errors.len(),
+                    "Configuration rejected; the previous one keeps serving."
+                );
+            }
+        }
+        result
+    }
+
+    async fn apply_locked(
+        &self,
+        change: Change,
+        gateways: &mut HashMap<SocketAddr, Listener>,
+    ) -> Result<u64, Vec<ConfigError>> {
+        let new_source = !matches!(change, Change::Weights);
+        let source = match change {
+            Change::Reload => {
+                let (set, errors) = config::read_paths(&self.configs);
+                if !errors.is_empty() {
+                    // Decoding errors, plus whatever validation finds in the rest.
+                    let mut all = errors;
+                    if let Err(more) = config::validate(&set, self.mesh) {
+                        all.extend(more);
+                    }
+                    all.sort();
+                    all.dedup();
+                    return Err(all);
+                }
+                Arc::new(set)
+            }
+            Change::Replace(set) => Arc::new(set),
+            Change::Weights => self
+                .source
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        };
+        let plan = self.rollouts.plan(&source);
+        let set = self.rollouts.patch(&plan, &source);
+        let model = config::validate(&set, self.mesh)?;
+        let mut fresh = Vec::new();
+        for l in model.listeners.iter().skip(1) {
+            if gateways.contains_key(&l.addr) || fresh.iter().any(|(a, _)| *a == l.addr) {
+                continue;
+            }
+            match Listener::bind(l.addr).await {
+                Ok(socket) => fresh.push((l.addr, socket)),
+                Err(e) => {
+                    return Err(vec![ConfigError {
+                        file: format!("Gateway {}", l.gateway.as_deref().unwrap_or("?")).into(),
+                        pos: Pos::default(),
+                        message: format!("cannot listen on {}: {e}", l.addr),
+                    }]);
+                }
+            }
+        }
+        for w in &model.warnings {
+            tracing::warn!("{w}");
+        }
+        let generation = self.snapshot.load().generation + 1;
+        let wanted: Vec<SocketAddr> = model.listeners.iter().skip(1).map(|l| l.addr).collect();
+        let snap = Snapshot::build(model, set, generation, &self.backends, &self.metrics);
+        self.snapshot.store(Arc::new(snap));
+        *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source.clone();
+        if new_source
+            && let Some(dir) = &self.state_dir
+            && let Err(e) = last_good::save(dir, &source)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "Cannot keep the last good configuration.");
+        }
+        let steer: Weak<dyn Steer> = self.me.clone();
+        self.rollouts.commit(plan, &steer);
+        for (addr, socket) in fresh {
+            tracing::info!(%addr, "Gateway listener started.");
+            gateways.insert(
+                addr,
+                Listener::start(socket, addr, true, self.proxy.clone()),
+            );
+        }
+        let gone: Vec<SocketAddr> = gateways
+            .keys()
+            .filter(|a| !wanted.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(l) = gateways.remove(&addr) {
+                tracing::info!(%addr, "Gateway listener stopping.");
+                tokio::spawn(l.stop());
+            }
+        }
+        Ok(generation)
+    }
+
+    /// The addresses of the Gateway listeners.
+    pub async fn gateway_addrs(&self) -> Vec<SocketAddr> {
+        self.gateways.lock().await.keys().copied().collect()
+    }
+}
+
+impl Steer for Control {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        Control::snapshot(self)
+    }
+
+    fn mesh_addr(&self) -> SocketAddr {
+        self.mesh
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn apply(&self, change: Change) -> Applying<'_> {
+        Box::pin(Control::apply(self, change))
+    }
+}
