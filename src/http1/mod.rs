@@ -4,6 +4,7 @@
 
 pub(crate) mod server;
 pub(crate) mod stream;
+mod writer;
 
 use std::io;
 use std::pin::Pin;

@@ -10,26 +10,20 @@
 //! by the [`ServerPolicy`], which also sets the deadlines: for a request's head (408), its body
 //! (408), an idle connection and a stalled write (closed).
 
-use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::future::poll_fn;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Body as HttpBody;
+use http::{Method, Request, Response, Uri, Version};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::stream::{ClientRead, ClientWrite};
-use super::{
-    Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, put_field, queue_frame, tokens, write_all,
-};
+use super::writer::Writer;
+use super::{Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, tokens};
 use crate::body::from_client::{Continue, ContinueAsked, RequestBody};
 use crate::body::to_client::ResponseBody;
 use crate::body::to_upstream::Body;
@@ -394,163 +388,6 @@ impl ClientGone for Reader<ClientRead> {
     }
 }
 
-/// The write side of a client connection.
-struct Writer {
-    io: ClientWrite,
-    out: BytesMut,
-    /// A write that makes no progress for this long fails (a client that does not read).
-    stall: Duration,
-}
-
-impl Writer {
-    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        write_within(&mut self.io, bytes, self.stall).await
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        write_within(&mut self.io, &self.out, self.stall).await?;
-        self.out.clear();
-        Ok(())
-    }
-
-    /// A refusal, then the connection closes.
-    async fn reject(&mut self, status: StatusCode, why: &str) -> io::Result<()> {
-        self.out.clear();
-        let _ = write!(
-            self.out,
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\ndate: ",
-            status.as_str(),
-            status.canonical_reason().unwrap_or(""),
-            why.len() + 1,
-        );
-        self.out.extend_from_slice(date().as_bytes());
-        self.out.extend_from_slice(b"\r\n\r\n");
-        self.out.extend_from_slice(why.as_bytes());
-        self.out.extend_from_slice(b"\n");
-        self.flush().await
-    }
-
-    /// Queues the response head. Returns the body still to write (with whether it is chunked),
-    /// if the response has one, and whether the connection stays open after it.
-    fn encode_head(
-        &mut self,
-        resp: Response<ResponseBody>,
-        head_only: bool,
-        http10: bool,
-        keep_alive: bool,
-    ) -> (Option<(ResponseBody, bool)>, bool) {
-        let (parts, body) = resp.into_parts();
-        let status = parts.status;
-        let bodiless = head_only
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let length = if bodiless {
-            None
-        } else {
-            body.size_hint().exact()
-        };
-        // Without a known length: chunked for HTTP/1.1 clients, the connection's end for 1.0.
-        let chunked = !bodiless && length.is_none() && !http10;
-        let keep_alive = keep_alive && (bodiless || length.is_some() || chunked);
-        self.out.clear();
-        self.out.extend_from_slice(b"HTTP/1.1 ");
-        self.out.extend_from_slice(status.as_str().as_bytes());
-        self.out.extend_from_slice(b" ");
-        self.out
-            .extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-        for (name, value) in &parts.headers {
-            // Framing is weir's to write; a HEAD or 304 response keeps the upstream's length.
-            if (name == header::CONTENT_LENGTH && !bodiless)
-                || name == header::TRANSFER_ENCODING
-                || name == header::CONNECTION
-            {
-                continue;
-            }
-            put_field(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
-        }
-        if !parts.headers.contains_key(header::DATE) {
-            put_field(&mut self.out, b"date", date().as_bytes());
-        }
-        if let Some(n) = length {
-            self.out.extend_from_slice(b"content-length: ");
-            super::put_decimal(&mut self.out, n);
-            self.out.extend_from_slice(b"\r\n");
-        } else if chunked {
-            self.out
-                .extend_from_slice(b"transfer-encoding: chunked\r\n");
-        }
-        if !keep_alive {
-            self.out.extend_from_slice(b"connection: close\r\n");
-        } else if http10 {
-            self.out.extend_from_slice(b"connection: keep-alive\r\n");
-        }
-        self.out.extend_from_slice(b"\r\n");
-        super::recycle(parts.headers);
-        ((!bodiless).then_some((body, chunked)), keep_alive)
-    }
-
-    /// Writes the queued head and the body. An error (of the body too) means the connection
-    /// must close: the client must not take what it got for a whole response.
-    async fn write_body(&mut self, mut body: ResponseBody, chunked: bool) -> io::Result<()> {
-        let broken = |e: Box<dyn std::error::Error + Send + Sync>| {
-            tracing::debug!(error = %e, "Response body failed; closing the connection.");
-            io::Error::other("response body failed")
-        };
-        // A first frame that is already here goes out with the head, in one write.
-        let mut ended = body.is_end_stream();
-        if !ended
-            && let Poll::Ready(frame) =
-                poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await
-        {
-            match queue_frame(&mut self.out, frame, || body.is_end_stream(), chunked) {
-                Ok(end) => ended = end,
-                Err(e) => {
-                    self.flush().await?;
-                    return Err(broken(e));
-                }
-            }
-        } else if ended && chunked {
-            self.out.extend_from_slice(b"0\r\n\r\n");
-        }
-        self.flush().await?;
-        while !ended {
-            let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-            ended = queue_frame(&mut self.out, frame, || body.is_end_stream(), chunked)
-                .map_err(broken)?;
-            self.flush().await?;
-        }
-        Ok(())
-    }
-}
-
-/// Writes all of `bytes`, failing if that takes longer than `stall`.
-async fn write_within(io: &mut ClientWrite, bytes: &[u8], stall: Duration) -> io::Result<()> {
-    match tokio::time::timeout(stall, write_all(io, bytes)).await {
-        Ok(r) => r.map_err(|(e, _)| e),
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    }
-}
-
-/// The `Date` header value, formatted once a second.
-fn date() -> HeaderValue {
-    thread_local! {
-        static CACHE: RefCell<(u64, HeaderValue)> = const { RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
-    }
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.0 != secs {
-            let text = httpdate::fmt_http_date(now);
-            c.1 = HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""));
-            c.0 = secs;
-        }
-        c.1.clone()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,13 +445,5 @@ mod tests {
             decide(&[host, ("connection", "close")], v11),
             Ok(("Done".into(), false))
         );
-    }
-
-    #[test]
-    fn dates_are_imf_fixdate() {
-        let d = date();
-        let s = d.to_str().unwrap();
-        assert_eq!(s.len(), 29, "{s}");
-        assert!(s.ends_with(" GMT"), "{s}");
     }
 }

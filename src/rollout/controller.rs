@@ -9,9 +9,10 @@ use tokio::time::Instant;
 
 use super::analysis::{self, CheckResult};
 use super::hooks::{self, Mesh};
-use super::machine::{Env, Machine, Revisions, Status};
+use super::machine::{Env, Machine, Revisions};
 use super::prometheus;
 use super::spec::{CheckKind, HookKind, RolloutSpec, Side};
+use super::status::Status;
 use super::store::Store;
 use super::{Command, lock};
 use crate::control::change::{Change, Steer};

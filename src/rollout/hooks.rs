@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::machine::{Event, Status};
 use super::spec::{HookKind, HookSpec, RolloutSpec};
+use super::status::{Event, Status};
 use crate::snapshot::Snapshot;
 
 /// Weir's mesh listener and what it routes: where webhooks to mesh hosts are sent.

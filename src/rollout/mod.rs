@@ -12,6 +12,7 @@ mod hooks;
 pub(crate) mod machine;
 mod prometheus;
 pub(crate) mod spec;
+pub(crate) mod status;
 pub(crate) mod store;
 
 use serde_json::{Value, json};
@@ -23,8 +24,9 @@ use tokio::sync::mpsc;
 use crate::config::istio::{HttpMatchRequest, HttpRoute, Percent, VirtualService};
 use crate::config::{ResourceSet, Spec};
 use crate::control::change::Steer;
-use machine::{Machine, Phase, Routing, Status};
+use machine::Machine;
 use spec::{RolloutSpec, Strategy};
+use status::{Phase, Routing, Status};
 use store::Store;
 
 /// An operator command.

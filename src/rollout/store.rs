@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::machine::Status;
 use super::spec::{RolloutSpec, Side};
+use super::status::Status;
 
 /// What is kept of a rollout.
 #[derive(Serialize, Deserialize)]
