@@ -104,3 +104,43 @@ async fn timeouts_and_no_healthy_upstream_fall_back() {
     let (s, h, _) = get(weir.mesh(), "shop", "/status/404", &[]).await;
     assert_eq!((s.as_u16(), h.get("x-weir-fallback")), (404, None));
 }
+
+#[tokio::test]
+async fn a_failure_a_fallback_answers_still_counts_for_the_circuit_breaker() {
+    let primary = Backend::start("primary").await;
+    let backup = Backend::start("backup").await;
+    let rule = format!("    fallback:\n{STATIC}");
+    let breaker = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: shop}
+spec:
+  host: shop
+  trafficPolicy:
+    circuitBreaker: {failureThreshold: 2, windowSize: 1m, recoveryTimeout: 1m}
+";
+    let yaml = config(&[primary.addr.port()], backup.addr.port(), &rule) + "---\n" + breaker;
+    let weir = Weir::start(&yaml).await;
+    // Two 500s, each answered by the fixed response: the breaker still sees two failures.
+    for _ in 0..2 {
+        let (s, h, _) = get(weir.mesh(), "shop", "/status/500", &[]).await;
+        assert_eq!(
+            (s.as_u16(), h["x-weir-fallback"].to_str().unwrap()),
+            (200, "static")
+        );
+    }
+    let hits = primary.hits();
+    // Open: refused at once, nothing reaches the primary.
+    let (s, _, body) = get(weir.mesh(), "shop", "/", &[]).await;
+    assert_eq!(s, 503);
+    assert!(body.contains("circuit breaker open"), "{body}");
+    assert_eq!(primary.hits(), hits, "nothing forwarded while open");
+    let metrics = weir.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "weir_circuit_breaker_state{service=\"shop\",version=\"\",state=\"open\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+}

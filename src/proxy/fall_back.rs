@@ -28,11 +28,13 @@ impl<'s> Forward<'s> {
     }
 
     /// The fallbacks, in order: the stale cache, the backup service, the fixed response; if
-    /// none answers, the request's own result.
+    /// none answers, the request's own result. The circuit breaker is told of the request's
+    /// own failure first, whatever answers it.
     pub(super) async fn fall_back(
         mut self,
         result: Result<Response<UpstreamBody>, ProxyError>,
     ) -> Response<ResponseBody> {
+        self.report(&result);
         let Some(fb) = self.rule.fallback.as_deref() else {
             return self.finish(result);
         };
