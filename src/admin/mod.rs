@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use crate::config::Spec;
 use crate::control::Control;
 use crate::metrics::EndpointState;
-use crate::rollout::Command;
+use crate::rollout::command::Command;
 use crate::tls::Trust;
 
 /// Serves the admin API on `socket` until the task is aborted; `token`, when given, guards

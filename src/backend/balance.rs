@@ -1,9 +1,5 @@
 //! Load-balancing algorithms (`loadBalancer.simple`).
 
-use std::sync::atomic::Ordering;
-
-use super::Endpoint;
-
 /// A load-balancing algorithm.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum Lb {
@@ -90,24 +86,24 @@ fn pick_slot(n: usize, weight: impl Fn(usize) -> u32, mut slot: u64) -> usize {
 }
 
 /// Power of two weighted choices: the one with fewer requests in flight per unit of weight.
-pub(crate) fn weighted_least_request<'e>(
+/// `active` gives a candidate's requests in flight.
+pub(crate) fn weighted_least_request(
     n: usize,
     weight: impl Fn(usize) -> u32 + Copy,
-    endpoint: impl Fn(usize) -> &'e Endpoint,
+    active: impl Fn(usize) -> i64,
 ) -> usize {
     let a = weighted_random(n, weight);
     let b = weighted_random(n, weight);
-    let load = |i: usize| {
-        endpoint(i).stats.active.load(Ordering::Relaxed) as f64 / f64::from(weight(i).max(1))
-    };
+    let load = |i: usize| active(i) as f64 / f64::from(weight(i).max(1));
     if load(b) < load(a) { b } else { a }
 }
 
-/// Power of two choices on requests in flight, among `n` (at least 2) candidates.
-pub(crate) fn least_request<'e>(n: usize, endpoint: impl Fn(usize) -> &'e Endpoint) -> usize {
+/// Power of two choices on requests in flight (`active` gives a candidate's), among `n` (at least
+/// 2) candidates.
+pub(crate) fn least_request(n: usize, active: impl Fn(usize) -> i64) -> usize {
     let a = fastrand::usize(..n);
     let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-    let load = |i: usize| endpoint(i).stats.active.load(Ordering::Relaxed);
+    let load = |i: usize| active(i);
     if load(b) < load(a) { b } else { a }
 }
 

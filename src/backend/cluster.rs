@@ -11,11 +11,12 @@ use crate::backend::breaker::Breaker;
 use crate::backend::budget::RetryBudget;
 use crate::backend::endpoint::{Endpoint, EndpointStats};
 use crate::backend::hash::HashTable;
-use crate::backend::health::{self, ClusterHealth, Observed};
+use crate::backend::health::{self, ClusterHealth};
 use crate::backend::limits::Gate;
 use crate::backend::outlier::{Claim, Event, Transition};
 use crate::backend::retained::Retained;
 use crate::backend::spec::ClusterSpec;
+use crate::backend::target_health::Observed;
 use crate::metrics::{ClusterMetrics, Metrics};
 
 /// A runtime cluster.
@@ -298,14 +299,14 @@ impl Cluster {
                 }
                 Lb::Random => balance::weighted_random(n, weight),
                 Lb::LeastRequest => {
-                    balance::weighted_least_request(n, weight, |k| &self.endpoints[index(k)])
+                    balance::weighted_least_request(n, weight, |k| self.active(index(k)))
                 }
             });
         }
         match self.spec.lb {
             Lb::RoundRobin => index(self.next.fetch_add(1, Ordering::Relaxed) % n),
             Lb::Random => index(fastrand::usize(..n)),
-            Lb::LeastRequest => index(balance::least_request(n, |k| &self.endpoints[index(k)])),
+            Lb::LeastRequest => index(balance::least_request(n, |k| self.active(index(k)))),
         }
     }
 
@@ -359,6 +360,11 @@ impl Cluster {
                 tracing::info!(cluster = %self.spec.name, endpoint = %e.spec.addr, state = t.to.name(), "Endpoint state changed.")
             }
         }
+    }
+
+    /// Requests in flight to endpoint `i`.
+    fn active(&self, i: usize) -> i64 {
+        self.endpoints[i].stats.active.load(Ordering::Relaxed)
     }
 
     /// Requests in flight to this cluster.

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use tokio::time::Instant;
 
-use crate::backend::health::TargetHealth;
 use crate::backend::outlier::EndpointHealth;
 use crate::backend::spec::EndpointSpec;
+use crate::backend::target_health::TargetHealth;
 use crate::metrics::{EndpointMetrics, EndpointState};
 use crate::upstream::Pool;
 

@@ -15,9 +15,9 @@ pub(crate) mod limits;
 pub(crate) mod outlier;
 mod retained;
 mod spec;
+pub(crate) mod target_health;
 
 pub(crate) use balance::{Lb, Warmup};
 pub(crate) use cluster::{Cluster, Picked};
-pub(crate) use endpoint::{Endpoint, EndpointStats};
 pub(crate) use retained::Retained;
 pub(crate) use spec::{ClusterSpec, EndpointAddr, EndpointSpec, Protocol};

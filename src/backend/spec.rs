@@ -10,9 +10,9 @@ use crate::backend::balance::{Lb, Warmup};
 use crate::backend::breaker::BreakerSpec;
 use crate::backend::budget::BudgetSpec;
 use crate::backend::hash::HashPolicy;
-use crate::backend::health::HealthSpec;
 use crate::backend::limits::PoolLimits;
 use crate::backend::outlier::OutlierPolicy;
+use crate::backend::target_health::HealthSpec;
 use crate::tls::UpstreamTls;
 
 /// Where an endpoint is.

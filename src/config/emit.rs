@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::Resource;
+use super::resource::Resource;
 
 /// Resources as YAML documents separated by `---`.
 pub fn documents<'r>(resources: impl IntoIterator<Item = &'r Resource>) -> String {

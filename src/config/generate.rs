@@ -19,7 +19,7 @@ use super::istio::{
     Destination, DestinationRule, HttpRoute, HttpRouteDestination, PortSelector, ServiceEntry,
     VirtualService,
 };
-use super::{Metadata, Resource, ResourceSet, Spec, short_ref};
+use super::resource::{Metadata, Resource, ResourceSet, Spec, short_ref};
 
 /// The annotation on generated resources: `Canary/NAME`.
 pub const GENERATED_BY: &str = "weir.io/generated-by";

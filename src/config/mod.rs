@@ -12,18 +12,16 @@ pub mod generate;
 pub mod istio;
 pub mod kong;
 pub mod kong_translate;
+mod resource;
 pub mod validate;
 pub mod yaml;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
-
-use crate::decode_struct;
 pub use decode::{ConfigError, Dur};
 use decode::{Cx, Decode, Fields, Opaque, Spanned};
+pub use resource::{Metadata, Resource, ResourceSet, Spec};
 pub use validate::{Model, validate};
 use yaml::{Node, Pos};
 
@@ -37,141 +35,6 @@ const ISTIO_VERSIONS: &[&str] = &[
 const FLAGGER_VERSIONS: &[&str] = &["flagger.app/v1beta1"];
 /// Kong's Kubernetes API version (the seed's Kong kinds).
 const KONG_VERSIONS: &[&str] = &["configuration.konghq.com/v1"];
-
-decode_struct! {
-    /// Kubernetes object metadata; weir uses `name` (and `namespace` for display).
-    pub struct Metadata ("metadata") {
-        /// Name.
-        name: Option<Spanned<String>> = "name",
-        /// Namespace.
-        namespace: Option<String> = "namespace",
-        /// Labels.
-        labels: BTreeMap<String, String> = "labels",
-        /// Annotations.
-        annotations: BTreeMap<String, String> = "annotations",
-        /// Generated name (parsed only).
-        generate_name: Option<String> = "generateName",
-        /// UID (parsed only).
-        uid: Option<String> = "uid",
-        /// Resource version (parsed only).
-        resource_version: Option<String> = "resourceVersion",
-        /// Generation (parsed only).
-        generation: Option<i64> = "generation",
-        /// Creation time (parsed only).
-        creation_timestamp: Option<Opaque> = "creationTimestamp",
-        /// Deletion time (parsed only).
-        deletion_timestamp: Option<Opaque> = "deletionTimestamp",
-        /// Owners (parsed only).
-        owner_references: Option<Opaque> = "ownerReferences",
-        /// Finalizers (parsed only).
-        finalizers: Option<Opaque> = "finalizers",
-        /// Field managers (parsed only).
-        managed_fields: Option<Opaque> = "managedFields",
-    }
-}
-
-/// The spec of one resource, by kind.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(untagged)]
-#[allow(clippy::large_enum_variant)] // a handful per config, never on the request path
-pub enum Spec {
-    /// Istio `VirtualService`.
-    VirtualService(istio::VirtualService),
-    /// Istio `DestinationRule`.
-    DestinationRule(istio::DestinationRule),
-    /// Istio `ServiceEntry`.
-    ServiceEntry(istio::ServiceEntry),
-    /// Istio `Gateway`.
-    Gateway(istio::Gateway),
-    /// Flagger `Canary`.
-    Canary(flagger::Canary),
-    /// Flagger `MetricTemplate`.
-    MetricTemplate(flagger::MetricTemplate),
-    /// Flagger `AlertProvider`.
-    AlertProvider(flagger::AlertProvider),
-    /// A Kong declarative config file (`_format_version`).
-    Kong(Box<kong::KongConfig>),
-    /// The seed's `KongService` (without a spec it only adds plugins to the one that has it).
-    KongService(Option<kong::KongService>),
-    /// The seed's `KongUpstream`.
-    KongUpstream(kong::KongUpstream),
-    /// The seed's `KongRoute`.
-    KongRoute(kong::KongRoute),
-    /// `KongPlugin`.
-    KongPlugin(kong::KongPluginSpec),
-}
-
-impl Spec {
-    /// The resource kind, as written in `kind:`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Spec::VirtualService(_) => "VirtualService",
-            Spec::DestinationRule(_) => "DestinationRule",
-            Spec::ServiceEntry(_) => "ServiceEntry",
-            Spec::Gateway(_) => "Gateway",
-            Spec::Canary(_) => "Canary",
-            Spec::MetricTemplate(_) => "MetricTemplate",
-            Spec::AlertProvider(_) => "AlertProvider",
-            Spec::Kong(_) => "Kong",
-            Spec::KongService(_) => "KongService",
-            Spec::KongUpstream(_) => "KongUpstream",
-            Spec::KongRoute(_) => "KongRoute",
-            Spec::KongPlugin(_) => "KongPlugin",
-        }
-    }
-}
-
-/// One resource document.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Resource {
-    /// The file it came from (or a label such as `<demo>`).
-    #[serde(skip)]
-    pub file: Arc<str>,
-    /// Where the document starts.
-    #[serde(skip)]
-    pub pos: Pos,
-    /// `apiVersion`.
-    #[serde(rename = "apiVersion")]
-    pub api_version: String,
-    /// `kind` (derived from `spec`).
-    pub kind: &'static str,
-    /// `metadata`.
-    pub metadata: Metadata,
-    /// `spec`.
-    pub spec: Spec,
-}
-
-impl Resource {
-    /// `metadata.name` (empty if missing, which validation reports).
-    pub fn name(&self) -> &str {
-        self.metadata
-            .name
-            .as_ref()
-            .map(|n| n.value.as_str())
-            .unwrap_or_default()
-    }
-
-    /// `file:line:column` of the document.
-    pub fn location(&self) -> String {
-        format!("{}:{}", self.file, self.pos)
-    }
-}
-
-/// Every resource of one configuration, in load order.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ResourceSet {
-    /// The resources.
-    pub resources: Vec<Resource>,
-    /// The files they were read from.
-    pub sources: Vec<String>,
-    /// The text of each of those files (kept as the last good configuration once applied).
-    pub texts: Vec<Arc<str>>,
-}
-
-/// The name in a `namespace/name` reference.
-pub(crate) fn short_ref(s: &str) -> &str {
-    s.rsplit_once('/').map_or(s, |(_, n)| n)
-}
 
 /// Reads every path (a YAML file, or a directory of `*.yaml` / `*.yml` files).
 pub fn load_paths(paths: &[PathBuf]) -> Result<ResourceSet, Vec<ConfigError>> {

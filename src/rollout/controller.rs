@@ -8,13 +8,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::analysis::{self, CheckResult};
+use super::command::{Command, lock};
 use super::hooks::{self, Mesh};
 use super::machine::{Env, Machine, Revisions};
 use super::prometheus;
 use super::spec::{CheckKind, HookKind, RolloutSpec, Side};
 use super::status::Status;
 use super::store::Store;
-use super::{Command, lock};
 use crate::control::change::{Change, Steer};
 use crate::metrics::VersionSample;
 use crate::snapshot::Snapshot;

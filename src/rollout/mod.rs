@@ -7,6 +7,7 @@
 //! so every change is validated whole and swapped atomically.
 
 pub(crate) mod analysis;
+pub(crate) mod command;
 mod controller;
 mod hooks;
 pub(crate) mod machine;
@@ -24,36 +25,11 @@ use tokio::sync::mpsc;
 use crate::config::istio::{HttpMatchRequest, HttpRoute, Percent, VirtualService};
 use crate::config::{ResourceSet, Spec};
 use crate::control::change::Steer;
+use command::{Command, lock};
 use machine::Machine;
 use spec::{RolloutSpec, Strategy};
 use status::{Phase, Routing, Status};
 use store::Store;
-
-/// An operator command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Command {
-    /// Promote now.
-    Promote,
-    /// Roll back now.
-    Rollback,
-    /// Stop taking steps.
-    Pause,
-    /// Take steps again.
-    Resume,
-}
-
-impl Command {
-    /// The command named in an admin path.
-    pub(crate) fn parse(name: &str) -> Option<Command> {
-        Some(match name {
-            "promote" => Command::Promote,
-            "rollback" => Command::Rollback,
-            "pause" => Command::Pause,
-            "resume" => Command::Resume,
-            _ => return None,
-        })
-    }
-}
 
 /// One running rollout.
 struct Rollout {
@@ -85,10 +61,6 @@ pub(crate) struct Plan {
     specs: HashMap<String, RolloutSpec>,
     /// Rollouts to (re)start: new ones, resumed from the state file or from a Canary edit.
     fresh: HashMap<String, Machine>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Rollouts {

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::{Watched, certificates, private_key, provider, roots};
+use super::files::{Watched, certificates, private_key, provider, roots};
 
 /// A Gateway server's TLS settings, as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use super::entities::{At, Errors, Kong, PLUGINS_ANNOTATION, Route, Service, Upstream};
 use crate::config::decode::Spanned;
 use crate::config::kong::{KongPlugin, Named};
-use crate::config::{Resource, ResourceSet, Spec};
+use crate::config::resource::{Resource, ResourceSet, Spec};
 use std::collections::HashMap;
 use std::sync::Arc;
 

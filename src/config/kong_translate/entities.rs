@@ -4,8 +4,8 @@
 use crate::config::decode::{ConfigError, Spanned};
 use crate::config::generate::GENERATED_BY;
 use crate::config::kong::{KongPlugin, KongRoute, KongService, KongUpstream};
+use crate::config::resource::{Metadata, Resource, Spec};
 use crate::config::yaml::Pos;
-use crate::config::{Metadata, Resource, Spec};
 use std::sync::Arc;
 
 /// The annotation's value prefix on resources made from Kong's.

@@ -1,4 +1,4 @@
-//! Kong's resources as the Istio resources weir runs (ARCHITECTURE.md: one internal model).
+//! Kong's resources as the Istio resources weir runs (docs/architecture.md: one internal model).
 //!
 //! - An upstream becomes a ServiceEntry (its targets the endpoints, with their weights; weight
 //!   0 leaves a target out) and a DestinationRule (the algorithm, the service's connect
@@ -36,7 +36,7 @@ mod upstreams;
 use super::decode::ConfigError;
 use super::istio::CircuitBreakerSettings;
 use super::kong::KongService;
-use super::{Resource, ResourceSet, Spec};
+use super::resource::{Resource, ResourceSet, Spec};
 use circuit_breaker::breaker_plugin;
 use circuit_breaker::breaker_settings;
 use collect::collect;

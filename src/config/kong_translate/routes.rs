@@ -10,7 +10,7 @@ use super::termination::termination;
 use super::upstreams::Target;
 use crate::config::istio::{CircuitBreakerSettings, VirtualService};
 use crate::config::kong::{ProxyCacheConfig, RequestTransformerConfig, decode_config};
-use crate::config::{Resource, Spec};
+use crate::config::resource::{Resource, Spec};
 use std::collections::HashMap;
 use std::time::Duration;
 

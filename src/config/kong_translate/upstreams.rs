@@ -12,7 +12,7 @@ use crate::config::istio::{
     DestinationRule, LoadBalancerSettings, Resolution, ServiceEntry, ServicePort, TcpSettings,
     TrafficPolicy, WorkloadEntry,
 };
-use crate::config::{Resource, Spec};
+use crate::config::resource::{Resource, Spec};
 use std::net::IpAddr;
 use std::time::Duration;
 

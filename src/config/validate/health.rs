@@ -1,7 +1,7 @@
 //! Health checks (Kong's `healthchecks`, weir's DestinationRule extension `healthChecks`).
 
 use super::*;
-use crate::backend::health::{ActiveSpec, Counting, HealthSpec, ProbeKind};
+use crate::backend::target_health::{ActiveSpec, Counting, HealthSpec, ProbeKind};
 use crate::config::kong;
 
 impl<'a> Checker<'a> {
@@ -27,7 +27,7 @@ impl<'a> Checker<'a> {
             }
             if a.kind.as_ref().is_some_and(|k| k.value == "https")
                 && a.https_verify_certificate != Some(false)
-                && crate::tls::client::system_bundle().is_none()
+                && crate::tls::upstream::system_bundle().is_none()
             {
                 self.err(
                     r,

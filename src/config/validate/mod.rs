@@ -13,11 +13,12 @@ use http::header::{HeaderName, HeaderValue};
 
 use super::decode::ConfigError;
 use super::flagger::Canary;
+use super::generate;
 use super::generate::GENERATED_BY;
 use super::istio::{self, DestinationRule, Gateway, ServiceEntry, StringMatch, VirtualService};
 use super::kong_translate::KONG_PREFIX;
+use super::resource::{Resource, ResourceSet, Spec, short_ref};
 use super::yaml::Pos;
-use super::{Resource, ResourceSet, Spec, generate, short_ref};
 use crate::backend::budget::BudgetSpec;
 use crate::backend::hash::{
     DEFAULT_MAGLEV_SIZE, DEFAULT_RING_SIZE, HashAlgo, HashKey, HashPolicy, MAX_TABLE_SIZE,

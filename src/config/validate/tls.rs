@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::config::decode::Spanned;
-use crate::tls::client::system_bundle;
+use crate::tls::upstream::system_bundle;
 use crate::tls::{ClientSpec, ClientTls, ServerTls, SiteSpec, Trust, UpstreamTls};
 
 /// What a Gateway server does with TLS.

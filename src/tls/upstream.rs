@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::{RECHECK, Watched, certificates, private_key, provider, roots};
+use super::files::{RECHECK, Watched, certificates, private_key, provider, roots};
 
 /// Where Debian, Fedora and BSD-like systems keep the trusted CAs (`SSL_CERT_FILE` first).
 const SYSTEM_BUNDLES: [&str; 3] = [
