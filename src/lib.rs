@@ -16,7 +16,7 @@
 //! ```
 //!
 //! What is public is what a program needs to read and check configurations the way weir does
-//! ([`config`], and the model it builds: [`route`], [`policy`], [`backend`], [`tls`], [`edge`]),
+//! ([`config`], and the model it builds: [`route`], [`policy`], [`tls`], [`edge`]),
 //! to run weir in-process ([`run`], [`control`]) and to talk to a running weir ([`admin`]). The
 //! rest is private to the crate; the command line is [`cli`].
 

@@ -1,6 +1,6 @@
 //! Typed decoding of [`Node`] trees that reports every problem, not just the first.
 //!
-//! Each config type implements [`Decode`]; structs are declared with [`decode_struct!`], which
+//! Each config type implements [`Decode`]; structs are declared with `decode_struct!`, which
 //! writes the struct, its serde `Serialize` (for the admin API) and a decoder that rejects unknown
 //! fields. Errors go to a shared [`Cx`]; decoding carries on past them so that one run reports all.
 

@@ -1,6 +1,6 @@
 //! Flagger `flagger.app/v1beta1` resources: `Canary`, `MetricTemplate`, `AlertProvider`.
 //!
-//! Every field parses and validates; [`crate::rollout`] runs Canaries that target a
+//! Every field parses and validates; weir's rollout controller runs Canaries that target a
 //! VirtualService. `primarySubset` and `canarySubset` are weir's own fields.
 
 use std::collections::BTreeMap;

@@ -1,11 +1,11 @@
 //! The control plane: the one apply path every configuration change takes, and the state it
 //! changes.
 //!
-//! A file reload (the watcher in [`watch`], or SIGHUP), an admin call, a rollout step and the
+//! A file reload (the watcher in `control/watch.rs`, or SIGHUP), an admin call, a rollout step and the
 //! demo all call [`Control::apply`] with a [`Change`]: load, validate whole, bind any new
 //! Gateway listeners, build the snapshot, swap it atomically. A change that fails anywhere is
 //! rejected whole and the old snapshot keeps serving. The rollout controllers reach the control
-//! plane through [`change::Steer`] only.
+//! plane through `change::Steer` only.
 //!
 //! Runtime toggles that are not configuration stay outside the apply path: the fault kill
 //! switch ([`Control::faults`]) and endpoint health overrides (set through the admin API on the
@@ -42,7 +42,7 @@ pub struct Control {
     /// The fault-injection kill switch: a runtime toggle outside the apply path (the admin API
     /// flips it; the request path reads it), kept across reloads. Endpoint health overrides
     /// (the admin API's target health calls) are runtime toggles too, held by each cluster's
-    /// health state in [`crate::backend::Retained`].
+    /// health state in `backend::Retained`.
     pub faults: Arc<FaultSwitch>,
     /// Metrics registry.
     pub(crate) metrics: Arc<Metrics>,

@@ -1,7 +1,7 @@
 //! Per-route policies (the VirtualService level): split (and cohort affinity), header edits,
 //! rewrite, redirect, fault, mirror, retry and fallback.
 //!
-//! The order they run in is written once, in [`crate::proxy::Proxy::respond`].
+//! The order they run in is written once, in the request path (`proxy::Proxy::respond`).
 
 pub mod affinity;
 pub mod cache;

@@ -1,8 +1,8 @@
 //! Retries (`HTTPRoute.retries`): which outcomes are retried, how many times, after what
 //! backoff, and which requests may be retried at all.
 //!
-//! The budget that bounds retries per cluster is in [`crate::backend::budget`]; the loop that
-//! runs them is in [`crate::proxy`].
+//! The budget that bounds retries per cluster is in `backend::budget`; they run in
+//! the forwarding loop (`proxy/forward.rs`).
 
 use std::time::Duration;
 

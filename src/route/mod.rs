@@ -1,6 +1,6 @@
 //! Route tables: for each listener, hosts to ordered rules, first match wins.
 //!
-//! Pure data and lookups, no I/O: built once per config by [`crate::config::validate`] and read
+//! Pure data and lookups, no I/O: built once per config by [`crate::config::validate()`] and read
 //! by every request through the snapshot.
 
 pub mod index;

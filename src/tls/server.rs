@@ -1,4 +1,4 @@
-//! A Gateway listener's TLS. Each Gateway server with `tls` is a [`Site`]: its hosts,
+//! A Gateway listener's TLS. Each Gateway server with `tls` is a site: its hosts,
 //! certificate and key, and for `MUTUAL` the CAs that client certificates must chain to. A
 //! handshake reads the ClientHello first and answers with the site whose hosts match the SNI
 //! name; ALPN offers `h2` and `http/1.1`.
