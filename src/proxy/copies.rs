@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
-use http::{Method, Request, StatusCode, Uri, Version};
+use http::{Method, Request, Uri, Version};
 use http_body::Body as HttpBody;
 use tokio::time::Instant;
 
@@ -120,7 +120,7 @@ async fn send_mirror(
     let status = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(status)) => status,
         Ok(Err(e)) => ProxyError::from(e).to_response().status().as_u16(),
-        Err(_) => StatusCode::GATEWAY_TIMEOUT.as_u16(),
+        Err(_) => ProxyError::Timeout.status().as_u16(),
     };
     let s = &snap.stats[stats];
     s.count(&method, status);
