@@ -339,9 +339,9 @@ fn clusters_json(control: &Control) -> Value {
                     json!({
                         "address": e.spec.addr.to_string(),
                         "labels": e.spec.labels,
-                        "state": health.state.name(),
+                        "state": health.state.label(),
                         "healthy": c.health.as_ref().map(|_| e.stats.checks.is_healthy()),
-                        "ejection_reason": health.reason.filter(|_| health.state != EndpointState::Closed).map(|r| r.name()),
+                        "ejection_reason": health.reason.filter(|_| health.state != EndpointState::Closed).map(|r| r.label()),
                         "back_in_ms": health.until.map(|u| u.saturating_duration_since(now).as_millis() as u64),
                         "ejections": health.ejections,
                         "active_requests": e.stats.active.load(Ordering::Relaxed),
@@ -368,7 +368,7 @@ fn clusters_json(control: &Control) -> Value {
                 "max_requests_per_connection": c.spec.max_requests_per_connection,
                 "idle_timeout_ms": c.spec.idle_timeout.as_millis() as u64,
                 "circuit_breaker": c.breaker.as_ref().map(|b| json!({
-                    "state": b.state().name(),
+                    "state": b.state().label(),
                     "failure_threshold": b.spec().failure_threshold,
                     "window_ms": b.spec().window.as_millis() as u64,
                     "recovery_ms": b.spec().recovery.as_millis() as u64,

@@ -354,10 +354,10 @@ impl Cluster {
                 if let Some(m) = &e.metrics {
                     m.ejected(reason);
                 }
-                tracing::warn!(cluster = %self.spec.name, endpoint = %e.spec.addr, reason = reason.name(), "Endpoint ejected.");
+                tracing::warn!(cluster = %self.spec.name, endpoint = %e.spec.addr, reason = reason.label(), "Endpoint ejected.");
             }
             None => {
-                tracing::info!(cluster = %self.spec.name, endpoint = %e.spec.addr, state = t.to.name(), "Endpoint state changed.")
+                tracing::info!(cluster = %self.spec.name, endpoint = %e.spec.addr, state = t.to.label(), "Endpoint state changed.")
             }
         }
     }

@@ -181,182 +181,108 @@ impl MethodLabel {
     }
 }
 
-/// Which limit turned a request away (the `limit` label of `weir_upstream_overflow_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Overflow {
-    /// Every connection busy and the pending queue full.
-    Pending,
-    /// Too many requests in flight.
-    Requests,
-    /// Too many retries in flight.
-    Retries,
+/// Declares an enum whose variants are the values of a metric label: `ALL` lists them in
+/// label order (the order of the metric slots picked by them), `label` gives each one's text.
+macro_rules! label_values {
+    (
+        $(#[$doc:meta])*
+        enum $name:ident {
+            $($(#[$vdoc:meta])* $variant:ident => $label:literal,)+
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(crate) enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in label order.
+            pub(crate) const ALL: [$name; [$($label),+].len()] = [$($name::$variant),+];
+
+            /// The label's text (also what `/clusters` and headers show).
+            pub(crate) fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+    };
 }
 
-impl Overflow {
-    /// All limits, in label order.
-    pub(crate) const ALL: [Overflow; 3] =
-        [Overflow::Pending, Overflow::Requests, Overflow::Retries];
-
-    /// The metrics label.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Overflow::Pending => "pending",
-            Overflow::Requests => "requests",
-            Overflow::Retries => "retries",
-        }
+label_values! {
+    /// Which limit turned a request away (the `limit` label of `weir_upstream_overflow_total`).
+    enum Overflow {
+        /// Every connection busy and the pending queue full.
+        Pending => "pending",
+        /// Too many requests in flight.
+        Requests => "requests",
+        /// Too many retries in flight.
+        Retries => "retries",
     }
 }
 
-/// An endpoint's outlier-detection state (the `state` label of `weir_endpoint_state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum EndpointState {
-    /// Takes traffic.
-    Closed,
-    /// Ejected until the ejection time is over.
-    Open,
-    /// Ejection over; admitting probes.
-    HalfOpen,
-}
-
-impl EndpointState {
-    /// Every state, in label order.
-    pub(crate) const ALL: [EndpointState; 3] = [
-        EndpointState::Closed,
-        EndpointState::Open,
-        EndpointState::HalfOpen,
-    ];
-
-    /// The name shown in `/clusters` and metrics.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            EndpointState::Closed => "closed",
-            EndpointState::Open => "open",
-            EndpointState::HalfOpen => "half_open",
-        }
+label_values! {
+    /// An endpoint's outlier-detection state (the `state` label of `weir_endpoint_state`).
+    enum EndpointState {
+        /// Takes traffic.
+        Closed => "closed",
+        /// Ejected until the ejection time is over.
+        Open => "open",
+        /// Ejection over; admitting probes.
+        HalfOpen => "half_open",
     }
 }
 
-/// Why an endpoint was ejected (the `reason` label of `weir_outlier_ejections_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum EjectionReason {
-    /// `consecutive5xxErrors`.
-    Consecutive5xx,
-    /// `consecutiveGatewayErrors`.
-    ConsecutiveGateway,
-    /// `consecutiveLocalOriginFailures`.
-    ConsecutiveLocalOrigin,
-    /// A half-open probe failed.
-    ProbeFailed,
-}
-
-impl EjectionReason {
-    /// Every reason, in label order.
-    pub(crate) const ALL: [EjectionReason; 4] = [
-        EjectionReason::Consecutive5xx,
-        EjectionReason::ConsecutiveGateway,
-        EjectionReason::ConsecutiveLocalOrigin,
-        EjectionReason::ProbeFailed,
-    ];
-
-    /// The name shown in `/clusters` and metrics.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            EjectionReason::Consecutive5xx => "consecutive_5xx",
-            EjectionReason::ConsecutiveGateway => "consecutive_gateway_errors",
-            EjectionReason::ConsecutiveLocalOrigin => "consecutive_local_origin_failures",
-            EjectionReason::ProbeFailed => "half_open_probe_failed",
-        }
+label_values! {
+    /// Why an endpoint was ejected (the `reason` label of `weir_outlier_ejections_total`).
+    enum EjectionReason {
+        /// `consecutive5xxErrors`.
+        Consecutive5xx => "consecutive_5xx",
+        /// `consecutiveGatewayErrors`.
+        ConsecutiveGateway => "consecutive_gateway_errors",
+        /// `consecutiveLocalOriginFailures`.
+        ConsecutiveLocalOrigin => "consecutive_local_origin_failures",
+        /// A half-open probe failed.
+        ProbeFailed => "half_open_probe_failed",
     }
 }
 
-/// A circuit breaker's state (the `state` label of `weir_circuit_breaker_state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BreakerState {
-    /// Requests pass.
-    Closed,
-    /// Requests are refused.
-    Open,
-    /// Trial requests pass.
-    HalfOpen,
-}
-
-impl BreakerState {
-    /// Every state, in label order.
-    pub(crate) const ALL: [BreakerState; 3] = [
-        BreakerState::Closed,
-        BreakerState::Open,
-        BreakerState::HalfOpen,
-    ];
-
-    /// The label: `closed`, `open`, `half_open`.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::Open => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
+label_values! {
+    /// A circuit breaker's state (the `state` label of `weir_circuit_breaker_state`).
+    enum BreakerState {
+        /// Requests pass.
+        Closed => "closed",
+        /// Requests are refused.
+        Open => "open",
+        /// Trial requests pass.
+        HalfOpen => "half_open",
     }
 }
 
-/// Which fallback answered a failed request (the `kind` label of `weir_fallbacks_total`, also
-/// sent in `x-weir-fallback`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FallbackKind {
-    /// A kept copy of an earlier good response.
-    StaleCache,
-    /// The backup service.
-    Backup,
-    /// The configured fixed response.
-    Static,
-}
-
-impl FallbackKind {
-    /// Every kind, in label order.
-    pub(crate) const ALL: [FallbackKind; 3] = [
-        FallbackKind::StaleCache,
-        FallbackKind::Backup,
-        FallbackKind::Static,
-    ];
-
-    /// The label.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            FallbackKind::StaleCache => "stale-cache",
-            FallbackKind::Backup => "backup",
-            FallbackKind::Static => "static",
-        }
+label_values! {
+    /// Which fallback answered a failed request (the `kind` label of `weir_fallbacks_total`,
+    /// also sent in `x-weir-fallback`).
+    enum FallbackKind {
+        /// A kept copy of an earlier good response.
+        StaleCache => "stale-cache",
+        /// The backup service.
+        Backup => "backup",
+        /// The configured fixed response.
+        Static => "static",
     }
 }
 
-/// How a retry ended, or why none was made (the `result` label of `weir_retries_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RetryResult {
-    /// The retry's response was good and no further retry followed.
-    Success,
-    /// The retry failed too, or another retry followed it.
-    Failure,
-    /// No retry: the cluster's retry budget was spent.
-    BudgetExhausted,
-    /// No retry: `maxRetries` retries were already in flight.
-    Overflow,
-}
-
-impl RetryResult {
-    /// Every result, in label order.
-    pub(crate) const ALL: [RetryResult; 4] = [
-        RetryResult::Success,
-        RetryResult::Failure,
-        RetryResult::BudgetExhausted,
-        RetryResult::Overflow,
-    ];
-
-    /// The label.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            RetryResult::Success => "success",
-            RetryResult::Failure => "failure",
-            RetryResult::BudgetExhausted => "budget_exhausted",
-            RetryResult::Overflow => "overflow",
-        }
+label_values! {
+    /// How a retry ended, or why none was made (the `result` label of `weir_retries_total`).
+    enum RetryResult {
+        /// The retry's response was good and no further retry followed.
+        Success => "success",
+        /// The retry failed too, or another retry followed it.
+        Failure => "failure",
+        /// No retry: the cluster's retry budget was spent.
+        BudgetExhausted => "budget_exhausted",
+        /// No retry: `maxRetries` retries were already in flight.
+        Overflow => "overflow",
     }
 }

@@ -250,7 +250,7 @@ impl Metrics {
                 .clone()
         };
         BreakerMetrics {
-            state: BreakerState::ALL.map(|s| state(s.name())),
+            state: BreakerState::ALL.map(|s| state(s.label())),
             rejected: self
                 .breaker_rejected
                 .get_or_create(&ClusterLabels {
@@ -284,8 +284,8 @@ impl Metrics {
                 .clone()
         };
         EndpointMetrics {
-            state: EndpointState::ALL.map(|s| state(s.name())),
-            ejections: EjectionReason::ALL.map(|r| ejection(r.name())),
+            state: EndpointState::ALL.map(|s| state(s.label())),
+            ejections: EjectionReason::ALL.map(|r| ejection(r.label())),
         }
     }
 

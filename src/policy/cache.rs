@@ -346,4 +346,52 @@ mod tests {
             Some(Duration::from_secs(300))
         );
     }
+
+    #[test]
+    fn consult_misses_then_hits_and_bypasses_what_it_may_not_serve() {
+        let c = cache();
+        let store = StaleCache::new(crate::policy::fallback::CacheSpec::default());
+        let get = Method::GET;
+        let h = HeaderMap::new();
+        let Consulted::Fetch(Some(key), "Miss") = c.consult(&store, &get, "shop", "/a", None, &h)
+        else {
+            panic!("a first request misses");
+        };
+        store.put(
+            key.clone(),
+            Cached {
+                status: StatusCode::OK,
+                headers: headers(&[]),
+                body: bytes::Bytes::from_static(b"[]"),
+                stored: Instant::now(),
+                ttl: None,
+            },
+        );
+        assert!(matches!(
+            c.consult(&store, &get, "shop", "/a", None, &h),
+            Consulted::Hit(_, k) if k == key
+        ));
+        // Methods not cached, and requests that refuse the cache, bypass it.
+        let post = c.consult(&store, &Method::POST, "shop", "/a", None, &h);
+        assert!(matches!(post, Consulted::Fetch(None, "Bypass")));
+        let no_store = headers(&[("cache-control", "no-store".into())]);
+        let refused = c.consult(&store, &get, "shop", "/a", None, &no_store);
+        assert!(matches!(refused, Consulted::Fetch(None, "Bypass")));
+        // only-if-cached with nothing kept: not cached.
+        let only = headers(&[("cache-control", "only-if-cached".into())]);
+        let b = c.consult(&store, &get, "shop", "/b", None, &only);
+        assert!(matches!(b, Consulted::NotCached));
+        // The status headers are shown only when the cache shows them.
+        let mut shown = HeaderMap::new();
+        c.show(&mut shown, "Miss", Some(&key));
+        assert_eq!(shown[X_CACHE_STATUS], "Miss");
+        assert_eq!(shown[X_CACHE_KEY], key.as_str());
+        let hidden = ResponseCache {
+            show_headers: false,
+            ..cache()
+        };
+        let mut none = HeaderMap::new();
+        hidden.show(&mut none, "Miss", Some(&key));
+        assert!(none.is_empty());
+    }
 }

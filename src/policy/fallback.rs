@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
 use tokio::time::Instant;
 
 use crate::policy::split::WeightedDest;
@@ -30,6 +30,15 @@ pub struct Fallback {
     pub backup: Option<WeightedDest>,
     /// The fixed response.
     pub response: Option<StaticResponse>,
+}
+
+impl Fallback {
+    /// The key a request's good response is kept under for the stale cache: GETs only, by
+    /// authority and target; `None` without a stale cache.
+    pub fn stale_key(&self, method: &Method, authority: &str, pq: &str) -> Option<Box<str>> {
+        (self.cache.is_some() && method == Method::GET)
+            .then(|| format!("{authority}{pq}").into_boxed_str())
+    }
 }
 
 /// `fallback.response`.
@@ -265,5 +274,26 @@ mod tests {
         t.data(&Bytes::from_static(b"cd"));
         t.finish();
         assert_eq!(c.get("k", Instant::now()).unwrap().body, "abcd");
+    }
+
+    #[test]
+    fn only_gets_are_kept_for_the_stale_cache() {
+        let with_cache = Fallback {
+            cache: Some(0),
+            backup: None,
+            response: None,
+        };
+        assert_eq!(
+            with_cache
+                .stale_key(&Method::GET, "shop", "/items?page=2")
+                .as_deref(),
+            Some("shop/items?page=2")
+        );
+        assert_eq!(with_cache.stale_key(&Method::POST, "shop", "/items"), None);
+        let without = Fallback {
+            cache: None,
+            ..with_cache
+        };
+        assert_eq!(without.stale_key(&Method::GET, "shop", "/items"), None);
     }
 }

@@ -70,4 +70,23 @@ mod tests {
         drop(held);
         assert!(slot().is_some());
     }
+
+    #[test]
+    fn draw_all_sets_a_bit_per_mirror_drawn() {
+        let mirror = |share| Mirror {
+            dest: WeightedDest {
+                cluster: 0,
+                weight: 0,
+                headers: Default::default(),
+                stats: 0,
+            },
+            share,
+        };
+        let mirrors = [mirror(PER_MILLION), mirror(0), mirror(PER_MILLION / 2)];
+        // Rolls below half draw the half-share mirror; the full share and zero need no roll.
+        let mut rolls = [1u32].into_iter();
+        assert_eq!(draw_all(&mirrors, || rolls.next().unwrap()), 0b101);
+        let mut rolls = [PER_MILLION - 1].into_iter();
+        assert_eq!(draw_all(&mirrors, || rolls.next().unwrap()), 0b001);
+    }
 }

@@ -352,4 +352,40 @@ mod tests {
         // Next minute: counts start over.
         assert!(l.check_at("a", t + 60).allowed);
     }
+
+    #[test]
+    fn admit_counts_by_the_client_key_and_answers_with_the_limit() {
+        let peer: IpAddr = "10.0.0.7".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        let mut l = limiter(&[(Period::Hour, 1)]);
+        // By address: a second request in the hour is over the limit.
+        assert!(matches!(l.admit(&headers, "/a", peer), ControlFlow::Continue(h) if !h.is_empty()));
+        let ControlFlow::Break(limited) = l.admit(&headers, "/a", peer) else {
+            panic!("over the limit");
+        };
+        assert_eq!(
+            (limited.status, limited.message.as_str()),
+            (429, "API rate limit exceeded")
+        );
+        assert!(limited.headers.contains_key("retry-after"));
+        // By header: the header names the client, the address when it is missing.
+        l = limiter(&[(Period::Hour, 1)]);
+        l.spec.by = LimitBy::Header(HeaderName::from_static("x-user"));
+        headers.insert("x-user", HeaderValue::from_static("ann"));
+        assert_eq!(l.spec.key(&headers, "/a", peer), "ann");
+        assert!(matches!(
+            l.admit(&headers, "/a", peer),
+            ControlFlow::Continue(_)
+        ));
+        headers.insert("x-user", HeaderValue::from_static("bob"));
+        assert!(matches!(
+            l.admit(&headers, "/a", peer),
+            ControlFlow::Continue(_)
+        ));
+        assert_eq!(l.spec.key(&HeaderMap::new(), "/a", peer), "10.0.0.7");
+        l.spec.by = LimitBy::Path;
+        assert_eq!(l.spec.key(&headers, "/a/b", peer), "/a/b");
+        l.spec.by = LimitBy::Service;
+        assert_eq!(l.spec.key(&headers, "/a/b", peer), "");
+    }
 }

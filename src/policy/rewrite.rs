@@ -210,4 +210,27 @@ mod tests {
             "http://newratings.default.svc.cluster.local/v1/bookRatings?a=1"
         );
     }
+
+    #[test]
+    fn path_and_query_keeps_the_query_of_a_rewritten_path() {
+        let rw = Rewrite {
+            uri: Some("/v2/".into()),
+            uri_regex: None,
+            authority: None,
+        };
+        let block = prefix("/v1/");
+        assert_eq!(
+            rw.path_and_query("/v1/items", Some("page=2"), Some(&block)),
+            Some("/v2/items?page=2".into())
+        );
+        assert_eq!(
+            rw.path_and_query("/v1/items", None, Some(&block)),
+            Some("/v2/items".into())
+        );
+        let authority_only = Rewrite { uri: None, ..rw };
+        assert_eq!(
+            authority_only.path_and_query("/v1/items", Some("a"), Some(&block)),
+            None
+        );
+    }
 }

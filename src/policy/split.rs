@@ -141,4 +141,32 @@ mod tests {
         // Mean 30000, sigma ~87: six sigma is about 520.
         assert!((v2 - 30_000.0).abs() < 600.0, "{v2}");
     }
+
+    #[test]
+    fn pick_for_keeps_a_cohort_and_assigns_new_clients_one() {
+        use super::super::affinity::Affinity;
+        let s = split(&[50, 50]);
+        let none = HeaderMap::new();
+        // Without affinity: a weighted pick, no cookie.
+        assert!(s.pick_for(None, &none).1.is_none());
+        let a = Affinity::new("cohort", None, None, None, false, false, None, false);
+        // A new client gets a cookie naming its bucket, and that bucket's destination.
+        let (dest, cookie) = s.pick_for(Some(&a), &none);
+        let cookie = cookie.expect("a new client is given a cohort");
+        let value = cookie.to_str().unwrap();
+        let bucket: u32 = value["cohort=".len()..value.find(';').unwrap()]
+            .parse()
+            .unwrap();
+        assert_eq!(dest.cluster, s.pick_bucket(bucket).cluster);
+        // Coming back with it, the client lands on the same destination and gets no new cookie.
+        let mut back = HeaderMap::new();
+        back.insert(
+            http::header::COOKIE,
+            HeaderValue::from_str(&format!("cohort={bucket}")).unwrap(),
+        );
+        for _ in 0..20 {
+            let (again, none) = s.pick_for(Some(&a), &back);
+            assert_eq!((again.cluster, none), (dest.cluster, None));
+        }
+    }
 }

@@ -520,4 +520,35 @@ mod tests {
         let r: Vec<_> = h.get_all("x-r").iter().collect();
         assert_eq!(r, ["2", "3"]);
     }
+
+    #[test]
+    fn the_target_changes_only_when_the_transform_touches_it() {
+        let headers_only = RequestTransform {
+            method: Some(Method::POST),
+            ..RequestTransform::default()
+        };
+        assert_eq!(headers_only.target(None, "/a?x=1"), None);
+        assert_eq!(
+            headers_only.target(Some("/b".into()), "/a"),
+            Some("/b".into())
+        );
+        let to_uri = RequestTransform {
+            uri: Some("/new".into()),
+            ..RequestTransform::default()
+        };
+        // The query of what it changes (the rewritten target, else the request's) is kept.
+        assert_eq!(to_uri.target(None, "/a?x=1"), Some("/new?x=1".into()));
+        assert_eq!(
+            to_uri.target(Some("/b?y=2".into()), "/a"),
+            Some("/new?y=2".into())
+        );
+        // Without templates there is nothing to render.
+        let input = TemplateInput {
+            headers: &HeaderMap::new(),
+            query: None,
+            path: "/a",
+            uri_regex: None,
+        };
+        assert!(to_uri.render_for(&input).is_none());
+    }
 }

@@ -110,10 +110,11 @@ pub(super) fn route<'s>(
     let set_cookie: Vec<HeaderValue> = [cohort_cookie, hash_cookie].into_iter().flatten().collect();
     // None: the try answers "no healthy upstream" (or the rule's fallback does).
     let picked = cluster.pick(0, hash);
-    let cache_key = match rule.fallback.as_ref().and_then(|f| f.cache) {
+    // Where a good response is kept: the response cache's key, else the stale cache's.
+    let cache_key = match &rule.fallback {
         _ if rule.response_cache.is_some() => response_key,
-        Some(_) if req.method() == Method::GET => Some(format!("{authority}{pq}").into_boxed_str()),
-        _ => None,
+        Some(fb) => fb.stale_key(req.method(), authority, pq),
+        None => None,
     };
     let h2 = cluster.spec.protocol.h2(req.version() == Version::HTTP_2);
     // A transform with templates is rendered from the request as it arrived.
