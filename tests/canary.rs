@@ -1240,3 +1240,19 @@ async fn a_bad_canary_edit_is_rejected_and_the_rollout_carries_on() {
     assert_eq!(after["status"]["paused"], true);
     assert_eq!(event_messages(&after), event_messages(&before));
 }
+
+#[tokio::test]
+async fn the_initial_routing_is_served_from_the_first_request_it_is_shown() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    // A long interval: nothing but the initialization happens during the test. The
+    // VirtualService's own weights (90/10) must not stay live once the status says 0 %.
+    let yaml =
+        config(&v1, &v2, "").replace("interval: 1s\n    threshold", "interval: 1h\n    threshold");
+    let weir = Weir::start(&yaml).await;
+    let s = wait_for(&weir, "Initialized").await;
+    assert_eq!(s["canaryWeight"], 0);
+    // 200 requests at 10 % would all miss v2 with odds of 0.9^200, about 7e-10.
+    let (first, second) = shares(&weir).await;
+    let (third, fourth) = shares(&weir).await;
+    assert_eq!((first + third, second + fourth), (200, 0));
+}

@@ -13,7 +13,7 @@ use super::hooks::{self, Mesh};
 use super::machine::{Env, Machine, Revisions};
 use super::prometheus;
 use super::spec::{CheckKind, HookKind, RolloutSpec, Side};
-use super::status::Status;
+use super::status::{Phase, Status};
 use super::store::Store;
 use crate::control::change::{Change, Steer};
 use crate::metrics::VersionSample;
@@ -76,7 +76,12 @@ pub(super) async fn drive(
             tracing::error!(canary = %spec.name, error = %e, "Cannot save rollout state.");
         }
         let status = lock(&shared).status.clone();
-        if status.routing != before.status.routing
+        // The routing served changes when the machine's routing does, and when the rollout
+        // leaves Initializing (until then its VirtualService keeps its own weights, even where
+        // the first routing equals the machine's default).
+        let initialized =
+            before.status.phase == Phase::Initializing && status.phase != Phase::Initializing;
+        if (status.routing != before.status.routing || initialized)
             && let Err(errors) = control.apply(Change::Weights).await
         {
             // The config went bad meanwhile; the routing is applied with the next change.
