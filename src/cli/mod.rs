@@ -55,7 +55,12 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Start demo backends and weir on loopback and watch traffic shift between versions.
-    Demo,
+    Demo {
+        /// Instead: start a stub backend on every loopback endpoint these configs name (files
+        /// or directories), answering with the endpoint's `version` label, until Ctrl-C.
+        #[arg(long, value_name = "PATH")]
+        backends: Vec<PathBuf>,
+    },
     /// Print the Istio resources weir runs for another dialect's config (`weir import kong
     /// kong.yaml`): VirtualServices, DestinationRules and ServiceEntries.
     Import {
@@ -118,7 +123,10 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Validate { paths } => validate(&paths),
         Command::Import { dialect, paths } => import(dialect, &paths),
-        Command::Demo => runtime(None).block_on(crate::demo::run()),
+        Command::Demo { backends } if backends.is_empty() => {
+            runtime(None).block_on(crate::demo::run())
+        }
+        Command::Demo { backends } => runtime(None).block_on(crate::demo::stubs(backends)),
         Command::Canary {
             action,
             admin,

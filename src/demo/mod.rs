@@ -4,7 +4,6 @@
 //! fail the checks and roll it back on its own. Progress is printed live; it exits 0 when both
 //! releases ended as they should.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,13 +11,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+mod backend;
+mod stubs;
+
+pub(crate) use stubs::run as stubs;
 
 use crate::cli::view;
 use crate::config;
@@ -30,6 +32,9 @@ const DRIVERS: usize = 4;
 const PAUSE: Duration = Duration::from_millis(10);
 /// How long one release may take before the demo gives up.
 const RELEASE_LIMIT: Duration = Duration::from_secs(60);
+/// Any free port on loopback.
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 /// Every how many requests the faulty v3 answers 500 (20 %).
 const V3_FAULT_EVERY: u64 = 5;
 
@@ -126,9 +131,9 @@ pub(crate) async fn run() -> ExitCode {
 
 async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     let ports = [
-        backend("v1", 0).await?,
-        backend("v2", 0).await?,
-        backend("v3", V3_FAULT_EVERY).await?,
+        backend::start(LOOPBACK, "v1", 0).await?,
+        backend::start(LOOPBACK, "v2", 0).await?,
+        backend::start(LOOPBACK, "v3", V3_FAULT_EVERY).await?,
     ];
     let set = |primary: &str, canary: &str| {
         let yaml = TEMPLATE
@@ -298,44 +303,6 @@ fn errors(errors: Vec<config::ConfigError>) -> Box<dyn std::error::Error> {
         .collect::<Vec<_>>()
         .join("\n")
         .into()
-}
-
-/// A demo backend answering with its version; with `fault_every` > 0, every that many
-/// requests get a 500.
-async fn backend(version: &'static str, fault_every: u64) -> std::io::Result<SocketAddr> {
-    let socket = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = socket.local_addr()?;
-    let served = Arc::new(AtomicU64::new(0));
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = socket.accept().await {
-            let served = served.clone();
-            let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
-                let n = served.fetch_add(1, Ordering::Relaxed) + 1;
-                async move {
-                    let fault = fault_every > 0 && n.is_multiple_of(fault_every);
-                    let text = if fault {
-                        "injected failure\n"
-                    } else {
-                        "hello\n"
-                    };
-                    let mut resp =
-                        Response::new(Full::new(Bytes::from(format!("{version}: {text}"))));
-                    if fault {
-                        *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    }
-                    resp.headers_mut()
-                        .insert("x-version", http::HeaderValue::from_static(version));
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
 }
 
 /// One keep-alive connection sending requests until told to stop.
