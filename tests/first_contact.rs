@@ -79,3 +79,46 @@ spec:
     };
     assert!(status.success());
 }
+
+/// `weir demo`, README's first command: two releases told once each, in their final states,
+/// with no colour codes in what is not a terminal.
+#[test]
+fn the_demo_tells_each_release_once_and_ends_in_its_final_states() {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("demo")
+        .env_remove("WEIR_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+        "colour codes"
+    );
+    // The log shows only what goes wrong: every event is told once, by the story.
+    assert!(!stderr.contains("Initialization done"), "{stderr}");
+    let (release1, release2) = stdout.split_once("== release 2").unwrap();
+    for (release, text) in [(1, release1), (2, release2)] {
+        let inits = text.matches("Initialization done!").count();
+        assert_eq!(inits, 1, "release {release}:\n{text}");
+    }
+    // Each release's last status line is its final state, with the routing that is served.
+    let last_status = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with('['))
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    let end1 = last_status(release1);
+    assert!(
+        end1.contains("Succeeded") && end1.contains("v2 100%"),
+        "{end1}"
+    );
+    let end2 = last_status(release2);
+    assert!(
+        end2.contains("Failed") && end2.contains("  0% canary"),
+        "{end2}"
+    );
+}

@@ -5,6 +5,7 @@ mod canary;
 mod limits;
 pub(crate) mod view;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,11 +114,20 @@ enum FaultAction {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo tells its own story (events, a status line a second): its log shows only what
+    // goes wrong, unless WEIR_LOG asks for more.
+    let level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    // Colour only on a terminal, and never with NO_COLOR set (no-color.org).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| level.into()),
         )
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     match cli.command {

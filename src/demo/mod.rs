@@ -183,8 +183,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
 
     println!("== release 1: v2, a healthy version, replaces v1 ==");
-    let mut seen = 0;
-    let released = follow(&server, &tally, start, &mut seen).await?;
+    let released = follow(&server, &tally, start).await?;
     if released != "Succeeded" {
         return Err(format!("v2 should have been promoted, but the rollout {released}").into());
     }
@@ -194,7 +193,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(errors)?;
     let before = tally.read();
-    let outcome = follow(&server, &tally, start, &mut seen).await?;
+    let outcome = follow(&server, &tally, start).await?;
     let after = tally.read();
     stop.store(true, Ordering::Relaxed);
     for d in drivers {
@@ -240,39 +239,35 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Prints the rollout's progress and traffic every second, and its events as they come, until
-/// it succeeds or fails; returns the final phase.
+/// it succeeds or fails; returns the final phase. Each release is a new rollout (its primary
+/// and canary differ), whose events are counted from its first.
 async fn follow(
     server: &Server,
     tally: &Tally,
     start: Instant,
-    seen: &mut u64,
 ) -> Result<String, Box<dyn std::error::Error>> {
+    let mut seen = 0;
     let began = Instant::now();
     let mut last = tally.read();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     loop {
+        // A second of traffic, then what happened in it and where the rollout stands now.
+        ticker.tick().await;
         let Some(v) = server.control().rollouts.json(Some("api-service")) else {
             return Err("the rollout is gone".into());
         };
-        let (events, total) = view::new_events(&v, *seen);
-        *seen = total;
+        let (events, total) = view::new_events(&v, seen);
+        seen = total;
         for e in events {
             println!("    {e}");
         }
-        let phase = v["phase"].as_str().unwrap_or("").to_owned();
-        if phase == "Succeeded" || phase == "Failed" {
-            return Ok(phase);
-        }
-        if began.elapsed() > RELEASE_LIMIT {
-            return Err(format!("the release did not finish within {RELEASE_LIMIT:?}").into());
-        }
-        ticker.tick().await;
         let now = tally.read();
         let d: Vec<u64> = now.iter().zip(last).map(|(a, b)| a - b).collect();
         last = now;
-        let total = (d[0] + d[1] + d[2]).max(1) as f64;
-        let pct = |n: u64| 100.0 * n as f64 / total;
+        let sent = (d[0] + d[1] + d[2]).max(1) as f64;
+        let pct = |n: u64| 100.0 * n as f64 / sent;
+        let phase = v["phase"].as_str().unwrap_or("").to_owned();
         let weight = v["canaryWeight"].as_u64().unwrap_or(0);
         println!(
             "[{:>3}s] {:<12} {} {:>3}% canary | last second: v1 {:>3.0}%  v2 {:>3.0}%  v3 {:>3.0}%  errors {}",
@@ -285,6 +280,12 @@ async fn follow(
             pct(d[2]),
             d[3],
         );
+        if phase == "Succeeded" || phase == "Failed" {
+            return Ok(phase);
+        }
+        if began.elapsed() > RELEASE_LIMIT {
+            return Err(format!("the release did not finish within {RELEASE_LIMIT:?}").into());
+        }
     }
 }
 
