@@ -106,8 +106,7 @@ fn the_demo_tells_each_release_once_and_ends_in_its_final_states() {
     // Each release's last status line is its final state, with the routing that is served.
     let last_status = |text: &str| {
         text.lines()
-            .filter(|l| l.starts_with('['))
-            .last()
+            .rfind(|l| l.starts_with('['))
             .unwrap()
             .to_owned()
     };
