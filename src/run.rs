@@ -107,10 +107,14 @@ impl Server {
             let kept = opts.state_dir.as_deref().and_then(last_good::load);
             match kept {
                 Some(Ok(set)) if initial_from_files => {
-                    control
-                        .apply(Change::Replace(set))
-                        .await
-                        .map_err(|_| StartError::Config(errors))?;
+                    if control.apply(Change::Replace(set)).await.is_err() {
+                        return Err(StartError::Config(errors));
+                    }
+                    for e in &errors {
+                        tracing::error!("{e}");
+                    }
+                    // What the operator must fix is the files: /config says so.
+                    control.remember_rejection(&errors);
                     tracing::warn!(
                         state_dir = ?opts.state_dir,
                         "The config files were rejected: serving the last good configuration until they are fixed."

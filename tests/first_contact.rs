@@ -121,3 +121,35 @@ fn the_demo_tells_each_release_once_and_ends_in_its_final_states() {
         "{end2}"
     );
 }
+
+#[test]
+fn an_empty_config_directory_is_warned_about() {
+    let dir = std::env::temp_dir().join(format!("weir-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("validate")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success());
+    assert!(
+        stderr.contains("warning: no YAML file was found"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_config_at_start_is_said_once_and_weir_does_not_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "--config", "/nonexistent/weir.yaml"])
+        .args(["--admin", "127.0.0.1:0", "--mesh-listen", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.matches("cannot read file").count(), 1, "{stderr}");
+    assert!(!stderr.contains("keeps serving"), "{stderr}");
+    assert!(stderr.contains("weir: not started: 1 errors"), "{stderr}");
+}

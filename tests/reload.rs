@@ -205,3 +205,52 @@ spec:
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(tokio::net::TcpStream::connect(gw).await.is_err());
 }
+
+#[tokio::test]
+async fn the_config_endpoint_and_a_gauge_tell_when_the_files_were_rejected() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let weir = Weir::start(&split(&v1, &v2, 100, 0)).await;
+    let config = |weir: &Weir| {
+        let admin = weir.admin();
+        async move {
+            let (s, _, body) = get(admin, "admin", "/config", &[]).await;
+            assert_eq!(s, 200);
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let last_ok = |m: &str| metric_value(m, "weir_config_last_reload_successful");
+    assert_eq!(config(&weir).await["lastAttempt"]["result"], "applied");
+    assert_eq!(last_ok(&weir.metrics().await), Some(1.0));
+    // A Gateway whose port is taken: rejected, at the Gateway's place in the file.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let gateway = format!(
+        "{}apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge}}
+spec:
+  servers:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    hosts: [\"*\"]
+",
+        split(&v1, &v2, 100, 0) + "---\n"
+    );
+    assert!(!weir.rewrite(&gateway).await);
+    let c = config(&weir).await;
+    assert_eq!(c["lastAttempt"]["result"], "rejected", "{c:#}");
+    let error = c["lastAttempt"]["errors"][0].as_str().unwrap();
+    let line = gateway.lines().position(|l| l == "kind: Gateway").unwrap();
+    let place = format!(
+        "{}:{line}:1: Gateway `edge` cannot listen on 127.0.0.1:{port}",
+        weir.config.display()
+    );
+    assert!(error.starts_with(&place), "{error}\nwanted {place}");
+    assert_eq!(last_ok(&weir.metrics().await), Some(0.0));
+    // The old configuration kept serving; a good one is applied and said so.
+    assert_eq!(c["generation"], 1);
+    assert!(weir.rewrite(&split(&v1, &v2, 0, 100)).await);
+    assert_eq!(config(&weir).await["lastAttempt"]["result"], "applied");
+    assert_eq!(last_ok(&weir.metrics().await), Some(1.0));
+}

@@ -297,3 +297,26 @@ spec:
         ],
     );
 }
+
+#[test]
+fn a_canary_without_target_ref_is_reported_once_at_its_place() {
+    let yaml = "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: api}
+spec:
+  analysis: {interval: 1m}
+";
+    assert_errors(
+        "no-target",
+        yaml,
+        &["5:3: Canary spec is missing required field `targetRef`"],
+    );
+    let dir = std::env::temp_dir().join(format!("weir-validate-no-target-{}", std::process::id()));
+    let (_, out) = validate(&[dir.join("bad.yaml").to_str().unwrap()]);
+    assert_eq!(
+        out.lines().filter(|l| l.contains("bad.yaml:")).count(),
+        1,
+        "{out}"
+    );
+    assert!(!out.contains(":0:0:"), "{out}");
+}

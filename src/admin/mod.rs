@@ -313,8 +313,18 @@ fn config_json(control: &Control) -> Value {
         .iter()
         .map(|l| json!({"address": l.addr.to_string(), "gateway": l.gateway}))
         .collect();
+    let last = control.last_attempt().map(|a| {
+        let at =
+            a.at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+        match a.result {
+            Ok(generation) => json!({"result": "applied", "time": at, "generation": generation}),
+            Err(errors) => json!({"result": "rejected", "time": at, "errors": errors}),
+        }
+    });
     json!({
         "generation": snap.generation,
+        "lastAttempt": last,
         "sources": snap.resources.sources,
         "listeners": listeners,
         "warnings": snap.warnings,

@@ -212,9 +212,13 @@ pub fn main() -> ExitCode {
                         }
                     },
                     Err(crate::run::StartError::Config(errors)) => {
-                        for e in errors {
+                        for e in &errors {
                             eprintln!("{e}");
                         }
+                        eprintln!(
+                            "weir: not started: {} errors in the configuration",
+                            errors.len()
+                        );
                         ExitCode::FAILURE
                     }
                     Err(e) => {

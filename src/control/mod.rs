@@ -58,7 +58,18 @@ pub struct Control {
     state_dir: Option<PathBuf>,
     /// The resources as written (before rollout weights), for [`Change::Weights`].
     source: std::sync::Mutex<Arc<ResourceSet>>,
+    /// The last change tried, for `GET /config`.
+    last: std::sync::Mutex<Option<Attempt>>,
     me: Weak<Control>,
+}
+
+/// A configuration change tried, and how it ended.
+#[derive(Clone, Debug)]
+pub(crate) struct Attempt {
+    /// When.
+    pub(crate) at: std::time::SystemTime,
+    /// The generation it made, or every error, as `file:line:column: message`.
+    pub(crate) result: Result<u64, Vec<String>>,
 }
 
 impl Control {
@@ -86,6 +97,7 @@ impl Control {
             rollouts: Rollouts::new(state_dir.clone()),
             state_dir,
             source: std::sync::Mutex::new(Arc::default()),
+            last: std::sync::Mutex::new(None),
             me: me.clone(),
         })
     }
@@ -120,17 +132,18 @@ impl Control {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Validates and applies a change; returns the new generation.
+    /// Validates and applies a change; returns the new generation. Its result is kept for
+    /// `GET /config` ([`Control::last_attempt`]) and logged, except before the first
+    /// configuration is served: whoever starts weir reports that one.
     pub async fn apply(&self, change: Change) -> Result<u64, Vec<ConfigError>> {
         let mut gateways = self.gateways.lock().await;
+        let serving = self.snapshot.load().generation > 0;
         let result = self.apply_locked(change, &mut gateways).await;
+        self.metrics
+            .reload(result.is_ok(), *result.as_ref().unwrap_or(&0));
         match &result {
-            Ok(generation) => {
-                self.metrics.reload(true, *generation);
-                tracing::info!(generation, "Configuration applied.");
-            }
-            Err(errors) => {
-                self.metrics.reload(false, 0);
+            Ok(generation) => tracing::info!(generation, "Configuration applied."),
+            Err(errors) if serving => {
                 for e in errors {
                     tracing::error!("{e}");
                 }
@@ -139,8 +152,31 @@ impl Control {
                     "Configuration rejected; the previous one keeps serving."
                 );
             }
+            Err(_) => {}
         }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Attempt {
+            at: std::time::SystemTime::now(),
+            result: match &result {
+                Ok(generation) => Ok(*generation),
+                Err(errors) => Err(errors.iter().map(ToString::to_string).collect()),
+            },
+        });
         result
+    }
+
+    /// Records `errors` as the last change's result: when the files were rejected at start and
+    /// the last good configuration serves instead, the files are what is shown as failing.
+    pub(crate) fn remember_rejection(&self, errors: &[ConfigError]) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Attempt {
+            at: std::time::SystemTime::now(),
+            result: Err(errors.iter().map(ToString::to_string).collect()),
+        });
+        self.metrics.show_last_reload(false);
+    }
+
+    /// The last change tried, with its result.
+    pub(crate) fn last_attempt(&self) -> Option<Attempt> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     async fn apply_locked(
@@ -182,10 +218,15 @@ impl Control {
             match Listener::bind(l.addr).await {
                 Ok(socket) => fresh.push((l.addr, socket)),
                 Err(e) => {
+                    let gateway = l.gateway.as_deref().unwrap_or("?");
+                    let (file, pos) = l
+                        .place
+                        .clone()
+                        .unwrap_or_else(|| (format!("Gateway {gateway}").into(), Pos::default()));
                     return Err(vec![ConfigError {
-                        file: format!("Gateway {}", l.gateway.as_deref().unwrap_or("?")).into(),
-                        pos: Pos::default(),
-                        message: format!("cannot listen on {}: {e}", l.addr),
+                        file,
+                        pos,
+                        message: format!("Gateway `{gateway}` cannot listen on {}: {e}", l.addr),
                     }]);
                 }
             }

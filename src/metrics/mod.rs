@@ -40,6 +40,7 @@ pub(crate) struct Metrics {
     breaker_rejected: Family<ClusterLabels, Counter>,
     ejections: Family<EjectionLabels, Counter>,
     generation: Gauge,
+    last_reload_ok: Gauge,
     canary_weight: Family<CanaryLabels, Gauge>,
     canary_status: Family<CanaryLabels, Gauge>,
     canary_checks: Family<CanaryCheckLabels, Counter>,
@@ -153,6 +154,12 @@ impl Metrics {
             "Generation of the configuration being served",
             generation.clone(),
         );
+        let last_reload_ok = Gauge::default();
+        registry.register(
+            "weir_config_last_reload_successful",
+            "Whether the last configuration change (a reload, an admin call) was applied: 1, or 0 when it was rejected and the previous configuration kept serving",
+            last_reload_ok.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -168,6 +175,7 @@ impl Metrics {
             breaker_rejected,
             ejections,
             generation,
+            last_reload_ok,
             canary_weight,
             canary_status,
             canary_checks,
@@ -328,9 +336,15 @@ impl Metrics {
     pub(crate) fn reload(&self, ok: bool, generation: u64) {
         let result = if ok { "success" } else { "failure" };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.last_reload_ok.set(i64::from(ok));
         if ok {
             self.generation.set(generation as i64);
         }
+    }
+
+    /// Shows whether the last change was applied, without counting one.
+    pub(crate) fn show_last_reload(&self, ok: bool) {
+        self.last_reload_ok.set(i64::from(ok));
     }
 
     /// The exposition: OpenMetrics when asked for, else Prometheus text 0.0.4.

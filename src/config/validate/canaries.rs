@@ -57,6 +57,11 @@ impl<'a> Checker<'a> {
 
     pub(super) fn canary(&mut self, r: &Resource, canary: &Canary, set: &ResourceSet) {
         let target = &canary.target_ref;
+        // Without a targetRef (line 0: not in the file) decoding has said so, at the spec's
+        // place; there is no target to check.
+        if target.kind.pos.line == 0 {
+            return;
+        }
         match target.kind.value.as_str() {
             "VirtualService" => {
                 let vs = set.resources.iter().find_map(|x| match &x.spec {

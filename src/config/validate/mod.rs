@@ -85,6 +85,8 @@ pub struct ListenerModel {
     pub addr: SocketAddr,
     /// The Gateway it comes from (`None` for the mesh listener).
     pub gateway: Option<String>,
+    /// Where that Gateway is written (file and position), for errors about the listener.
+    pub place: Option<(Arc<str>, Pos)>,
     /// Routes.
     pub table: RouteTable,
     /// TLS (Gateway servers with `tls`).
@@ -156,6 +158,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
     let mut listeners = vec![ListenerModel {
         addr: mesh_addr,
         gateway: None,
+        place: None,
         table: RouteTable::default(),
         tls: ListenerTls::default(),
     }];
@@ -168,9 +171,15 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
                     Some((r, sides)) => c.listener_tls(r, *addr, sides),
                     None => ListenerTls::default(),
                 };
+                let place = set
+                    .resources
+                    .iter()
+                    .find(|r| matches!(r.spec, Spec::Gateway(_)) && r.name() == name)
+                    .map(|r| (r.file.clone(), r.pos));
                 listeners.push(ListenerModel {
                     addr: *addr,
                     gateway: Some(name.clone()),
+                    place,
                     table: RouteTable::default(),
                     tls,
                 });
@@ -231,6 +240,16 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         if let Spec::Canary(canary) = &r.spec {
             c.canary(r, canary, set);
         }
+    }
+    if set.resources.is_empty() {
+        c.warnings.push(if set.sources.is_empty() {
+            "no YAML file was found: every request gets 404 until one is added".to_owned()
+        } else {
+            format!(
+                "the {} file(s) read hold no resources: every request gets 404",
+                set.sources.len()
+            )
+        });
     }
     if c.errors.is_empty() {
         Ok(Model {
