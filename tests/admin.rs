@@ -216,3 +216,59 @@ async fn a_token_guards_every_mutating_call_and_off_loopback_one_is_required() {
     assert!(server.control().faults.enabled());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn errors_are_json_405_says_allow_and_a_malformed_body_changes_nothing() {
+    let (_v1, _v2, weir) = setup().await;
+    let admin = weir.admin();
+    // Errors are JSON, like the rest.
+    let reply = raw(
+        admin,
+        "GET /nope HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 404"), "{reply}");
+    assert!(reply.contains("content-type: application/json"), "{reply}");
+    let body: serde_json::Value =
+        serde_json::from_str(&reply[reply.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert!(
+        body["error"].as_str().unwrap().starts_with("not found"),
+        "{body}"
+    );
+    // A method the path does not take: 405 with the ones it does.
+    for (request, allow) in [
+        ("POST /config", "GET"),
+        ("GET /faults/disable", "POST"),
+        ("DELETE /canaries", "GET"),
+    ] {
+        let reply = raw(
+            admin,
+            &format!(
+                "{request} HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 405"), "{request}: {reply}");
+        assert!(
+            reply.contains(&format!("allow: {allow}\r\n")),
+            "{request}: {reply}"
+        );
+    }
+    // A mutating call's body must be empty or JSON: anything else is refused, nothing done.
+    let post = |body: &str| {
+        format!(
+            "POST /faults/disable HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let reply = raw(admin, &post("{\"enabled\": fals")).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("\"error\""), "{reply}");
+    assert!(
+        weir.server.control().faults.enabled(),
+        "a refused call changed something"
+    );
+    let reply = raw(admin, &post("{}")).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(!weir.server.control().faults.enabled());
+}

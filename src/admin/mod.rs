@@ -1,30 +1,42 @@
 //! The admin API: `/ready`, `/live`, `/metrics`, `/config`, `/clusters`, `/faults`,
-//! `/canaries`. One path match, no framework; it binds to loopback by default and never serves
-//! secrets. With a token (`--admin-token-file`, required off loopback), every mutating call
-//! (`POST`) needs `Authorization: Bearer TOKEN`; reads stay open.
+//! `/canaries`, `/upstreams`. One path match, no framework; it binds to loopback by default and
+//! never serves secrets. With a token (`--admin-token-file`, required off loopback), every
+//! mutating call (`POST`, `PUT`) needs `Authorization: Bearer TOKEN`; reads stay open, and a
+//! `GET` never changes anything.
+//!
+//! Answers are JSON, errors included (`{"error": "..."}`), but for the probes `/ready` and
+//! `/live` and the Prometheus exposition. A method a path does not take gets 405 with `Allow`.
+//! Mutating calls take no input: their body must be empty or a JSON value (`{}`), anything
+//! else is refused with 400 and changes nothing.
+
+mod call;
+mod views;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::config::Spec;
+pub use call::{call, call_with_token, read_token};
+
 use crate::control::Control;
-use crate::metrics::EndpointState;
 use crate::rollout::command::Command;
-use crate::tls::Trust;
+use views::{clusters_json, config_json, faults_json};
+
+/// The largest body a mutating call may carry.
+const MAX_BODY: usize = 64 * 1024;
 
 /// Serves the admin API on `socket` until the task is aborted; `token`, when given, guards
 /// every mutating call.
-pub async fn serve(socket: TcpListener, control: Arc<Control>, token: Option<Arc<str>>) {
+pub(crate) async fn serve(socket: TcpListener, control: Arc<Control>, token: Option<Arc<str>>) {
     loop {
         let Ok((stream, _)) = socket.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -33,14 +45,8 @@ pub async fn serve(socket: TcpListener, control: Arc<Control>, token: Option<Arc
         let (control, token) = (control.clone(), token.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let control = control.clone();
-                let allowed = req.method() != Method::POST || authorized(&req, token.as_deref());
-                async move {
-                    if !allowed {
-                        return Ok::<_, Infallible>(unauthorized());
-                    }
-                    Ok(handle(&control, req))
-                }
+                let (control, token) = (control.clone(), token.clone());
+                async move { Ok::<_, Infallible>(answer(&control, token.as_deref(), req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -49,11 +55,41 @@ pub async fn serve(socket: TcpListener, control: Arc<Control>, token: Option<Arc
     }
 }
 
+/// One call: the token and the body of a mutating call are checked before anything happens.
+async fn answer(
+    control: &Control,
+    token: Option<&str>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let mutating = matches!(parts.method, Method::POST | Method::PUT);
+    if mutating && !authorized(&parts, token) {
+        return unauthorized();
+    }
+    if mutating {
+        let read = Limited::new(body, MAX_BODY).collect().await;
+        let bytes = match read {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                let why = format!("the body is over {MAX_BODY} bytes, or broke off");
+                return error(StatusCode::PAYLOAD_TOO_LARGE, &why);
+            }
+        };
+        if !bytes.iter().all(u8::is_ascii_whitespace)
+            && let Err(e) = serde_json::from_slice::<Value>(&bytes)
+        {
+            let why = format!("this call takes no input: its body must be empty or JSON ({e})");
+            return error(StatusCode::BAD_REQUEST, &why);
+        }
+    }
+    handle(control, &parts)
+}
+
 /// Whether a request carries the admin token (or none is required).
-fn authorized<B>(req: &Request<B>, token: Option<&str>) -> bool {
+fn authorized(parts: &Parts, token: Option<&str>) -> bool {
     let Some(token) = token else { return true };
-    let given = req
-        .headers()
+    let given = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -69,24 +105,24 @@ fn authorized<B>(req: &Request<B>, token: Option<&str>) -> bool {
 
 fn unauthorized() -> Response<Full<Bytes>> {
     tracing::warn!("Admin call refused: no valid bearer token.");
-    let mut resp = text(
+    let mut resp = error(
         StatusCode::UNAUTHORIZED,
-        "this admin call needs Authorization: Bearer <token>\n",
+        "this admin call needs Authorization: Bearer <token>",
     );
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
 }
 
-fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    match (req.method(), path) {
+fn handle(control: &Control, req: &Parts) -> Response<Full<Bytes>> {
+    let path = req.uri.path();
+    match (&req.method, path) {
         (&Method::GET, "/ready") if control.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         (&Method::GET, "/metrics") => {
             let openmetrics = req
-                .headers()
+                .headers
                 .get(header::ACCEPT)
                 .and_then(|a| a.to_str().ok())
                 .is_some_and(|a| a.contains("application/openmetrics-text"));
@@ -126,13 +162,11 @@ fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
         (
             _,
             "/ready" | "/live" | "/metrics" | "/config" | "/clusters" | "/faults" | "/canaries",
-        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
-        (_, "/faults/disable" | "/faults/enable") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
-        }
-        _ => text(
+        ) => not_allowed("GET"),
+        (_, "/faults/disable" | "/faults/enable") => not_allowed("POST"),
+        _ => error(
             StatusCode::NOT_FOUND,
-            "not found; try /ready /live /metrics /config /clusters /faults /canaries\n",
+            "not found; try /ready /live /metrics /config /clusters /faults /canaries",
         ),
     }
 }
@@ -142,18 +176,18 @@ fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
 fn target_health(control: &Control, method: &Method, rest: &str) -> Response<Full<Bytes>> {
     let parts: Vec<&str> = rest.split('/').collect();
     let [upstream, "targets", target, state] = parts[..] else {
-        return text(
+        return error(
             StatusCode::NOT_FOUND,
-            "use /upstreams/HOST/targets/ADDRESS/healthy or .../unhealthy\n",
+            "use /upstreams/HOST/targets/ADDRESS/healthy or .../unhealthy",
         );
     };
     let healthy = match state {
         "healthy" => true,
         "unhealthy" => false,
-        _ => return text(StatusCode::NOT_FOUND, "healthy or unhealthy\n"),
+        _ => return error(StatusCode::NOT_FOUND, "healthy or unhealthy"),
     };
     if !matches!(*method, Method::PUT | Method::POST) {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use PUT\n");
+        return not_allowed("PUT, POST");
     }
     let snap = control.snapshot();
     let mut found = false;
@@ -165,9 +199,9 @@ fn target_health(control: &Control, method: &Method, rest: &str) -> Response<Ful
         }
     }
     if !found {
-        return text(
+        return error(
             StatusCode::NOT_FOUND,
-            "no such target in a cluster with health checks\n",
+            "no such target in a cluster with health checks",
         );
     }
     tracing::warn!(
@@ -188,7 +222,7 @@ fn canary(control: &Control, method: &Method, rest: &str) -> Response<Full<Bytes
         None => (rest, None),
     };
     let Some(view) = control.rollouts.json(Some(name)) else {
-        return text(StatusCode::NOT_FOUND, "no such canary\n");
+        return error(StatusCode::NOT_FOUND, &format!("no such canary: {name}"));
     };
     match (method, action) {
         (&Method::GET, None) => json_response(view),
@@ -202,64 +236,40 @@ fn canary(control: &Control, method: &Method, rest: &str) -> Response<Full<Bytes
                 control.rollouts.command(name, cmd);
                 json_response(json!({"name": name, "accepted": a}))
             }
-            None => text(
+            None => error(
                 StatusCode::NOT_FOUND,
-                "commands: promote, rollback, pause, resume\n",
+                "commands: promote, rollback, pause, resume",
             ),
         },
-        (_, None) => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
-        (_, Some(_)) => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
+        (_, None) => not_allowed("GET"),
+        (_, Some(_)) => not_allowed("POST"),
     }
 }
 
-/// One call to a running weir's admin API (for the CLI): the status and the body.
-pub async fn call(
-    admin: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-) -> Result<(u16, String), crate::control::call::CallError> {
-    call_with_token(admin, method, path, None).await
-}
-
-/// [`call`] with the admin token, when one is given.
-pub async fn call_with_token(
-    admin: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-) -> Result<(u16, String), crate::control::call::CallError> {
-    let method = http::Method::from_bytes(method.as_bytes())
-        .map_err(|_| crate::control::call::CallError::Http(format!("bad method {method}")))?;
-    let url = format!("http://{admin}{path}");
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let reply = crate::control::call::call_via(
-        method,
-        &url,
-        None,
-        std::time::Duration::from_secs(10),
-        None,
-        auth.as_deref(),
-    )
-    .await?;
-    Ok((reply.status, reply.body.trim_end().to_owned()))
-}
-
-/// Reads an admin token file: its first line, trimmed; an empty token is refused.
-pub fn read_token(path: &std::path::Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read admin token file {}: {e}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_owned();
-    if token.is_empty() {
-        return Err(format!("admin token file {} is empty", path.display()));
-    }
-    Ok(token)
-}
-
+/// A plain-text answer (the probes').
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+/// An error, as JSON: `{"error": why}`.
+fn error(status: StatusCode, why: &str) -> Response<Full<Bytes>> {
+    let mut resp = json_response(json!({ "error": why }));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// 405, with the methods the path takes in `Allow`.
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("this path takes {allow}"),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     resp
 }
 
@@ -271,172 +281,4 @@ fn json_response(v: Value) -> Response<Full<Bytes>> {
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-/// The effective configuration: every resource as applied, with its source and the generation.
-/// The kill switch's position and every configured fault.
-fn faults_json(control: &Control) -> Value {
-    let snap = control.snapshot();
-    let mut rules = Vec::new();
-    for r in &snap.resources.resources {
-        if let Spec::VirtualService(vs) = &r.spec {
-            for (i, route) in vs.http.iter().enumerate() {
-                if let Some(fault) = &route.fault {
-                    rules.push(json!({
-                        "virtualService": r.name(),
-                        "rule": route.name.as_deref().map_or_else(|| format!("{}/{i}", r.name()), str::to_owned),
-                        "fault": fault,
-                    }));
-                }
-            }
-        }
-    }
-    json!({ "enabled": control.faults.enabled(), "rules": rules })
-}
-
-fn config_json(control: &Control) -> Value {
-    let snap = control.snapshot();
-    let resources: Vec<Value> = snap
-        .resources
-        .resources
-        .iter()
-        .map(|r| {
-            let mut v = prune(serde_json::to_value(r).unwrap_or(Value::Null));
-            if let Value::Object(o) = &mut v {
-                o.insert("source".into(), Value::String(r.location()));
-            }
-            v
-        })
-        .collect();
-    let listeners: Vec<Value> = snap
-        .listeners
-        .iter()
-        .map(|l| json!({"address": l.addr.to_string(), "gateway": l.gateway}))
-        .collect();
-    let last = control.last_attempt().map(|a| {
-        let at =
-            a.at.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-        match a.result {
-            Ok(generation) => json!({"result": "applied", "time": at, "generation": generation}),
-            Err(errors) => json!({"result": "rejected", "time": at, "errors": errors}),
-        }
-    });
-    json!({
-        "generation": snap.generation,
-        "lastAttempt": last,
-        "sources": snap.resources.sources,
-        "listeners": listeners,
-        "warnings": snap.warnings,
-        "resources": resources,
-    })
-}
-
-/// Clusters with their endpoints and live counts.
-fn clusters_json(control: &Control) -> Value {
-    let snap = control.snapshot();
-    let now = tokio::time::Instant::now();
-    let clusters: Vec<Value> = snap
-        .clusters
-        .iter()
-        .map(|c| {
-            let endpoints: Vec<Value> = c
-                .endpoints
-                .iter()
-                .map(|e| {
-                    let pool = if c.spec.protocol == crate::backend::Protocol::Http2 { &e.h2 } else { &e.h1 };
-                    let health = e.stats.health.view(now);
-                    json!({
-                        "address": e.spec.addr.to_string(),
-                        "labels": e.spec.labels,
-                        "state": health.state.label(),
-                        "healthy": c.health.as_ref().map(|_| e.stats.checks.is_healthy()),
-                        "ejection_reason": health.reason.filter(|_| health.state != EndpointState::Closed).map(|r| r.label()),
-                        "back_in_ms": health.until.map(|u| u.saturating_duration_since(now).as_millis() as u64),
-                        "ejections": health.ejections,
-                        "active_requests": e.stats.active.load(Ordering::Relaxed),
-                        "total_requests": e.stats.total.load(Ordering::Relaxed),
-                        "failures": e.stats.failures.load(Ordering::Relaxed),
-                        "connections": {"open": pool.open_connections(), "idle": pool.idle_connections()},
-                    })
-                })
-                .collect();
-            let limits = c.spec.limits;
-            let (in_flight, pending) = c.gate.as_ref().map_or((None, None), |g| {
-                let (r, p) = g.load();
-                (Some(r), Some(p))
-            });
-            let budget = c.budget.spec();
-            json!({
-                "name": c.spec.name,
-                "service": c.spec.service,
-                "subset": c.spec.subset,
-                "port": c.spec.port,
-                "lb": c.spec.lb.name(),
-                "protocol": format!("{:?}", c.spec.protocol),
-                "connect_timeout_ms": c.spec.connect_timeout.as_millis() as u64,
-                "max_requests_per_connection": c.spec.max_requests_per_connection,
-                "idle_timeout_ms": c.spec.idle_timeout.as_millis() as u64,
-                "circuit_breaker": c.breaker.as_ref().map(|b| json!({
-                    "state": b.state().label(),
-                    "failure_threshold": b.spec().failure_threshold,
-                    "window_ms": b.spec().window.as_millis() as u64,
-                    "recovery_ms": b.spec().recovery.as_millis() as u64,
-                })),
-                // File paths and names only: never key material.
-                "tls": c.spec.tls.as_ref().map(|t| {
-                    let spec = t.client.spec();
-                    json!({
-                        "mode": spec.mode(),
-                        "sni": t.server_name.to_str(),
-                        "verify": match &spec.trust {
-                            Trust::Ca(p) | Trust::System(p) => Some(p.display().to_string()),
-                            Trust::Any => None,
-                        },
-                        "subject_alt_names": spec.subject_alt_names,
-                    })
-                }),
-                "limits": {
-                    "max_connections": limits.max_connections,
-                    "max_pending_requests": limits.max_pending,
-                    "max_requests": limits.max_requests,
-                    "max_retries": limits.max_retries,
-                    "requests_in_flight": in_flight,
-                    "pending": pending,
-                },
-                "outlier_detection": c.spec.outlier.as_ref().map(|o| json!({
-                    "consecutive_5xx_errors": o.consecutive_5xx,
-                    "consecutive_gateway_errors": o.consecutive_gateway,
-                    "consecutive_local_origin_failures": o.consecutive_local,
-                    "split_external_local_origin_errors": o.split_local_origin,
-                    "interval_ms": o.interval.as_millis() as u64,
-                    "base_ejection_time_ms": o.base_ejection.as_millis() as u64,
-                    "max_ejection_percent": o.max_ejection_percent,
-                    "min_health_percent": o.min_health_percent,
-                })),
-                "retry_budget": {
-                    "percent": budget.percent,
-                    "window_ms": budget.window.as_millis() as u64,
-                    "min_retries_per_second": budget.min_per_sec,
-                    "min_retry_concurrency": budget.min_concurrency,
-                },
-                "endpoints": endpoints,
-            })
-        })
-        .collect();
-    json!({"generation": snap.generation, "clusters": clusters})
-}
-
-/// Drops nulls, so the effective config reads like what the user wrote.
-fn prune(v: Value) -> Value {
-    match v {
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, prune(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.into_iter().map(prune).collect()),
-        v => v,
-    }
 }
