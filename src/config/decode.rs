@@ -122,6 +122,9 @@ impl<'n, 'c, 'e> Fields<'n, 'c, 'e> {
         for ((key, _), used) in self.entries.iter().zip(&self.used) {
             if !used {
                 let name = key.as_str().unwrap_or("?");
+                if KONG_ENTITIES.contains(&self.what) && KONG_ANNOTATIONS.contains(&name) {
+                    continue;
+                }
                 let hint = closest(name, known)
                     .map(|k| format!(" (did you mean `{k}`?)"))
                     .unwrap_or_default();
@@ -133,6 +136,21 @@ impl<'n, 'c, 'e> Fields<'n, 'c, 'e> {
         }
     }
 }
+
+/// The Kong entities of a declarative config (by the name decoding gives them), which Kong lets
+/// carry `_comment` and `_ignore` anywhere (deck writes them; Kong ignores them, and so does
+/// weir).
+const KONG_ENTITIES: &[&str] = &[
+    "Kong declarative config",
+    "Kong service",
+    "Kong route",
+    "Kong upstream",
+    "Kong target",
+    "Kong plugin",
+];
+
+/// The free-form fields of a Kong entity.
+const KONG_ANNOTATIONS: &[&str] = &["_comment", "_ignore"];
 
 /// The known name nearest to a misspelt one, if any is close.
 fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {

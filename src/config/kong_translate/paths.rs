@@ -51,8 +51,26 @@ pub(super) fn rewrite(
                 },
                 rewrite: format!("{trimmed}/\\{group}"),
             });
-        } else {
+        } else if r
+            .spec
+            .path_handling
+            .as_ref()
+            .is_some_and(|h| h.value == "v1")
+        {
+            // v1: the service's path and what follows the matched prefix, end to end.
             rw.uri = Some(base.unwrap_or("/").to_owned());
+        } else {
+            // v0 (the default): what follows the matched prefix goes after the service's path
+            // and one slash (`/s` and `/tv0req` give `/s/req`, as Kong's get_upstream_uri_v0).
+            let alts: Vec<String> = paths.iter().map(|p| regex::escape(&p.value)).collect();
+            rw.uri_regex_rewrite = Some(RegexRewrite {
+                pos: paths[0].pos,
+                pattern: Spanned {
+                    pos: paths[0].pos,
+                    value: format!("^(?:{})/?(.*)$", alts.join("|")),
+                },
+                rewrite: format!("{trimmed}/\\1"),
+            });
         }
     } else if !trimmed.is_empty() {
         rw.uri_regex_rewrite = Some(RegexRewrite {
