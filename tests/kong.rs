@@ -1604,3 +1604,40 @@ upstreams:
         errors[0]
     );
 }
+
+#[tokio::test]
+async fn configs_as_kong_and_the_seed_write_them_load() {
+    let b = Backend::start("svc").await;
+    let warnings = |yaml: &str| {
+        let set = weir::config::parse_set("k.yaml", yaml).unwrap();
+        weir::config::validate(&set, "127.0.0.1:15001".parse().unwrap())
+            .unwrap()
+            .warnings
+    };
+    // A service without a name, as Kong allows: its routes still reach it.
+    let unnamed = format!(
+        "_format_version: \"3.0\"\nservices:\n- url: http://127.0.0.1:{}\n  routes:\n  - paths: [/a]\n",
+        b.addr.port()
+    );
+    let weir = Weir::start(&unnamed).await;
+    let (status, h, _) = get(weir.mesh(), "any.example", "/a/x", &[]).await;
+    assert_eq!((status.as_u16(), backend_of(&h).as_str()), (200, "svc"));
+    // The seed's circuit-breaker snippet alone: its metadata-only KongService is the
+    // Kubernetes Service of that name, said so.
+    let seed = warnings(SEED_BREAKER);
+    assert!(
+        seed.iter()
+            .any(|w| w.contains("KongService `api-service` has no spec") && w.contains("port 80")),
+        "{seed:?}"
+    );
+    // A KongPlugin nothing attaches, naming a plugin weir does not run: loads, with a warning.
+    let lone = warnings(
+        "apiVersion: configuration.konghq.com/v1\nkind: KongPlugin\nmetadata: {name: auth}\nplugin: key-auth\n",
+    );
+    assert!(
+        lone.iter()
+            .any(|w| w.contains("KongPlugin `auth` is attached to nothing")
+                && w.contains("`key-auth`")),
+        "{lone:?}"
+    );
+}

@@ -119,6 +119,7 @@ pub fn parse_set(file: &str, text: &str) -> Result<ResourceSet, Vec<ConfigError>
         sources: vec![file.to_string()],
         // Not files: nothing to keep as the last good configuration.
         texts: Vec::new(),
+        warnings: Vec::new(),
     };
     generate::apex_routing(&mut set);
     kong_translate::translate(&mut set, &mut errors);

@@ -139,6 +139,9 @@ pub struct ResourceSet {
     pub sources: Vec<String>,
     /// The text of each of those files (kept as the last good configuration once applied).
     pub texts: Vec<Arc<str>>,
+    /// What reading them found that loads but may not be what was meant (validation adds
+    /// them to the model's warnings).
+    pub warnings: Vec<String>,
 }
 
 /// The name in a `namespace/name` reference.

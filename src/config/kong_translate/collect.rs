@@ -1,9 +1,11 @@
 //! Collecting a set's Kong resources (the declarative config and the seed's Kong kinds) into
 //! services, routes, upstreams and plugins, each with its place.
 
-use super::entities::{At, Errors, Kong, PLUGINS_ANNOTATION, Route, Service, Upstream};
+use super::entities::{
+    At, Errors, Kong, PLUGINS_ANNOTATION, RUN_PLUGINS, Route, Service, Upstream,
+};
 use crate::config::decode::Spanned;
-use crate::config::kong::{KongPlugin, Named};
+use crate::config::kong::{KongPlugin, KongService, Named};
 use crate::config::resource::{Resource, ResourceSet, Spec};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,9 +68,12 @@ pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
                     );
                 }
                 for s in &cfg.services {
-                    let Some(name) = s.name.as_ref().map(|n| n.value.clone()) else {
-                        e.at(&at, s.pos, "a service needs a name");
-                        continue;
+                    // Kong names a service by its id when it has no name; weir, which keeps no
+                    // ids, by its place in the file.
+                    let name = match (&s.name, &s.id) {
+                        (Some(n), _) => n.value.clone(),
+                        (None, Some(id)) => id.clone(),
+                        (None, None) => format!("service-line-{}", s.pos.line),
                     };
                     for route in &s.routes {
                         kong.routes.push(Route {
@@ -148,6 +153,7 @@ pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
             _ => {}
         }
     }
+    unattached_plugins(set, &mut kong);
     // Top-level plugins that name a service or route go to it; the rest are global.
     for (at, p) in std::mem::take(&mut kong.plugins) {
         let target =
@@ -182,22 +188,41 @@ pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
         match kong.services.iter_mut().find(|s| s.name == name) {
             Some(s) => s.plugins.extend(plugins),
             None => {
-                if let Some(r) = set
+                // Only metadata (the seed's circuit-breaker snippet): the service is reached as
+                // the Kubernetes Service of that name would be, at its name, port 80.
+                let Some(r) = set
                     .resources
                     .iter()
                     .find(|r| matches!(r.spec, Spec::KongService(None)) && r.name() == name)
-                {
-                    e.at(
-                        &At {
-                            file: r.file.clone(),
-                            pos: r.pos,
-                        },
-                        r.pos,
-                        format!(
-                            "KongService `{name}` has no spec, and no other KongService `{name}` gives one (host, port)"
-                        ),
-                    );
-                }
+                else {
+                    continue;
+                };
+                let at = At {
+                    file: r.file.clone(),
+                    pos: r.pos,
+                };
+                kong.warnings.push(format!(
+                    "{}: KongService `{name}` has no spec: weir sends its traffic to host `{name}`, port 80, as to the Kubernetes Service of that name",
+                    r.location()
+                ));
+                let spec = KongService {
+                    pos: r.pos,
+                    host: Some(Spanned {
+                        pos: r.pos,
+                        value: name.clone(),
+                    }),
+                    port: Some(80),
+                    ..KongService::default()
+                };
+                kong.services.push(Service {
+                    name: name.clone(),
+                    at,
+                    spec: spec.named(Spanned {
+                        pos: r.pos,
+                        value: name,
+                    }),
+                    plugins,
+                });
             }
         }
     }
@@ -217,4 +242,30 @@ pub(super) fn with_at(file: &Arc<str>, plugins: &[KongPlugin]) -> Vec<(At, KongP
             )
         })
         .collect()
+}
+
+/// Warns of KongPlugins that nothing attaches and that name a plugin weir does not run: they
+/// load, but would be refused where attached.
+fn unattached_plugins(set: &ResourceSet, kong: &mut Kong) {
+    let attached: Vec<&str> = set
+        .resources
+        .iter()
+        .filter_map(|r| r.metadata.annotations.get(PLUGINS_ANNOTATION))
+        .flat_map(|list| list.split(',').map(str::trim))
+        .collect();
+    for r in &set.resources {
+        let Spec::KongPlugin(p) = &r.spec else {
+            continue;
+        };
+        let plugin = p.plugin();
+        let name = plugin.name.value.as_str();
+        if !attached.contains(&r.name()) && !RUN_PLUGINS.contains(&name) {
+            kong.warnings.push(format!(
+                "{}: KongPlugin `{}` is attached to nothing, and weir does not run `{name}` (it runs {}): attached, it would be refused",
+                r.location(),
+                r.name(),
+                RUN_PLUGINS.join(", ")
+            ));
+        }
+    }
 }

@@ -78,6 +78,8 @@ pub(super) struct Kong {
     pub(super) upstreams: Vec<Upstream>,
     /// Global plugins, and top-level ones naming a service or route.
     pub(super) plugins: Vec<(At, KongPlugin)>,
+    /// What loads but may not be what was meant.
+    pub(super) warnings: Vec<String>,
 }
 
 pub(super) struct Errors<'e>(pub(super) &'e mut Vec<ConfigError>);

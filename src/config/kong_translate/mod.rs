@@ -58,6 +58,7 @@ use upstreams::upstream_resources;
 pub fn translate(set: &mut ResourceSet, errors: &mut Vec<ConfigError>) {
     let mut e = Errors(errors);
     let kong = collect(set, &mut e);
+    set.warnings.extend(kong.warnings.iter().cloned());
     if kong.services.is_empty() && kong.routes.is_empty() && kong.upstreams.is_empty() {
         return;
     }

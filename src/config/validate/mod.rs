@@ -241,6 +241,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
             c.canary(r, canary, set);
         }
     }
+    c.warnings.extend(set.warnings.iter().cloned());
     if set.resources.is_empty() {
         c.warnings.push(if set.sources.is_empty() {
             "no YAML file was found: every request gets 404 until one is added".to_owned()
