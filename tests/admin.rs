@@ -272,3 +272,27 @@ async fn errors_are_json_405_says_allow_and_a_malformed_body_changes_nothing() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(!weir.server.control().faults.enabled());
 }
+
+#[tokio::test]
+async fn build_info_and_process_metrics_are_exported() {
+    let (_v1, _v2, weir) = setup().await;
+    let text = weir.metrics().await;
+    let build = format!(
+        "weir_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(metric_value(&text, &build), Some(1.0), "{text}");
+    let value = |name: &str| metric_value(&text, name).unwrap_or_else(|| panic!("{name}:\n{text}"));
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+    assert!(value("process_open_fds") >= 3.0);
+    assert!(value("process_max_fds") >= value("process_open_fds"));
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    // This test's process started after 2026-01-01 and not in the future.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!((1_767_225_600.0..=now).contains(&started), "{started}");
+}

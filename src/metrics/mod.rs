@@ -7,6 +7,7 @@
 
 mod families;
 mod handles;
+mod process;
 mod version;
 
 use std::sync::{Arc, OnceLock};
@@ -154,6 +155,7 @@ impl Metrics {
             "Generation of the configuration being served",
             generation.clone(),
         );
+        registry.register_collector(Box::new(process::Process::new()));
         let last_reload_ok = Gauge::default();
         registry.register(
             "weir_config_last_reload_successful",
