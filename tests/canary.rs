@@ -1256,3 +1256,35 @@ async fn the_initial_routing_is_served_from_the_first_request_it_is_shown() {
     let (third, fourth) = shares(&weir).await;
     assert_eq!((first + third, second + fourth), (200, 0));
 }
+
+#[tokio::test]
+async fn a_virtual_service_without_the_canary_subset_gets_it_at_weight_zero() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    // The VirtualService routes to the primary only, as many do before a first rollout.
+    let only_primary = config(&v1, &v2, "    stepWeight: 50\n    maxWeight: 50").replace(
+        "    - destination: {host: api-service, subset: v1}
+      weight: 90
+    - destination: {host: api-service, subset: v2}
+      weight: 10
+",
+        "    - destination: {host: api-service, subset: v1}
+",
+    );
+    assert!(!only_primary.contains("subset: v2}"), "{only_primary}");
+    let weir = Weir::start(&only_primary).await;
+    let _load = Load::start(&weir, "/");
+    // The rollout moves weight to the canary it added: v2 gets traffic at its step.
+    wait_for(&weir, "Succeeded").await;
+    let (_, v2_share) = shares(&weir).await;
+    assert_eq!(v2_share, 100, "promoted: all traffic on v2");
+    // A canary subset no DestinationRule defines is refused, at the Canary's field.
+    let undefined = only_primary.replace("canarySubset: v2", "canarySubset: v9");
+    let set = weir::config::parse_set("c.yaml", &undefined).unwrap();
+    let errors = weir::config::validate(&set, "127.0.0.1:15001".parse().unwrap()).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e
+            .to_string()
+            .contains("subset `v9` of `api-service` is not defined")),
+        "{errors:?}"
+    );
+}

@@ -133,7 +133,7 @@ impl Control {
     }
 
     /// Validates and applies a change; returns the new generation. Its result is kept for
-    /// `GET /config` ([`Control::last_attempt`]) and logged, except before the first
+    /// `GET /config` (`lastAttempt`) and logged, except before the first
     /// configuration is served: whoever starts weir reports that one.
     pub async fn apply(&self, change: Change) -> Result<u64, Vec<ConfigError>> {
         let mut gateways = self.gateways.lock().await;

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::mpsc;
 
+use crate::config::decode::Spanned;
 use crate::config::istio::{HttpMatchRequest, HttpRoute, Percent, VirtualService};
 use crate::config::{ResourceSet, Spec};
 use crate::control::change::Steer;
@@ -231,6 +232,25 @@ fn specs(set: &ResourceSet) -> HashMap<String, RolloutSpec> {
         .collect()
 }
 
+/// Gives a route that sends to the primary but not to the canary the canary's destination,
+/// at weight 0 (the primary's, with the canary's subset), as Flagger's own VirtualService has
+/// both: the rollout then moves weight between them.
+fn add_canary(r: &mut HttpRoute, spec: &RolloutSpec) {
+    if r.route.iter().any(|d| spec.canary.is(&d.destination)) {
+        return;
+    }
+    let Some(primary) = r.route.iter().find(|d| spec.primary.is(&d.destination)) else {
+        return;
+    };
+    let mut canary = primary.clone();
+    canary.destination.subset = spec.canary.subset.as_ref().map(|s| Spanned {
+        pos: primary.pos,
+        value: s.clone(),
+    });
+    canary.weight = Some(0);
+    r.route.push(canary);
+}
+
 /// Writes `routing` into the routes of `vs` that have both versions: `100 - w` on the primary and
 /// `w` on the canary (with the Canary's `sessionAffinity`, a cohort cookie keeps users on one
 /// version: [`crate::policy::affinity`]); for A/B testing, a copy of the route, first, that
@@ -238,6 +258,7 @@ fn specs(set: &ResourceSet) -> HashMap<String, RolloutSpec> {
 fn route(vs: &mut VirtualService, spec: &RolloutSpec, routing: Routing) {
     let mut out = Vec::with_capacity(vs.http.len() + 1);
     for mut r in std::mem::take(&mut vs.http) {
+        add_canary(&mut r, spec);
         let canary = r
             .route
             .iter()

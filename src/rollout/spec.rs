@@ -229,15 +229,22 @@ impl RolloutSpec {
                 let vs_name = c.target_ref.name.value.clone();
                 let primary = c.primary_subset.as_ref()?.value.clone();
                 let canary = c.canary_subset.as_ref()?.value.clone();
-                let service = set.resources.iter().find_map(|r| match &r.spec {
-                    Spec::VirtualService(vs) if r.name() == vs_name => vs
-                        .http
-                        .iter()
-                        .flat_map(|h| &h.route)
-                        .find(|d| d.destination.subset.as_ref().map(|s| &s.value) == Some(&canary))
-                        .map(|d| d.destination.host.value.to_ascii_lowercase()),
-                    _ => None,
-                })?;
+                // The service: the host the canary subset is routed to, else (the canary is
+                // added at weight 0 next to it) the primary's.
+                let host_of = |subset: &String| {
+                    set.resources.iter().find_map(|r| match &r.spec {
+                        Spec::VirtualService(vs) if r.name() == vs_name => vs
+                            .http
+                            .iter()
+                            .flat_map(|h| &h.route)
+                            .find(|d| {
+                                d.destination.subset.as_ref().map(|s| &s.value) == Some(subset)
+                            })
+                            .map(|d| d.destination.host.value.to_ascii_lowercase()),
+                        _ => None,
+                    })
+                };
+                let service = host_of(&canary).or_else(|| host_of(&primary))?;
                 let side = |subset| Side {
                     host: service.clone(),
                     subset: Some(subset),

@@ -91,7 +91,23 @@ impl<'a> Checker<'a> {
                     let used = vs.http.iter().flat_map(|h| &h.route).any(|d| {
                         d.destination.subset.as_ref().map(|s| &s.value) == Some(&subset.value)
                     });
-                    if !used {
+                    // A route to the primary without the canary gets the canary at weight 0 when
+                    // the rollout routes (as Flagger's own VirtualService has both): only the
+                    // primary must be there.
+                    if !used && field == "canarySubset" {
+                        // It is added next to the primary: its subset must be defined there.
+                        let primary = canary.primary_subset.as_ref().and_then(|p| {
+                            vs.http.iter().flat_map(|h| &h.route).find(|d| {
+                                d.destination.subset.as_ref().map(|s| &s.value) == Some(&p.value)
+                            })
+                        });
+                        if let Some(primary) = primary {
+                            let mut dest = primary.destination.clone();
+                            dest.subset = Some(subset.clone());
+                            self.check_destination(r, &dest);
+                        }
+                    }
+                    if !used && field == "primarySubset" {
                         self.err(
                             r,
                             subset.pos,
