@@ -1641,3 +1641,35 @@ async fn configs_as_kong_and_the_seed_write_them_load() {
         "{lone:?}"
     );
 }
+
+#[tokio::test]
+async fn paths_of_older_formats_that_are_regexes_are_regexes() {
+    let b = Backend::start("svc").await;
+    let yaml = |version: &str| {
+        format!(
+            "_format_version: \"{version}\"
+services:
+- name: users
+  url: http://127.0.0.1:{}
+  routes:
+  - name: profile
+    paths: [\"/users/\\\\d+/profile\", /plain]
+",
+            b.addr.port()
+        )
+    };
+    // 1.1 (and 2.1): Kong 3 reads the first path as the regex it was (`~/users/\\d+/profile`).
+    let weir = Weir::start(&yaml("1.1")).await;
+    for (path, status) in [
+        ("/users/42/profile", 200),
+        ("/users/x/profile", 404),
+        ("/plain/a", 200),
+    ] {
+        let (s, _, _) = get(weir.mesh(), "any.example", path, &[]).await;
+        assert_eq!(s, status, "1.1 {path}");
+    }
+    // 3.0: a path without `~` is a plain prefix.
+    let weir = Weir::start(&yaml("3.0")).await;
+    let (s, _, _) = get(weir.mesh(), "any.example", "/users/42/profile", &[]).await;
+    assert_eq!(s, 404, "3.0");
+}

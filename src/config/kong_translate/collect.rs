@@ -5,7 +5,7 @@ use super::entities::{
     At, Errors, Kong, PLUGINS_ANNOTATION, RUN_PLUGINS, Route, Service, Upstream,
 };
 use crate::config::decode::Spanned;
-use crate::config::kong::{KongPlugin, KongService, Named};
+use crate::config::kong::{KongPlugin, KongRoute, KongService, Named};
 use crate::config::resource::{Resource, ResourceSet, Spec};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
                                 file: r.file.clone(),
                                 pos: route.pos,
                             },
-                            spec: route.clone(),
+                            spec: migrated(route, &version),
                             service: name.clone(),
                             plugins: with_at(&r.file, &route.plugins),
                         });
@@ -106,7 +106,7 @@ pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
                             file: r.file.clone(),
                             pos: route.pos,
                         },
-                        spec: route.clone(),
+                        spec: migrated(route, &version),
                         service: service.0.value.clone(),
                         plugins: with_at(&r.file, &route.plugins),
                     });
@@ -227,6 +227,25 @@ pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
         }
     }
     kong
+}
+
+/// A route as Kong 3 reads it: in a file of an older format (1.1, 2.1), a path that is not a
+/// plain path (letters, digits, `.-_~/%`) was a regex, and is marked as one (`~`), as Kong's
+/// migration of such files does.
+fn migrated(route: &KongRoute, version: &str) -> KongRoute {
+    let mut route = route.clone();
+    if version != "3.0" {
+        for p in &mut route.paths {
+            let plain = p
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_~/%".contains(&b));
+            if !plain && !p.value.starts_with('~') {
+                p.value.insert(0, '~');
+            }
+        }
+    }
+    route
 }
 
 pub(super) fn with_at(file: &Arc<str>, plugins: &[KongPlugin]) -> Vec<(At, KongPlugin)> {
