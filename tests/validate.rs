@@ -320,3 +320,32 @@ spec:
     );
     assert!(!out.contains(":0:0:"), "{out}");
 }
+
+#[test]
+fn a_service_entry_without_ports_loads_with_a_warning() {
+    let dir = std::env::temp_dir().join(format!("weir-validate-se-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("external.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext}
+spec:
+  hosts: [api.example.com]
+  resolution: DNS
+",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("external.yaml:5:3: ServiceEntry has no ports: weir sends HTTP to port 80"),
+        "{stderr}"
+    );
+}

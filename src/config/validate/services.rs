@@ -10,7 +10,12 @@ impl<'a> Checker<'a> {
             self.err(r, se.pos, "ServiceEntry needs at least one host");
         }
         if se.ports.is_empty() {
-            self.err(r, se.pos, "ServiceEntry needs at least one port");
+            // Istio accepts it (the port comes from elsewhere there); weir needs one to send to.
+            self.warn(
+                r,
+                se.pos,
+                "ServiceEntry has no ports: weir sends HTTP to port 80 of its endpoints (or host)",
+            );
         }
         let mut port_names = HashSet::new();
         for p in &se.ports {
