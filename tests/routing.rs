@@ -574,3 +574,55 @@ spec:
     assert!((150..=250).contains(&on_v3), "{on_v3} of 400 users on v3");
     assert_eq!(r.v2.hits(), 0);
 }
+
+#[tokio::test]
+async fn wildcard_destination_rules_apply_to_the_hosts_they_match_most_specific_first() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let host = "reviews.default.svc.cluster.local";
+    let rule = |name: &str, pattern: &str, label: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}}}
+spec:
+  host: \"{pattern}\"
+  subsets:
+  - name: chosen
+    labels: {{version: {label}}}
+---
+"
+        )
+    };
+    let route = format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [{host}]
+  http:
+  - route: [{{destination: {{host: {host}, subset: chosen}}}}]
+"
+    );
+    let services = service_entry(host, &[("v1", &v1), ("v2", &v2)]);
+    let answered = |weir: Weir| async move {
+        let (s, h, _) = get(weir.mesh(), host, "/", &[]).await;
+        assert_eq!(s, 200);
+        backend_of(&h)
+    };
+    // `*.local` alone applies to the service.
+    let yaml = services.clone() + &rule("all-local", "*.local", "v2") + &route;
+    assert_eq!(answered(Weir::start(&yaml).await).await, "v2");
+    // The most specific wildcard wins over a broader one and over `*`.
+    let yaml = services.clone()
+        + &rule("everything", "*", "v2")
+        + &rule("all-local", "*.local", "v2")
+        + &rule("cluster", "*.svc.cluster.local", "v1")
+        + &route;
+    assert_eq!(answered(Weir::start(&yaml).await).await, "v1");
+    // A rule of the host itself wins over every wildcard.
+    let yaml = services
+        + &rule("cluster", "*.svc.cluster.local", "v1")
+        + &rule("own", host, "v2")
+        + &route;
+    assert_eq!(answered(Weir::start(&yaml).await).await, "v2");
+}

@@ -115,6 +115,8 @@ struct Checker<'a> {
     warnings: Vec<String>,
     services: HashMap<String, Service<'a>>,
     rules: HashMap<String, (&'a Resource, &'a DestinationRule)>,
+    /// DestinationRules of wildcard hosts (`*`, `*.suffix`), by host as written.
+    wildcard_rules: HashMap<String, (&'a Resource, &'a DestinationRule)>,
     clusters: Vec<ClusterSpec>,
     cluster_ids: HashMap<(String, Option<String>, u16), usize>,
     stats: Vec<StatsKey>,
@@ -134,6 +136,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         warnings: Vec::new(),
         services: HashMap::new(),
         rules: HashMap::new(),
+        wildcard_rules: HashMap::new(),
         clusters: Vec::new(),
         cluster_ids: HashMap::new(),
         stats: Vec::new(),
@@ -154,6 +157,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
             c.destination_rule(r, dr);
         }
     }
+    c.apply_wildcard_rules();
     let gateways = c.gateways(set, mesh_addr);
     let mut listeners = vec![ListenerModel {
         addr: mesh_addr,

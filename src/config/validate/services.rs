@@ -113,14 +113,25 @@ impl<'a> Checker<'a> {
         if host.is_empty() {
             return; // reported while decoding
         }
-        if !self.services.contains_key(&host) {
+        let wildcard = host == "*" || host.starts_with("*.");
+        if wildcard {
+            if let Some((other, _)) = self.wildcard_rules.get(&host) {
+                let at = other.location();
+                self.err(
+                    r,
+                    dr.host.pos,
+                    format!("host `{host}` already has a DestinationRule (at {at})"),
+                );
+                return;
+            }
+        } else if !self.services.contains_key(&host) {
             self.err(
                 r,
                 dr.host.pos,
                 format!("DestinationRule host `{host}` is not declared by any ServiceEntry"),
             );
         }
-        if let Some((other, _)) = self.rules.get(&host) {
+        if let Some((other, _)) = self.rules.get(&host).filter(|_| !wildcard) {
             let at = other.location();
             self.err(
                 r,
@@ -145,7 +156,39 @@ impl<'a> Checker<'a> {
         if let Some(tp) = &dr.traffic_policy {
             self.traffic_policy(r, tp);
         }
-        self.rules.insert(host, (r, dr));
+        if wildcard {
+            self.wildcard_rules.insert(host, (r, dr));
+        } else {
+            self.rules.insert(host, (r, dr));
+        }
+    }
+
+    /// Gives every service without a DestinationRule of its own the most specific wildcard
+    /// one that matches its host (`*.foo.com` over `*.com` over `*`), as Istio does.
+    pub(super) fn apply_wildcard_rules(&mut self) {
+        if self.wildcard_rules.is_empty() {
+            return;
+        }
+        let hosts: Vec<String> = self
+            .services
+            .keys()
+            .filter(|h| !self.rules.contains_key(*h))
+            .cloned()
+            .collect();
+        for host in hosts {
+            let best = self
+                .wildcard_rules
+                .iter()
+                .filter(|(pattern, _)| {
+                    let suffix = &pattern[1..];
+                    pattern.as_str() == "*" || (host.ends_with(suffix) && host.len() > suffix.len())
+                })
+                .max_by_key(|(pattern, _)| pattern.len());
+            if let Some((_, rule)) = best {
+                let rule = *rule;
+                self.rules.insert(host, rule);
+            }
+        }
     }
 
     pub(super) fn traffic_policy(&mut self, r: &Resource, tp: &istio::TrafficPolicy) {
