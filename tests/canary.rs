@@ -1288,3 +1288,62 @@ async fn a_virtual_service_without_the_canary_subset_gets_it_at_weight_zero() {
         "{errors:?}"
     );
 }
+
+#[tokio::test]
+async fn the_apex_routing_is_bound_as_flagger_binds_it_and_takes_over_a_virtual_service() {
+    let primary = Backend::start("podinfo-primary").await;
+    let canary = Backend::start("podinfo-canary").await;
+    let tester = Hooks::start().await;
+    let port = free_port();
+    let gateway = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: public-gateway}}
+spec:
+  servers:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    hosts: [\"*\"]
+---
+"
+    );
+    // With gateways, the apex VirtualService is on them only (hosts `*` included), not on
+    // the mesh: Flagger binds it to `mesh` only when there are none.
+    let on_gateway = PODINFO_CANARY
+        .replace("- istio-system/public-gateway", "- public-gateway")
+        .replace("- app.example.com", "- \"*\"");
+    let weir =
+        Weir::start(&(gateway.clone() + &podinfo(&primary, &canary, &tester, &on_gateway))).await;
+    let edge: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (s, h, _) = get(edge, "anything.example", "/", &[]).await;
+    assert_eq!(
+        (s.as_u16(), backend_of(&h).as_str()),
+        (200, "podinfo-primary")
+    );
+    let (s, _, _) = get(weir.mesh(), "podinfo", "/", &[]).await;
+    assert_eq!(s, 404, "not on the mesh");
+    drop(weir);
+    // A VirtualService of the apex name is taken over, with a warning.
+    let own = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: podinfo}
+spec:
+  hosts: [podinfo]
+  http:
+  - route: [{destination: {host: podinfo-canary}}]
+---
+";
+    let yaml = own.to_owned() + &podinfo(&primary, &canary, &tester, PODINFO_CANARY);
+    let set = weir::config::parse_set("c.yaml", &yaml).unwrap();
+    let model = weir::config::validate(&set, "127.0.0.1:15001".parse().unwrap()).unwrap();
+    assert!(
+        model
+            .warnings
+            .iter()
+            .any(|w| w.contains("VirtualService `podinfo` is taken over by Canary `podinfo`")),
+        "{:?}",
+        model.warnings
+    );
+    let weir = Weir::start(&yaml).await;
+    assert_eq!(answered_by(&weir, "podinfo").await, "podinfo-primary");
+}

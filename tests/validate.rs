@@ -349,3 +349,22 @@ spec:
         "{stderr}"
     );
 }
+
+#[test]
+fn flagger_service_delegation_is_refused_with_the_reason() {
+    let yaml = "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: podinfo}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service:
+    port: 9898
+    delegation: true
+  analysis: {interval: 1m}
+";
+    assert_errors(
+        "delegation",
+        yaml,
+        &["7:5: service.delegation is not supported: weir has no parent VirtualServices"],
+    );
+}

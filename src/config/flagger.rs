@@ -94,7 +94,7 @@ decode_struct! {
         headers: Option<Headers> = "headers",
         /// CORS.
         cors_policy: Option<CorsPolicy> = "corsPolicy",
-        /// Delegation (parsed only).
+        /// Delegation (refused: weir has no parent VirtualServices).
         delegation: Option<bool> = "delegation",
         /// Apex metadata.
         apex: Option<Opaque> = "apex",

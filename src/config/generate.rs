@@ -3,10 +3,11 @@
 //!
 //! For `targetRef: {kind: Deployment, name: X}` the primary and the canary are the services
 //! `X-primary` and `X-canary` (declared with ServiceEntries), and weir adds:
-//! - a VirtualService `X` for the hosts `X` and `service.hosts`, on the mesh and the
-//!   `service.gateways` the config defines, with one route (`service.match`, `retries`,
-//!   `timeout`, `headers`, `corsPolicy`, `rewrite` passed through) to `X-primary` (weight 100)
-//!   and `X-canary` (weight 0), unless the config has a VirtualService `X` of its own;
+//! - a VirtualService `X` for the hosts `X` and `service.hosts`, on the `service.gateways` the
+//!   config defines (`mesh` only when listed; the mesh alone without gateways), with one route
+//!   (`service.match`, `retries`, `timeout`, `headers`, `corsPolicy`, `rewrite` passed
+//!   through) to `X-primary` (weight 100) and `X-canary` (weight 0); a VirtualService `X` of
+//!   the config's own is taken over (replaced, with a warning), as Flagger takes it over;
 //! - DestinationRules for `X-primary` and `X-canary` with `service.trafficPolicy`, unless the
 //!   config has its own for those hosts.
 //!
@@ -35,6 +36,8 @@ pub fn deployment_services(name: &str) -> (String, String) {
 /// Adds the apex routing of every Canary with a Deployment target.
 pub fn apex_routing(set: &mut ResourceSet) {
     let mut generated = Vec::new();
+    // VirtualServices the Canaries take over: their index, the Canary's place and name.
+    let mut taken_over: Vec<(usize, String, String)> = Vec::new();
     for r in &set.resources {
         let Spec::Canary(c) = &r.spec else { continue };
         if !matches!(c.target_ref.kind.value.as_str(), "Deployment" | "DaemonSet") {
@@ -63,18 +66,26 @@ pub fn apex_routing(set: &mut ResourceSet) {
                 .iter()
                 .any(|x| x.spec.kind() == kind && test(x))
         };
-        if !has("VirtualService", &|x| x.name() == name) {
+        // A VirtualService of the apex name that weir did not write is taken over, as Flagger
+        // takes it over: the Canary's routing replaces it.
+        if let Some(own) = set.resources.iter().position(|x| {
+            x.spec.kind() == "VirtualService"
+                && x.name() == name
+                && !x.metadata.annotations.contains_key(GENERATED_BY)
+        }) {
+            taken_over.push((own, r.location(), r.name().to_owned()));
+        }
+        {
             let mut hosts = vec![name.clone()];
             hosts.extend(svc.hosts.iter().filter(|h| **h != name).cloned());
-            let mut gateways: Vec<String> = svc
+            // As Flagger binds it: to `service.gateways` (those the config defines; `mesh` only
+            // when listed), to the mesh alone when there are none.
+            let gateways: Vec<String> = svc
                 .gateways
                 .iter()
-                .filter(|g| *g != MESH && gateway_defined(set, g))
+                .filter(|g| *g == MESH || gateway_defined(set, g))
                 .cloned()
                 .collect();
-            if !gateways.is_empty() && !gateways.iter().any(|g| g == MESH) {
-                gateways.push(MESH.to_owned());
-            }
             let port = svc.port.filter(|&p| declares_port(set, &primary, p));
             let to = |host: &str, weight| HttpRouteDestination {
                 pos,
@@ -131,6 +142,16 @@ pub fn apex_routing(set: &mut ResourceSet) {
                 generated.push(resource(r, meta(host), Spec::DestinationRule(dr)));
             }
         }
+    }
+    taken_over.sort_by_key(|(i, _, _)| std::cmp::Reverse(*i));
+    taken_over.dedup_by_key(|(i, _, _)| *i);
+    for (i, canary_at, canary) in taken_over {
+        let own = set.resources.remove(i);
+        set.warnings.push(format!(
+            "{}: VirtualService `{}` is taken over by Canary `{canary}` ({canary_at}), as Flagger takes it over: the Canary's routing replaces it",
+            own.location(),
+            own.name()
+        ));
     }
     set.resources.extend(generated);
 }

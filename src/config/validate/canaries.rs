@@ -56,6 +56,15 @@ impl<'a> Checker<'a> {
     }
 
     pub(super) fn canary(&mut self, r: &Resource, canary: &Canary, set: &ResourceSet) {
+        if let Some(svc) = &canary.service
+            && svc.delegation == Some(true)
+        {
+            self.err(
+                r,
+                svc.pos,
+                "service.delegation is not supported: weir has no parent VirtualServices to merge a delegate into",
+            );
+        }
         let target = &canary.target_ref;
         // Without a targetRef (line 0: not in the file) decoding has said so, at the spec's
         // place; there is no target to check.
