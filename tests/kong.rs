@@ -1673,3 +1673,30 @@ services:
     let (s, _, _) = get(weir.mesh(), "any.example", "/users/42/profile", &[]).await;
     assert_eq!(s, 404, "3.0");
 }
+
+#[tokio::test]
+async fn kong_parts_weir_does_not_run_are_refused_with_the_reason() {
+    let yaml = "_format_version: \"3.0\"
+certificates:
+- cert: cert
+  key: key
+vaults:
+- name: env
+  prefix: my-env
+services:
+- name: s
+  url: http://127.0.0.1:8080
+  routes:
+  - name: r
+    expression: 'http.path ^= \"/a\"'
+";
+    assert_rejected(
+        yaml,
+        &[
+            "3:3: certificates are not supported: serve TLS with an Istio Gateway server's `tls`",
+            "6:3: vaults are not supported: weir reads its secrets from files",
+            "13:17: expression routes (the expressions router) are not supported",
+        ],
+    )
+    .await;
+}

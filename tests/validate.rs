@@ -368,3 +368,32 @@ spec:
         &["7:5: service.delegation is not supported: weir has no parent VirtualServices"],
     );
 }
+
+#[test]
+fn wildcard_and_unix_socket_service_entries_are_refused_with_the_reason() {
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild}
+spec:
+  hosts: ["*.example.com"]
+  resolution: NONE
+  ports: [{number: 80, name: http, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: uds}
+spec:
+  hosts: [uds.local]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: "unix:///var/run/a.sock"}]
+"#;
+    assert_errors(
+        "wild",
+        yaml,
+        &[
+            "5:11: wildcard ServiceEntry hosts are not supported: they forward to the address a sidecar intercepted",
+            "16:25: unix socket endpoints are not supported: weir connects to its upstreams over TCP",
+        ],
+    );
+}

@@ -31,6 +31,10 @@ decode_struct! {
         plugins: Vec<KongPlugin> = "plugins",
         /// Consumers (parsed; weir has no authentication plugins to identify them).
         consumers: Vec<Opaque> = "consumers",
+        /// Certificates for Kong's own TLS listeners (refused: see the error).
+        certificates: Option<Spanned<Opaque>> = "certificates",
+        /// Secret vaults (refused: see the error).
+        vaults: Option<Spanned<Opaque>> = "vaults",
     }
 }
 
@@ -103,6 +107,8 @@ decode_struct! {
         preserve_host: Option<bool> = "preserve_host",
         /// Order among regex routes (default 0; higher first).
         regex_priority: Option<i64> = "regex_priority",
+        /// An expressions-router route (refused: see the error).
+        expression: Option<Spanned<Opaque>> = "expression",
         /// `v0` (default) or `v1`.
         path_handling: Option<Spanned<String>> = "path_handling",
         /// Status of the redirect to https (parsed only).

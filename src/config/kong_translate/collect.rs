@@ -5,7 +5,7 @@ use super::entities::{
     At, Errors, Kong, PLUGINS_ANNOTATION, RUN_PLUGINS, Route, Service, Upstream,
 };
 use crate::config::decode::Spanned;
-use crate::config::kong::{KongPlugin, KongRoute, KongService, Named};
+use crate::config::kong::{KongConfig, KongPlugin, KongRoute, KongService, Named};
 use crate::config::resource::{Resource, ResourceSet, Spec};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,6 +67,7 @@ pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
                         format!("_format_version {version}: weir reads 1.1, 2.1 and 3.0"),
                     );
                 }
+                refuse_unsupported(cfg, &at, e);
                 for s in &cfg.services {
                     // Kong names a service by its id when it has no name; weir, which keeps no
                     // ids, by its place in the file.
@@ -227,6 +228,38 @@ pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
         }
     }
     kong
+}
+
+/// Parts of Kong's declarative format weir refuses, each with the reason and what to write
+/// instead.
+fn refuse_unsupported(cfg: &KongConfig, at: &At, e: &mut Errors<'_>) {
+    if let Some(c) = &cfg.certificates {
+        e.at(
+            at,
+            c.pos,
+            "certificates are not supported: serve TLS with an Istio Gateway server's `tls` (certificate files weir reloads)",
+        );
+    }
+    if let Some(v) = &cfg.vaults {
+        e.at(
+            at,
+            v.pos,
+            "vaults are not supported: weir reads its secrets from files (Gateway and DestinationRule `tls`, --admin-token-file)",
+        );
+    }
+    let routes = cfg
+        .routes
+        .iter()
+        .chain(cfg.services.iter().flat_map(|s| &s.routes));
+    for route in routes {
+        if let Some(x) = &route.expression {
+            e.at(
+                at,
+                x.pos,
+                "expression routes (the expressions router) are not supported: write paths, hosts, methods and headers, which weir ranks as Kong's traditional router does",
+            );
+        }
+    }
 }
 
 /// A route as Kong 3 reads it: in a file of an older format (1.1, 2.1), a path that is not a

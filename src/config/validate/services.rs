@@ -48,7 +48,11 @@ impl<'a> Checker<'a> {
         for ep in &se.endpoints {
             let a = &ep.address;
             if a.value.starts_with("unix://") {
-                self.err(r, a.pos, "unix socket endpoints are not supported");
+                self.err(
+                    r,
+                    a.pos,
+                    "unix socket endpoints are not supported: weir connects to its upstreams over TCP",
+                );
             } else if a.value.parse::<IpAddr>().is_err() && resolution == istio::Resolution::Static
             {
                 self.err(
@@ -83,7 +87,11 @@ impl<'a> Checker<'a> {
         for host in &se.hosts {
             let h = host.value.to_ascii_lowercase();
             if h.contains('*') {
-                self.err(r, host.pos, "wildcard ServiceEntry hosts are not supported");
+                self.err(
+                    r,
+                    host.pos,
+                    "wildcard ServiceEntry hosts are not supported: they forward to the address a sidecar intercepted, and weir intercepts nothing; declare each host",
+                );
                 continue;
             }
             if let Some(other) = self.services.get(&h) {
