@@ -153,3 +153,23 @@ fn a_missing_config_at_start_is_said_once_and_weir_does_not_start() {
     assert!(!stderr.contains("keeps serving"), "{stderr}");
     assert!(stderr.contains("weir: not started: 1 errors"), "{stderr}");
 }
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, mark) in [
+        ("bash", "complete -F _weir"),
+        ("zsh", "#compdef weir"),
+        ("fish", "complete -c weir"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(script.contains(mark), "{shell}: {script}");
+        for command in ["run", "validate", "demo", "canary"] {
+            assert!(script.contains(command), "{shell} lacks {command}");
+        }
+    }
+}

@@ -62,6 +62,13 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         backends: Vec<PathBuf>,
     },
+    /// Print a completion script for a shell (`weir completions bash >
+    /// /etc/bash_completion.d/weir`; zsh, fish, elvish and PowerShell too).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the Istio resources weir runs for another dialect's config (`weir import kong
     /// kong.yaml`): VirtualServices, DestinationRules and ServiceEntries.
     Import {
@@ -133,6 +140,19 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Validate { paths } => validate(&paths),
         Command::Import { dialect, paths } => import(dialect, &paths),
+        Command::Completions { shell } => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cli, "weir", &mut script);
+            // A reader that stops early (`| head`) is not an error of weir's.
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("weir: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
         Command::Demo { backends } if backends.is_empty() => {
             runtime(None).block_on(crate::demo::run())
         }
