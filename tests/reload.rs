@@ -248,6 +248,13 @@ spec:
     );
     assert!(error.starts_with(&place), "{error}\nwanted {place}");
     assert_eq!(last_ok(&weir.metrics().await), Some(0.0));
+    // A rollout's weights change no resource: they do not hide the rejection.
+    weir.server
+        .apply(weir::control::Change::Weights)
+        .await
+        .unwrap();
+    assert_eq!(config(&weir).await["lastAttempt"]["result"], "rejected");
+    assert_eq!(last_ok(&weir.metrics().await), Some(0.0));
     // The old configuration kept serving; a good one is applied and said so.
     assert_eq!(c["generation"], 1);
     assert!(weir.rewrite(&split(&v1, &v2, 0, 100)).await);

@@ -132,12 +132,15 @@ impl Control {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Validates and applies a change; returns the new generation. Its result is kept for
-    /// `GET /config` (`lastAttempt`) and logged, except before the first
+    /// Validates and applies a change; returns the new generation. The result of a change of
+    /// the configuration (a reload, an admin call; not a rollout's weights, which change no
+    /// resource) is kept for `GET /config` (`lastAttempt`) and the
+    /// `weir_config_last_reload_successful` gauge; errors are logged, except before the first
     /// configuration is served: whoever starts weir reports that one.
     pub async fn apply(&self, change: Change) -> Result<u64, Vec<ConfigError>> {
         let mut gateways = self.gateways.lock().await;
         let serving = self.snapshot.load().generation > 0;
+        let weights = matches!(change, Change::Weights);
         let result = self.apply_locked(change, &mut gateways).await;
         self.metrics
             .reload(result.is_ok(), *result.as_ref().unwrap_or(&0));
@@ -154,6 +157,10 @@ impl Control {
             }
             Err(_) => {}
         }
+        if weights {
+            return result;
+        }
+        self.metrics.show_last_reload(result.is_ok());
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Attempt {
             at: std::time::SystemTime::now(),
             result: match &result {

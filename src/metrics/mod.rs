@@ -338,7 +338,6 @@ impl Metrics {
     pub(crate) fn reload(&self, ok: bool, generation: u64) {
         let result = if ok { "success" } else { "failure" };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
-        self.last_reload_ok.set(i64::from(ok));
         if ok {
             self.generation.set(generation as i64);
         }
