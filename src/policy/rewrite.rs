@@ -14,6 +14,9 @@ pub struct Rewrite {
     pub uri_regex: Option<(Regex, String)>,
     /// Replacement authority.
     pub authority: Option<HeaderValue>,
+    /// `uri` and what follows the matched prefix are joined as Kong's `path_handling: v0`
+    /// joins a service's path and a stripped request path.
+    pub kong_join: bool,
 }
 
 /// How much of the path a match block "matched", which a prefix rewrite replaces.
@@ -50,6 +53,9 @@ impl Rewrite {
         }
         let uri = self.uri.as_deref()?;
         let n = matched_len(path, block);
+        if self.kong_join {
+            return Some(kong_v0_join(uri, &path[n..], path));
+        }
         let mut rest = &path[n..];
         // `/base/` and `/a` join as `/base/a`.
         if uri.ends_with('/') && rest.starts_with('/') {
@@ -59,6 +65,31 @@ impl Rewrite {
         out.push_str(uri);
         out.push_str(rest);
         Some(out)
+    }
+}
+
+/// Kong's `path_handling: v0` join of a service's path `base` and what follows a stripped
+/// route path, `postfix`, of the request path `path` (Kong's `get_upstream_uri_v0`, facts only):
+/// exactly one slash between the two; nothing after `base` when nothing follows, unless the
+/// request path ends in a slash.
+fn kong_v0_join(base: &str, postfix: &str, path: &str) -> String {
+    let trimmed = base.strip_suffix('/').unwrap_or(base);
+    if postfix.is_empty() {
+        return if base.ends_with('/') {
+            if base == "/" || path.ends_with('/') {
+                base.to_owned()
+            } else {
+                trimmed.to_owned()
+            }
+        } else if path.len() > 1 && path.ends_with('/') {
+            format!("{base}/")
+        } else {
+            base.to_owned()
+        };
+    }
+    match postfix.strip_prefix('/') {
+        Some(rest) => format!("{trimmed}/{rest}"),
+        None => format!("{trimmed}/{postfix}"),
     }
 }
 
@@ -164,6 +195,7 @@ mod tests {
             uri: Some("/v2/ratings".into()),
             uri_regex: None,
             authority: None,
+            kong_join: false,
         };
         let b = prefix("/ratings");
         assert_eq!(rw.path("/ratings/1", Some(&b)).unwrap(), "/v2/ratings/1");
@@ -181,6 +213,7 @@ mod tests {
             uri: None,
             uri_regex: Some((re, re2_replacement("\\2/instance/\\1"))),
             authority: None,
+            kong_join: false,
         };
         assert_eq!(
             rw.path("/service/foo/v1/api", None).unwrap(),
@@ -217,6 +250,7 @@ mod tests {
             uri: Some("/v2/".into()),
             uri_regex: None,
             authority: None,
+            kong_join: false,
         };
         let block = prefix("/v1/");
         assert_eq!(
@@ -232,5 +266,29 @@ mod tests {
             authority_only.path_and_query("/v1/items", Some("a"), Some(&block)),
             None
         );
+    }
+
+    #[test]
+    fn kong_v0_joins_as_kongs_table_says() {
+        // (service path, what follows the route path, request path) -> upstream path.
+        for (base, postfix, path, want) in [
+            ("/s", "req", "/tv0req", "/s/req"),
+            ("/s", "/req", "/tv0/req", "/s/req"),
+            ("/s/", "req", "/tv0req", "/s/req"),
+            ("/s/", "/req", "/tv0/req", "/s/req"),
+            ("/s", "", "/tv0", "/s"),
+            ("/s", "", "/tv0/", "/s/"),
+            ("/s/", "", "/tv0", "/s"),
+            ("/s/", "", "/tv0/", "/s/"),
+            ("/", "", "/", "/"),
+            ("/", "a", "/a", "/a"),
+            ("/anything", "req", "/testreq", "/anything/req"),
+        ] {
+            assert_eq!(
+                kong_v0_join(base, postfix, path),
+                want,
+                "{base} {postfix} {path}"
+            );
+        }
     }
 }

@@ -175,6 +175,9 @@ decode_struct! {
         authority: Option<String> = "authority",
         /// Regex rewrite of the path.
         uri_regex_rewrite: Option<RegexRewrite> = "uriRegexRewrite",
+        /// weir: join `uri` and what follows the matched prefix as Kong's `path_handling: v0`
+        /// does (one slash between them), which Kong routes translate to.
+        kong_path_join: Option<bool> = "kongPathJoin",
     }
 }
 

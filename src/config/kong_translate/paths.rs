@@ -61,16 +61,10 @@ pub(super) fn rewrite(
             rw.uri = Some(base.unwrap_or("/").to_owned());
         } else {
             // v0 (the default): what follows the matched prefix goes after the service's path
-            // and one slash (`/s` and `/tv0req` give `/s/req`, as Kong's get_upstream_uri_v0).
-            let alts: Vec<String> = paths.iter().map(|p| regex::escape(&p.value)).collect();
-            rw.uri_regex_rewrite = Some(RegexRewrite {
-                pos: paths[0].pos,
-                pattern: Spanned {
-                    pos: paths[0].pos,
-                    value: format!("^(?:{})/?(.*)$", alts.join("|")),
-                },
-                rewrite: format!("{trimmed}/\\1"),
-            });
+            // and one slash, as Kong's get_upstream_uri_v0 joins them (`/s` and `/tv0req`
+            // give `/s/req`; `/tv0` alone gives `/s`).
+            rw.uri = Some(base.unwrap_or("/").to_owned());
+            rw.kong_path_join = Some(true);
         }
     } else if !trimmed.is_empty() {
         rw.uri_regex_rewrite = Some(RegexRewrite {

@@ -91,6 +91,7 @@ impl<'a> Checker<'a> {
             uri: rw.uri.as_deref().map(Into::into),
             uri_regex,
             authority,
+            kong_join: rw.kong_path_join == Some(true),
         })
     }
 
