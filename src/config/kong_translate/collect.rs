@@ -4,7 +4,7 @@
 use super::entities::{
     At, Errors, Kong, PLUGINS_ANNOTATION, RUN_PLUGINS, Route, Service, Upstream,
 };
-use crate::config::decode::Spanned;
+use crate::config::decode::{Opaque, Spanned};
 use crate::config::kong::{KongConfig, KongPlugin, KongRoute, KongService, Named};
 use crate::config::resource::{Resource, ResourceSet, Spec};
 use std::collections::HashMap;
@@ -233,14 +233,22 @@ pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
 /// Parts of Kong's declarative format weir refuses, each with the reason and what to write
 /// instead.
 fn refuse_unsupported(cfg: &KongConfig, at: &At, e: &mut Errors<'_>) {
-    if let Some(c) = &cfg.certificates {
+    // An empty list asks for nothing.
+    fn given(x: &Option<Spanned<Opaque>>) -> Option<&Spanned<Opaque>> {
+        x.as_ref().filter(|x| match &x.value.0 {
+            serde_json::Value::Null => false,
+            serde_json::Value::Array(items) => !items.is_empty(),
+            _ => true,
+        })
+    }
+    if let Some(c) = given(&cfg.certificates) {
         e.at(
             at,
             c.pos,
             "certificates are not supported: serve TLS with an Istio Gateway server's `tls` (certificate files weir reloads)",
         );
     }
-    if let Some(v) = &cfg.vaults {
+    if let Some(v) = given(&cfg.vaults) {
         e.at(
             at,
             v.pos,

@@ -48,7 +48,7 @@ impl<'a> Checker<'a> {
                     self.warn(
                         r,
                         svc.pos,
-                        format!("gateway `{g}` is not defined: the routing generated for `{name}` serves the mesh listener without it"),
+                        format!("gateway `{g}` is not defined: the routing generated for `{name}` goes without it"),
                     );
                 }
             }
