@@ -1295,18 +1295,7 @@ async fn the_apex_routing_is_bound_as_flagger_binds_it_and_takes_over_a_virtual_
     let canary = Backend::start("podinfo-canary").await;
     let tester = Hooks::start().await;
     let port = free_port();
-    let gateway = format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: public-gateway}}
-spec:
-  servers:
-  - port: {{number: {port}, name: http, protocol: HTTP}}
-    bind: 127.0.0.1
-    hosts: [\"*\"]
----
-"
-    );
+    let gateway = loopback_gateway("public-gateway", port);
     // With gateways, the apex VirtualService is on them only (hosts `*` included), not on
     // the mesh: Flagger binds it to `mesh` only when there are none.
     let on_gateway = PODINFO_CANARY

@@ -225,18 +225,7 @@ async fn the_config_endpoint_and_a_gauge_tell_when_the_files_were_rejected() {
     // A Gateway whose port is taken: rejected, at the Gateway's place in the file.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let gateway = format!(
-        "{}apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: edge}}
-spec:
-  servers:
-  - port: {{number: {port}, name: http, protocol: HTTP}}
-    bind: 127.0.0.1
-    hosts: [\"*\"]
-",
-        split(&v1, &v2, 100, 0) + "---\n"
-    );
+    let gateway = split(&v1, &v2, 100, 0) + "---\n" + &loopback_gateway("edge", port);
     assert!(!weir.rewrite(&gateway).await);
     let c = config(&weir).await;
     assert_eq!(c["lastAttempt"]["result"], "rejected", "{c:#}");

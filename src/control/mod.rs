@@ -160,25 +160,24 @@ impl Control {
         if weights {
             return result;
         }
-        self.metrics.show_last_reload(result.is_ok());
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Attempt {
-            at: std::time::SystemTime::now(),
-            result: match &result {
-                Ok(generation) => Ok(*generation),
-                Err(errors) => Err(errors.iter().map(ToString::to_string).collect()),
-            },
-        });
+        self.remember(result.as_ref().copied().map_err(Vec::as_slice));
         result
     }
 
     /// Records `errors` as the last change's result: when the files were rejected at start and
     /// the last good configuration serves instead, the files are what is shown as failing.
     pub(crate) fn remember_rejection(&self, errors: &[ConfigError]) {
+        self.remember(Err(errors));
+    }
+
+    /// Keeps a configuration change's result for `GET /config` and the gauge.
+    fn remember(&self, result: Result<u64, &[ConfigError]>) {
+        self.metrics.show_last_reload(result.is_ok());
+        let result = result.map_err(|errors| errors.iter().map(ToString::to_string).collect());
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Attempt {
             at: std::time::SystemTime::now(),
-            result: Err(errors.iter().map(ToString::to_string).collect()),
+            result,
         });
-        self.metrics.show_last_reload(false);
     }
 
     /// The last change tried, with its result.

@@ -540,6 +540,22 @@ pub fn loopback_service(host: &str, protocol: &str, ports: &[u16]) -> String {
     out
 }
 
+/// A Gateway `name` with one plain HTTP server on loopback `port`, for every host.
+pub fn loopback_gateway(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: {name}}}
+spec:
+  servers:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    bind: 127.0.0.1
+    hosts: [\"*\"]
+---
+"
+    )
+}
+
 /// A DestinationRule with subsets named after `version` labels.
 pub fn destination_rule(host: &str, versions: &[&str]) -> String {
     let mut out = format!(

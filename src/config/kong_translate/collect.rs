@@ -28,7 +28,7 @@ pub(super) fn collect(set: &ResourceSet, e: &mut Errors<'_>) -> Kong {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        for name in plugin_names(list) {
             match named_plugins.get(name) {
                 Some(p) => out.push(p.clone()),
                 None => e.at(
@@ -304,6 +304,11 @@ pub(super) fn with_at(file: &Arc<str>, plugins: &[KongPlugin]) -> Vec<(At, KongP
         .collect()
 }
 
+/// The KongPlugin names a `konghq.com/plugins` annotation lists.
+fn plugin_names(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|n| !n.is_empty())
+}
+
 /// Warns of KongPlugins that nothing attaches and that name a plugin weir does not run: they
 /// load, but would be refused where attached.
 fn unattached_plugins(set: &ResourceSet, kong: &mut Kong) {
@@ -311,7 +316,7 @@ fn unattached_plugins(set: &ResourceSet, kong: &mut Kong) {
         .resources
         .iter()
         .filter_map(|r| r.metadata.annotations.get(PLUGINS_ANNOTATION))
-        .flat_map(|list| list.split(',').map(str::trim))
+        .flat_map(|list| plugin_names(list))
         .collect();
     for r in &set.resources {
         let Spec::KongPlugin(p) = &r.spec else {
