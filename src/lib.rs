@@ -6,6 +6,7 @@
 //! ```text
 //! cli, run                 commands, wiring
 //! control, admin, rollout  the control plane: one apply path, the admin API, progressive delivery
+//! fleet, store             many instances sharing resources and rollouts through etcd
 //! listener, http1, edge    accepting clients, HTTP/1.1, limits at the edge
 //! proxy, error             the request path, and the one table of the statuses weir makes
 //! policy, route            per-route decisions, route tables and matchers
@@ -29,6 +30,7 @@ pub mod control;
 pub(crate) mod demo;
 pub mod edge;
 pub(crate) mod error;
+pub(crate) mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod http1;
@@ -40,5 +42,6 @@ pub(crate) mod rollout;
 pub mod route;
 pub mod run;
 pub(crate) mod snapshot;
+pub mod store;
 pub mod tls;
 pub(crate) mod upstream;

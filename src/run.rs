@@ -11,18 +11,22 @@ use arc_swap::ArcSwap;
 use crate::config::{ConfigError, ResourceSet};
 use crate::control::watch::watch_files;
 use crate::control::{Change, Control, last_good};
+use crate::fleet::{self, Fleet};
 use crate::edge::ServerPolicy;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::policy::fault::FaultSwitch;
 use crate::proxy::Proxy;
 use crate::snapshot::Snapshot;
+pub use crate::store::FleetOptions;
 
 /// Command-line settings of `weir run`.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Config files or directories.
     pub configs: Vec<PathBuf>,
+    /// Instead of files: the fleet's store this instance takes its resources from.
+    pub fleet: Option<FleetOptions>,
     /// Admin API address.
     pub admin: SocketAddr,
     /// Mesh listener address.
@@ -59,6 +63,8 @@ pub struct Server {
     admin_addr: SocketAddr,
     admin: tokio::task::JoinHandle<()>,
     watcher: Option<notify::RecommendedWatcher>,
+    /// In a fleet: membership, and its tasks.
+    fleet: Option<(Arc<Fleet>, Vec<tokio::task::JoinHandle<()>>)>,
 }
 
 impl Server {
@@ -96,42 +102,35 @@ impl Server {
             opts.configs.clone(),
             opts.state_dir.clone(),
         );
-        let initial_from_files = initial.is_none();
-        let change = match initial {
-            Some(set) => Change::Replace(set),
-            None => Change::Reload,
-        };
-        if let Err(errors) = control.apply(change).await {
-            // Files that no longer validate: serve the last configuration that did, if one
-            // was kept, until they are fixed (the watcher reloads them).
-            let kept = opts.state_dir.as_deref().and_then(last_good::load);
-            match kept {
-                Some(Ok(set)) if initial_from_files => {
-                    if control.apply(Change::Replace(set)).await.is_err() {
-                        return Err(StartError::Config(errors));
-                    }
-                    for e in &errors {
-                        tracing::error!("{e}");
-                    }
-                    // What the operator must fix is the files: /config says so.
-                    control.remember_rejection(&errors);
-                    tracing::warn!(
-                        state_dir = ?opts.state_dir,
-                        "The config files were rejected: serving the last good configuration until they are fixed."
-                    );
-                }
-                _ => return Err(StartError::Config(errors)),
+        let fleet = match opts.fleet.clone() {
+            Some(fo) => Some(join(fo, &control, admin_addr, opts.state_dir.as_deref()).await?),
+            None => {
+                first_config(&control, initial, opts.state_dir.as_deref()).await?;
+                None
             }
-        }
+        };
         let mesh = Listener::start(mesh_socket, mesh_addr, false, proxy);
         let token = opts.admin_token.as_deref().map(Arc::from);
-        let admin = tokio::spawn(crate::admin::serve(admin_socket, control.clone(), token));
+        let admin = tokio::spawn(crate::admin::serve(
+            admin_socket,
+            control.clone(),
+            token,
+            fleet.as_ref().map(|(f, _)| f.clone()),
+        ));
         let watcher = if opts.configs.is_empty() {
             None
         } else {
             watch_files(&opts.configs, control.clone())
         };
-        control.set_ready(true);
+        // In a fleet that started without its store and without a kept configuration, ready
+        // comes with the first configuration the store gives.
+        if control.generation() > 0 {
+            control.set_ready(true);
+        }
+        let fleet = fleet.map(|(f, first)| {
+            let tasks = f.start(first);
+            (f, tasks)
+        });
         tracing::info!(mesh = %mesh_addr, admin = %admin_addr, "weir is serving.");
         Ok(Server {
             control,
@@ -140,6 +139,7 @@ impl Server {
             admin_addr,
             admin,
             watcher,
+            fleet,
         })
     }
 
@@ -161,6 +161,11 @@ impl Server {
     /// Applies a change (see [`Control::apply`]).
     pub async fn apply(&self, change: Change) -> Result<u64, Vec<ConfigError>> {
         self.control.apply(change).await
+    }
+
+    /// In a fleet: this instance's id.
+    pub fn instance_id(&self) -> Option<&str> {
+        self.fleet.as_ref().map(|(f, _)| f.id.as_str())
     }
 
     /// Serves until SIGINT or SIGTERM; SIGHUP reloads the files.
@@ -188,12 +193,110 @@ impl Server {
     pub async fn shutdown(self) {
         self.control.set_ready(false);
         drop(self.watcher);
+        if let Some((fleet, tasks)) = &self.fleet {
+            for t in tasks {
+                t.abort();
+            }
+            // The rollouts this instance drives pass to another at once.
+            fleet.leave().await;
+        }
         self.admin.abort();
         let gateways = self.control.take_gateways().await;
         let mut stops = vec![tokio::spawn(self.mesh.stop())];
         stops.extend(gateways.into_iter().map(|l| tokio::spawn(l.stop())));
         for s in stops {
             let _ = s.await;
+        }
+    }
+}
+
+/// Applies the first configuration: `initial` when given, else the files; files that do not
+/// validate give way to the last good configuration kept in `state_dir`, if any.
+async fn first_config(
+    control: &Control,
+    initial: Option<ResourceSet>,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(), StartError> {
+    let initial_from_files = initial.is_none();
+    let change = match initial {
+        Some(set) => Change::Replace(set),
+        None => Change::Reload,
+    };
+    let Err(errors) = control.apply(change).await else {
+        return Ok(());
+    };
+    // Files that no longer validate: serve the last configuration that did, if one was kept,
+    // until they are fixed (the watcher reloads them).
+    match state_dir.and_then(last_good::load) {
+        Some(Ok(set)) if initial_from_files => {
+            if control.apply(Change::Replace(set)).await.is_err() {
+                return Err(StartError::Config(errors));
+            }
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            // What the operator must fix is the files: /config says so.
+            control.remember_rejection(&errors);
+            tracing::warn!(
+                ?state_dir,
+                "The config files were rejected: serving the last good configuration until they are fixed."
+            );
+            Ok(())
+        }
+        _ => Err(StartError::Config(errors)),
+    }
+}
+
+/// Joins a fleet: the first configuration comes from its store, or, while the store cannot be
+/// reached, from the last one kept in `state_dir` (without either, the instance starts not
+/// ready and waits for the store). Store contents that do not validate stop the start, as bad
+/// files do, unless a kept configuration can serve.
+async fn join(
+    opts: FleetOptions,
+    control: &Arc<Control>,
+    admin: SocketAddr,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(Arc<Fleet>, Option<fleet::Read>), StartError> {
+    let fleet = Fleet::new(opts, control, admin);
+    control.rollouts.share(fleet.clone());
+    let kept = || state_dir.and_then(last_good::load).and_then(Result::ok);
+    match fleet::first_read(&fleet).await {
+        Ok(read) => {
+            fleet.set_connected(true);
+            match control.apply(Change::Texts(read.files())).await {
+                Ok(_) => fleet.set_applied(read.revision),
+                Err(errors) => {
+                    fleet.metrics.apply_errors.inc();
+                    let Some(set) = kept() else {
+                        return Err(StartError::Config(errors));
+                    };
+                    if control.apply(Change::Replace(set)).await.is_err() {
+                        return Err(StartError::Config(errors));
+                    }
+                    for e in &errors {
+                        tracing::error!("{e}");
+                    }
+                    control.remember_rejection(&errors);
+                    tracing::warn!("The store's resources were rejected: serving the last good configuration.");
+                }
+            }
+            Ok((fleet, Some(read)))
+        }
+        Err(e) => {
+            fleet.set_connected(false);
+            let served = match kept() {
+                Some(set) => control.apply(Change::Replace(set)).await.is_ok(),
+                None => false,
+            };
+            match served {
+                true => {
+                    tracing::warn!(store = %fleet.url, error = %e, "The store cannot be reached: serving the last configuration applied until it can.");
+                }
+                false => {
+                    tracing::warn!(store = %fleet.url, error = %e, "The store cannot be reached and no configuration was kept: not ready until the store answers.");
+                }
+            }
+            Ok((fleet, None))
         }
     }
 }

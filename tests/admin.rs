@@ -141,6 +141,7 @@ async fn ready_live_config_and_clusters() {
 #[tokio::test]
 async fn a_token_guards_every_mutating_call_and_off_loopback_one_is_required() {
     let opts = |admin: &str, token: Option<&str>| weir::run::Options {
+        fleet: None,
         configs: Vec::new(),
         admin: admin.parse().unwrap(),
         mesh: "127.0.0.1:0".parse().unwrap(),

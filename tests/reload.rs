@@ -82,6 +82,7 @@ async fn a_restart_with_bad_files_serves_the_last_good_config() {
     assert_eq!(backend_of(&h), "v2");
     // Without a state directory there is nothing to fall back on: weir does not start.
     let opts = weir::run::Options {
+        fleet: None,
         configs: vec![weir.config.clone()],
         admin: "127.0.0.1:0".parse().unwrap(),
         mesh: "127.0.0.1:0".parse().unwrap(),

@@ -1,5 +1,5 @@
 //! The admin API: `/ready`, `/live`, `/metrics`, `/config`, `/clusters`, `/faults`,
-//! `/canaries`, `/upstreams`. One path match, no framework; it binds to loopback by default and
+//! `/canaries`, `/upstreams`, and `/fleet` on an instance of a fleet. One path match, no framework; it binds to loopback by default and
 //! never serves secrets. With a token (`--admin-token-file`, required off loopback), every
 //! mutating call (`POST`, `PUT`) needs `Authorization: Bearer TOKEN`; reads stay open, and a
 //! `GET` never changes anything.
@@ -28,25 +28,37 @@ use tokio::net::TcpListener;
 pub use call::{call, call_with_token, read_token};
 
 use crate::control::Control;
+use crate::fleet::{Fleet, fleet_json};
 use crate::rollout::command::Command;
 use views::{clusters_json, config_json, faults_json};
+
+/// How long a canary command waits for a fleet's driver to take it.
+const COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The largest body a mutating call may carry.
 const MAX_BODY: usize = 64 * 1024;
 
 /// Serves the admin API on `socket` until the task is aborted; `token`, when given, guards
 /// every mutating call.
-pub(crate) async fn serve(socket: TcpListener, control: Arc<Control>, token: Option<Arc<str>>) {
+pub(crate) async fn serve(
+    socket: TcpListener,
+    control: Arc<Control>,
+    token: Option<Arc<str>>,
+    fleet: Option<Arc<Fleet>>,
+) {
     loop {
         let Ok((stream, _)) = socket.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             continue;
         };
-        let (control, token) = (control.clone(), token.clone());
+        let (control, token, fleet) = (control.clone(), token.clone(), fleet.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let (control, token) = (control.clone(), token.clone());
-                async move { Ok::<_, Infallible>(answer(&control, token.as_deref(), req).await) }
+                let (control, token, fleet) = (control.clone(), token.clone(), fleet.clone());
+                async move {
+                    let fleet = fleet.as_deref();
+                    Ok::<_, Infallible>(answer(&control, fleet, token.as_deref(), req).await)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -58,6 +70,7 @@ pub(crate) async fn serve(socket: TcpListener, control: Arc<Control>, token: Opt
 /// One call: the token and the body of a mutating call are checked before anything happens.
 async fn answer(
     control: &Control,
+    fleet: Option<&Fleet>,
     token: Option<&str>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -82,7 +95,7 @@ async fn answer(
             return error(StatusCode::BAD_REQUEST, &why);
         }
     }
-    handle(control, &parts)
+    handle(control, fleet, &parts).await
 }
 
 /// Whether a request carries the admin token (or none is required).
@@ -114,7 +127,7 @@ fn unauthorized() -> Response<Full<Bytes>> {
     resp
 }
 
-fn handle(control: &Control, req: &Parts) -> Response<Full<Bytes>> {
+async fn handle(control: &Control, fleet: Option<&Fleet>, req: &Parts) -> Response<Full<Bytes>> {
     let path = req.uri.path();
     match (&req.method, path) {
         (&Method::GET, "/ready") if control.is_ready() => text(StatusCode::OK, "ready\n"),
@@ -137,7 +150,20 @@ fn handle(control: &Control, req: &Parts) -> Response<Full<Bytes>> {
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             resp
         }
-        (&Method::GET, "/config") => json_response(config_json(control)),
+        (&Method::GET, "/config") => json_response(config_json(control, fleet)),
+        (&Method::GET, "/fleet") => match fleet {
+            Some(f) => match fleet_json(f).await {
+                Ok(v) => json_response(v),
+                Err(e) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot read the fleet from the store: {e}"),
+                ),
+            },
+            None => error(
+                StatusCode::NOT_FOUND,
+                "this instance is not part of a fleet (weir run --store etcd://...)",
+            ),
+        },
         (&Method::GET, "/clusters") => json_response(clusters_json(control)),
         (&Method::GET, "/faults") => json_response(faults_json(control)),
         (&Method::POST, "/faults/disable") => {
@@ -154,19 +180,20 @@ fn handle(control: &Control, req: &Parts) -> Response<Full<Bytes>> {
             json_response(control.rollouts.json(None).unwrap_or_default())
         }
         (method, p) if p.starts_with("/canaries/") => {
-            canary(control, method, &p["/canaries/".len()..])
+            canary(control, method, &p["/canaries/".len()..]).await
         }
         (method, p) if p.starts_with("/upstreams/") => {
             target_health(control, method, &p["/upstreams/".len()..])
         }
         (
             _,
-            "/ready" | "/live" | "/metrics" | "/config" | "/clusters" | "/faults" | "/canaries",
+            "/ready" | "/live" | "/metrics" | "/config" | "/clusters" | "/faults" | "/canaries"
+            | "/fleet",
         ) => not_allowed("GET"),
         (_, "/faults/disable" | "/faults/enable") => not_allowed("POST"),
         _ => error(
             StatusCode::NOT_FOUND,
-            "not found; try /ready /live /metrics /config /clusters /faults /canaries",
+            "not found; try /ready /live /metrics /config /clusters /faults /canaries /fleet",
         ),
     }
 }
@@ -216,7 +243,7 @@ fn target_health(control: &Control, method: &Method, rest: &str) -> Response<Ful
 }
 
 /// `GET /canaries/NAME`, `POST /canaries/NAME/{promote,rollback,pause,resume}`.
-fn canary(control: &Control, method: &Method, rest: &str) -> Response<Full<Bytes>> {
+async fn canary(control: &Control, method: &Method, rest: &str) -> Response<Full<Bytes>> {
     let (name, action) = match rest.split_once('/') {
         Some((n, a)) => (n, Some(a)),
         None => (rest, None),
@@ -233,8 +260,12 @@ fn canary(control: &Control, method: &Method, rest: &str) -> Response<Full<Bytes
                     command = a,
                     "Canary command from the admin API."
                 );
-                control.rollouts.command(name, cmd);
-                json_response(json!({"name": name, "accepted": a}))
+                // In a fleet the command waits in the store for the instance that drives the
+                // rollout: the answer says whether it has taken it.
+                match control.rollouts.command(name, cmd, COMMAND_WAIT).await {
+                    Ok(taken) => json_response(json!({"name": name, "accepted": a, "taken": taken})),
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+                }
             }
             None => error(
                 StatusCode::NOT_FOUND,

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::config::Spec;
 use crate::control::Control;
+use crate::fleet::Fleet;
 use crate::metrics::EndpointState;
 use crate::tls::Trust;
 
@@ -30,7 +31,7 @@ pub(super) fn faults_json(control: &Control) -> Value {
     json!({ "enabled": control.faults.enabled(), "rules": rules })
 }
 
-pub(super) fn config_json(control: &Control) -> Value {
+pub(super) fn config_json(control: &Control, fleet: Option<&Fleet>) -> Value {
     let snap = control.snapshot();
     let resources: Vec<Value> = snap
         .resources
@@ -58,8 +59,17 @@ pub(super) fn config_json(control: &Control) -> Value {
             Err(errors) => json!({"result": "rejected", "time": at, "errors": errors}),
         }
     });
+    let store = fleet.map(|f| {
+        json!({
+            "url": f.url.to_string(),
+            "instance": f.id,
+            "connected": f.connected(),
+            "revision": f.applied(),
+        })
+    });
     json!({
         "generation": snap.generation,
+        "store": store,
         "lastAttempt": last,
         "sources": snap.resources.sources,
         "listeners": listeners,

@@ -1,8 +1,10 @@
-//! The `weir` command line: `run`, `validate`, `import`, `demo`, `faults`, `canary`. The binary
+//! The `weir` command line: `run`, `validate`, `import`, `demo`, `apply`, `get`, `delete`,
+//! `faults`, `canary`. The binary
 //! (`src/main.rs`) only calls [`main`].
 
 mod canary;
 mod limits;
+mod store;
 pub(crate) mod view;
 
 use std::io::IsTerminal;
@@ -28,8 +30,19 @@ enum Command {
     /// Proxy traffic by the given configuration, reloading it when files change or on SIGHUP.
     Run {
         /// A YAML file or a directory of them; may repeat.
-        #[arg(long = "config", required = true)]
+        #[arg(long = "config", required_unless_present = "store", conflicts_with = "store")]
         configs: Vec<PathBuf>,
+        /// Take the resources from a fleet's store instead of files:
+        /// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` (prefix `/weir` by default).
+        #[arg(long, value_name = "URL")]
+        store: Option<crate::store::StoreUrl>,
+        /// This instance's name in the fleet (default: host name and admin port).
+        #[arg(long, value_name = "ID", requires = "store")]
+        instance_id: Option<String>,
+        /// Seconds an instance stays in the fleet (and keeps the rollouts it drives) after its
+        /// last word to the store.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5, requires = "store")]
+        store_lease: u64,
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: SocketAddr,
@@ -78,6 +91,39 @@ enum Command {
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+    },
+    /// Validate resources with everything in a fleet's store, then write them in one
+    /// transaction (refused if the store changed meanwhile).
+    Apply {
+        /// The store: `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`.
+        #[arg(long, value_name = "URL")]
+        store: crate::store::StoreUrl,
+        /// A YAML file or a directory of them; may repeat.
+        #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+        /// Print what would change and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print resources of a fleet's store as YAML, as written.
+    Get {
+        /// The store: `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`.
+        #[arg(long, value_name = "URL")]
+        store: crate::store::StoreUrl,
+        /// A kind (any case, singular or plural).
+        kind: Option<String>,
+        /// A name, or NAMESPACE/NAME.
+        name: Option<String>,
+    },
+    /// Delete a resource from a fleet's store (refused if what is left would not validate).
+    Delete {
+        /// The store: `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`.
+        #[arg(long, value_name = "URL")]
+        store: crate::store::StoreUrl,
+        /// The kind.
+        kind: String,
+        /// The name, or NAMESPACE/NAME.
+        name: String,
     },
     /// Fault injection's kill switch on a running weir: `disable` stops every fault at once.
     Faults {
@@ -140,6 +186,15 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Validate { paths } => validate(&paths),
         Command::Import { dialect, paths } => import(dialect, &paths),
+        Command::Apply {
+            store,
+            paths,
+            dry_run,
+        } => runtime(Some(1)).block_on(store::apply(store, paths, dry_run)),
+        Command::Get { store, kind, name } => runtime(Some(1)).block_on(store::get(store, kind, name)),
+        Command::Delete { store, kind, name } => {
+            runtime(Some(1)).block_on(store::delete(store, kind, name))
+        }
         Command::Completions { shell } => {
             let mut cli = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();
@@ -203,6 +258,9 @@ pub fn main() -> ExitCode {
         }
         Command::Run {
             configs,
+            store,
+            instance_id,
+            store_lease,
             admin,
             mesh_listen,
             state_dir,
@@ -216,6 +274,13 @@ pub fn main() -> ExitCode {
             };
             let opts = crate::run::Options {
                 configs,
+                fleet: store.map(|url| crate::run::FleetOptions {
+                    instance_id: instance_id.unwrap_or_else(|| {
+                        format!("{}:{}", crate::store::host_name(), admin.port())
+                    }),
+                    url,
+                    lease_seconds: store_lease.max(1),
+                }),
                 admin,
                 mesh: mesh_listen,
                 state_dir,

@@ -17,6 +17,9 @@ pub enum Change {
     Reload,
     /// Serve exactly these resources.
     Replace(ResourceSet),
+    /// Serve the resources of these texts, each named by where it came from (a fleet's store:
+    /// one document per key, named by its key).
+    Texts(Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>),
     /// Serve the current resources with the rollouts' current weights.
     Weights,
 }

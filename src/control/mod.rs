@@ -1,9 +1,10 @@
 //! The control plane: the one apply path every configuration change takes, and the state it
 //! changes.
 //!
-//! A file reload (the watcher in `control/watch.rs`, or SIGHUP), an admin call, a rollout step and the
-//! demo all call [`Control::apply`] with a [`Change`]: load, validate whole, bind any new
-//! Gateway listeners, build the snapshot, swap it atomically. A change that fails anywhere is
+//! A file reload (the watcher in `control/watch.rs`, or SIGHUP), a fleet store's change
+//! (`fleet/sync.rs`), an admin call, a rollout step and the demo all call [`Control::apply`]
+//! with a [`Change`]: load, validate whole, bind any new Gateway listeners, build the
+//! snapshot, swap it atomically. A change that fails anywhere is
 //! rejected whole and the old snapshot keeps serving. The rollout controllers reach the control
 //! plane through `change::Steer` only.
 //!
@@ -192,20 +193,8 @@ impl Control {
     ) -> Result<u64, Vec<ConfigError>> {
         let new_source = !matches!(change, Change::Weights);
         let source = match change {
-            Change::Reload => {
-                let (set, errors) = config::read_paths(&self.configs);
-                if !errors.is_empty() {
-                    // Decoding errors, plus whatever validation finds in the rest.
-                    let mut all = errors;
-                    if let Err(more) = config::validate(&set, self.mesh) {
-                        all.extend(more);
-                    }
-                    all.sort();
-                    all.dedup();
-                    return Err(all);
-                }
-                Arc::new(set)
-            }
+            Change::Reload => Arc::new(read(config::read_paths(&self.configs), self.mesh)?),
+            Change::Texts(files) => Arc::new(read(config::read_texts(files), self.mesh)?),
             Change::Replace(set) => Arc::new(set),
             Change::Weights => self
                 .source
@@ -278,6 +267,23 @@ impl Control {
     pub async fn gateway_addrs(&self) -> Vec<SocketAddr> {
         self.gateways.lock().await.keys().copied().collect()
     }
+}
+
+/// What was read, or its decoding errors together with whatever validation finds in the rest.
+fn read(
+    (set, errors): (ResourceSet, Vec<ConfigError>),
+    mesh: SocketAddr,
+) -> Result<ResourceSet, Vec<ConfigError>> {
+    if errors.is_empty() {
+        return Ok(set);
+    }
+    let mut all = errors;
+    if let Err(more) = config::validate(&set, mesh) {
+        all.extend(more);
+    }
+    all.sort();
+    all.dedup();
+    Err(all)
 }
 
 impl Steer for Control {

@@ -145,6 +145,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         config::parse_set("<demo>", &yaml).map_err(errors)
     };
     let opts = Options {
+        fleet: None,
         configs: Vec::new(),
         admin: "127.0.0.1:0".parse()?,
         mesh: "127.0.0.1:0".parse()?,

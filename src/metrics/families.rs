@@ -121,6 +121,13 @@ pub(crate) struct EjectionLabels {
     pub(crate) reason: &'static str,
 }
 
+/// Labels of the `weir_store_*` families (a fleet's store only).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StoreLabels {
+    /// The store's URL.
+    pub(crate) store: String,
+}
+
 /// Labels of `weir_canary_weight` and `weir_canary_status`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CanaryLabels {

@@ -46,6 +46,23 @@ pub(crate) struct Metrics {
     canary_status: Family<CanaryLabels, Gauge>,
     canary_checks: Family<CanaryCheckLabels, Counter>,
     versions: std::sync::Mutex<std::collections::HashMap<(String, String), Arc<VersionStats>>>,
+    store_connected: Family<StoreLabels, Gauge>,
+    store_revision: Family<StoreLabels, Gauge>,
+    store_apply_errors: Family<StoreLabels, Counter>,
+    store_apply_delay: Family<StoreLabels, Histogram>,
+}
+
+/// The metrics of a fleet's store, for one store URL.
+#[derive(Clone)]
+pub(crate) struct StoreMetrics {
+    /// 1 while the store answers.
+    pub(crate) connected: Gauge,
+    /// The store revision whose resources are served.
+    pub(crate) revision: Gauge,
+    /// Store contents rejected by validation.
+    pub(crate) apply_errors: Counter,
+    /// From a write (`weir apply`, a rollout step) to this instance applying it.
+    pub(crate) apply_delay: Histogram,
 }
 
 impl Default for Metrics {
@@ -162,6 +179,31 @@ impl Metrics {
             "Whether the last configuration change (a reload, an admin call) was applied: 1, or 0 when it was rejected and the previous configuration kept serving",
             last_reload_ok.clone(),
         );
+        let store_connected = Family::<StoreLabels, Gauge>::default();
+        registry.register(
+            "weir_store_connected",
+            "Whether the fleet's store answers this instance: 1, or 0 while it serves its last configuration without it",
+            store_connected.clone(),
+        );
+        let store_revision = Family::<StoreLabels, Gauge>::default();
+        registry.register(
+            "weir_store_revision",
+            "The store revision whose resources this instance serves",
+            store_revision.clone(),
+        );
+        let store_apply_errors = Family::<StoreLabels, Counter>::default();
+        registry.register(
+            "weir_store_apply_errors",
+            "Store contents this instance rejected (the previous configuration kept serving)",
+            store_apply_errors.clone(),
+        );
+        let store_apply_delay =
+            Family::<StoreLabels, Histogram>::new_with_constructor(new_histogram as fn() -> _);
+        registry.register(
+            "weir_store_apply_delay_seconds",
+            "Time from a write to the store (weir apply, a rollout step) to this instance serving it",
+            store_apply_delay.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -182,6 +224,23 @@ impl Metrics {
             canary_status,
             canary_checks,
             versions: Default::default(),
+            store_connected,
+            store_revision,
+            store_apply_errors,
+            store_apply_delay,
+        }
+    }
+
+    /// The handles of the store at `url`.
+    pub(crate) fn store(&self, url: &str) -> StoreMetrics {
+        let labels = StoreLabels {
+            store: url.to_owned(),
+        };
+        StoreMetrics {
+            connected: self.store_connected.get_or_create(&labels).clone(),
+            revision: self.store_revision.get_or_create(&labels).clone(),
+            apply_errors: self.store_apply_errors.get_or_create(&labels).clone(),
+            apply_delay: self.store_apply_delay.get_or_create(&labels).clone(),
         }
     }
 

@@ -16,7 +16,7 @@ pub(crate) struct VersionStats {
 }
 
 /// A reading of [`VersionStats`].
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct VersionSample {
     /// Responses.
     pub(crate) requests: u64,
@@ -76,6 +76,18 @@ impl VersionSample {
                 .zip(earlier.durations.iter().chain(std::iter::repeat(&0)))
                 .map(|(a, b)| a.saturating_sub(*b))
                 .collect(),
+        }
+    }
+
+    /// This sample and `other` together (two instances' counts).
+    pub(crate) fn add(&mut self, other: &VersionSample) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.durations.len() < other.durations.len() {
+            self.durations.resize(other.durations.len(), 0);
+        }
+        for (a, b) in self.durations.iter_mut().zip(&other.durations) {
+            *a += b;
         }
     }
 

@@ -57,6 +57,8 @@ pub(crate) struct CheckResult {
     pub(crate) versus: Option<Versus>,
     /// Query checks: the provider's error, empty when it answered.
     pub(crate) query: Option<String>,
+    /// Why the traffic could not be counted (a fleet instance's counts are missing).
+    pub(crate) incomplete: Option<String>,
 }
 
 /// What a comparative check saw.
@@ -79,6 +81,9 @@ impl CheckResult {
             (None, Some(b)) => format!("<= {b}"),
             (None, None) => "any".to_owned(),
         };
+        if let Some(why) = &self.incomplete {
+            return format!("{}: {why} (inconclusive)", self.name);
+        }
         if let Some(error) = &self.query {
             return match (self.value, error.is_empty()) {
                 (Some(v), _) => format!(
@@ -161,6 +166,22 @@ pub(crate) fn evaluate(
         max,
         versus,
         query: None,
+        incomplete: None,
+    }
+}
+
+/// A check whose traffic could not be counted: inconclusive, saying why.
+pub(crate) fn incomplete(spec: &CheckSpec, why: String) -> CheckResult {
+    CheckResult {
+        name: spec.name.clone(),
+        verdict: Verdict::Inconclusive,
+        value: None,
+        sample: 0,
+        min: spec.min,
+        max: spec.max,
+        versus: None,
+        query: None,
+        incomplete: Some(why),
     }
 }
 
@@ -196,6 +217,7 @@ pub(crate) fn judge_query(spec: &CheckSpec, answer: Result<Option<f64>, String>)
         max: spec.max,
         versus: None,
         query: Some(error.unwrap_or_default()),
+        incomplete: None,
     }
 }
 

@@ -17,6 +17,16 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    /// The command's name, as in an admin path.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Command::Promote => "promote",
+            Command::Rollback => "rollback",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+        }
+    }
+
     /// The command named in an admin path.
     pub(crate) fn parse(name: &str) -> Option<Command> {
         Some(match name {

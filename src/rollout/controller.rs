@@ -12,6 +12,7 @@ use super::command::{Command, lock};
 use super::hooks::{self, Mesh};
 use super::machine::{Env, Machine, Revisions};
 use super::prometheus;
+use super::shared::{FleetHistory, side_key, window as window_of};
 use super::spec::{CheckKind, HookKind, RolloutSpec, Side};
 use super::status::{Phase, Status};
 use super::store::Store;
@@ -49,7 +50,7 @@ pub(super) async fn drive(
                 // drops the step and acts at once.
                 let mut m = before.clone();
                 let mesh = Mesh { snap: control.snapshot(), addr: control.mesh_addr() };
-                let mut env = Live { control: &*control, spec: &spec, history: &history, mesh };
+                let mut env = Live { control: &*control, spec: &spec, counts: Counts::Local(&history), mesh };
                 tokio::select! {
                     () = m.step(revisions, &mut env) => m,
                     cmd = commands.recv() => {
@@ -66,43 +67,54 @@ pub(super) async fn drive(
         if after.status == before.status {
             continue;
         }
-        *lock(&shared) = after.clone();
         let Some(control) = control.upgrade() else {
             return;
         };
-        let (saving, status) = (store.clone(), after.status.clone());
-        let saved = tokio::task::spawn_blocking(move || saving.save(&after.spec, &status)).await;
-        if let Ok(Err(e)) = saved {
-            tracing::error!(canary = %spec.name, error = %e, "Cannot save rollout state.");
-        }
-        let status = lock(&shared).status.clone();
-        // The routing served changes when the machine's routing does, and when the rollout
-        // leaves Initializing (until then its VirtualService keeps its own weights, even where
-        // the first routing equals the machine's default).
-        let initialized =
-            before.status.phase == Phase::Initializing && status.phase != Phase::Initializing;
-        if (status.routing != before.status.routing || initialized)
-            && let Err(errors) = control.apply(Change::Weights).await
-        {
-            // The config went bad meanwhile; the routing is applied with the next change.
-            tracing::error!(
-                canary = %spec.name,
-                errors = errors.len(),
-                "Canary routing not applied."
-            );
-        }
+        settle(&*control, &shared, &shown, &store, &before, after).await;
         let mesh = Mesh {
             snap: control.snapshot(),
             addr: control.mesh_addr(),
         };
-        // Shown once in place.
-        publish_state(&*control, &spec, &status);
-        *lock(&shown) = status.clone();
-        notify(&spec, &before.status, &status, mesh);
+        notify(&spec, &before.status, &lock(&shown).clone(), mesh);
     }
 }
 
-fn publish_state(control: &dyn Steer, spec: &RolloutSpec, status: &Status) {
+/// Makes a new state real: keeps it, applies its routing (when it changed, or when the rollout
+/// leaves Initializing: until then its VirtualService keeps its own weights), shows it once in
+/// place. Followers in a fleet settle the states their driver stored the same way.
+pub(super) async fn settle(
+    control: &dyn Steer,
+    shared: &Mutex<Machine>,
+    shown: &Mutex<Status>,
+    store: &Store,
+    before: &Machine,
+    after: Machine,
+) {
+    let spec = after.spec.clone();
+    *lock(shared) = after.clone();
+    let (saving, status) = (store.clone(), after.status.clone());
+    let saved = tokio::task::spawn_blocking(move || saving.save(&after.spec, &status)).await;
+    if let Ok(Err(e)) = saved {
+        tracing::error!(canary = %spec.name, error = %e, "Cannot save rollout state.");
+    }
+    let status = lock(shared).status.clone();
+    let initialized =
+        before.status.phase == Phase::Initializing && status.phase != Phase::Initializing;
+    if (status.routing != before.status.routing || initialized)
+        && let Err(errors) = control.apply(Change::Weights).await
+    {
+        // The config went bad meanwhile; the routing is applied with the next change.
+        tracing::error!(
+            canary = %spec.name,
+            errors = errors.len(),
+            "Canary routing not applied."
+        );
+    }
+    publish_state(control, &spec, &status);
+    *lock(shown) = status;
+}
+
+pub(super) fn publish_state(control: &dyn Steer, spec: &RolloutSpec, status: &Status) {
     control.metrics().canary_state(
         &spec.name,
         status.routing.canary_weight,
@@ -111,7 +123,7 @@ fn publish_state(control: &dyn Steer, spec: &RolloutSpec, status: &Status) {
 }
 
 /// Applies an operator command.
-fn command(mut m: Machine, cmd: Command) -> Machine {
+pub(super) fn command(mut m: Machine, cmd: Command) -> Machine {
     match cmd {
         Command::Promote => m.promote(),
         Command::Rollback => m.roll_back(),
@@ -123,7 +135,7 @@ fn command(mut m: Machine, cmd: Command) -> Machine {
 
 /// Sends new events to the `event` webhooks, and a finished rollout to the `post-rollout` ones,
 /// off the controller's path.
-fn notify(spec: &RolloutSpec, before: &Status, after: &Status, mesh: Mesh) {
+pub(super) fn notify(spec: &RolloutSpec, before: &Status, after: &Status, mesh: Mesh) {
     let new = (after.events_total - before.events_total).min(after.events.len() as u64) as usize;
     let events: Vec<_> = after
         .events
@@ -168,12 +180,59 @@ fn record(control: &dyn Steer, spec: &RolloutSpec, history: &mut History) {
     }
 }
 
-/// The world as the machine sees it: webhooks over HTTP, checks over weir's own counters.
-struct Live<'a> {
-    control: &'a dyn Steer,
-    spec: &'a RolloutSpec,
-    history: &'a History,
-    mesh: Mesh,
+/// Where builtin checks count traffic.
+pub(super) enum Counts<'a> {
+    /// This instance's own counters.
+    Local(&'a History),
+    /// Every live instance's, read from the fleet's store; counts older than the `u64` (ms)
+    /// are missing.
+    Fleet(&'a FleetHistory, u64),
+}
+
+impl Counts<'_> {
+    /// The canary's and the primary's traffic over the last `window`, or why it is unknown.
+    fn window(
+        &self,
+        spec: &RolloutSpec,
+        window: std::time::Duration,
+    ) -> Option<Result<(VersionSample, VersionSample), String>> {
+        match self {
+            Counts::Local(history) => {
+                let (now, canary, primary) = history.back()?;
+                let since = now.checked_sub(window).unwrap_or(*now);
+                // The reading nearest to a window ago (ticks drift by a little).
+                let (_, c0, p0) = history
+                    .iter()
+                    .min_by_key(|(t, _, _)| t.max(&since).duration_since(*t.min(&since)))
+                    .unwrap_or(&history[0]);
+                Some(Ok((canary.since(c0), primary.since(p0))))
+            }
+            Counts::Fleet(history, stale_ms) => {
+                let (now, now_ms, newest) = history.back()?;
+                let since = now.checked_sub(window).unwrap_or(*now);
+                let (_, old_ms, oldest) = history
+                    .iter()
+                    .min_by_key(|(t, _, _)| t.max(&since).duration_since(*t.min(&since)))
+                    .unwrap_or(&history[0]);
+                let key = |s: &Side| side_key(&s.host, s.version());
+                Some(window_of(
+                    (*old_ms, oldest),
+                    (*now_ms, newest),
+                    &key(&spec.canary),
+                    &key(&spec.primary),
+                    *stale_ms,
+                ))
+            }
+        }
+    }
+}
+
+/// The world as the machine sees it: webhooks over HTTP, checks over the counters.
+pub(super) struct Live<'a> {
+    pub(super) control: &'a dyn Steer,
+    pub(super) spec: &'a RolloutSpec,
+    pub(super) counts: Counts<'a>,
+    pub(super) mesh: Mesh,
 }
 
 impl Env for Live<'_> {
@@ -182,9 +241,6 @@ impl Env for Live<'_> {
     }
 
     async fn checks(&mut self) -> Vec<CheckResult> {
-        let Some((now, canary, primary)) = self.history.back() else {
-            return Vec::new();
-        };
         let mut results = Vec::with_capacity(self.spec.checks.len());
         for c in &self.spec.checks {
             let result = match &c.kind {
@@ -202,16 +258,11 @@ impl Env for Live<'_> {
                     };
                     analysis::judge_query(c, answer)
                 }
-                _ => {
-                    let since = now.checked_sub(c.window).unwrap_or(*now);
-                    // The reading nearest to a window ago (ticks drift by a little).
-                    let (_, c0, p0) = self
-                        .history
-                        .iter()
-                        .min_by_key(|(t, _, _)| t.max(&since).duration_since(*t.min(&since)))
-                        .unwrap_or(&self.history[0]);
-                    analysis::evaluate(c, &canary.since(c0), &primary.since(p0))
-                }
+                _ => match self.counts.window(self.spec, c.window) {
+                    None => return Vec::new(),
+                    Some(Ok((canary, primary))) => analysis::evaluate(c, &canary, &primary),
+                    Some(Err(why)) => analysis::incomplete(c, why),
+                },
             };
             self.control.metrics().canary_check(
                 &self.spec.name,
@@ -225,7 +276,7 @@ impl Env for Live<'_> {
 }
 
 /// Both versions' revisions.
-fn revisions(snap: &Snapshot, spec: &RolloutSpec) -> Revisions {
+pub(super) fn revisions(snap: &Snapshot, spec: &RolloutSpec) -> Revisions {
     Revisions {
         canary: revision(snap, &spec.canary),
         primary: revision(snap, &spec.primary),

@@ -9,9 +9,11 @@
 pub(crate) mod analysis;
 pub(crate) mod command;
 mod controller;
+mod elected;
 mod hooks;
 pub(crate) mod machine;
 mod prometheus;
+pub(crate) mod shared;
 pub(crate) mod spec;
 pub(crate) mod status;
 pub(crate) mod store;
@@ -27,6 +29,7 @@ use crate::config::istio::{HttpMatchRequest, HttpRoute, Percent, VirtualService}
 use crate::config::{ResourceSet, Spec};
 use crate::control::change::Steer;
 use command::{Command, lock};
+use shared::Shared;
 use machine::Machine;
 use spec::{RolloutSpec, Strategy};
 use status::{Phase, Routing, Status};
@@ -54,6 +57,8 @@ impl Drop for Rollout {
 pub(crate) struct Rollouts {
     running: Mutex<HashMap<String, Rollout>>,
     store: Store,
+    /// In a fleet: the store every instance shares (set once, before the first apply).
+    fleet: std::sync::OnceLock<Arc<dyn Shared>>,
 }
 
 /// The rollouts a new config asks for: prepared before the config is applied (their routing is
@@ -70,7 +75,19 @@ impl Rollouts {
         Rollouts {
             running: Mutex::default(),
             store: Store::new(state_dir),
+            fleet: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes the rollouts part of a fleet: one instance drives each, through `fleet`.
+    pub(crate) fn share(&self, fleet: Arc<dyn Shared>) {
+        let _ = self.fleet.set(fleet);
+    }
+
+    /// The state a fleet's store holds for `spec`'s rollout, if any.
+    fn stored(&self, spec: &RolloutSpec) -> Option<Status> {
+        let text = self.fleet.get()?.stored(&spec.name)?;
+        store::decode(spec, text.as_bytes()).ok().flatten().map(|(s, _)| s)
     }
 
     /// What `set` asks for. A changed Canary with the same target carries its status over (as
@@ -85,7 +102,7 @@ impl Rollouts {
             let machine = match current {
                 Some(m) if m.spec == *spec => continue,
                 Some(m) if same_target(&m.spec, spec) => Machine::resume(spec.clone(), m.status),
-                _ => match self.store.load(spec) {
+                _ => match self.stored(spec).or_else(|| self.store.load(spec)) {
                     Some(status) => Machine::resume(spec.clone(), status),
                     None => Machine::new(spec.clone()),
                 },
@@ -139,13 +156,22 @@ impl Rollouts {
             let shown = Arc::new(Mutex::new(machine.status.clone()));
             let machine = Arc::new(Mutex::new(machine));
             let (tx, rx) = mpsc::unbounded_channel();
-            let task = tokio::spawn(controller::drive(
-                control.clone(),
-                machine.clone(),
-                shown.clone(),
-                rx,
-                self.store.clone(),
-            ));
+            let task = match self.fleet.get() {
+                Some(fleet) => tokio::spawn(elected::drive(
+                    control.clone(),
+                    machine.clone(),
+                    shown.clone(),
+                    fleet.clone(),
+                    self.store.clone(),
+                )),
+                None => tokio::spawn(controller::drive(
+                    control.clone(),
+                    machine.clone(),
+                    shown.clone(),
+                    rx,
+                    self.store.clone(),
+                )),
+            };
             running.insert(
                 name,
                 Rollout {
@@ -162,11 +188,34 @@ impl Rollouts {
         }
     }
 
-    /// Sends an operator command; false if there is no such rollout.
-    pub(crate) fn command(&self, name: &str, cmd: Command) -> bool {
-        lock(&self.running)
-            .get(name)
-            .is_some_and(|r| r.commands.send(cmd).is_ok())
+    /// Sends an operator command to the rollout's controller; in a fleet, queues it in the
+    /// store for the instance that drives the rollout, and waits (up to `wait`) until that
+    /// instance has taken it. `Ok(false)`: queued, not yet taken.
+    pub(crate) async fn command(
+        &self,
+        name: &str,
+        cmd: Command,
+        wait: std::time::Duration,
+    ) -> Result<bool, String> {
+        let Some(fleet) = self.fleet.get() else {
+            let sent = lock(&self.running)
+                .get(name)
+                .is_some_and(|r| r.commands.send(cmd).is_ok());
+            return if sent { Ok(true) } else { Err(format!("no such canary: {name}")) };
+        };
+        let queued = fleet.command(name, cmd).await?;
+        let mut seat = fleet.seat(name);
+        let taken = tokio::time::timeout(wait, async {
+            loop {
+                if seat.borrow_and_update().command.is_none_or(|(_, rev)| rev != queued) {
+                    return;
+                }
+                if seat.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(taken.await.is_ok())
     }
 
     /// Every rollout's status, by name.
@@ -205,6 +254,7 @@ impl Rollouts {
                 "failedChecks": status.failed_checks,
                 "iterations": status.iterations,
                 "events": status.events,
+                "driver": self.fleet.get().map(|f| f.seat(&spec.name).borrow().driver.clone()),
             })
         };
         match name {

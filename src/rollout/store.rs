@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::spec::{RolloutSpec, Side};
 use super::status::Status;
 
-/// What is kept of a rollout.
+/// What is kept of a rollout (in a state file, or in a fleet's store).
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Saved {
@@ -18,6 +18,31 @@ struct Saved {
     primary: String,
     canary: String,
     status: Status,
+    /// When the state was reached (ms since the epoch): a new driver in a fleet takes the next
+    /// step an interval after it, not at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at_ms: Option<u64>,
+}
+
+/// `status` of `spec`'s rollout as kept, reached at `at_ms`.
+pub(crate) fn encode(spec: &RolloutSpec, status: &Status, at_ms: Option<u64>) -> String {
+    let saved = Saved {
+        virtual_service: spec.virtual_service.clone(),
+        primary: key(&spec.primary),
+        canary: key(&spec.canary),
+        status: status.clone(),
+        at_ms,
+    };
+    serde_json::to_string_pretty(&saved).unwrap_or_default()
+}
+
+/// The status kept in `text` and when it was reached, if it is for `spec`'s target.
+pub(crate) fn decode(spec: &RolloutSpec, text: &[u8]) -> Result<Option<(Status, Option<u64>)>, String> {
+    let s: Saved = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    let same = s.virtual_service == spec.virtual_service
+        && s.primary == key(&spec.primary)
+        && s.canary == key(&spec.canary);
+    Ok(same.then_some((s.status, s.at_ms)))
 }
 
 /// How a state file names a version.
@@ -64,16 +89,12 @@ impl Store {
                 return None;
             }
         };
-        match serde_json::from_slice::<Saved>(&text) {
-            Ok(s)
-                if s.virtual_service == spec.virtual_service
-                    && s.primary == key(&spec.primary)
-                    && s.canary == key(&spec.canary) =>
-            {
-                tracing::info!(canary = %spec.name, phase = ?s.status.phase, weight = s.status.routing.canary_weight, "Rollout resumed from its state file.");
-                Some(s.status)
+        match decode(spec, &text) {
+            Ok(Some((status, _))) => {
+                tracing::info!(canary = %spec.name, phase = ?status.phase, weight = status.routing.canary_weight, "Rollout resumed from its state file.");
+                Some(status)
             }
-            Ok(_) => None,
+            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "Unreadable rollout state; starting over.");
                 None
@@ -84,13 +105,7 @@ impl Store {
     /// Replaces the kept status of `spec`'s rollout.
     pub(crate) fn save(&self, spec: &RolloutSpec, status: &Status) -> std::io::Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
-        let saved = Saved {
-            virtual_service: spec.virtual_service.clone(),
-            primary: key(&spec.primary),
-            canary: key(&spec.canary),
-            status: status.clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&saved).map_err(std::io::Error::other)?;
+        let bytes = encode(spec, status, None).into_bytes();
         crate::control::last_good::replace_file(dir, &Self::path(dir, &spec.name), &bytes)
     }
 

@@ -330,6 +330,7 @@ impl Weir {
         policy: weir::edge::ServerPolicy,
     ) -> Weir {
         let opts = weir::run::Options {
+        fleet: None,
             configs: vec![config.clone()],
             admin: "127.0.0.1:0".parse().unwrap(),
             mesh: "127.0.0.1:0".parse().unwrap(),

@@ -67,6 +67,7 @@ impl Env for Script {
             max: None,
             versus: None,
             query: None,
+            incomplete: None,
         }]
     }
 }
