@@ -11,8 +11,8 @@ use arc_swap::ArcSwap;
 use crate::config::{ConfigError, ResourceSet};
 use crate::control::watch::watch_files;
 use crate::control::{Change, Control, last_good};
-use crate::fleet::{self, Fleet};
 use crate::edge::ServerPolicy;
+use crate::fleet::{self, Fleet};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::policy::fault::FaultSwitch;
@@ -277,7 +277,9 @@ async fn join(
                         tracing::error!("{e}");
                     }
                     control.remember_rejection(&errors);
-                    tracing::warn!("The store's resources were rejected: serving the last good configuration.");
+                    tracing::warn!(
+                        "The store's resources were rejected: serving the last good configuration."
+                    );
                 }
             }
             Ok((fleet, Some(read)))

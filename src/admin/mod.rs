@@ -263,7 +263,9 @@ async fn canary(control: &Control, method: &Method, rest: &str) -> Response<Full
                 // In a fleet the command waits in the store for the instance that drives the
                 // rollout: the answer says whether it has taken it.
                 match control.rollouts.command(name, cmd, COMMAND_WAIT).await {
-                    Ok(taken) => json_response(json!({"name": name, "accepted": a, "taken": taken})),
+                    Ok(taken) => {
+                        json_response(json!({"name": name, "accepted": a, "taken": taken}))
+                    }
                     Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
                 }
             }

@@ -26,11 +26,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Proxy traffic by the given configuration, reloading it when files change or on SIGHUP.
     Run {
         /// A YAML file or a directory of them; may repeat.
-        #[arg(long = "config", required_unless_present = "store", conflicts_with = "store")]
+        #[arg(
+            long = "config",
+            required_unless_present = "store",
+            conflicts_with = "store"
+        )]
         configs: Vec<PathBuf>,
         /// Take the resources from a fleet's store instead of files:
         /// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX` (prefix `/weir` by default).
@@ -191,7 +196,9 @@ pub fn main() -> ExitCode {
             paths,
             dry_run,
         } => runtime(Some(1)).block_on(store::apply(store, paths, dry_run)),
-        Command::Get { store, kind, name } => runtime(Some(1)).block_on(store::get(store, kind, name)),
+        Command::Get { store, kind, name } => {
+            runtime(Some(1)).block_on(store::get(store, kind, name))
+        }
         Command::Delete { store, kind, name } => {
             runtime(Some(1)).block_on(store::delete(store, kind, name))
         }

@@ -16,7 +16,8 @@ use crate::store::keys::Keys;
 use crate::store::resources::{self, Edit, Stored};
 
 /// The mesh address validation assumes (as `weir validate`).
-const MESH: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15001);
+const MESH: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15001);
 
 /// Reads the store, or says why not.
 async fn read(url: &StoreUrl) -> Result<(Etcd, Keys, Stored), ExitCode> {
@@ -68,7 +69,10 @@ pub(super) async fn apply(url: StoreUrl, paths: Vec<PathBuf>, dry_run: bool) -> 
                     if let Some(first) = given.get(&key) {
                         errors.push(ConfigError {
                             file: d.file.clone(),
-                            pos: config::yaml::Pos { line: d.line, col: 1 },
+                            pos: config::yaml::Pos {
+                                line: d.line,
+                                col: 1,
+                            },
                             message: format!(
                                 "{} {}/{} is also given at {}:{}",
                                 d.kind, d.namespace, d.name, first.file, first.line
@@ -180,7 +184,10 @@ pub(super) async fn get(url: StoreUrl, kind: Option<String>, name: Option<String
     };
     let found = matching(&keys, &stored, kind.as_deref(), name.as_deref());
     if found.is_empty() && (kind.is_some() || name.is_some()) {
-        let what = [kind.as_deref(), name.as_deref()].into_iter().flatten().collect::<Vec<_>>();
+        let what = [kind.as_deref(), name.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
         eprintln!("weir: no {} in {url}", what.join(" "));
         return ExitCode::FAILURE;
     }
@@ -218,7 +225,10 @@ pub(super) async fn delete(url: StoreUrl, kind: String, name: String) -> ExitCod
                 .iter()
                 .filter_map(|k| keys.resource_id(k).map(|(_, ns, n)| format!("{ns}/{n}")))
                 .collect();
-            eprintln!("weir: {kind} {name} is in several namespaces ({}): name one as NAMESPACE/NAME", names.join(", "));
+            eprintln!(
+                "weir: {kind} {name} is in several namespaces ({}): name one as NAMESPACE/NAME",
+                names.join(", ")
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -238,7 +248,15 @@ pub(super) async fn delete(url: StoreUrl, kind: String, name: String) -> ExitCod
     if let Some((k, ns, n)) = keys.resource_id(&key) {
         println!("{k} {ns}/{n} deleted");
     }
-    finish(&etcd, &keys, &stored, &[Edit::Delete(key.clone())], "delete", &url).await
+    finish(
+        &etcd,
+        &keys,
+        &stored,
+        &[Edit::Delete(key.clone())],
+        "delete",
+        &url,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -151,13 +151,20 @@ async fn elect(
             let key = fleet.keys.driver(&canary);
             fleet
                 .etcd
-                .txn(&[Compare::Created(key.clone(), fence)], &[Op::Delete(key)], &[])
+                .txn(
+                    &[Compare::Created(key.clone(), fence)],
+                    &[Op::Delete(key)],
+                    &[],
+                )
                 .await?;
             fleet.update_seat(&canary, |s| {
                 s.fence = None;
                 s.driver = None;
             });
-            tracing::info!(canary, "Stepped down: this instance no longer runs the rollout.");
+            tracing::info!(
+                canary,
+                "Stepped down: this instance no longer runs the rollout."
+            );
         }
     }
     Ok(())
@@ -172,5 +179,6 @@ pub(super) fn seat_from_driver(
     kv: &Kv,
 ) {
     seat.driver = Some(kv.value.clone());
-    seat.fence = (kv.value == fleet.id && kv.lease == lease && lease != 0).then_some(kv.create_revision);
+    seat.fence =
+        (kv.value == fleet.id && kv.lease == lease && lease != 0).then_some(kv.create_revision);
 }

@@ -30,9 +30,9 @@ use crate::control::Control;
 use crate::metrics::StoreMetrics;
 use crate::rollout::command::Command;
 use crate::rollout::shared::{InstanceCounts, Pending, SaveError, Seat, Shared, Side, side_key};
-use crate::store::{FleetOptions, StoreUrl};
 use crate::store::etcd::{Compare, Etcd, Op};
 use crate::store::keys::Keys;
+use crate::store::{FleetOptions, StoreUrl};
 
 pub(crate) use sync::{Read, first_read};
 pub(crate) use view::fleet_json;
@@ -99,7 +99,10 @@ impl Fleet {
     }
 
     /// Starts the sync and heartbeat tasks; `from` is the revision the first read saw.
-    pub(crate) fn start(self: &Arc<Fleet>, from: Option<sync::Read>) -> Vec<tokio::task::JoinHandle<()>> {
+    pub(crate) fn start(
+        self: &Arc<Fleet>,
+        from: Option<sync::Read>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         vec![
             tokio::spawn(sync::run(self.clone(), from)),
             tokio::spawn(heartbeat::run(self.clone())),
@@ -204,7 +207,12 @@ impl Shared for Fleet {
 
     fn stored(&self, canary: &str) -> Option<String> {
         let seats = lock(&self.seats);
-        seats.get(canary)?.borrow().state.as_ref().map(|(t, _)| t.clone())
+        seats
+            .get(canary)?
+            .borrow()
+            .state
+            .as_ref()
+            .map(|(t, _)| t.clone())
     }
 
     fn save(
@@ -232,7 +240,11 @@ impl Shared for Fleet {
                 let key = self.keys.command(&canary);
                 let done = self
                     .etcd
-                    .txn(&[Compare::Modified(key.clone(), rev)], &[Op::Delete(key)], &[])
+                    .txn(
+                        &[Compare::Modified(key.clone(), rev)],
+                        &[Op::Delete(key)],
+                        &[],
+                    )
                     .await;
                 if let Err(e) = done {
                     tracing::warn!(canary, error = %e, "Cannot clear a command that was carried out.");
@@ -273,7 +285,9 @@ impl Shared for Fleet {
                         c.traffic.retain(|k, _| wanted.contains(k));
                         out.push(c);
                     }
-                    Err(e) => tracing::warn!(key = kv.key, error = %e, "Unreadable instance record."),
+                    Err(e) => {
+                        tracing::warn!(key = kv.key, error = %e, "Unreadable instance record.")
+                    }
                 }
             }
             Ok(out)

@@ -133,7 +133,10 @@ fn seat_all(fleet: &Fleet, read: &Read) {
 fn seat(fleet: &Fleet, canary: &str, keys: &RolloutKeys, lease: i64) {
     let mut vacant = false;
     fleet.update_seat(canary, |s| {
-        s.state = keys.state.as_ref().map(|kv| (kv.value.clone(), kv.mod_revision));
+        s.state = keys
+            .state
+            .as_ref()
+            .map(|kv| (kv.value.clone(), kv.mod_revision));
         s.command = keys.command.as_ref().and_then(|kv| {
             let v: serde_json::Value = serde_json::from_str(&kv.value).ok()?;
             let cmd = Command::parse(v.get("command")?.as_str()?)?;

@@ -46,7 +46,9 @@ pub(super) async fn drive(
         // Follow the stored state until this instance drives.
         let (fence, at_ms) = loop {
             let s = seat.borrow_and_update().clone();
-            let Some(control) = control.upgrade() else { return };
+            let Some(control) = control.upgrade() else {
+                return;
+            };
             let at_ms = follow(&*control, &machine, &shown, &files, &s).await;
             if let Some(fence) = s.fence {
                 break (fence, at_ms);
@@ -56,7 +58,10 @@ pub(super) async fn drive(
             }
         };
         tracing::info!(canary = %spec.name, "This instance drives the rollout.");
-        lead(&control, &machine, &shown, &*fleet, &files, &mut seat, fence, at_ms).await;
+        lead(
+            &control, &machine, &shown, &*fleet, &files, &mut seat, fence, at_ms,
+        )
+        .await;
         tracing::warn!(canary = %spec.name, "This instance no longer drives the rollout.");
     }
 }
@@ -117,7 +122,8 @@ async fn lead(
     let wait = at_ms.map_or(Duration::ZERO, |at| {
         Duration::from_millis((at + spec.interval.as_millis() as u64).saturating_sub(now_ms()))
     });
-    let mut ticker = tokio::time::interval_at(Instant::now() + wait.min(spec.interval), spec.interval);
+    let mut ticker =
+        tokio::time::interval_at(Instant::now() + wait.min(spec.interval), spec.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut handled = 0i64;
     loop {
@@ -200,7 +206,11 @@ async fn lead(
 
 /// Reads every live instance's totals of the two versions, keeping as many readings as the
 /// longest metric window needs.
-async fn take_reading(fleet: &dyn Shared, spec: &super::spec::RolloutSpec, history: &mut FleetHistory) {
+async fn take_reading(
+    fleet: &dyn Shared,
+    spec: &super::spec::RolloutSpec,
+    history: &mut FleetHistory,
+) {
     let sides = [&spec.canary, &spec.primary]
         .map(|s| (s.host.clone(), s.version().to_owned()))
         .to_vec();
@@ -208,7 +218,12 @@ async fn take_reading(fleet: &dyn Shared, spec: &super::spec::RolloutSpec, histo
         Ok(counts) => {
             let now = Instant::now();
             history.push_back((now, now_ms(), counts));
-            let longest = spec.checks.iter().map(|c| c.window).max().unwrap_or_default();
+            let longest = spec
+                .checks
+                .iter()
+                .map(|c| c.window)
+                .max()
+                .unwrap_or_default();
             while history.len() > 2
                 && history
                     .get(1)
@@ -217,6 +232,8 @@ async fn take_reading(fleet: &dyn Shared, spec: &super::spec::RolloutSpec, histo
                 history.pop_front();
             }
         }
-        Err(e) => tracing::warn!(canary = %spec.name, error = %e, "Cannot read the fleet's counts."),
+        Err(e) => {
+            tracing::warn!(canary = %spec.name, error = %e, "Cannot read the fleet's counts.")
+        }
     }
 }

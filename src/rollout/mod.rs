@@ -29,8 +29,8 @@ use crate::config::istio::{HttpMatchRequest, HttpRoute, Percent, VirtualService}
 use crate::config::{ResourceSet, Spec};
 use crate::control::change::Steer;
 use command::{Command, lock};
-use shared::Shared;
 use machine::Machine;
+use shared::Shared;
 use spec::{RolloutSpec, Strategy};
 use status::{Phase, Routing, Status};
 use store::Store;
@@ -87,7 +87,10 @@ impl Rollouts {
     /// The state a fleet's store holds for `spec`'s rollout, if any.
     fn stored(&self, spec: &RolloutSpec) -> Option<Status> {
         let text = self.fleet.get()?.stored(&spec.name)?;
-        store::decode(spec, text.as_bytes()).ok().flatten().map(|(s, _)| s)
+        store::decode(spec, text.as_bytes())
+            .ok()
+            .flatten()
+            .map(|(s, _)| s)
     }
 
     /// What `set` asks for. A changed Canary with the same target carries its status over (as
@@ -201,13 +204,21 @@ impl Rollouts {
             let sent = lock(&self.running)
                 .get(name)
                 .is_some_and(|r| r.commands.send(cmd).is_ok());
-            return if sent { Ok(true) } else { Err(format!("no such canary: {name}")) };
+            return if sent {
+                Ok(true)
+            } else {
+                Err(format!("no such canary: {name}"))
+            };
         };
         let queued = fleet.command(name, cmd).await?;
         let mut seat = fleet.seat(name);
         let taken = tokio::time::timeout(wait, async {
             loop {
-                if seat.borrow_and_update().command.is_none_or(|(_, rev)| rev != queued) {
+                if seat
+                    .borrow_and_update()
+                    .command
+                    .is_none_or(|(_, rev)| rev != queued)
+                {
                     return;
                 }
                 if seat.changed().await.is_err() {

@@ -168,7 +168,10 @@ mod tests {
 
     #[test]
     fn sums_the_fleet_over_the_window() {
-        let old = [counts("a", 0, 1000, 100, 1000), counts("b", 0, 1000, 50, 500)];
+        let old = [
+            counts("a", 0, 1000, 100, 1000),
+            counts("b", 0, 1000, 50, 500),
+        ];
         // b restarted after the old reading; c is new.
         let new = [
             counts("a", 0, 2000, 130, 1300),

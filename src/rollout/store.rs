@@ -37,7 +37,10 @@ pub(crate) fn encode(spec: &RolloutSpec, status: &Status, at_ms: Option<u64>) ->
 }
 
 /// The status kept in `text` and when it was reached, if it is for `spec`'s target.
-pub(crate) fn decode(spec: &RolloutSpec, text: &[u8]) -> Result<Option<(Status, Option<u64>)>, String> {
+pub(crate) fn decode(
+    spec: &RolloutSpec,
+    text: &[u8],
+) -> Result<Option<(Status, Option<u64>)>, String> {
     let s: Saved = serde_json::from_slice(text).map_err(|e| e.to_string())?;
     let same = s.virtual_service == spec.virtual_service
         && s.primary == key(&spec.primary)

@@ -56,7 +56,10 @@ pub(crate) fn split(text: &str) -> Vec<(u32, String)> {
                 out.push(doc);
             }
         } else {
-            current.get_or_insert_with(|| (n, String::new())).1.push_str(line);
+            current
+                .get_or_insert_with(|| (n, String::new()))
+                .1
+                .push_str(line);
         }
     }
     out.extend(current);
@@ -92,9 +95,14 @@ pub(crate) fn documents(file: &Arc<str>, text: &str) -> Result<Vec<Document>, Ve
             }
             continue;
         };
-        let namespace = r.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let namespace = r
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = r.name().to_owned();
-        let clean = |s: &str| !s.is_empty() && !s.contains(['/', ' ']) && !s.chars().any(char::is_control);
+        let clean =
+            |s: &str| !s.is_empty() && !s.contains(['/', ' ']) && !s.chars().any(char::is_control);
         if !clean(&name) || !clean(&namespace) {
             errors.push(at(format!(
                 "`{namespace}/{name}` cannot name a key in the store: names and namespaces are \
@@ -111,7 +119,11 @@ pub(crate) fn documents(file: &Arc<str>, text: &str) -> Result<Vec<Document>, Ve
             line,
         });
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -139,11 +151,31 @@ mod tests {
         let text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: shop}\nspec: {hosts: [a]}\n---\n# b\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b}\nspec: {hosts: [b]}\n";
         let docs = documents(&file, text).unwrap();
         assert_eq!(docs.len(), 2);
-        assert_eq!((docs[0].kind.as_str(), docs[0].namespace.as_str(), docs[0].name.as_str()), ("VirtualService", "shop", "a"));
-        assert_eq!((docs[1].namespace.as_str(), docs[1].name.as_str(), docs[1].line), ("default", "b", 5));
+        assert_eq!(
+            (
+                docs[0].kind.as_str(),
+                docs[0].namespace.as_str(),
+                docs[0].name.as_str()
+            ),
+            ("VirtualService", "shop", "a")
+        );
+        assert_eq!(
+            (
+                docs[1].namespace.as_str(),
+                docs[1].name.as_str(),
+                docs[1].line
+            ),
+            ("default", "b", 5)
+        );
         assert!(docs[1].text.contains("# b"));
         let list = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: networking.istio.io/v1, kind: VirtualService, metadata: {name: a}, spec: {hosts: [a]}}\n- {apiVersion: networking.istio.io/v1, kind: VirtualService, metadata: {name: b}, spec: {hosts: [b]}}\n";
         let errors = documents(&file, list).unwrap_err();
-        assert!(errors[0].to_string().starts_with("vs.yaml:1:1: this document holds 2"), "{}", errors[0]);
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("vs.yaml:1:1: this document holds 2"),
+            "{}",
+            errors[0]
+        );
     }
 }

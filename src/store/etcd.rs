@@ -183,7 +183,11 @@ impl Etcd {
     }
 
     /// The keys in `[key, end)` (just `key` without an end), and the store's revision.
-    pub(crate) async fn range(&self, key: &str, end: Option<&str>) -> Result<(i64, Vec<Kv>), EtcdError> {
+    pub(crate) async fn range(
+        &self,
+        key: &str,
+        end: Option<&str>,
+    ) -> Result<(i64, Vec<Kv>), EtcdError> {
         let mut req = json!({"key": b64(key)});
         if let Some(end) = end {
             req["range_end"] = b64(end).into();
@@ -229,7 +233,10 @@ impl Etcd {
                 json!({"compare": compare, "success": ops(success), "failure": ops(failure)}),
             )
             .await?;
-        let succeeded = answer.get("succeeded").and_then(Value::as_bool).unwrap_or(false);
+        let succeeded = answer
+            .get("succeeded")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let responses = answer
             .get("responses")
             .and_then(Value::as_array)
@@ -246,7 +253,9 @@ impl Etcd {
 
     /// A lease of `ttl` seconds; returns its id.
     pub(crate) async fn grant(&self, ttl: u64) -> Result<i64, EtcdError> {
-        let answer = self.call("/v3/lease/grant", json!({"TTL": ttl.to_string()})).await?;
+        let answer = self
+            .call("/v3/lease/grant", json!({"TTL": ttl.to_string()}))
+            .await?;
         match int(answer.get("ID")) {
             0 => Err(EtcdError::Protocol("a lease grant without an ID".into())),
             id => Ok(id),
@@ -263,7 +272,10 @@ impl Etcd {
 
     /// Ends a lease, deleting the keys attached to it.
     pub(crate) async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
-        match self.call("/v3/lease/revoke", json!({"ID": lease.to_string()})).await {
+        match self
+            .call("/v3/lease/revoke", json!({"ID": lease.to_string()}))
+            .await
+        {
             Ok(_) => Ok(()),
             // Already gone.
             Err(EtcdError::Server { code: 5, .. }) => Ok(()),
@@ -287,7 +299,9 @@ fn parse_answer(status: u16, body: &[u8]) -> Result<Value, EtcdError> {
         let head = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         EtcdError::Protocol(format!("HTTP {status}, not JSON ({e}): {head}"))
     })?;
-    let error = answer.get("error").or_else(|| answer.get("result").and_then(|r| r.get("error")));
+    let error = answer
+        .get("error")
+        .or_else(|| answer.get("result").and_then(|r| r.get("error")));
     if let Some(error) = error {
         let message = match error {
             Value::String(s) => s.clone(),
@@ -336,13 +350,20 @@ pub(crate) async fn connect(
 }
 
 /// A POST of JSON to `path`.
-pub(crate) fn request(endpoint: &str, path: &str, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+pub(crate) fn request(
+    endpoint: &str,
+    path: &str,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
     Request::builder()
         .method(Method::POST)
         .uri(path)
         .header(header::HOST, endpoint)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(header::USER_AGENT, concat!("weir/", env!("CARGO_PKG_VERSION")))
+        .header(
+            header::USER_AGENT,
+            concat!("weir/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Full::new(body))
         .map_err(|e| e.to_string())
 }
@@ -362,9 +383,21 @@ mod tests {
         let e = parse_answer(404, br#"{"error":"etcdserver: requested lease not found","message":"etcdserver: requested lease not found","code":5}"#);
         assert!(matches!(e, Err(EtcdError::Server { code: 5, .. })), "{e:?}");
         let e = parse_answer(200, br#"{"result":{"header":{}},"error":{"grpc_code":11,"http_code":400,"message":"etcdserver: mvcc: required revision has been compacted"}}"#);
-        assert!(matches!(e, Err(EtcdError::Server { code: 11, .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(EtcdError::Server { code: 11, .. })),
+            "{e:?}"
+        );
         assert!(parse_answer(502, b"<html>").is_err());
         let kv = Kv::from_json(&json!({"key": "L3cvYQ==", "create_revision": "2", "mod_revision": "3", "value": "aGVsbG8="})).unwrap();
-        assert_eq!((kv.key.as_str(), kv.value.as_str(), kv.create_revision, kv.mod_revision, kv.lease), ("/w/a", "hello", 2, 3, 0));
+        assert_eq!(
+            (
+                kv.key.as_str(),
+                kv.value.as_str(),
+                kv.create_revision,
+                kv.mod_revision,
+                kv.lease
+            ),
+            ("/w/a", "hello", 2, 3, 0)
+        );
     }
 }

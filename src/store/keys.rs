@@ -146,10 +146,19 @@ mod tests {
         }
         assert!(!(start <= k.instance("a") && k.instance("a") < end));
         assert_eq!(k.classify(&k.written()), Watched::Written);
-        assert_eq!(k.classify("/weir/resources/Gateway/ns/gw"), Watched::Resource);
+        assert_eq!(
+            k.classify("/weir/resources/Gateway/ns/gw"),
+            Watched::Resource
+        );
         assert_eq!(k.classify("/weir/resources/Gateway/ns"), Watched::Other);
-        assert_eq!(k.classify("/weir/rollouts/shop/state"), Watched::State("shop"));
-        assert_eq!(k.classify("/weir/rollouts/shop/driver"), Watched::Driver("shop"));
+        assert_eq!(
+            k.classify("/weir/rollouts/shop/state"),
+            Watched::State("shop")
+        );
+        assert_eq!(
+            k.classify("/weir/rollouts/shop/driver"),
+            Watched::Driver("shop")
+        );
         assert_eq!(k.classify("/weir/rollouts/shop/x"), Watched::Other);
         assert_eq!(
             k.resource_id("/weir/resources/Canary/default/shop"),

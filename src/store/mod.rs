@@ -12,6 +12,10 @@ pub(crate) mod documents;
 pub(crate) mod etcd;
 pub(crate) mod keys;
 pub(crate) mod resources;
+#[cfg(test)]
+pub(crate) mod test_etcd;
+#[cfg(test)]
+mod tests;
 pub(crate) mod watch;
 
 use std::fmt;
@@ -63,7 +67,9 @@ impl FromStr for StoreUrl {
         }
         let prefix = prefix.trim_end_matches('/');
         if prefix.contains("//") || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("`{s}`: the prefix `{prefix}` is not a clean key path"));
+            return Err(format!(
+                "`{s}`: the prefix `{prefix}` is not a clean key path"
+            ));
         }
         let prefix = if prefix.is_empty() {
             DEFAULT_PREFIX.to_owned()
@@ -91,7 +97,7 @@ pub(crate) fn host_name() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod url_tests {
     use super::*;
 
     #[test]
@@ -110,4 +116,3 @@ mod tests {
         assert!("etcd://a:1/x//y".parse::<StoreUrl>().is_err());
     }
 }
-

@@ -35,7 +35,9 @@ impl Stored {
 /// Reads every resource and the write marker at one revision.
 pub(crate) async fn read(etcd: &Etcd, keys: &Keys) -> Result<Stored, EtcdError> {
     let start = keys.written();
-    let (revision, kvs) = etcd.range(&start, Some(&prefix_end(&keys.resources()))).await?;
+    let (revision, kvs) = etcd
+        .range(&start, Some(&prefix_end(&keys.resources())))
+        .await?;
     let mut stored = Stored {
         revision,
         ..Stored::default()
@@ -83,8 +85,15 @@ pub(crate) async fn write(
 ) -> Result<i64, WriteError> {
     let marker = keys.written();
     let compare = [
-        Compare::Modified(marker.clone(), stored.marker.as_ref().map_or(0, |m| m.mod_revision)),
-        Compare::UnchangedSince(keys.resources(), prefix_end(&keys.resources()), stored.revision),
+        Compare::Modified(
+            marker.clone(),
+            stored.marker.as_ref().map_or(0, |m| m.mod_revision),
+        ),
+        Compare::UnchangedSince(
+            keys.resources(),
+            prefix_end(&keys.resources()),
+            stored.revision,
+        ),
     ];
     let at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

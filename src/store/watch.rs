@@ -53,7 +53,12 @@ const MAX_MESSAGE: usize = 256 << 20;
 
 impl Watch {
     /// Watches `[key, end)` from `from` (a revision the caller has not yet seen).
-    pub(crate) async fn open(etcd: &Etcd, key: &str, end: &str, from: i64) -> Result<Watch, WatchEnd> {
+    pub(crate) async fn open(
+        etcd: &Etcd,
+        key: &str,
+        end: &str,
+        from: i64,
+    ) -> Result<Watch, WatchEnd> {
         let body = json!({"create_request": {
             "key": b64(key), "range_end": b64(end), "start_revision": from.to_string(),
         }});
@@ -72,7 +77,10 @@ impl Watch {
             match tokio::time::timeout(super::etcd::CALL_TIMEOUT, opened).await {
                 Ok(Ok(body)) => {
                     etcd.answered(&endpoint);
-                    let mut watch = Watch { body, buf: BytesMut::new() };
+                    let mut watch = Watch {
+                        body,
+                        buf: BytesMut::new(),
+                    };
                     // The first message says whether the watch was created.
                     let first = watch.message().await?;
                     check(&first)?;
@@ -91,20 +99,21 @@ impl Watch {
         loop {
             let message = self.message().await?;
             let result = check(&message)?;
-            let events = match result.get("events").and_then(Value::as_array) {
-                Some(events) => events,
-                None => continue,
+            let Some(events) = result.get("events").and_then(Value::as_array) else {
+                continue;
             };
             let mut out = Vec::with_capacity(events.len());
             for e in events {
                 let kv = e.get("kv").map(Kv::from_json).transpose();
-                let kv = kv.map_err(|e| WatchEnd::Broken(e.to_string()))?.unwrap_or(Kv {
-                    key: String::new(),
-                    value: String::new(),
-                    create_revision: 0,
-                    mod_revision: 0,
-                    lease: 0,
-                });
+                let kv = kv
+                    .map_err(|e| WatchEnd::Broken(e.to_string()))?
+                    .unwrap_or(Kv {
+                        key: String::new(),
+                        value: String::new(),
+                        create_revision: 0,
+                        mod_revision: 0,
+                        lease: 0,
+                    });
                 out.push(match e.get("type").and_then(Value::as_str) {
                     Some("DELETE") => Event::Delete(kv),
                     _ => Event::Put(kv),

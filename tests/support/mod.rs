@@ -1,6 +1,8 @@
 //! Test harness: real backends and a real weir on loopback.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+#[path = "../../src/store/test_etcd.rs"]
+pub mod etcd;
 pub mod pki;
 
 use std::collections::HashMap;
@@ -330,7 +332,7 @@ impl Weir {
         policy: weir::edge::ServerPolicy,
     ) -> Weir {
         let opts = weir::run::Options {
-        fleet: None,
+            fleet: None,
             configs: vec![config.clone()],
             admin: "127.0.0.1:0".parse().unwrap(),
             mesh: "127.0.0.1:0".parse().unwrap(),
