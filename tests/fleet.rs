@@ -604,3 +604,74 @@ async fn a_driver_killed_mid_rollout_hands_over_and_no_step_is_taken_twice() {
     }
     eprintln!("hand-over after SIGKILL: {handover:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_prometheus_config_and_template_judge_the_whole_fleet() {
+    let etcd = EtcdServer::start();
+    let url = etcd.url("/prom");
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    apply_ok(&url, &shop(&v1, &v2, "v1")).await;
+    let fleet = [
+        instance(&url, "a", None).await,
+        instance(&url, "b", None).await,
+    ];
+    // deploy/prometheus/prometheus.yml, discovering the fleet from instance a, scraping faster.
+    let shipped = include_str!("../deploy/prometheus/prometheus.yml");
+    let config = shipped
+        .replace("127.0.0.1:15000", &fleet[0].admin_addr().to_string())
+        .replace("127.0.0.1:15010", &fleet[1].admin_addr().to_string())
+        .replace("127.0.0.1:15020", &fleet[0].admin_addr().to_string())
+        .replace("5s", "1s")
+        .replace("15s", "1s");
+    assert_ne!(config, shipped);
+    let prometheus = Prometheus::start_with(&config).await;
+    let up = format!("http://{}/api/v1/query?query=sum(up)", prometheus.addr);
+    eventually(30, "Prometheus scrapes both instances", || async {
+        let r =
+            weir::control::call::call(http::Method::GET, &up, None, Duration::from_secs(2)).await;
+        r.is_ok_and(|r| r.body.contains("\"2\""))
+    })
+    .await;
+    let template = include_str!("../deploy/prometheus/metric-template.yaml")
+        .replace("127.0.0.1:9090", &prometheus.addr.to_string());
+    let with_template = canary(&v1, &v2, "1s", 20, 60).replace(
+        "    metrics:
+    - name: request-success-rate
+      interval: 1s
+      thresholdRange: {min: 99}
+",
+        "    metrics:
+    - name: fleet-error-rate
+      templateRef: {name: fleet-error-rate}
+      templateVariables: {version: v2}
+      thresholdRange: {max: 1}
+      interval: 5s
+",
+    );
+    apply_ok(&url, &format!("{with_template}---\n{template}")).await;
+    eventually(10, "a driver is elected", || async {
+        admin_json(fleet[0].admin_addr(), "/fleet").await["canaries"][0]["driver"].is_string()
+    })
+    .await;
+    let view = admin_json(fleet[0].admin_addr(), "/fleet").await;
+    let d = if view["canaries"][0]["drivenHere"] == true {
+        0
+    } else {
+        1
+    };
+    // Only the other instance carries traffic, and the canary fails it all.
+    let load = Load::start(vec![fleet[1 - d].mesh_addr()], "shop", "/fail/v2");
+    let admin = fleet[d].admin_addr();
+    eventually(
+        40,
+        "the canary is rolled back on the fleet's numbers",
+        || async { rollout(admin).await["phase"] == "Failed" },
+    )
+    .await;
+    let events = rollout(admin).await["events"].to_string();
+    assert!(events.contains("fleet-error-rate 100.00"), "{events}");
+    load.stop().await;
+    for s in fleet {
+        s.shutdown().await;
+    }
+}

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 pub use call::{call, call_with_token, read_token};
 
 use crate::control::Control;
-use crate::fleet::{Fleet, fleet_json};
+use crate::fleet::{Fleet, fleet_json, targets_json};
 use crate::rollout::command::Command;
 use views::{clusters_json, config_json, faults_json};
 
@@ -151,8 +151,12 @@ async fn handle(control: &Control, fleet: Option<&Fleet>, req: &Parts) -> Respon
             resp
         }
         (&Method::GET, "/config") => json_response(config_json(control, fleet)),
-        (&Method::GET, "/fleet") => match fleet {
-            Some(f) => match fleet_json(f).await {
+        (&Method::GET, path @ ("/fleet" | "/fleet/targets")) => match fleet {
+            Some(f) => match if path == "/fleet" {
+                fleet_json(f).await
+            } else {
+                targets_json(f).await
+            } {
                 Ok(v) => json_response(v),
                 Err(e) => error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -188,7 +192,7 @@ async fn handle(control: &Control, fleet: Option<&Fleet>, req: &Parts) -> Respon
         (
             _,
             "/ready" | "/live" | "/metrics" | "/config" | "/clusters" | "/faults" | "/canaries"
-            | "/fleet",
+            | "/fleet" | "/fleet/targets",
         ) => not_allowed("GET"),
         (_, "/faults/disable" | "/faults/enable") => not_allowed("POST"),
         _ => error(

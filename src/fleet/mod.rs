@@ -35,7 +35,7 @@ use crate::store::keys::Keys;
 use crate::store::{FleetOptions, StoreUrl};
 
 pub(crate) use sync::{Read, first_read};
-pub(crate) use view::fleet_json;
+pub(crate) use view::{fleet_json, targets_json};
 
 /// How often an instance renews its lease and rewrites its record.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);

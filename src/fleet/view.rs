@@ -1,5 +1,6 @@
 //! `GET /fleet`: the live instances (each one's id, admin address, the store revision it
-//! serves, when it last wrote its record) and, per Canary, the instance driving it.
+//! serves, when it last wrote its record) and, per Canary, the instance driving it; and
+//! `GET /fleet/targets`, the same instances as Prometheus' HTTP service discovery reads them.
 
 use serde_json::{Value, json};
 
@@ -7,19 +8,41 @@ use super::heartbeat::Record;
 use super::{Fleet, now_ms};
 use crate::rollout::shared::Shared;
 
-/// The fleet as this instance sees it; `Err` if the store cannot be read.
-pub(crate) async fn fleet_json(fleet: &Fleet) -> Result<Value, String> {
+/// The live instances' records, by id, and the store's revision.
+async fn records(fleet: &Fleet) -> Result<(i64, Vec<Record>), String> {
     let (revision, kvs) = fleet
         .etcd
         .range_prefix(&fleet.keys.instances())
         .await
         .map_err(|e| e.to_string())?;
-    let now = now_ms();
-    let mut instances: Vec<Value> = kvs
+    let mut records: Vec<Record> = kvs
         .iter()
-        .filter_map(|kv| {
-            let r: Record = serde_json::from_str(&kv.value).ok()?;
-            Some(json!({
+        .filter_map(|kv| serde_json::from_str(&kv.value).ok())
+        .collect();
+    records.sort_by(|a, b| a.counts.id.cmp(&b.counts.id));
+    Ok((revision, records))
+}
+
+/// Prometheus' HTTP service discovery: one target group per live instance (its admin address,
+/// labelled with its id).
+pub(crate) async fn targets_json(fleet: &Fleet) -> Result<Value, String> {
+    let (_, records) = records(fleet).await?;
+    Ok(Value::Array(
+        records
+            .iter()
+            .map(|r| json!({"targets": [r.admin], "labels": {"weir_instance": r.counts.id}}))
+            .collect(),
+    ))
+}
+
+/// The fleet as this instance sees it; `Err` if the store cannot be read.
+pub(crate) async fn fleet_json(fleet: &Fleet) -> Result<Value, String> {
+    let (revision, records) = records(fleet).await?;
+    let now = now_ms();
+    let instances: Vec<Value> = records
+        .into_iter()
+        .map(|r| {
+            json!({
                 "id": r.counts.id,
                 "admin": r.admin,
                 "revision": r.revision,
@@ -29,10 +52,9 @@ pub(crate) async fn fleet_json(fleet: &Fleet) -> Result<Value, String> {
                 "lastSeenMs": r.counts.seen_ms,
                 "lastSeenAgoMs": now.saturating_sub(r.counts.seen_ms),
                 "self": r.counts.id == fleet.id,
-            }))
+            })
         })
         .collect();
-    instances.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     let canaries: Vec<Value> = fleet
         .running()
         .into_iter()

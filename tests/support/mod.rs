@@ -587,3 +587,65 @@ pub async fn h2_get(addr: SocketAddr, host: &str, path: &str) -> (StatusCode, St
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// A Prometheus server (Debian's `prometheus`), scraping `target` every second or as configured;
+/// stopped on drop.
+pub struct Prometheus {
+    child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Prometheus {
+    pub async fn start(target: std::net::SocketAddr) -> Prometheus {
+        Prometheus::start_with(&format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+scrape_configs:
+- job_name: weir
+  static_configs: [{{targets: ['{target}']}}]
+"
+        ))
+        .await
+    }
+
+    /// Prometheus with the configuration `yaml`.
+    pub async fn start_with(yaml: &str) -> Prometheus {
+        let dir = scratch_dir();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(&config, yaml).unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the prometheus server (Debian package `prometheus`; .ci/run installs it)");
+        let p = Prometheus { child, addr };
+        for _ in 0..200 {
+            let ready = weir::control::call::call(
+                http::Method::GET,
+                &format!("http://{addr}/-/ready"),
+                None,
+                Duration::from_secs(1),
+            )
+            .await;
+            if ready.is_ok_and(|r| r.status == 200) {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("prometheus did not become ready on {addr}");
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
