@@ -128,7 +128,7 @@ impl Server {
             control.set_ready(true);
         }
         let fleet = fleet.map(|(f, first)| {
-            let tasks = f.start(first);
+            let tasks = fleet::start(&f, first);
             (f, tasks)
         });
         tracing::info!(mesh = %mesh_addr, admin = %admin_addr, "weir is serving.");

@@ -455,6 +455,19 @@ async fn one_instance_drives_and_commands_reach_it_from_any_instance() {
         .await;
         assert_eq!(rollout(admin(i)).await["driver"], driver.as_str());
     }
+    // The Canary deleted from the store: its driver steps down and takes its state along.
+    assert!(etcd.get("/drive/rollouts/shop/state").is_some());
+    let out = weir_cli(["delete", "--store", &url, "canary", "shop"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(5, "the rollout's keys are gone", || async {
+        etcd.get("/drive/rollouts/shop/state").is_none()
+            && etcd.get("/drive/rollouts/shop/driver").is_none()
+    })
+    .await;
     for s in fleet {
         s.shutdown().await;
     }

@@ -3,6 +3,7 @@
 //! (`src/main.rs`) only calls [`main`].
 
 mod canary;
+mod diff;
 mod limits;
 mod store;
 pub(crate) mod view;

@@ -111,6 +111,9 @@ pub(super) async fn apply(url: StoreUrl, paths: Vec<PathBuf>, dry_run: bool) -> 
             None => "created",
         };
         println!("{} {}/{} {what}", d.kind, d.namespace, d.name);
+        if dry_run && let Some(kv) = stored.docs.get(key).filter(|_| what == "configured") {
+            print!("{}", super::diff::lines(&kv.value, &d.text, 2));
+        }
         if what != "unchanged" {
             edits.push(Edit::Put(key.clone(), d.text.clone()));
         }

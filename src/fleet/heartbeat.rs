@@ -7,32 +7,13 @@
 //! does not exist. The key's create revision is the driver's fence: its writes of rollout state
 //! hold only while that very key exists, and the key goes with the lease.
 
-use serde::{Deserialize, Serialize};
-
-use super::{Fleet, HEARTBEAT, now_ms};
-use crate::rollout::shared::{InstanceCounts, Shared, side_key};
-use crate::store::etcd::{Compare, Kv, Op, kvs};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// An instance's record in the store.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Record {
-    /// Its admin API's address.
-    pub(crate) admin: String,
-    /// The store revision whose resources it serves.
-    pub(crate) revision: i64,
-    /// Whether it is ready.
-    #[serde(default)]
-    pub(crate) ready: bool,
-    /// weir's version.
-    #[serde(default)]
-    pub(crate) version: String,
-    /// Its id, when it started and last wrote, and its traffic of the versions under rollout.
-    #[serde(flatten)]
-    pub(crate) counts: InstanceCounts,
-}
+use super::member::{Fleet, HEARTBEAT, now_ms, seat_from_driver};
+use super::record::Record;
+use crate::rollout::shared::{InstanceCounts, Shared, side_key};
+use crate::store::etcd::{Compare, Op, kvs};
 
 /// Runs until weir stops.
 pub(super) async fn run(fleet: Arc<Fleet>) {
@@ -148,14 +129,17 @@ async fn elect(
         if let Some(fence) = fence
             && !running.iter().any(|(n, _)| *n == canary)
         {
+            // The Canary is gone from the configuration: its state and any command go with
+            // the driver's key, fenced as every write of the driver.
             let key = fleet.keys.driver(&canary);
+            let ops = [
+                Op::Delete(key.clone()),
+                Op::Delete(fleet.keys.state(&canary)),
+                Op::Delete(fleet.keys.command(&canary)),
+            ];
             fleet
                 .etcd
-                .txn(
-                    &[Compare::Created(key.clone(), fence)],
-                    &[Op::Delete(key)],
-                    &[],
-                )
+                .txn(&[Compare::Created(key, fence)], &ops, &[])
                 .await?;
             fleet.update_seat(&canary, |s| {
                 s.fence = None;
@@ -168,17 +152,4 @@ async fn elect(
         }
     }
     Ok(())
-}
-
-/// A seat as the driver key `kv` says: driven by this instance (under its current lease, with
-/// the key's fence) or by another.
-pub(super) fn seat_from_driver(
-    seat: &mut crate::rollout::shared::Seat,
-    fleet: &Fleet,
-    lease: i64,
-    kv: &Kv,
-) {
-    seat.driver = Some(kv.value.clone());
-    seat.fence =
-        (kv.value == fleet.id && kv.lease == lease && lease != 0).then_some(kv.create_revision);
 }

@@ -12,8 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::heartbeat::seat_from_driver;
-use super::{Fleet, now_ms};
+use super::member::{Fleet, now_ms, seat_from_driver};
 use crate::control::Change;
 use crate::rollout::command::Command;
 use crate::store::etcd::{EtcdError, Kv};

@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use super::heartbeat::Record;
-use super::{Fleet, now_ms};
+use super::member::{Fleet, now_ms};
+use super::record::Record;
 use crate::rollout::shared::Shared;
 
 /// The live instances' records, by id, and the store's revision.

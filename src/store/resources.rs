@@ -69,6 +69,11 @@ pub(crate) enum WriteError {
         "the store changed since it was read at revision {0} (another apply or delete?): nothing was written; run the command again"
     )]
     Conflict(i64),
+    /// The change is larger than etcd takes in one transaction.
+    #[error(
+        "etcd refused the change as one transaction ({0}): etcd takes at most --max-txn-ops operations (128 by default) and --max-request-bytes bytes (1.5 MiB) per transaction; start etcd with higher limits, or apply fewer resources at a time. Nothing was written"
+    )]
+    TooLarge(String),
     /// etcd failed.
     #[error(transparent)]
     Etcd(#[from] EtcdError),
@@ -110,7 +115,14 @@ pub(crate) async fn write(
         json!({"writtenAtMs": at_ms, "by": by}).to_string(),
         0,
     ));
-    let (ok, revision, _) = etcd.txn(&compare, &ops, &[]).await?;
+    let (ok, revision, _) = match etcd.txn(&compare, &ops, &[]).await {
+        Err(EtcdError::Server { message, .. })
+            if message.contains("too many operations") || message.contains("too large") =>
+        {
+            return Err(WriteError::TooLarge(message));
+        }
+        other => other?,
+    };
     if ok {
         Ok(revision)
     } else {

@@ -17,6 +17,7 @@ pub struct EtcdServer {
     peer: u16,
     dir: PathBuf,
     child: Option<Child>,
+    args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -30,6 +31,11 @@ fn free_port() -> u16 {
 impl EtcdServer {
     /// Starts etcd; panics, saying what to install, if the binary is missing.
     pub fn start() -> EtcdServer {
+        EtcdServer::start_with(&[])
+    }
+
+    /// Starts etcd with more flags.
+    pub fn start_with(args: &[&str]) -> EtcdServer {
         let dir =
             std::env::temp_dir().join(format!("weir-etcd-{}-{}", std::process::id(), free_port()));
         let mut e = EtcdServer {
@@ -37,6 +43,7 @@ impl EtcdServer {
             peer: free_port(),
             dir,
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         e.restart();
         e
@@ -85,6 +92,7 @@ impl EtcdServer {
                 &peer,
             ])
             .args(["--initial-cluster", &format!("t={peer}")])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -140,3 +140,33 @@ fn two_operators_cannot_overwrite_each_other_unseen() {
         assert!(matches!(late, Err(WriteError::Conflict(_))), "{late:?}");
     });
 }
+
+#[test]
+fn a_change_too_large_for_one_transaction_is_refused_whole() {
+    let etcd = EtcdServer::start();
+    rt().block_on(async {
+        let client = Etcd::new(vec![etcd.endpoint()]);
+        let keys = Keys::new("/big");
+        let stored = resources::read(&client, &keys).await.unwrap();
+        let edits: Vec<Edit> = (0..200)
+            .map(|i| {
+                Edit::Put(
+                    keys.resource("VirtualService", "default", &format!("v{i}")),
+                    "x".into(),
+                )
+            })
+            .collect();
+        let e = resources::write(&client, &keys, &stored, &edits, "t")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, WriteError::TooLarge(_)), "{e}");
+        assert!(e.to_string().contains("--max-txn-ops"), "{e}");
+        assert!(
+            resources::read(&client, &keys)
+                .await
+                .unwrap()
+                .docs
+                .is_empty()
+        );
+    });
+}
