@@ -43,7 +43,7 @@ enum Command {
         #[arg(long, value_name = "URL")]
         store: Option<crate::store::StoreUrl>,
         /// This instance's name in the fleet (default: host name and admin port).
-        #[arg(long, value_name = "ID", requires = "store")]
+        #[arg(long, value_name = "ID", requires = "store", value_parser = instance_id)]
         instance_id: Option<String>,
         /// Seconds an instance stays in the fleet (and keeps the rollouts it drives) after its
         /// last word to the store.
@@ -322,6 +322,22 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// An instance id: it names a key in the store, so no `/`, spaces or control characters.
+fn instance_id(id: &str) -> Result<String, String> {
+    if id.is_empty()
+        || id.len() > 200
+        || id
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(
+            "an instance id is 1 to 200 characters without `/`, spaces or control characters"
+                .into(),
+        );
+    }
+    Ok(id.to_owned())
 }
 
 /// The token in `--admin-token-file`, if given.

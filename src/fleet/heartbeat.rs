@@ -51,6 +51,24 @@ async fn beat(fleet: &Fleet) -> Result<(), String> {
         fleet.set_lease(0);
     }
     if lease == 0 {
+        // A live record under this id is another instance's, or this one's before a restart
+        // (it lapses within the lease): ids must be unique.
+        let (_, held) = fleet
+            .etcd
+            .range(&fleet.keys.instance(&fleet.id), None)
+            .await
+            .map_err(e)?;
+        if let Some(r) = held
+            .first()
+            .and_then(|kv| serde_json::from_str::<Record>(&kv.value).ok())
+            && r.counts.started_ms != fleet.started_ms
+        {
+            tracing::warn!(
+                id = fleet.id,
+                other = r.admin,
+                "Another instance uses this instance id (or this one did before a restart): ids must be unique in a fleet."
+            );
+        }
         lease = fleet.etcd.grant(fleet.lease_seconds).await.map_err(e)?;
         fleet.set_lease(lease);
     }

@@ -101,7 +101,7 @@ impl Fleet {
         self.metrics.connected.set(i64::from(up));
         if was != up {
             if up {
-                tracing::info!(store = %self.url, "The store answers again.");
+                tracing::info!(store = %self.url, "The store answers.");
             } else {
                 tracing::warn!(store = %self.url, "The store does not answer: serving the last configuration.");
             }

@@ -199,21 +199,12 @@ impl Counts<'_> {
         match self {
             Counts::Local(history) => {
                 let (now, canary, primary) = history.back()?;
-                let since = now.checked_sub(window).unwrap_or(*now);
-                // The reading nearest to a window ago (ticks drift by a little).
-                let (_, c0, p0) = history
-                    .iter()
-                    .min_by_key(|(t, _, _)| t.max(&since).duration_since(*t.min(&since)))
-                    .unwrap_or(&history[0]);
+                let (_, c0, p0) = nearest(history, *now, window, |r| r.0);
                 Some(Ok((canary.since(c0), primary.since(p0))))
             }
             Counts::Fleet(history, stale_ms) => {
                 let (now, now_ms, newest) = history.back()?;
-                let since = now.checked_sub(window).unwrap_or(*now);
-                let (_, old_ms, oldest) = history
-                    .iter()
-                    .min_by_key(|(t, _, _)| t.max(&since).duration_since(*t.min(&since)))
-                    .unwrap_or(&history[0]);
+                let (_, old_ms, oldest) = nearest(history, *now, window, |r| r.0);
                 let key = |s: &Side| side_key(&s.host, s.version());
                 Some(window_of(
                     (*old_ms, oldest),
@@ -225,6 +216,24 @@ impl Counts<'_> {
             }
         }
     }
+}
+
+/// The reading of `history` (not empty) nearest to `window` before `now` (ticks drift by a
+/// little), each taken at `at`.
+fn nearest<T>(
+    history: &VecDeque<T>,
+    now: Instant,
+    window: std::time::Duration,
+    at: impl Fn(&T) -> Instant,
+) -> &T {
+    let since = now.checked_sub(window).unwrap_or(now);
+    history
+        .iter()
+        .min_by_key(|r| {
+            let t = at(r);
+            t.max(since).duration_since(t.min(since))
+        })
+        .unwrap_or(&history[0])
 }
 
 /// The world as the machine sees it: webhooks over HTTP, checks over the counters.

@@ -3,10 +3,14 @@
 //! bodies, in etcd since 3.3 and served by Debian's 3.4): no gRPC stack to build, no `protoc`,
 //! and the same API etcd's gRPC clients use (docs/fleet.md says why in full).
 //!
-//! - [`etcd`]: unary calls (range, transactions, leases) with fail-over between endpoints;
-//! - [`watch`]: a watch stream from a revision;
-//! - [`keys`]: where weir keeps what under the prefix;
-//! - [`documents`]: config files split into the documents the store keeps, one per key.
+//! - `etcd.rs`: unary calls (range, transactions, leases) with fail-over between endpoints;
+//! - `watch.rs`: a watch stream from a revision;
+//! - `keys.rs`: where weir keeps what under the prefix;
+//! - `documents.rs`: config files split into the documents the store keeps, one per key;
+//! - `resources.rs`: the resources read at one revision, and written in one transaction.
+//!
+//! Public: the store's address ([`StoreUrl`]) and how `weir run` joins a fleet
+//! ([`FleetOptions`]).
 
 pub(crate) mod documents;
 pub(crate) mod etcd;
