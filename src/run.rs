@@ -229,22 +229,31 @@ async fn first_config(
     // until they are fixed (the watcher reloads them).
     match state_dir.and_then(last_good::load) {
         Some(Ok(set)) if initial_from_files => {
-            if control.apply(Change::Replace(set)).await.is_err() {
-                return Err(StartError::Config(errors));
-            }
-            for e in &errors {
-                tracing::error!("{e}");
-            }
-            // What the operator must fix is the files: /config says so.
-            control.remember_rejection(&errors);
-            tracing::warn!(
-                ?state_dir,
-                "The config files were rejected: serving the last good configuration until they are fixed."
-            );
-            Ok(())
+            serve_kept(control, set, errors, "config files").await
         }
         _ => Err(StartError::Config(errors)),
     }
+}
+
+/// Serves the kept configuration `set` in place of a rejected one (`what`, with its `errors`),
+/// which stays what `/config` shows as failing: it is what the operator must fix.
+async fn serve_kept(
+    control: &Control,
+    set: ResourceSet,
+    errors: Vec<ConfigError>,
+    what: &str,
+) -> Result<(), StartError> {
+    if control.apply(Change::Replace(set)).await.is_err() {
+        return Err(StartError::Config(errors));
+    }
+    for e in &errors {
+        tracing::error!("{e}");
+    }
+    control.remember_rejection(&errors);
+    tracing::warn!(
+        "The {what} were rejected: serving the last good configuration until they are fixed."
+    );
+    Ok(())
 }
 
 /// Joins a fleet: the first configuration comes from its store, or, while the store cannot be
@@ -267,19 +276,10 @@ async fn join(
                 Ok(_) => fleet.set_applied(read.revision),
                 Err(errors) => {
                     fleet.metrics.apply_errors.inc();
-                    let Some(set) = kept() else {
-                        return Err(StartError::Config(errors));
-                    };
-                    if control.apply(Change::Replace(set)).await.is_err() {
-                        return Err(StartError::Config(errors));
+                    match kept() {
+                        Some(set) => serve_kept(control, set, errors, "store's resources").await?,
+                        None => return Err(StartError::Config(errors)),
                     }
-                    for e in &errors {
-                        tracing::error!("{e}");
-                    }
-                    control.remember_rejection(&errors);
-                    tracing::warn!(
-                        "The store's resources were rejected: serving the last good configuration."
-                    );
                 }
             }
             Ok((fleet, Some(read)))
@@ -290,13 +290,10 @@ async fn join(
                 Some(set) => control.apply(Change::Replace(set)).await.is_ok(),
                 None => false,
             };
-            match served {
-                true => {
-                    tracing::warn!(store = %fleet.url, error = %e, "The store cannot be reached: serving the last configuration applied until it can.");
-                }
-                false => {
-                    tracing::warn!(store = %fleet.url, error = %e, "The store cannot be reached and no configuration was kept: not ready until the store answers.");
-                }
+            if served {
+                tracing::warn!(store = %fleet.url, error = %e, "The store cannot be reached: serving the last configuration applied until it can.");
+            } else {
+                tracing::warn!(store = %fleet.url, error = %e, "The store cannot be reached and no configuration was kept: not ready until the store answers.");
             }
             Ok((fleet, None))
         }

@@ -32,6 +32,29 @@ async fn read(url: &StoreUrl) -> Result<(Etcd, Keys, Stored), ExitCode> {
     }
 }
 
+/// Validates what was read (with `errors` found before), printing every error as
+/// `file:line:column: message` and then their count and `consequence`.
+fn check(
+    (set, more): (config::ResourceSet, Vec<ConfigError>),
+    mut errors: Vec<ConfigError>,
+    consequence: &str,
+) -> Result<(), ExitCode> {
+    errors.extend(more);
+    if let Err(more) = config::validate(&set, MESH) {
+        errors.extend(more);
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    errors.sort();
+    errors.dedup();
+    for e in &errors {
+        println!("{e}");
+    }
+    eprintln!("{} errors; {consequence}", errors.len());
+    Err(ExitCode::FAILURE)
+}
+
 /// Who writes, for the store's write marker.
 fn writer(command: &str) -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
@@ -89,19 +112,12 @@ pub(super) async fn apply(url: StoreUrl, paths: Vec<PathBuf>, dry_run: bool) -> 
     // Validate the store as it would be: its other documents, and the files given.
     let mut all = stored.files(&|k| given.contains_key(k));
     all.extend(files.iter().cloned());
-    let (set, more) = config::read_texts(all);
-    errors.extend(more);
-    if let Err(more) = config::validate(&set, MESH) {
-        errors.extend(more);
-    }
-    if !errors.is_empty() {
-        errors.sort();
-        errors.dedup();
-        for e in &errors {
-            println!("{e}");
-        }
-        eprintln!("{} errors; nothing was written to {url}", errors.len());
-        return ExitCode::FAILURE;
+    if let Err(code) = check(
+        config::read_texts(all),
+        errors,
+        &format!("nothing was written to {url}"),
+    ) {
+        return code;
     }
     let mut edits = Vec::new();
     for (key, d) in &given {
@@ -235,18 +251,13 @@ pub(super) async fn delete(url: StoreUrl, kind: String, name: String) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
-    let (set, mut errors) = config::read_texts(stored.files(&|k| k == key));
-    if let Err(more) = config::validate(&set, MESH) {
-        errors.extend(more);
-    }
-    if !errors.is_empty() {
-        errors.sort();
-        errors.dedup();
-        for e in &errors {
-            println!("{e}");
-        }
-        eprintln!("{} errors without {key}; nothing was deleted", errors.len());
-        return ExitCode::FAILURE;
+    let without = config::read_texts(stored.files(&|k| k == key));
+    if let Err(code) = check(
+        without,
+        Vec::new(),
+        &format!("without {key}; nothing was deleted"),
+    ) {
+        return code;
     }
     if let Some((k, ns, n)) = keys.resource_id(&key) {
         println!("{k} {ns}/{n} deleted");

@@ -161,6 +161,16 @@ pub(super) fn notify(spec: &RolloutSpec, before: &Status, after: &Status, mesh: 
 /// Takes a reading of the canary's and the primary's counters, keeping as many as the longest
 /// metric window needs.
 fn record(control: &dyn Steer, spec: &RolloutSpec, history: &mut History) {
+    let now = Instant::now();
+    let side = |s: &Side| control.metrics().version(&s.host, s.version()).sample();
+    let (canary, primary) = (side(&spec.canary), side(&spec.primary));
+    history.push_back((now, canary, primary));
+    trim(history, spec, |r| r.0);
+}
+
+/// Drops the readings older than the longest metric window of `spec` needs (keeping one
+/// beyond it, and two at least); each was taken at `at`.
+pub(super) fn trim<T>(history: &mut VecDeque<T>, spec: &RolloutSpec, at: impl Fn(&T) -> Instant) {
     let longest = spec
         .checks
         .iter()
@@ -168,13 +178,10 @@ fn record(control: &dyn Steer, spec: &RolloutSpec, history: &mut History) {
         .max()
         .unwrap_or_default();
     let now = Instant::now();
-    let side = |s: &Side| control.metrics().version(&s.host, s.version()).sample();
-    let (canary, primary) = (side(&spec.canary), side(&spec.primary));
-    history.push_back((now, canary, primary));
     while history.len() > 2
         && history
             .get(1)
-            .is_some_and(|(t, _, _)| now.duration_since(*t) > longest)
+            .is_some_and(|r| now.duration_since(at(r)) > longest)
     {
         history.pop_front();
     }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::command::lock;
-use super::controller::{Counts, Live, command, notify, publish_state, revisions, settle};
+use super::controller::{Counts, Live, command, notify, publish_state, revisions, settle, trim};
 use super::hooks::Mesh;
 use super::machine::Machine;
 use super::shared::{FleetHistory, SaveError, Seat, Shared};
@@ -216,21 +216,8 @@ async fn take_reading(
         .to_vec();
     match fleet.traffic(sides).await {
         Ok(counts) => {
-            let now = Instant::now();
-            history.push_back((now, now_ms(), counts));
-            let longest = spec
-                .checks
-                .iter()
-                .map(|c| c.window)
-                .max()
-                .unwrap_or_default();
-            while history.len() > 2
-                && history
-                    .get(1)
-                    .is_some_and(|(t, _, _)| now.duration_since(*t) > longest)
-            {
-                history.pop_front();
-            }
+            history.push_back((Instant::now(), now_ms(), counts));
+            trim(history, spec, |r| r.0);
         }
         Err(e) => {
             tracing::warn!(canary = %spec.name, error = %e, "Cannot read the fleet's counts.")
