@@ -111,8 +111,17 @@ async fn command(admin: &Admin, name: &str, action: &str) -> Result<ExitCode, St
     let path = format!("/canaries/{name}/{action}");
     let addr = admin.addr;
     match crate::admin::call_with_token(addr, "POST", &path, admin.token.as_deref()).await {
-        Ok((200, _)) => {
-            println!("{name}: {action} sent");
+        Ok((200, body)) => {
+            // In a fleet the driver of the rollout takes the command from the store.
+            let taken = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("taken").and_then(serde_json::Value::as_bool));
+            match taken {
+                Some(false) => println!(
+                    "{name}: {action} queued; no instance driving the rollout has taken it yet"
+                ),
+                _ => println!("{name}: {action} sent"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Ok((404, _)) => Err(format!("no such canary: {name}")),
