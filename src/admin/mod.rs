@@ -10,6 +10,8 @@
 //! else is refused with 400 and changes nothing.
 
 mod call;
+mod dashboard;
+mod series;
 mod views;
 
 use std::convert::Infallible;
@@ -30,6 +32,7 @@ pub use call::{call, call_with_token, read_token};
 use crate::control::Control;
 use crate::fleet::{Fleet, fleet_json, targets_json};
 use crate::rollout::command::Command;
+use series::Series;
 use views::{clusters_json, config_json, faults_json};
 
 /// How long a canary command waits for a fleet's driver to take it.
@@ -46,18 +49,58 @@ pub(crate) async fn serve(
     token: Option<Arc<str>>,
     fleet: Option<Arc<Fleet>>,
 ) {
+    let series = Arc::new(Series::default());
+    // The dashboard's time series, sampled for as long as the admin API serves.
+    let sampling = {
+        let (series, control) = (series.clone(), control.clone());
+        async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                series.sample(&control.metrics);
+            }
+        }
+    };
+    tokio::select! {
+        () = sampling => {}
+        () = accept(socket, control, token, fleet, series) => {}
+    }
+}
+
+async fn accept(
+    socket: TcpListener,
+    control: Arc<Control>,
+    token: Option<Arc<str>>,
+    fleet: Option<Arc<Fleet>>,
+    series: Arc<Series>,
+) {
     loop {
         let Ok((stream, _)) = socket.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             continue;
         };
-        let (control, token, fleet) = (control.clone(), token.clone(), fleet.clone());
+        let (control, token, fleet, series) = (
+            control.clone(),
+            token.clone(),
+            fleet.clone(),
+            series.clone(),
+        );
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let (control, token, fleet) = (control.clone(), token.clone(), fleet.clone());
+                let (control, token, fleet, series) = (
+                    control.clone(),
+                    token.clone(),
+                    fleet.clone(),
+                    series.clone(),
+                );
                 async move {
-                    let fleet = fleet.as_deref();
-                    Ok::<_, Infallible>(answer(&control, fleet, token.as_deref(), req).await)
+                    let at = Admin {
+                        control: &control,
+                        fleet: fleet.as_deref(),
+                        series: &series,
+                    };
+                    Ok::<_, Infallible>(answer(&at, token.as_deref(), req).await)
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -67,15 +110,29 @@ pub(crate) async fn serve(
     }
 }
 
-/// One call: the token and the body of a mutating call are checked before anything happens.
+/// What a call may see.
+struct Admin<'a> {
+    control: &'a Control,
+    fleet: Option<&'a Fleet>,
+    series: &'a Series,
+}
+
+/// One call: the origin, the token and the body of a mutating call are checked before anything
+/// happens.
 async fn answer(
-    control: &Control,
-    fleet: Option<&Fleet>,
+    at: &Admin<'_>,
     token: Option<&str>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let mutating = matches!(parts.method, Method::POST | Method::PUT);
+    if mutating && !same_origin(&parts) {
+        tracing::warn!("Admin call refused: sent from another site's page.");
+        return error(
+            StatusCode::FORBIDDEN,
+            "a mutating call from another site's page is refused (its Origin is not this admin API)",
+        );
+    }
     if mutating && !authorized(&parts, token) {
         return unauthorized();
     }
@@ -95,7 +152,26 @@ async fn answer(
             return error(StatusCode::BAD_REQUEST, &why);
         }
     }
-    handle(control, fleet, &parts).await
+    handle(at, &parts).await
+}
+
+/// Whether a call comes from no page, or from a page of this admin API: a browser names the
+/// page's origin in `Origin` on every cross-site `POST`, and a page elsewhere must not steer
+/// weir through a browser on its host (cross-site request forgery).
+fn same_origin(parts: &Parts) -> bool {
+    let Some(origin) = parts.headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let origin = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, h)| h);
+    matches!((origin, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// Whether a request carries the admin token (or none is required).
@@ -127,9 +203,23 @@ fn unauthorized() -> Response<Full<Bytes>> {
     resp
 }
 
-async fn handle(control: &Control, fleet: Option<&Fleet>, req: &Parts) -> Response<Full<Bytes>> {
+async fn handle(at: &Admin<'_>, req: &Parts) -> Response<Full<Bytes>> {
+    let (control, fleet) = (at.control, at.fleet);
     let path = req.uri.path();
     match (&req.method, path) {
+        (&Method::GET, "/" | "/dashboard") => asset(dashboard::INDEX, "text/html; charset=utf-8"),
+        (&Method::GET, "/dashboard/app.js") => {
+            asset(dashboard::APP, "text/javascript; charset=utf-8")
+        }
+        (&Method::GET, "/dashboard/style.css") => {
+            asset(dashboard::STYLE, "text/css; charset=utf-8")
+        }
+        (&Method::GET, "/dashboard/data") => {
+            let mut resp = json_response(dashboard::data(control, fleet, at.series).await);
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
         (&Method::GET, "/ready") if control.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
@@ -191,13 +281,25 @@ async fn handle(control: &Control, fleet: Option<&Fleet>, req: &Parts) -> Respon
         }
         (
             _,
-            "/ready" | "/live" | "/metrics" | "/config" | "/clusters" | "/faults" | "/canaries"
-            | "/fleet" | "/fleet/targets",
+            "/ready"
+            | "/live"
+            | "/metrics"
+            | "/config"
+            | "/clusters"
+            | "/faults"
+            | "/canaries"
+            | "/fleet"
+            | "/fleet/targets"
+            | "/"
+            | "/dashboard"
+            | "/dashboard/app.js"
+            | "/dashboard/style.css"
+            | "/dashboard/data",
         ) => not_allowed("GET"),
         (_, "/faults/disable" | "/faults/enable") => not_allowed("POST"),
         _ => error(
             StatusCode::NOT_FOUND,
-            "not found; try /ready /live /metrics /config /clusters /faults /canaries /fleet",
+            "not found; try / (the dashboard) /ready /live /metrics /config /clusters /faults /canaries /fleet",
         ),
     }
 }
@@ -281,6 +383,26 @@ async fn canary(control: &Control, method: &Method, rest: &str) -> Response<Full
         (_, None) => not_allowed("GET"),
         (_, Some(_)) => not_allowed("POST"),
     }
+}
+
+/// A file of the dashboard, with headers that keep it to itself: scripts and styles from this
+/// admin API only, no framing by other sites, no guessing of types.
+fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    resp
 }
 
 /// A plain-text answer (the probes').

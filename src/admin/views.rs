@@ -174,7 +174,7 @@ pub(super) fn clusters_json(control: &Control) -> Value {
 }
 
 /// Drops nulls, so the effective config reads like what the user wrote.
-fn prune(v: Value) -> Value {
+pub(super) fn prune(v: Value) -> Value {
     match v {
         Value::Object(o) => Value::Object(
             o.into_iter()

@@ -274,6 +274,12 @@ impl Metrics {
             .clone()
     }
 
+    /// Every version's running totals, by (service, version).
+    pub(crate) fn versions(&self) -> Vec<((String, String), VersionSample)> {
+        let map = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), v.sample())).collect()
+    }
+
     /// Handles for one cluster.
     pub(crate) fn cluster(&self, service: &str, version: &str) -> ClusterMetrics {
         let retry = |result| {

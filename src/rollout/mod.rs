@@ -253,6 +253,10 @@ impl Rollouts {
                 "service": spec.canary.host,
                 "primary": spec.primary.to_string(),
                 "canary": spec.canary.to_string(),
+                "sides": {
+                    "primary": {"service": spec.primary.host, "version": spec.primary.version()},
+                    "canary": {"service": spec.canary.host, "version": spec.canary.version()},
+                },
                 "strategy": spec.strategy,
                 "intervalMs": spec.interval.as_millis() as u64,
                 "threshold": spec.threshold,

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 /// Events kept per rollout.
 pub(super) const EVENTS_KEPT: usize = 100;
 
+/// Analysis rounds kept per rollout.
+pub(super) const ROUNDS_KEPT: usize = 50;
+
 /// Flagger's canary phases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Phase {
@@ -106,6 +109,24 @@ pub(crate) struct Status {
     pub(crate) events: VecDeque<Event>,
     /// Events ever recorded (the controller sends the new ones to `event` webhooks).
     pub(crate) events_total: u64,
+    /// This revision's analysis rounds, oldest first: the decision timeline.
+    #[serde(default)]
+    pub(crate) timeline: VecDeque<Round>,
+}
+
+/// One analysis of the rollout: when, at which weight, what every check measured against its
+/// range, and what came of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Round {
+    /// Seconds since the Unix epoch.
+    pub(crate) time: f64,
+    /// The canary's weight while it was measured.
+    pub(crate) weight: u32,
+    /// The checks.
+    pub(crate) checks: Vec<CheckView>,
+    /// `pass` (the step was taken), `fail` (a failed check) or `hold` (inconclusive).
+    pub(crate) outcome: String,
 }
 
 /// A check as the API shows it.
@@ -119,6 +140,12 @@ pub(crate) struct CheckView {
     pub(crate) value: Option<f64>,
     /// Canary requests in the window.
     pub(crate) sample: u64,
+    /// The range it was held to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) min: Option<f64>,
+    /// The range it was held to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max: Option<f64>,
     /// The whole finding.
     #[serde(default)]
     pub(crate) message: String,

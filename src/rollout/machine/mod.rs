@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use super::analysis::{CheckResult, Verdict};
 use super::spec::{HookKind, RolloutSpec, Strategy};
-use super::status::{CheckView, EVENTS_KEPT, Event, Phase, Routing, Status};
+use super::status::{CheckView, EVENTS_KEPT, Event, Phase, ROUNDS_KEPT, Round, Routing, Status};
 
 /// What the machine asks of the world. Each call happens only when Flagger's rules need it.
 pub(crate) trait Env {
@@ -51,6 +51,13 @@ pub(crate) struct Machine {
     pub(crate) status: Status,
 }
 
+/// Seconds since the Unix epoch.
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 impl Machine {
     /// A rollout that has not set its routing up yet.
     pub(crate) fn new(spec: RolloutSpec) -> Machine {
@@ -69,6 +76,7 @@ impl Machine {
                 last_checks: Vec::new(),
                 events: VecDeque::new(),
                 events_total: 0,
+                timeline: VecDeque::new(),
             },
         }
     }
@@ -88,9 +96,7 @@ impl Machine {
 
     fn record(&mut self, kind: &str, message: String) {
         tracing::info!(canary = %self.spec.name, "{message}");
-        let time = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let time = now();
         self.status.events.push_back(Event {
             time,
             kind: kind.to_owned(),
@@ -175,6 +181,7 @@ impl Machine {
         self.status.iterations = 0;
         self.status.confirmed = false;
         self.status.last_checks.clear();
+        self.status.timeline.clear();
         self.status.phase = Phase::Progressing;
         self.route(0, false, false);
         self.event(format!(
@@ -305,14 +312,32 @@ impl Machine {
                 result: c.verdict.name().to_owned(),
                 value: c.value,
                 sample: c.sample,
+                min: c.min,
+                max: c.max,
                 message: c.describe(),
             })
             .collect();
-        if let Some(failed) = checks.iter().find(|c| c.verdict == Verdict::Fail) {
+        let failed = checks.iter().find(|c| c.verdict == Verdict::Fail);
+        let unsure = checks.iter().find(|c| c.verdict == Verdict::Inconclusive);
+        let outcome = match (failed, unsure) {
+            (Some(_), _) => "fail",
+            (None, Some(_)) => "hold",
+            (None, None) => "pass",
+        };
+        self.status.timeline.push_back(Round {
+            time: now(),
+            weight: self.status.routing.canary_weight,
+            checks: self.status.last_checks.clone(),
+            outcome: outcome.to_owned(),
+        });
+        while self.status.timeline.len() > ROUNDS_KEPT {
+            self.status.timeline.pop_front();
+        }
+        if let Some(failed) = failed {
             self.failed_check(failed.describe());
             return false;
         }
-        if let Some(unsure) = checks.iter().find(|c| c.verdict == Verdict::Inconclusive) {
+        if let Some(unsure) = unsure {
             self.status.inconclusive_checks += 1;
             self.event(format!(
                 "Hold {} advancement: {}",
