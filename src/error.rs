@@ -10,6 +10,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::access_log::Flags;
 use crate::body::error::BodyError;
 use crate::body::to_client::ResponseBody;
 use crate::metrics::Overflow;
@@ -145,6 +146,26 @@ impl ProxyError {
         }
     }
 
+    /// The access log's response flags for this error (beside the status, in the same table).
+    pub(crate) fn flags(&self) -> Flags {
+        match self {
+            ProxyError::Refused(_) | ProxyError::MissingHost | ProxyError::NotCached => {
+                Flags::default()
+            }
+            ProxyError::NoRoute => Flags::NO_ROUTE,
+            ProxyError::RateLimited(_) => Flags::RATE_LIMITED,
+            ProxyError::ClientGone => Flags::CLIENT_GONE,
+            ProxyError::NoHealthyUpstream => Flags::NO_HEALTHY_UPSTREAM,
+            ProxyError::Timeout | ProxyError::TryTimeout => Flags::TIMEOUT,
+            ProxyError::Overflow(_) => Flags::OVERFLOW,
+            ProxyError::CircuitOpen => Flags::CIRCUIT_OPEN,
+            ProxyError::Overloaded => Flags::OVERLOADED,
+            ProxyError::Upstream(UpstreamError::ClientBody(_)) => Flags::default(),
+            ProxyError::Upstream(UpstreamError::Timeout(_)) => Flags::TIMEOUT,
+            ProxyError::Upstream(_) => Flags::UPSTREAM_FAILURE,
+        }
+    }
+
     /// The response weir sends for this error.
     pub(crate) fn to_response(&self) -> Response<ResponseBody> {
         let body = match self {
@@ -160,12 +181,14 @@ impl ProxyError {
                     HeaderValue::from_static("application/json; charset=utf-8"),
                 );
                 resp.headers_mut().extend(l.headers.clone());
+                resp.body_mut().meta.flags = self.flags();
                 return resp;
             }
             ProxyError::NotCached | ProxyError::ClientGone => String::new(),
             other => other.to_string(),
         };
         let mut resp = local_response(self.status(), Bytes::from(body));
+        resp.body_mut().meta.flags = self.flags();
         if let ProxyError::Overflow(_) | ProxyError::Overloaded = self {
             // Envoy's marker, under weir's name: clients and proxies must not retry it.
             resp.headers_mut()

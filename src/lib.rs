@@ -13,7 +13,7 @@
 //! backend, upstream        clusters, endpoints, balancers, pools, upstream I/O
 //! body                     every body that crosses weir
 //! snapshot, config         the immutable runtime config, built from the dialects
-//! metrics, tls             every metric family; TLS both ways
+//! metrics, access_log, tls every metric family; the access log; TLS both ways
 //! ```
 //!
 //! What is public is what a program needs to read and check configurations the way weir does
@@ -21,6 +21,7 @@
 //! to run weir in-process ([`run`], [`control`]) and to talk to a running weir ([`admin`]). The
 //! rest is private to the crate; the command line is [`cli`].
 
+pub mod access_log;
 pub mod admin;
 pub(crate) mod backend;
 pub(crate) mod body;

@@ -218,7 +218,7 @@ async fn serve_h2<I>(
         let watch = watch.clone();
         async move {
             let resp = match refused {
-                None => proxy.respond(req, &info, None).await,
+                None => proxy.serve(req, &info, None).await,
                 Some(why) => refuse(why),
             };
             Ok::<_, Infallible>(resp.map(|body| watch.watch(body)))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::access_log::{AccessLog, AccessLogOptions};
 use crate::config::{ConfigError, ResourceSet};
 use crate::control::watch::watch_files;
 use crate::control::{Change, Control, last_good};
@@ -37,6 +38,8 @@ pub struct Options {
     pub admin_token: Option<String>,
     /// Limits and deadlines for clients.
     pub policy: ServerPolicy,
+    /// Where and how to write an access log line per request (none by default).
+    pub access_log: Option<AccessLogOptions>,
 }
 
 /// Why the server could not start.
@@ -48,6 +51,9 @@ pub enum StartError {
     /// An address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, #[source] std::io::Error),
+    /// The access log cannot be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[source] std::io::Error),
     /// The admin API would be reachable off this host without a token.
     #[error(
         "the admin API on {0} is reachable from other hosts: give it a token with --admin-token-file, or bind it to loopback"
@@ -88,10 +94,17 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty(mesh_addr, &metrics)));
         let faults = Arc::new(FaultSwitch::default());
+        let access_log = match &opts.access_log {
+            Some(o) => Some(
+                AccessLog::open(o, metrics.access_log_dropped()).map_err(StartError::AccessLog)?,
+            ),
+            None => None,
+        };
         let proxy = Arc::new(Proxy::new(
             snapshot.clone(),
             faults.clone(),
             opts.policy.clone(),
+            access_log,
         ));
         let control = Control::new(
             snapshot,

@@ -148,6 +148,7 @@ async fn a_token_guards_every_mutating_call_and_off_loopback_one_is_required() {
         state_dir: None,
         admin_token: token.map(str::to_owned),
         policy: weir::edge::ServerPolicy::default(),
+        access_log: None,
     };
     // Reachable from other hosts without a token: refused before anything is bound.
     let refused = weir::run::Server::start(opts("0.0.0.0:0", None), None).await;

@@ -56,6 +56,7 @@ async fn start(yaml: &str) -> weir::run::Server {
         state_dir: None,
         admin_token: Some(TOKEN.to_owned()),
         policy: weir::edge::ServerPolicy::default(),
+        access_log: None,
     };
     weir::run::Server::start(opts, None).await.unwrap()
 }

@@ -29,6 +29,7 @@ fn options(url: &str, id: &str, state_dir: Option<PathBuf>) -> weir::run::Option
         state_dir,
         admin_token: None,
         policy: weir::edge::ServerPolicy::default(),
+        access_log: None,
     }
 }
 

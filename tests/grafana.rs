@@ -179,7 +179,11 @@ spec:
         let mut i = 0u64;
         while !flag.load(std::sync::atomic::Ordering::Relaxed) {
             // One request in 50 fails, so that the error panels have errors to show.
-            let path = if i.is_multiple_of(50) { "/status/503" } else { "/" };
+            let path = if i.is_multiple_of(50) {
+                "/status/503"
+            } else {
+                "/"
+            };
             let _ = send(&c, mesh, "shop", path, &[]).await;
             i += 1;
             tokio::time::sleep(Duration::from_millis(2)).await;

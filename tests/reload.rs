@@ -89,6 +89,7 @@ async fn a_restart_with_bad_files_serves_the_last_good_config() {
         state_dir: None,
         admin_token: None,
         policy: weir::edge::ServerPolicy::default(),
+        access_log: None,
     };
     assert!(matches!(
         weir::run::Server::start(opts, None).await,

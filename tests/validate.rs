@@ -1,5 +1,7 @@
 //! `weir validate`: every error, each with file:line:column, and a non-zero exit.
 
+mod support;
+
 use std::process::Command;
 
 fn validate(files: &[&str]) -> (bool, String) {
@@ -396,4 +398,59 @@ spec:
             "16:25: unix socket endpoints are not supported: weir connects to its upstreams over TCP",
         ],
     );
+}
+
+#[tokio::test]
+async fn weir_diff_says_what_changes_for_traffic() {
+    let dir = support::scratch_dir();
+    let (old, new) = (dir.join("old.yaml"), dir.join("new.yaml"));
+    let vs = |w1: u32, w2: u32, timeout: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: shop}}
+spec:
+  hosts: [shop]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: 9001}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{http: 9002}}, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: shop}}
+spec:
+  host: shop
+  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop}}
+spec:
+  hosts: [shop]
+  http:
+  - name: main
+    timeout: {timeout}
+    route:
+    - {{destination: {{host: shop, subset: v1}}, weight: {w1}}}
+    - {{destination: {{host: shop, subset: v2}}, weight: {w2}}}
+"
+        )
+    };
+    std::fs::write(&old, vs(90, 10, "2s")).unwrap();
+    std::fs::write(&new, vs(50, 50, "5s")).unwrap();
+    let out = support::weir_cli(["diff", old.to_str().unwrap(), new.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said,
+        "VirtualService default/shop\n  route \"main\": weight of shop v1: 90% → 50%\n  route \"main\": weight of shop v2: 10% → 50%\n  route \"main\": timeout: 2s → 5s\n"
+    );
+    let same = support::weir_cli(["diff", old.to_str().unwrap(), old.to_str().unwrap()]).await;
+    assert_eq!(same.status.code(), Some(0));
+    std::fs::write(&new, vs(50, 50, "5x")).unwrap();
+    let bad = support::weir_cli(["diff", old.to_str().unwrap(), new.to_str().unwrap()]).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("new.yaml:26:14: invalid duration"), "{}", String::from_utf8_lossy(&bad.stdout));
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::{AccessLog, Entry, Flags};
 use crate::backend::limits::Admission;
 use crate::body::from_upstream::UpstreamBody;
 use crate::policy::fallback::Tee;
@@ -36,6 +37,36 @@ impl Drop for Recorder {
 /// The body of every response weir sends downstream.
 pub(crate) struct ResponseBody {
     kind: Kind,
+    /// What the request path knows of the exchange, for the access log.
+    pub(crate) meta: Meta,
+    /// The access log's line, written when the body ends (or is dropped).
+    log: Option<Box<Logging>>,
+}
+
+/// What the request path knows of an exchange: its destination (an index into the snapshot's
+/// stats), the upstream of the last try, the retries, and why the response is not simply the
+/// upstream's.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Meta {
+    pub(crate) stats: Option<usize>,
+    pub(crate) upstream: Option<crate::backend::EndpointAddr>,
+    pub(crate) retries: u32,
+    pub(crate) flags: Flags,
+}
+
+/// A line of the access log being made: sent when the response ends.
+pub(crate) struct Logging {
+    pub(crate) entry: Entry,
+    pub(crate) start: Instant,
+    pub(crate) sink: Arc<AccessLog>,
+}
+
+impl Drop for Logging {
+    fn drop(&mut self) {
+        let mut entry = std::mem::take(&mut self.entry);
+        entry.duration = self.start.elapsed();
+        self.sink.log(entry);
+    }
 }
 
 // The large variant is the common one (every forwarded response); boxing it would cost an
@@ -62,7 +93,14 @@ impl ResponseBody {
     pub(crate) fn full(bytes: Bytes) -> ResponseBody {
         ResponseBody {
             kind: Kind::Full(Some(bytes)),
+            meta: Meta::default(),
+            log: None,
         }
+    }
+
+    /// Writes `line` to the access log when the body ends, with the bytes sent.
+    pub(crate) fn log_with(&mut self, line: Logging) {
+        self.log = Some(Box::new(line));
     }
 
     /// An upstream's body, recorded by `recorder` once done, failing once `deadline` passes,
@@ -80,6 +118,8 @@ impl ResponseBody {
                 deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
                 tee,
             },
+            meta: Meta::default(),
+            log: None,
         };
         if let Kind::Upstream {
             inner,
@@ -106,7 +146,34 @@ impl HttpBody for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let polled = this.poll_kind(cx);
+        if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (this.log.as_mut(), &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            log.entry.bytes += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            Kind::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl ResponseBody {
+    fn poll_kind(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
             Kind::Full(b) => Poll::Ready(
                 b.take()
                     .filter(|b| !b.is_empty())
@@ -152,20 +219,6 @@ impl HttpBody for ResponseBody {
                 }
                 polled.map(|o| o.map(|r| r.map_err(Into::into)))
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
-            Kind::Upstream { inner, .. } => inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream { inner, .. } => inner.size_hint(),
         }
     }
 }

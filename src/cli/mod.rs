@@ -1,10 +1,10 @@
-//! The `weir` command line: `run`, `validate`, `import`, `demo`, `apply`, `get`, `delete`,
-//! `faults`, `canary`. The binary
+//! The `weir` command line: `run`, `validate`, `diff`, `import`, `demo`, `apply`, `get`,
+//! `delete`, `faults`, `canary`. The binary
 //! (`src/main.rs`) only calls [`main`].
 
 mod canary;
-mod diff;
 mod limits;
+mod line_diff;
 mod store;
 pub(crate) mod view;
 
@@ -65,6 +65,13 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Write a line per request to PATH (appended to), or to standard output with `-`
+        /// (default: no access log, as in Istio).
+        #[arg(long, value_name = "PATH|-")]
+        access_log: Option<String>,
+        /// The access log's format.
+        #[arg(long, value_enum, default_value_t = crate::access_log::Format::Json, requires = "access_log")]
+        access_log_format: crate::access_log::Format,
         #[command(flatten)]
         limits: Limits,
     },
@@ -87,6 +94,14 @@ enum Command {
         /// The shell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// What changes for traffic from one configuration to another (files or directories), in
+    /// words: exit 0 when nothing does, 1 when something does, 2 on invalid input.
+    Diff {
+        /// The configuration as it is.
+        old: PathBuf,
+        /// The configuration as it would be.
+        new: PathBuf,
     },
     /// Print the Istio resources weir runs for another dialect's config (`weir import kong
     /// kong.yaml`): VirtualServices, DestinationRules and ServiceEntries.
@@ -191,6 +206,7 @@ pub fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Validate { paths } => validate(&paths),
+        Command::Diff { old, new } => diff(&old, &new),
         Command::Import { dialect, paths } => import(dialect, &paths),
         Command::Apply {
             store,
@@ -274,6 +290,8 @@ pub fn main() -> ExitCode {
             state_dir,
             admin_token_file,
             workers,
+            access_log,
+            access_log_format,
             limits,
         } => {
             let admin_token = match token(admin_token_file.as_deref()) {
@@ -294,6 +312,14 @@ pub fn main() -> ExitCode {
                 state_dir,
                 admin_token,
                 policy: limits.policy(),
+                access_log: access_log.map(|a| crate::access_log::AccessLogOptions {
+                    target: if a == "-" {
+                        crate::access_log::Target::Stdout
+                    } else {
+                        crate::access_log::Target::File(a.into())
+                    },
+                    format: access_log_format,
+                }),
             };
             runtime(workers).block_on(async move {
                 match crate::run::Server::start(opts, None).await {
@@ -391,6 +417,35 @@ fn config_errors(errors: &[crate::config::ConfigError]) -> ExitCode {
     }
     eprintln!("{} errors", errors.len());
     ExitCode::FAILURE
+}
+
+/// `weir diff OLD NEW`.
+fn diff(old: &std::path::Path, new: &std::path::Path) -> ExitCode {
+    let mesh = SocketAddr::from(([127, 0, 0, 1], 15001));
+    let read = |p: &std::path::Path| crate::config::check(&[p.to_path_buf()], mesh);
+    let (a, b) = match (read(old), read(new)) {
+        (Ok((a, _)), Ok((b, _))) => (a, b),
+        (a, b) => {
+            let errors: Vec<_> = [a.err(), b.err()].into_iter().flatten().flatten().collect();
+            for e in &errors {
+                println!("{e}");
+            }
+            eprintln!("{} errors: nothing compared", errors.len());
+            return ExitCode::from(2);
+        }
+    };
+    let changes = crate::config::changes::changes(&a, &b);
+    if changes.is_empty() {
+        println!("No change for traffic.");
+        return ExitCode::SUCCESS;
+    }
+    for (resource, lines) in &changes {
+        println!("{resource}");
+        for l in lines {
+            println!("  {l}");
+        }
+    }
+    ExitCode::from(1)
 }
 
 fn validate(paths: &[PathBuf]) -> ExitCode {

@@ -128,7 +128,7 @@ pub(super) async fn apply(url: StoreUrl, paths: Vec<PathBuf>, dry_run: bool) -> 
         };
         println!("{} {}/{} {what}", d.kind, d.namespace, d.name);
         if dry_run && let Some(kv) = stored.docs.get(key).filter(|_| what == "configured") {
-            print!("{}", super::diff::lines(&kv.value, &d.text, 2));
+            print!("{}", super::line_diff::lines(&kv.value, &d.text, 2));
         }
         if what != "unchanged" {
             edits.push(Edit::Put(key.clone(), d.text.clone()));

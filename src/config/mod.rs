@@ -5,6 +5,7 @@
 //! applied unless the whole set is valid. Supported dialects: Istio `networking.istio.io`
 //! (v1alpha3, v1beta1, v1) and Flagger `flagger.app/v1beta1`.
 
+pub mod changes;
 pub mod decode;
 pub mod emit;
 pub mod flagger;

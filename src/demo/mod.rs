@@ -152,6 +152,7 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         state_dir: None,
         admin_token: None,
         policy: crate::edge::ServerPolicy::default(),
+        access_log: None,
     };
     let server = Server::start(opts, Some(set("v1", "v2")?)).await?;
     println!(

@@ -120,7 +120,7 @@ pub(crate) async fn serve(
         // Without a body, the read side is free to notice a client that leaves mid-request.
         let client = slot.as_mut().map(|r| r as &mut dyn ClientGone);
         let resp = match expect {
-            None => proxy.respond(req, &info, client).await,
+            None => proxy.serve(req, &info, client).await,
             // Boxed: the rare path.
             Some(expect) => {
                 match Box::pin(respond_continuing(&proxy, req, &info, &mut w, expect)).await {
@@ -160,7 +160,7 @@ async fn respond_continuing(
     w: &mut Writer,
     (asked, sent): ContinueAsked,
 ) -> Option<Response<ResponseBody>> {
-    let respond = proxy.respond(req, info, None);
+    let respond = proxy.serve(req, info, None);
     tokio::pin!(respond);
     tokio::select! {
         biased;

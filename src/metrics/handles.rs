@@ -47,6 +47,15 @@ impl std::fmt::Debug for DestStats {
 }
 
 impl DestStats {
+    /// The destination's service, version and route, as labelled.
+    pub(crate) fn names(&self) -> (&str, &str, &str) {
+        (
+            &self.labels.service,
+            &self.labels.version,
+            &self.labels.route,
+        )
+    }
+
     /// Counts a response as sent.
     pub(crate) fn count(&self, method: &Method, status: u16) {
         self.version.count(status);

@@ -50,6 +50,7 @@ pub(crate) struct Metrics {
     store_revision: Family<StoreLabels, Gauge>,
     store_apply_errors: Family<StoreLabels, Counter>,
     store_apply_delay: Family<StoreLabels, Histogram>,
+    access_log_dropped: Counter,
 }
 
 /// The metrics of a fleet's store, for one store URL.
@@ -204,6 +205,12 @@ impl Metrics {
             "Time from a write to the store (weir apply, a rollout step) to this instance serving it",
             store_apply_delay.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "weir_access_log_dropped",
+            "Access log lines dropped because the log's writer fell behind (a slow disk); requests never wait for it",
+            access_log_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -228,7 +235,13 @@ impl Metrics {
             store_revision,
             store_apply_errors,
             store_apply_delay,
+            access_log_dropped,
         }
+    }
+
+    /// Access log lines dropped.
+    pub(crate) fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// The handles of the store at `url`.

@@ -8,6 +8,7 @@ use http::{Method, Response};
 use tokio::time::Instant;
 
 use super::outbound::Forward;
+use crate::access_log::Flags;
 use crate::body::to_client::ResponseBody;
 use crate::error::{ProxyError, local_response};
 use crate::metrics::FallbackKind;
@@ -20,11 +21,12 @@ pub(super) fn local(
     stats: Option<usize>,
     method: &Method,
     start: Instant,
-    resp: Response<ResponseBody>,
+    mut resp: Response<ResponseBody>,
 ) -> Response<ResponseBody> {
     let s = stats.map_or(&snap.unrouted, |i| &snap.stats[i]);
     s.count(method, resp.status().as_u16());
     s.observe(start.elapsed());
+    resp.body_mut().meta.stats = stats;
     resp
 }
 
@@ -48,8 +50,9 @@ impl<'s> Forward<'s> {
     }
 
     /// Answers with a response weir made, recorded against the destination.
-    pub(super) fn answer(mut self, resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    pub(super) fn answer(mut self, mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
         crate::http1::recycle(std::mem::take(self.req.headers_mut()));
+        self.describe(&mut resp);
         local(
             self.snap,
             Some(self.dest.stats),
@@ -59,15 +62,29 @@ impl<'s> Forward<'s> {
         )
     }
 
+    /// Tells the access log what this request's path knows: the upstream of the last try, the
+    /// retries, and the flags gathered on the way (those of an error are set by its response).
+    pub(super) fn describe(&self, resp: &mut Response<ResponseBody>) {
+        let meta = &mut resp.body_mut().meta;
+        meta.stats = Some(self.dest.stats);
+        // The endpoint of the last try; none when nothing was sent (an abort, a full pool).
+        meta.upstream = (self.tries > 0)
+            .then(|| self.picked.as_ref().map(|p| p.endpoint.spec.addr.clone()))
+            .flatten();
+        meta.retries = self.tries.saturating_sub(1);
+        meta.flags = meta.flags.with(self.flags);
+    }
+
     /// A response a fallback made, with the rule's response edits, recorded.
     pub(super) fn fallen_back(
-        self,
+        mut self,
         mut resp: Response<ResponseBody>,
         kind: FallbackKind,
         edit: bool,
     ) -> Response<ResponseBody> {
         resp.headers_mut()
             .insert(X_WEIR_FALLBACK, HeaderValue::from_static(kind.label()));
+        self.flags = self.flags.with(Flags::FALLBACK);
         if edit {
             self.rule.headers.response.apply(resp.headers_mut());
         }

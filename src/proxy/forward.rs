@@ -310,7 +310,10 @@ impl<'s> Forward<'s> {
             ))),
             _ => None,
         };
-        resp.map(|inner| ResponseBody::upstream(inner, recorder, self.deadline, tee))
+        let mut resp =
+            resp.map(|inner| ResponseBody::upstream(inner, recorder, self.deadline, tee));
+        self.describe(&mut resp);
+        resp
     }
 }
 

@@ -12,6 +12,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use super::conn::ClientGone;
 use super::outbound::{Forward, Stop};
 use super::outcome::GRPC_STATUS;
+use crate::access_log::Flags;
 use crate::body::to_client::ResponseBody;
 use crate::error::local_response;
 use crate::policy::fault::{Abort, FaultSwitch, PER_MILLION};
@@ -40,6 +41,7 @@ impl<'s> Forward<'s> {
         let stats = &self.snap.stats[self.dest.stats];
         if let Some(delay) = drawn.delay {
             stats.fault_delays.inc();
+            self.flags = self.flags.with(Flags::FAULT);
             // Boxed: a rare path, kept out of every request's state.
             if !Box::pin(delayed(faults, delay, client)).await {
                 return ControlFlow::Break(Stop::ClientGone);
@@ -68,6 +70,7 @@ impl<'s> Forward<'s> {
             h.insert(GRPC_MESSAGE, HeaderValue::from_static("fault filter abort"));
         }
         self.rule.headers.response.apply(resp.headers_mut());
+        resp.body_mut().meta.flags = Flags::FAULT;
         self.answer(resp)
     }
 }

@@ -14,6 +14,7 @@ mod fall_back;
 mod forward;
 mod forwarded;
 mod inject;
+mod log_line;
 mod outbound;
 mod outcome;
 mod route;
@@ -27,6 +28,7 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use tokio::time::Instant;
 
+use crate::access_log::AccessLog;
 use crate::body::to_client::ResponseBody;
 use crate::body::to_upstream::Body;
 use crate::edge::ServerPolicy;
@@ -55,6 +57,7 @@ pub(crate) struct Proxy {
     faults: Arc<FaultSwitch>,
     policy: ServerPolicy,
     overload: Arc<Overload>,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 impl Proxy {
@@ -64,6 +67,7 @@ impl Proxy {
         snapshot: Arc<ArcSwap<Snapshot>>,
         faults: Arc<FaultSwitch>,
         policy: ServerPolicy,
+        access_log: Option<Arc<AccessLog>>,
     ) -> Proxy {
         let overload = Overload::watch(policy.memory_limit);
         Proxy {
@@ -71,6 +75,7 @@ impl Proxy {
             faults,
             policy,
             overload,
+            access_log,
         }
     }
 
@@ -84,20 +89,39 @@ impl Proxy {
         self.snapshot.load().listener(addr)?.tls.clone()
     }
 
-    /// Handles one request, start to response headers (the body streams on afterwards).
+    /// Handles one request, start to response headers (the body streams on afterwards), on
+    /// the snapshot current when it came: a reload meanwhile changes nothing for it. With an
+    /// access log, the request's line is begun here and written when the response ends.
     ///
     /// `client`, when given, tells whether the client has gone away; a request waiting on an
     /// injected delay is then dropped without ever reaching the upstream.
-    pub(crate) async fn respond(
+    pub(crate) async fn serve(
         &self,
         req: Request<Body>,
         conn: &ConnInfo,
         client: Option<&mut dyn ClientGone>,
     ) -> Response<ResponseBody> {
-        // The request's duration and its rule's timeout count from the moment it was read.
         let start = Instant::now();
-        // One snapshot for the whole request: a reload meanwhile changes nothing for it.
         let snap = self.snapshot.load_full();
+        let Some(sink) = &self.access_log else {
+            return self.respond(start, snap, req, conn, client).await;
+        };
+        let line = log_line::begin(&req, conn);
+        let mut resp = self.respond(start, snap.clone(), req, conn, client).await;
+        log_line::attach(line, &snap, &mut resp, start, sink.clone());
+        resp
+    }
+
+    /// The request path, from `start` (the moment the request was read: its duration and its
+    /// rule's timeout count from there), on `snap`.
+    async fn respond(
+        &self,
+        start: Instant,
+        snap: Arc<Snapshot>,
+        req: Request<Body>,
+        conn: &ConnInfo,
+        client: Option<&mut dyn ClientGone>,
+    ) -> Response<ResponseBody> {
         // Over the memory limit nothing new is taken on: the cheapest refusal, before any work.
         if self.overload.is_over() {
             let shed = ProxyError::Overloaded.to_response();

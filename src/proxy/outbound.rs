@@ -11,6 +11,7 @@ use http::{Method, Request};
 use http_body::Body as HttpBody;
 use tokio::time::Instant;
 
+use crate::access_log::Flags;
 use crate::backend::breaker::Ticket;
 use crate::backend::budget::InFlight;
 use crate::backend::limits::{Admission, RetrySlot};
@@ -63,6 +64,8 @@ pub(super) struct Forward<'s> {
     pub(super) ticket: Option<Ticket>,
     /// Headers for the response (CORS, rate limits).
     pub(super) extra: Option<Box<http::HeaderMap>>,
+    /// The access log's flags gathered on the way (an injected fault, a fallback).
+    pub(super) flags: Flags,
 }
 
 /// A retry's place in the budget and under `maxRetries`, given back when its try ends.

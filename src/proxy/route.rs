@@ -15,6 +15,7 @@ use super::conn::ConnInfo;
 use super::forwarded::forwarded_headers;
 use super::outbound::Forward;
 use super::target::{authority_of, https_redirect, route_regex, target_uri};
+use crate::access_log::Flags;
 use crate::backend::hash::{HashInput, request_hash};
 use crate::body::error::BodyError;
 use crate::body::to_client::ResponseBody;
@@ -152,6 +153,7 @@ pub(super) fn route<'s>(
     // Only methods that are not idempotent look for an idempotency key.
     let safe = rule.retry.non_idempotent || repeatable(&method, &parts.headers);
     Routed::Forward(Forward {
+        flags: Flags::default(),
         snap,
         rule,
         dest,

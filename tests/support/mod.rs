@@ -339,6 +339,7 @@ impl Weir {
             state_dir: state_dir.clone(),
             admin_token: None,
             policy: policy.clone(),
+            access_log: None,
         };
         let server = match weir::run::Server::start(opts, None).await {
             Ok(s) => s,

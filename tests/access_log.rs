@@ -1,0 +1,159 @@
+//! Access logs: a line per request, written when the response ends, with the route, the
+//! destination, the upstream, retries and response flags; JSON or text.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+async fn start(
+    yaml: &str,
+    log: &std::path::Path,
+    format: weir::access_log::Format,
+) -> weir::run::Server {
+    let config = scratch_dir().join("mesh.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let opts = weir::run::Options {
+        configs: vec![config],
+        fleet: None,
+        admin: "127.0.0.1:0".parse().unwrap(),
+        mesh: "127.0.0.1:0".parse().unwrap(),
+        state_dir: None,
+        admin_token: None,
+        policy: weir::edge::ServerPolicy::default(),
+        access_log: Some(weir::access_log::AccessLogOptions {
+            target: weir::access_log::Target::File(log.to_owned()),
+            format,
+        }),
+    };
+    weir::run::Server::start(opts, None).await.unwrap()
+}
+
+fn config(v1: &Backend) -> String {
+    service_entry("shop", &[("v1", v1)])
+        + &destination_rule("shop", &["v1"])
+        + "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop]
+  http:
+  - name: aborted
+    match: [{uri: {prefix: /abort}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    route: [{destination: {host: shop, subset: v1}}]
+  - name: slow
+    match: [{uri: {prefix: /delay}}]
+    timeout: 100ms
+    route: [{destination: {host: shop, subset: v1}}]
+  - name: main
+    retries: {attempts: 2, retryOn: 5xx}
+    route: [{destination: {host: shop, subset: v1}}]
+"
+}
+
+/// The log's lines, once `n` are there.
+async fn lines(log: &std::path::Path, n: usize) -> Vec<String> {
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} lines in {}", log.display());
+}
+
+#[tokio::test]
+async fn every_request_gets_a_json_line_with_what_happened_to_it() {
+    let v1 = Backend::start("v1").await;
+    let log = scratch_dir().join("access.log");
+    let weir = start(&config(&v1), &log, weir::access_log::Format::Json).await;
+    let mesh = weir.mesh_addr();
+    let (s, _, body) = get(mesh, "shop", "/hello?x=1", &[("x-request-id", "r-ok")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        get(mesh, "shop", "/abort", &[("x-request-id", "r-abort")])
+            .await
+            .0,
+        503
+    );
+    assert_eq!(
+        get(mesh, "shop", "/delay/1000", &[("x-request-id", "r-slow")])
+            .await
+            .0,
+        504
+    );
+    assert_eq!(
+        get(mesh, "shop", "/flaky/1/503", &[("x-request-id", "r-retry")])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(mesh, "nowhere", "/", &[("x-request-id", "r-none")])
+            .await
+            .0,
+        404
+    );
+    let lines = lines(&log, 5).await;
+    let by_id = |id: &str| -> serde_json::Value {
+        lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["request_id"] == id)
+            .unwrap_or_else(|| panic!("no line for {id}: {lines:#?}"))
+    };
+    let ok = by_id("r-ok");
+    assert_eq!(ok["method"], "GET");
+    assert_eq!(ok["authority"], "shop");
+    assert_eq!(ok["path"], "/hello?x=1");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["route"], "main");
+    assert_eq!(ok["service"], "shop");
+    assert_eq!(ok["version"], "v1");
+    assert_eq!(ok["upstream"], v1.addr.to_string());
+    assert_eq!(ok["retries"], 0);
+    assert_eq!(ok["flags"], serde_json::json!([]));
+    assert_eq!(ok["bytes_sent"], body.len());
+    assert!(ok["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(ok["time"].as_str().unwrap().ends_with('Z'));
+    let abort = by_id("r-abort");
+    assert_eq!(
+        (abort["status"].as_u64(), abort["route"].as_str()),
+        (Some(503), Some("aborted"))
+    );
+    assert_eq!(abort["flags"], serde_json::json!(["fault"]));
+    assert!(abort["upstream"].is_null(), "{abort}");
+    let slow = by_id("r-slow");
+    assert_eq!(slow["status"], 504);
+    assert_eq!(slow["flags"], serde_json::json!(["timeout"]));
+    assert!(slow["duration_ms"].as_f64().unwrap() >= 100.0, "{slow}");
+    let retry = by_id("r-retry");
+    assert_eq!(
+        (retry["status"].as_u64(), retry["retries"].as_u64()),
+        (Some(200), Some(1))
+    );
+    let none = by_id("r-none");
+    assert_eq!(none["flags"], serde_json::json!(["no_route"]));
+    assert_eq!(none["service"], "");
+    weir.shutdown().await;
+}
+
+#[tokio::test]
+async fn text_lines_hold_one_request_each_whatever_it_sent() {
+    let v1 = Backend::start("v1").await;
+    let log = scratch_dir().join("access.log");
+    let weir = start(&config(&v1), &log, weir::access_log::Format::Text).await;
+    let mesh = weir.mesh_addr();
+    get(mesh, "shop", "/a", &[("x-request-id", "one\"two")]).await;
+    let lines = lines(&log, 1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let l = &lines[0];
+    assert!(l.contains("\"GET /a HTTP/1.1\" 200 - "), "{l}");
+    assert!(l.contains(" \"shop\" main shop v1 "), "{l}");
+    assert!(l.contains("\"one\\\"two\""), "{l}");
+    weir.shutdown().await;
+}
