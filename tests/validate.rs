@@ -452,5 +452,57 @@ spec:
     std::fs::write(&new, vs(50, 50, "5x")).unwrap();
     let bad = support::weir_cli(["diff", old.to_str().unwrap(), new.to_str().unwrap()]).await;
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stdout).contains("new.yaml:26:14: invalid duration"), "{}", String::from_utf8_lossy(&bad.stdout));
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("new.yaml:26:14: invalid duration"),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
+}
+
+#[tokio::test]
+async fn weir_plan_simulates_a_rollout_in_seconds() {
+    let canary = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/canary.yaml");
+    let healthy = support::weir_cli(["plan", canary, "--rps", "100"]).await;
+    let said = String::from_utf8_lossy(&healthy.stdout);
+    assert!(healthy.status.success(), "{said}");
+    assert!(said.contains("Outcome: promoted after"), "{said}");
+    assert!(said.contains("promoted 100%, rolled back 0%"), "{said}");
+    for w in [10, 20, 30, 40, 50] {
+        assert!(
+            said.contains(&format!("Advance api-service canary weight {w}")),
+            "{said}"
+        );
+    }
+    let bad = support::weir_cli([
+        "plan",
+        canary,
+        "--rps",
+        "100",
+        "--error-rate",
+        "5",
+        "--runs",
+        "50",
+    ])
+    .await;
+    let said = String::from_utf8_lossy(&bad.stdout);
+    assert!(said.contains("promoted 0%, rolled back 100%"), "{said}");
+    assert!(
+        said.contains("failed canary requests (users hurt):"),
+        "{said}"
+    );
+    // The same seeds, the same plan.
+    let again = support::weir_cli([
+        "plan",
+        canary,
+        "--rps",
+        "100",
+        "--error-rate",
+        "5",
+        "--runs",
+        "50",
+    ])
+    .await;
+    assert_eq!(bad.stdout, again.stdout);
+    let invalid = support::weir_cli(["plan", canary, "--rps", "0"]).await;
+    assert_eq!(invalid.status.code(), Some(2));
 }

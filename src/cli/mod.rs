@@ -1,10 +1,11 @@
-//! The `weir` command line: `run`, `validate`, `diff`, `import`, `demo`, `apply`, `get`,
+//! The `weir` command line: `run`, `validate`, `diff`, `plan`, `import`, `demo`, `apply`, `get`,
 //! `delete`, `faults`, `canary`. The binary
 //! (`src/main.rs`) only calls [`main`].
 
 mod canary;
 mod limits;
 mod line_diff;
+mod plan;
 mod store;
 pub(crate) mod view;
 
@@ -103,6 +104,10 @@ enum Command {
         /// The configuration as it would be.
         new: PathBuf,
     },
+    /// Simulate a Canary's rollout with weir's own controller on a simulated clock: the
+    /// timeline, how long promotion takes, and for a bad canary how often and how fast it is
+    /// rolled back and how many requests it fails.
+    Plan(plan::PlanArgs),
     /// Print the Istio resources weir runs for another dialect's config (`weir import kong
     /// kong.yaml`): VirtualServices, DestinationRules and ServiceEntries.
     Import {
@@ -188,10 +193,10 @@ enum FaultAction {
 /// Runs the command line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo tells its own story (events, a status line a second): its log shows only what
-    // goes wrong, unless WEIR_LOG asks for more.
+    // The demo and a plan tell their own story (events, a status line a second; a timeline):
+    // their log shows only what goes wrong, unless WEIR_LOG asks for more.
     let level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Plan(_) => "warn",
         _ => "info",
     };
     // Colour only on a terminal, and never with NO_COLOR set (no-color.org).
@@ -207,6 +212,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Validate { paths } => validate(&paths),
         Command::Diff { old, new } => diff(&old, &new),
+        Command::Plan(args) => plan::plan(args),
         Command::Import { dialect, paths } => import(dialect, &paths),
         Command::Apply {
             store,

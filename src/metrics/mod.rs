@@ -441,6 +441,11 @@ impl Metrics {
     }
 }
 
+/// The duration histograms' bucket bounds, in seconds.
+pub(crate) fn duration_buckets() -> &'static [f64] {
+    &BUCKETS
+}
+
 fn new_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }

@@ -12,6 +12,7 @@ mod controller;
 mod elected;
 mod hooks;
 pub(crate) mod machine;
+pub(crate) mod plan;
 mod prometheus;
 pub(crate) mod shared;
 pub(crate) mod spec;
