@@ -56,16 +56,17 @@ pub(crate) struct Meta {
 
 /// A line of the access log being made: sent when the response ends.
 pub(crate) struct Logging {
-    pub(crate) entry: Entry,
+    pub(crate) entry: Option<Entry>,
     pub(crate) start: Instant,
     pub(crate) sink: Arc<AccessLog>,
 }
 
 impl Drop for Logging {
     fn drop(&mut self) {
-        let mut entry = std::mem::take(&mut self.entry);
-        entry.duration = self.start.elapsed();
-        self.sink.log(entry);
+        if let Some(mut entry) = self.entry.take() {
+            entry.duration = self.start.elapsed();
+            self.sink.log(entry);
+        }
     }
 }
 
@@ -150,8 +151,9 @@ impl HttpBody for ResponseBody {
         let polled = this.poll_kind(cx);
         if let (Some(log), Poll::Ready(Some(Ok(frame)))) = (this.log.as_mut(), &polled)
             && let Some(data) = frame.data_ref()
+            && let Some(e) = log.entry.as_mut()
         {
-            log.entry.bytes += data.len() as u64;
+            e.bytes += data.len() as u64;
         }
         polled
     }

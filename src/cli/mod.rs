@@ -1,5 +1,5 @@
 //! The `weir` command line: `run`, `validate`, `diff`, `plan`, `import`, `demo`, `apply`, `get`,
-//! `delete`, `faults`, `canary`. The binary
+//! `delete`, `faults`, `canary`, `top`. The binary
 //! (`src/main.rs`) only calls [`main`].
 
 mod canary;
@@ -7,6 +7,7 @@ mod limits;
 mod line_diff;
 mod plan;
 mod store;
+mod top;
 pub(crate) mod view;
 
 use std::io::IsTerminal;
@@ -163,6 +164,16 @@ enum Command {
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
     },
+    /// A running weir's traffic per service and version, live: requests per second, success
+    /// rate, p50 / p99 latency, and its rollouts.
+    Top {
+        /// The running weir's admin API address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Print the table once and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Progressive delivery on a running weir: list, status, watch, promote, rollback, pause,
     /// resume.
     Canary {
@@ -213,6 +224,7 @@ pub fn main() -> ExitCode {
         Command::Validate { paths } => validate(&paths),
         Command::Diff { old, new } => diff(&old, &new),
         Command::Plan(args) => plan::plan(args),
+        Command::Top { admin, once } => runtime(Some(1)).block_on(top::top(admin, once)),
         Command::Import { dialect, paths } => import(dialect, &paths),
         Command::Apply {
             store,

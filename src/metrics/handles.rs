@@ -24,6 +24,8 @@ const STATUSES: [u16; 32] = [
 
 /// Metric handles of one (service, version, route), resolved when the config is built.
 pub(crate) struct DestStats {
+    /// The destination's service, version and route, for the access log.
+    pub(crate) names: Arc<crate::access_log::DestNames>,
     /// Running totals for canary analysis.
     pub(crate) version: Arc<VersionStats>,
     /// Delays injected on requests to this destination.
@@ -47,15 +49,6 @@ impl std::fmt::Debug for DestStats {
 }
 
 impl DestStats {
-    /// The destination's service, version and route, as labelled.
-    pub(crate) fn names(&self) -> (&str, &str, &str) {
-        (
-            &self.labels.service,
-            &self.labels.version,
-            &self.labels.route,
-        )
-    }
-
     /// Counts a response as sent.
     pub(crate) fn count(&self, method: &Method, status: u16) {
         self.version.count(status);

@@ -401,6 +401,11 @@ impl Metrics {
                 .clone()
         };
         DestStats {
+            names: Arc::new(crate::access_log::DestNames {
+                service: service.to_owned(),
+                version: version.to_owned(),
+                route: route.to_owned(),
+            }),
             version: self.version(service, version),
             fault_delays: fault("delay"),
             fault_aborts: fault("abort"),
