@@ -15,17 +15,11 @@ async fn start(
     let config = scratch_dir().join("mesh.yaml");
     std::fs::write(&config, yaml).unwrap();
     let opts = weir::run::Options {
-        configs: vec![config],
-        fleet: None,
-        admin: "127.0.0.1:0".parse().unwrap(),
-        mesh: "127.0.0.1:0".parse().unwrap(),
-        state_dir: None,
-        admin_token: None,
-        policy: weir::edge::ServerPolicy::default(),
         access_log: Some(weir::access_log::AccessLogOptions {
             target: weir::access_log::Target::File(log.to_owned()),
             format,
         }),
+        ..options(config)
     };
     weir::run::Server::start(opts, None).await.unwrap()
 }

@@ -49,14 +49,8 @@ async fn start(yaml: &str) -> weir::run::Server {
     let config = scratch_dir().join("mesh.yaml");
     std::fs::write(&config, yaml).unwrap();
     let opts = weir::run::Options {
-        configs: vec![config],
-        fleet: None,
-        admin: "127.0.0.1:0".parse().unwrap(),
-        mesh: "127.0.0.1:0".parse().unwrap(),
-        state_dir: None,
         admin_token: Some(TOKEN.to_owned()),
-        policy: weir::edge::ServerPolicy::default(),
-        access_log: None,
+        ..options(config)
     };
     weir::run::Server::start(opts, None).await.unwrap()
 }
@@ -151,6 +145,17 @@ async fn the_page_and_its_data_are_served_from_the_binary() {
     assert_eq!(data["canaries"][0]["name"], "shop");
     assert_eq!(data["canaries"][0]["sides"]["canary"]["version"], "v2");
     assert!(data["fleet"].is_null());
+    // The same numbers in a terminal.
+    let top = weir_cli(["top", "--admin", &admin.to_string(), "--once"]).await;
+    let table = String::from_utf8_lossy(&top.stdout);
+    assert!(top.status.success(), "{table}");
+    assert!(table.starts_with("SERVICE"), "{table}");
+    let v1_row = table
+        .lines()
+        .find(|l| l.starts_with("shop") && l.contains(" v1 "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(v1_row.contains("100.00"), "{table}");
+    assert!(table.contains("rollout shop: "), "{table}");
     // A POST sent by another site's page is refused, even with the token; the page's own goes.
     let refused = request(
         &client(),

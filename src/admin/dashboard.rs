@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::series::Series;
 use super::views::{clusters_json, faults_json, prune};
 use crate::config::Spec;
+use crate::config::changes::words;
 use crate::control::Control;
 use crate::fleet::{Fleet, fleet_json};
 
@@ -89,29 +90,4 @@ fn services(control: &Control) -> Value {
         }));
     }
     Value::Array(out)
-}
-
-/// A match block in words: `uri prefix /api, headers end-user exact jason`.
-fn words(v: &Value) -> String {
-    match v {
-        Value::Object(o) => o
-            .iter()
-            .map(|(k, v)| format!("{k} {}", words(v)))
-            .collect::<Vec<_>>()
-            .join(", "),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().map(words).collect::<Vec<_>>().join(" "),
-        other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::words;
-
-    #[test]
-    fn matches_in_words() {
-        let m = serde_json::json!({"uri": {"prefix": "/api"}, "headers": {"end-user": {"exact": "jason"}}});
-        assert_eq!(words(&m), "headers end-user exact jason, uri prefix /api");
-    }
 }

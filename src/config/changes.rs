@@ -141,7 +141,7 @@ fn describe_route(route: &Value) -> String {
 }
 
 /// JSON in words: `uri prefix /api, headers end-user exact jason`.
-fn words(v: &Value) -> String {
+pub(crate) fn words(v: &Value) -> String {
     match v {
         Value::Object(o) => o
             .iter()

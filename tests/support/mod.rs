@@ -274,6 +274,20 @@ where
     .unwrap()
 }
 
+/// Options of an in-process weir on loopback serving `config`, otherwise the defaults.
+pub fn options(config: PathBuf) -> weir::run::Options {
+    weir::run::Options {
+        configs: vec![config],
+        fleet: None,
+        admin: "127.0.0.1:0".parse().unwrap(),
+        mesh: "127.0.0.1:0".parse().unwrap(),
+        state_dir: None,
+        admin_token: None,
+        policy: weir::edge::ServerPolicy::default(),
+        access_log: None,
+    }
+}
+
 /// A unique scratch directory.
 pub fn scratch_dir() -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
