@@ -12,6 +12,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime};
 
@@ -307,6 +308,8 @@ fn rfc3339(t: SystemTime) -> String {
 pub(crate) struct AccessLog {
     tx: SyncSender<Entry>,
     dropped: Counter,
+    /// Set by SIGHUP: the writer opens its file again (after logrotate moved it).
+    reopen: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -321,21 +324,29 @@ impl AccessLog {
         opts: &AccessLogOptions,
         dropped: Counter,
     ) -> std::io::Result<Arc<AccessLog>> {
-        let out: Box<dyn Write + Send> = match &opts.target {
-            Target::Stdout => Box::new(std::io::stdout()),
-            Target::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
-        };
+        let out = sink(&opts.target)?;
         let (tx, rx) = sync_channel(QUEUE);
-        let format = opts.format;
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            rx,
+            out,
+            format: opts.format,
+            target: opts.target.clone(),
+            reopen: reopen.clone(),
+        };
         std::thread::Builder::new()
             .name("weir-access-log".into())
-            .spawn(move || write_lines(rx, out, format))?;
-        Ok(Arc::new(AccessLog { tx, dropped }))
+            .spawn(move || writer.run())?;
+        Ok(Arc::new(AccessLog {
+            tx,
+            dropped,
+            reopen,
+        }))
+    }
+
+    /// Has the writer open its file again, as SIGHUP asks (logrotate's `postrotate`).
+    pub(crate) fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
     }
 
     /// Hands a line to the writer; drops it if the queue is full.
@@ -354,44 +365,85 @@ impl AccessLog {
 /// would cost more than the line).
 const DRAIN: Duration = Duration::from_millis(20);
 
-/// The writer thread: every [`DRAIN`], the lines waiting, rendered into one buffer and written
-/// at once; it ends when weir drops the log, after the last lines.
-fn write_lines(rx: Receiver<Entry>, mut out: Box<dyn Write + Send>, format: Format) {
-    let mut buf = String::with_capacity(64 * 1024);
-    loop {
-        let mut open = true;
+/// Where lines go, opened.
+fn sink(target: &Target) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        Target::Stdout => Box::new(std::io::stdout()),
+        Target::File(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+    })
+}
+
+/// The writer thread's state.
+struct Writer {
+    rx: Receiver<Entry>,
+    out: Box<dyn Write + Send>,
+    format: Format,
+    target: Target,
+    reopen: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Every [`DRAIN`], the lines waiting, rendered into one buffer and written at once; ends
+    /// when weir drops the log, after the last lines. A failed write (a full disk) loses those
+    /// lines, says so once, and the writer carries on.
+    fn run(mut self) {
+        let mut buf = String::with_capacity(64 * 1024);
+        let mut failing = false;
         loop {
-            match rx.try_recv() {
-                Ok(entry) => {
-                    entry.render(format, &mut buf);
-                    if buf.len() >= 256 * 1024 {
-                        if out.write_all(buf.as_bytes()).is_err() {
-                            return;
+            let mut open = true;
+            loop {
+                match self.rx.try_recv() {
+                    Ok(entry) => {
+                        entry.render(self.format, &mut buf);
+                        if buf.len() >= 256 * 1024 {
+                            self.write(&mut buf, &mut failing);
                         }
-                        buf.clear();
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
                     }
                 }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
             }
-        }
-        if !buf.is_empty() {
-            if out
-                .write_all(buf.as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
+            self.write(&mut buf, &mut failing);
+            if !open {
                 return;
             }
-            buf.clear();
+            if self.reopen.swap(false, Ordering::AcqRel) && matches!(self.target, Target::File(_)) {
+                match sink(&self.target) {
+                    Ok(out) => self.out = out,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot open the access log again; writing on to the old file.")
+                    }
+                }
+            }
+            std::thread::sleep(DRAIN);
         }
-        if !open {
+    }
+
+    fn write(&mut self, buf: &mut String, failing: &mut bool) {
+        if buf.is_empty() {
             return;
         }
-        std::thread::sleep(DRAIN);
+        match self
+            .out
+            .write_all(buf.as_bytes())
+            .and_then(|()| self.out.flush())
+        {
+            Ok(()) => *failing = false,
+            Err(e) if !*failing => {
+                *failing = true;
+                tracing::warn!(error = %e, "Cannot write the access log; lines are lost until it can.");
+            }
+            Err(_) => {}
+        }
+        buf.clear();
     }
 }
 

@@ -166,6 +166,11 @@ impl Server {
         self.admin_addr
     }
 
+    /// Opens the access log's file again, as SIGHUP does (after logrotate moved it).
+    pub fn reopen_access_log(&self) {
+        self.control.reopen_access_log();
+    }
+
     /// The control plane.
     pub fn control(&self) -> &Arc<Control> {
         &self.control
@@ -181,7 +186,8 @@ impl Server {
         self.fleet.as_ref().map(|(f, _)| f.id.as_str())
     }
 
-    /// Serves until SIGINT or SIGTERM; SIGHUP reloads the files.
+    /// Serves until SIGINT or SIGTERM; SIGHUP reloads the files and opens the access log's
+    /// file again (logrotate).
     pub async fn run(self) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hup = signal(SignalKind::hangup())?;
@@ -190,7 +196,8 @@ impl Server {
         loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading.");
+                    tracing::info!("SIGHUP: reloading, and opening the access log again.");
+                    self.control.reopen_access_log();
                     let _ = self.control.apply(Change::Reload).await;
                 }
                 _ = term.recv() => break,
@@ -204,12 +211,15 @@ impl Server {
 
     /// Stops every listener, letting open connections finish.
     pub async fn shutdown(self) {
-        self.control.set_ready(false);
-        drop(self.watcher);
-        if let Some((fleet, tasks)) = &self.fleet {
+        // The store's sync first: a change it applied meanwhile would say ready again.
+        if let Some((_, tasks)) = &self.fleet {
             for t in tasks {
                 t.abort();
             }
+        }
+        self.control.set_ready(false);
+        drop(self.watcher);
+        if let Some((fleet, _)) = &self.fleet {
             // The rollouts this instance drives pass to another at once.
             fleet.leave().await;
         }

@@ -151,3 +151,29 @@ async fn text_lines_hold_one_request_each_whatever_it_sent() {
     assert!(l.contains("\"one\\\"two\""), "{l}");
     weir.shutdown().await;
 }
+
+#[tokio::test]
+async fn sighup_opens_the_file_again_after_logrotate_moved_it() {
+    let v1 = Backend::start("v1").await;
+    let log = scratch_dir().join("access.log");
+    let weir = start(&config(&v1), &log, weir::access_log::Format::Json).await;
+    let mesh = weir.mesh_addr();
+    get(mesh, "shop", "/before", &[]).await;
+    lines(&log, 1).await;
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    weir.reopen_access_log();
+    // Lines go to the new file once the writer has opened it.
+    for _ in 0..100 {
+        get(mesh, "shop", "/after", &[]).await;
+        if std::fs::read_to_string(&log).is_ok_and(|t| t.contains("/after")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(new.contains("/after") && !new.contains("/before"), "{new}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.contains("/before"), "{old}");
+    weir.shutdown().await;
+}

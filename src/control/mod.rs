@@ -123,6 +123,11 @@ impl Control {
         self.snapshot.load().generation
     }
 
+    /// Opens the access log's file again (SIGHUP).
+    pub(crate) fn reopen_access_log(&self) {
+        self.proxy.reopen_access_log();
+    }
+
     /// The mesh listener's address.
     pub fn mesh_addr(&self) -> SocketAddr {
         self.mesh

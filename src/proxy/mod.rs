@@ -79,6 +79,13 @@ impl Proxy {
         }
     }
 
+    /// Opens the access log's file again (SIGHUP, after logrotate moved it).
+    pub(crate) fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+    }
+
     /// What the listeners hold clients to.
     pub(crate) fn policy(&self) -> &ServerPolicy {
         &self.policy
