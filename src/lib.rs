@@ -31,6 +31,7 @@ pub mod control;
 pub(crate) mod demo;
 pub mod edge;
 pub(crate) mod error;
+pub(crate) mod experiment;
 pub(crate) mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -506,3 +506,31 @@ async fn weir_plan_simulates_a_rollout_in_seconds() {
     let invalid = support::weir_cli(["plan", canary, "--rps", "0"]).await;
     assert_eq!(invalid.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn weir_plan_sizes_an_experiment() {
+    let out = support::weir_cli([
+        "plan",
+        "--baseline-rate",
+        "10",
+        "--lift",
+        "20",
+        "--runs",
+        "100",
+    ])
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("control converts 10.00%, the variant 12.00%"),
+        "{said}"
+    );
+    // The textbook figure for 10% -> 12% at 95% / 80%.
+    assert!(
+        said.contains("(fixed horizon): 3841 users per variant"),
+        "{said}"
+    );
+    assert!(said.contains("A/A"), "{said}");
+    let bad = support::weir_cli(["plan", "--baseline-rate", "120", "--lift", "20"]).await;
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -6,6 +6,7 @@ mod canary;
 mod limits;
 mod line_diff;
 mod plan;
+mod plan_experiment;
 mod store;
 mod top;
 pub(crate) mod view;

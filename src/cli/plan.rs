@@ -14,11 +14,23 @@ use crate::rollout::spec::RolloutSpec;
 #[derive(clap::Args)]
 pub(super) struct PlanArgs {
     /// The Canary and the resources it targets (files or directories).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "baseline_rate")]
     paths: Vec<PathBuf>,
     /// Requests per second reaching the route under rollout.
-    #[arg(long)]
-    rps: f64,
+    #[arg(long, required_unless_present = "baseline_rate")]
+    rps: Option<f64>,
+    /// Size an experiment instead: the control's conversion rate, percent.
+    #[arg(long, value_name = "PERCENT", requires = "lift", conflicts_with_all = ["paths", "rps"])]
+    baseline_rate: Option<f64>,
+    /// The relative lift to find, percent (`--baseline-rate 10 --lift 20`: 10% -> 12%).
+    #[arg(long, value_name = "PERCENT")]
+    lift: Option<f64>,
+    /// An experiment's confidence, percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 95.0)]
+    confidence: f64,
+    /// An experiment's power, percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 80.0)]
+    power: f64,
     /// The canary's error rate, percent (default: the primary's, a healthy canary).
     #[arg(long, value_name = "PERCENT")]
     error_rate: Option<f64>,
@@ -61,6 +73,20 @@ fn percent(part: usize, whole: usize) -> String {
 
 /// Runs `weir plan`.
 pub(super) fn plan(args: PlanArgs) -> ExitCode {
+    if let (Some(baseline), Some(lift)) = (args.baseline_rate, args.lift) {
+        return super::plan_experiment::plan(
+            baseline,
+            lift,
+            args.confidence,
+            args.power,
+            args.runs,
+            args.seed,
+        );
+    }
+    let Some(rps) = args.rps else {
+        eprintln!("weir: --rps is needed to plan a rollout");
+        return ExitCode::from(2);
+    };
     let mesh = SocketAddr::from(([127, 0, 0, 1], 15001));
     let set = match config::check(&args.paths, mesh) {
         Ok((set, _)) => set,
@@ -92,12 +118,12 @@ pub(super) fn plan(args: PlanArgs) -> ExitCode {
         }
     };
     let fraction = |p: f64| (p / 100.0).clamp(0.0, 1.0);
-    if !(args.rps > 0.0 && args.rps.is_finite()) {
+    if !(rps > 0.0 && rps.is_finite()) {
         eprintln!("weir: --rps must be a positive number");
         return ExitCode::from(2);
     }
     let traffic = Traffic {
-        rps: args.rps,
+        rps,
         canary_errors: fraction(args.error_rate.unwrap_or(args.primary_error_rate)),
         primary_errors: fraction(args.primary_error_rate),
         latency_ms: (
@@ -119,7 +145,7 @@ pub(super) fn plan(args: PlanArgs) -> ExitCode {
     );
     println!(
         "Traffic: {} rps; canary errors {}%, primary {}%; latency canary {} ms, primary {} ms",
-        args.rps,
+        rps,
         traffic.canary_errors * 100.0,
         traffic.primary_errors * 100.0,
         traffic.latency_ms.0,
