@@ -143,24 +143,7 @@ async fn handover(etcd: &EtcdServer, lease: u64) {
     // No metrics: each step passes on its own, one a second.
     let yaml = support::service_entry("shop", &[("v1", &backend), ("v2", &backend)])
         + &support::destination_rule("shop", &["v1", "v2"])
-        + "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: shop}
-spec:
-  hosts: [shop]
-  http:
-  - route:
-    - destination: {host: shop, subset: v1}
----
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: shop}
-spec:
-  targetRef: {apiVersion: networking.istio.io/v1, kind: VirtualService, name: shop}
-  primarySubset: v1
-  canarySubset: v2
-  analysis: {interval: 1s, threshold: 2, stepWeight: 1, maxWeight: 99}
-";
+        + &support::shop_canary("interval: 1s\nthreshold: 2\nstepWeight: 1\nmaxWeight: 99");
     apply(&url, &yaml);
     let mut fleet: Vec<Instance> = (0..3)
         .map(|i| start(&url, &format!("i{i}"), lease))

@@ -16,33 +16,16 @@ const TOKEN: &str = "dashboard-test-token";
 fn rollout(v1: &Backend, v2: &Backend) -> String {
     service_entry("shop", &[("v1", v1), ("v2", v2)])
         + &destination_rule("shop", &["v1", "v2"])
-        + "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: shop}
-spec:
-  hosts: [shop]
-  http:
-  - name: all
-    route:
-    - destination: {host: shop, subset: v1}
----
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: shop}
-spec:
-  targetRef: {apiVersion: networking.istio.io/v1, kind: VirtualService, name: shop}
-  primarySubset: v1
-  canarySubset: v2
-  analysis:
-    interval: 1s
-    threshold: 3
-    stepWeight: 5
-    maxWeight: 95
-    metrics:
-    - name: request-success-rate
-      interval: 1s
-      thresholdRange: {min: 99}
-"
+        + &shop_canary(
+            "interval: 1s
+threshold: 3
+stepWeight: 5
+maxWeight: 95
+metrics:
+- name: request-success-rate
+  interval: 1s
+  thresholdRange: {min: 99}",
+        )
 }
 
 async fn start(yaml: &str) -> weir::run::Server {

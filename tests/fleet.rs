@@ -388,34 +388,16 @@ async fn an_instance_started_while_etcd_is_down_serves_its_last_config() {
 fn canary(v1: &Backend, v2: &Backend, interval: &str, step: u32, max: u32) -> String {
     service_entry("shop", &[("v1", v1), ("v2", v2)])
         + &destination_rule("shop", &["v1", "v2"])
-        + &format!(
-            "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: shop}}
-spec:
-  hosts: [shop]
-  http:
-  - route:
-    - destination: {{host: shop, subset: v1}}
----
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {{name: shop}}
-spec:
-  targetRef: {{apiVersion: networking.istio.io/v1, kind: VirtualService, name: shop}}
-  primarySubset: v1
-  canarySubset: v2
-  analysis:
-    interval: {interval}
-    threshold: 2
-    stepWeight: {step}
-    maxWeight: {max}
-    metrics:
-    - name: request-success-rate
-      interval: {interval}
-      thresholdRange: {{min: 99}}
-"
-        )
+        + &shop_canary(&format!(
+            "interval: {interval}
+threshold: 2
+stepWeight: {step}
+maxWeight: {max}
+metrics:
+- name: request-success-rate
+  interval: {interval}
+  thresholdRange: {{min: 99}}"
+        ))
 }
 
 /// The rollout `shop` as `admin` shows it.

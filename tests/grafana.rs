@@ -143,32 +143,16 @@ spec:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
 ---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: shop}
-spec:
-  hosts: [shop]
-  http:
-  - route:
-    - destination: {host: shop, subset: v1}
----
-apiVersion: flagger.app/v1beta1
-kind: Canary
-metadata: {name: shop}
-spec:
-  targetRef: {apiVersion: networking.istio.io/v1, kind: VirtualService, name: shop}
-  primarySubset: v1
-  canarySubset: v2
-  analysis:
-    interval: 1s
-    threshold: 5
-    stepWeight: 10
-    maxWeight: 50
-    metrics:
-    - name: request-success-rate
-      interval: 1s
-      thresholdRange: {min: 90}
-";
+" + &shop_canary(
+        "interval: 1s
+threshold: 5
+stepWeight: 10
+maxWeight: 50
+metrics:
+- name: request-success-rate
+  interval: 1s
+  thresholdRange: {min: 90}",
+    );
     let weir = Weir::start(&config).await;
     let prometheus = Prometheus::start(weir.admin()).await;
     let mesh = weir.mesh();

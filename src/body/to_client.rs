@@ -46,10 +46,12 @@ pub(crate) struct ResponseBody {
 /// What the request path knows of an exchange: its destination (an index into the snapshot's
 /// stats), the upstream of the last try, the retries, and why the response is not simply the
 /// upstream's.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Meta {
     pub(crate) stats: Option<usize>,
-    pub(crate) upstream: Option<crate::backend::EndpointAddr>,
+    /// The last try's endpoint: its cluster's index in the snapshot, and its own in the
+    /// cluster (indices, so that the path copies nothing for a log that may be off).
+    pub(crate) upstream: Option<(usize, usize)>,
     pub(crate) retries: u32,
     pub(crate) flags: Flags,
 }

@@ -69,7 +69,7 @@ impl<'s> Forward<'s> {
         meta.stats = Some(self.dest.stats);
         // The endpoint of the last try; none when nothing was sent (an abort, a full pool).
         meta.upstream = (self.tries > 0)
-            .then(|| self.picked.as_ref().map(|p| p.endpoint.spec.addr.clone()))
+            .then(|| self.picked.as_ref().map(|p| (self.dest.cluster, p.index)))
             .flatten();
         meta.retries = self.tries.saturating_sub(1);
         meta.flags = meta.flags.with(self.flags);

@@ -53,15 +53,18 @@ pub(super) fn attach(
     sink: Arc<AccessLog>,
 ) {
     entry.status = resp.status().as_u16();
-    let meta = &resp.body().meta;
+    let meta = resp.body().meta;
     entry.dest = meta
         .stats
         .and_then(|i| snap.stats.get(i))
         .map(|s| s.names.clone());
-    entry.upstream = meta.upstream.as_ref().map(|a| match a {
-        EndpointAddr::Ip(ip) => Upstream::Ip(*ip),
-        EndpointAddr::Dns(host, port) => Upstream::Name(host.clone(), *port),
-    });
+    entry.upstream = meta
+        .upstream
+        .and_then(|(c, e)| snap.clusters.get(c)?.endpoints.get(e))
+        .map(|e| match &e.spec.addr {
+            EndpointAddr::Ip(ip) => Upstream::Ip(*ip),
+            EndpointAddr::Dns(host, port) => Upstream::Name(host.clone(), *port),
+        });
     entry.retries = meta.retries;
     entry.flags = meta.flags;
     resp.body_mut().log_with(Logging {

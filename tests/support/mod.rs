@@ -574,6 +574,34 @@ spec:
     )
 }
 
+/// A VirtualService `shop` whose route `all` sends everything to v1, under a Flagger Canary
+/// (v1 the primary, v2 the canary) whose `analysis` is `analysis` (its fields, one per line,
+/// without indentation).
+pub fn shop_canary(analysis: &str) -> String {
+    let analysis: String = analysis.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop}}
+spec:
+  hosts: [shop]
+  http:
+  - name: all
+    route:
+    - destination: {{host: shop, subset: v1}}
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {{name: shop}}
+spec:
+  targetRef: {{apiVersion: networking.istio.io/v1, kind: VirtualService, name: shop}}
+  primarySubset: v1
+  canarySubset: v2
+  analysis:
+{analysis}"
+    )
+}
+
 /// A DestinationRule with subsets named after `version` labels.
 pub fn destination_rule(host: &str, versions: &[&str]) -> String {
     let mut out = format!(
