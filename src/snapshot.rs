@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::backend::{Cluster, Retained};
 use crate::config::{Model, ResourceSet};
 use crate::metrics::{DestStats, Metrics};
+use crate::policy::experiment::{Design, Live};
 use crate::policy::fallback::StaleCache;
 use crate::policy::ratelimit::RateLimiter;
 use crate::route::RouteTable;
@@ -28,6 +29,15 @@ pub(crate) struct ListenerRoutes {
     pub(crate) https_redirect: bool,
 }
 
+/// An A/B experiment: what the request path runs, and its counts (kept across reloads).
+#[derive(Debug)]
+pub(crate) struct Experiment {
+    /// The design.
+    pub(crate) design: Arc<Design>,
+    /// The counts, and what it does to requests now.
+    pub(crate) live: Arc<Live>,
+}
+
 /// An immutable, complete runtime configuration.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
@@ -45,6 +55,8 @@ pub(crate) struct Snapshot {
     pub(crate) caches: Vec<Arc<StaleCache>>,
     /// Rate limiters, indexed by routes.
     pub(crate) limiters: Vec<Arc<RateLimiter>>,
+    /// A/B experiments, indexed by routes.
+    pub(crate) experiments: Vec<Experiment>,
     /// Handles for requests no rule matched.
     pub(crate) unrouted: DestStats,
     /// Warnings from validation.
@@ -94,6 +106,22 @@ impl Snapshot {
                 .iter()
                 .map(|(scope, spec)| state.limiter(scope, spec))
                 .collect(),
+            experiments: model
+                .experiments
+                .into_iter()
+                .map(|x| {
+                    let d = &x.design;
+                    let live = state.experiment(&x.identity, || {
+                        let goals: Vec<String> = d.goals.iter().map(|g| g.name.clone()).collect();
+                        let (users, conversions) = metrics.experiment(&d.name, &d.variants, &goals);
+                        Live::new(d.variants.len(), goals.len(), users, conversions)
+                    });
+                    Experiment {
+                        design: x.design,
+                        live,
+                    }
+                })
+                .collect(),
             unrouted: metrics.dest_stats("", "", ""),
             warnings: model.warnings,
         }
@@ -115,6 +143,7 @@ impl Snapshot {
             stats: Vec::new(),
             caches: Vec::new(),
             limiters: Vec::new(),
+            experiments: Vec::new(),
             unrouted: metrics.dest_stats("", "", ""),
             warnings: Vec::new(),
         }

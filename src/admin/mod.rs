@@ -276,6 +276,12 @@ async fn handle(at: &Admin<'_>, req: &Parts) -> Response<Full<Bytes>> {
         (method, p) if p.starts_with("/canaries/") => {
             canary(control, method, &p["/canaries/".len()..]).await
         }
+        (&Method::GET, "/experiments") => {
+            json_response(control.experiments.json(None).unwrap_or_default())
+        }
+        (method, p) if p.starts_with("/experiments/") => {
+            experiment(control, method, &p["/experiments/".len()..]).await
+        }
         (method, p) if p.starts_with("/upstreams/") => {
             target_health(control, method, &p["/upstreams/".len()..])
         }
@@ -288,6 +294,7 @@ async fn handle(at: &Admin<'_>, req: &Parts) -> Response<Full<Bytes>> {
             | "/clusters"
             | "/faults"
             | "/canaries"
+            | "/experiments"
             | "/fleet"
             | "/fleet/targets"
             | "/"
@@ -299,8 +306,55 @@ async fn handle(at: &Admin<'_>, req: &Parts) -> Response<Full<Bytes>> {
         (_, "/faults/disable" | "/faults/enable") => not_allowed("POST"),
         _ => error(
             StatusCode::NOT_FOUND,
-            "not found; try / (the dashboard) /ready /live /metrics /config /clusters /faults /canaries /fleet",
+            "not found; try / (the dashboard) /ready /live /metrics /config /clusters /faults /canaries /experiments /fleet",
         ),
+    }
+}
+
+/// `GET /experiments/NAME`, `POST /experiments/NAME/{stop,conclude}`: a command answers once
+/// the experiment has ended, with its state.
+async fn experiment(control: &Control, method: &Method, rest: &str) -> Response<Full<Bytes>> {
+    use crate::experiment::{Command as Cmd, Phase};
+    let (name, action) = match rest.split_once('/') {
+        Some((n, a)) => (n, Some(a)),
+        None => (rest, None),
+    };
+    let Some(view) = control.experiments.json(Some(name)) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no such experiment: {name}"),
+        );
+    };
+    match (method, action) {
+        (&Method::GET, None) => json_response(view),
+        (&Method::POST, Some(a)) => {
+            let cmd = match a {
+                "stop" => Cmd::Stop,
+                "conclude" => Cmd::Conclude,
+                _ => return error(StatusCode::NOT_FOUND, "commands: stop, conclude"),
+            };
+            tracing::warn!(
+                experiment = name,
+                command = a,
+                "Experiment command from the admin API."
+            );
+            if let Err(e) = control.experiments.command(name, cmd) {
+                return error(StatusCode::CONFLICT, &e);
+            }
+            let ended = tokio::time::timeout(COMMAND_WAIT, async {
+                loop {
+                    let phase = control.experiments.phase(name);
+                    if phase.is_none_or(|p| p != Phase::Running) {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            });
+            let _ = ended.await;
+            json_response(control.experiments.json(Some(name)).unwrap_or_default())
+        }
+        (_, None) => not_allowed("GET"),
+        (_, Some(_)) => not_allowed("POST"),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::backend::endpoint::EndpointStats;
 use crate::backend::health::ClusterHealth;
 use crate::backend::limits::{Gate, PoolLimits};
 use crate::backend::spec::EndpointAddr;
+use crate::policy::experiment::Live;
 use crate::policy::fallback::{CacheSpec, StaleCache};
 use crate::policy::ratelimit::{RateLimitSpec, RateLimiter};
 use crate::tls::UpstreamTls;
@@ -30,6 +31,7 @@ pub(crate) struct Retained {
     pub(super) breakers: Registry<(String, BreakerSpec), Breaker>,
     pub(super) caches: Registry<(String, CacheSpec), StaleCache>,
     pub(super) limiters: Registry<(String, RateLimitSpec), RateLimiter>,
+    pub(super) experiments: Registry<String, Live>,
 }
 
 impl Retained {
@@ -49,6 +51,12 @@ impl Retained {
         self.limiters.get(&(scope.to_owned(), spec.clone()), || {
             RateLimiter::new(spec.clone())
         })
+    }
+
+    /// The counts of the experiment with `identity` (its name, variants and goals), kept
+    /// while the identity stays the same.
+    pub(crate) fn experiment(&self, identity: &str, make: impl FnOnce() -> Live) -> Arc<Live> {
+        self.experiments.get(&identity.to_owned(), make)
     }
 
     /// The stale cache named `name`, kept while its spec stays the same.

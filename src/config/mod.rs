@@ -8,6 +8,7 @@
 pub mod changes;
 pub mod decode;
 pub mod emit;
+pub mod experiment;
 pub mod flagger;
 pub mod generate;
 pub mod istio;
@@ -36,6 +37,8 @@ const ISTIO_VERSIONS: &[&str] = &[
 const FLAGGER_VERSIONS: &[&str] = &["flagger.app/v1beta1"];
 /// Kong's Kubernetes API version (the seed's Kong kinds).
 const KONG_VERSIONS: &[&str] = &["configuration.konghq.com/v1"];
+/// weir's own API versions (`Experiment`).
+const WEIR_VERSIONS: &[&str] = &["weir.io/v1alpha1"];
 
 /// Reads every path (a YAML file, or a directory of `*.yaml` / `*.yml` files).
 pub fn load_paths(paths: &[PathBuf]) -> Result<ResourceSet, Vec<ConfigError>> {
@@ -223,6 +226,7 @@ fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
         "VirtualService" | "DestinationRule" | "ServiceEntry" | "Gateway" => ISTIO_VERSIONS,
         "Canary" | "MetricTemplate" | "AlertProvider" => FLAGGER_VERSIONS,
         "KongService" | "KongUpstream" | "KongRoute" | "KongPlugin" => KONG_VERSIONS,
+        "Experiment" => WEIR_VERSIONS,
         other => {
             f.error(
                 kind.pos,
@@ -230,7 +234,8 @@ fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
                     "unsupported kind `{other}`: weir reads VirtualService, DestinationRule, \
                      ServiceEntry, Gateway (networking.istio.io), Canary, MetricTemplate, \
                      AlertProvider (flagger.app), KongService, KongUpstream, KongRoute, \
-                     KongPlugin (configuration.konghq.com) and Kong declarative files"
+                     KongPlugin (configuration.konghq.com), Experiment (weir.io) and Kong \
+                     declarative files"
                 ),
             );
             return;
@@ -294,6 +299,7 @@ fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
             .map(Spec::KongService),
         "KongUpstream" => f.get("spec").map(Spec::KongUpstream),
         "KongRoute" => f.get("spec").map(Spec::KongRoute),
+        "Experiment" => f.get("spec").map(Spec::Experiment),
         _ => f.get("spec").map(Spec::AlertProvider),
     };
     let status = f.get::<Opaque>("status");

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::decode::{Opaque, Spanned};
 use super::yaml::Pos;
-use super::{flagger, istio, kong};
+use super::{experiment, flagger, istio, kong};
 use crate::decode_struct;
 
 decode_struct! {
@@ -72,6 +72,8 @@ pub enum Spec {
     KongRoute(kong::KongRoute),
     /// `KongPlugin`.
     KongPlugin(kong::KongPluginSpec),
+    /// weir's `Experiment`.
+    Experiment(experiment::Experiment),
 }
 
 impl Spec {
@@ -90,6 +92,7 @@ impl Spec {
             Spec::KongUpstream(_) => "KongUpstream",
             Spec::KongRoute(_) => "KongRoute",
             Spec::KongPlugin(_) => "KongPlugin",
+            Spec::Experiment(_) => "Experiment",
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio::sync::Mutex;
 
 use crate::backend::Retained;
 use crate::config::{self, ConfigError, ResourceSet, yaml::Pos};
+use crate::experiment::Experiments;
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::policy::fault::FaultSwitch;
@@ -55,6 +56,8 @@ pub struct Control {
     ready: AtomicBool,
     /// Progressive-delivery controllers.
     pub(crate) rollouts: Rollouts,
+    /// A/B experiments' controllers.
+    pub(crate) experiments: Experiments,
     /// Where the last good configuration is kept, if anywhere.
     state_dir: Option<PathBuf>,
     /// The resources as written (before rollout weights), for [`Change::Weights`].
@@ -96,6 +99,7 @@ impl Control {
             gateways: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             rollouts: Rollouts::new(state_dir.clone()),
+            experiments: Experiments::new(state_dir.clone()),
             state_dir,
             source: std::sync::Mutex::new(Arc::default()),
             last: std::sync::Mutex::new(None),
@@ -207,8 +211,11 @@ impl Control {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         };
-        let plan = self.rollouts.plan(&source);
-        let set = self.rollouts.patch(&plan, &source);
+        // A concluded experiment's winner is rolled out by a Canary it adds; rollouts then
+        // write their weights.
+        let concluded = self.experiments.patch(&source);
+        let plan = self.rollouts.plan(&concluded);
+        let set = self.rollouts.patch(&plan, &concluded);
         let model = config::validate(&set, self.mesh)?;
         let mut fresh = Vec::new();
         for l in model.listeners.iter().skip(1) {
@@ -247,6 +254,7 @@ impl Control {
         }
         let steer: Weak<dyn Steer> = self.me.clone();
         self.rollouts.commit(plan, &steer);
+        self.experiments.commit(&source, &steer);
         for (addr, socket) in fresh {
             tracing::info!(%addr, "Gateway listener started.");
             gateways.insert(

@@ -135,6 +135,26 @@ pub(crate) struct CanaryLabels {
     pub(crate) name: String,
 }
 
+/// Labels of `weir_experiment_users_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ExperimentLabels {
+    /// Experiment name.
+    pub(crate) experiment: String,
+    /// Variant name.
+    pub(crate) variant: String,
+}
+
+/// Labels of `weir_experiment_conversions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ExperimentGoalLabels {
+    /// Experiment name.
+    pub(crate) experiment: String,
+    /// Variant name.
+    pub(crate) variant: String,
+    /// Goal name.
+    pub(crate) goal: String,
+}
+
 /// Labels of `weir_canary_checks_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct CanaryCheckLabels {

@@ -45,6 +45,8 @@ pub(crate) struct Metrics {
     canary_weight: Family<CanaryLabels, Gauge>,
     canary_status: Family<CanaryLabels, Gauge>,
     canary_checks: Family<CanaryCheckLabels, Counter>,
+    experiment_users: Family<ExperimentLabels, Counter>,
+    experiment_conversions: Family<ExperimentGoalLabels, Counter>,
     versions: std::sync::Mutex<std::collections::HashMap<(String, String), Arc<VersionStats>>>,
     store_connected: Family<StoreLabels, Gauge>,
     store_revision: Family<StoreLabels, Gauge>,
@@ -167,6 +169,18 @@ impl Metrics {
             "Canary analysis checks, by metric and result (pass, fail, inconclusive)",
             canary_checks.clone(),
         );
+        let experiment_users = Family::<ExperimentLabels, Counter>::default();
+        registry.register(
+            "weir_experiment_users",
+            "Participants of each A/B experiment, by variant (counted at first exposure)",
+            experiment_users.clone(),
+        );
+        let experiment_conversions = Family::<ExperimentGoalLabels, Counter>::default();
+        registry.register(
+            "weir_experiment_conversions",
+            "Participants of each A/B experiment who met a goal, by variant and goal (once per participant)",
+            experiment_conversions.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "weir_config_generation",
@@ -230,6 +244,8 @@ impl Metrics {
             canary_weight,
             canary_status,
             canary_checks,
+            experiment_users,
+            experiment_conversions,
             versions: Default::default(),
             store_connected,
             store_revision,
@@ -277,6 +293,42 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// An experiment's counters: participants per variant, and conversions per variant and
+    /// goal (variant-major).
+    pub(crate) fn experiment(
+        &self,
+        experiment: &str,
+        variants: &[String],
+        goals: &[String],
+    ) -> (Vec<Counter>, Vec<Counter>) {
+        let users = variants
+            .iter()
+            .map(|v| {
+                self.experiment_users
+                    .get_or_create(&ExperimentLabels {
+                        experiment: experiment.to_owned(),
+                        variant: v.clone(),
+                    })
+                    .clone()
+            })
+            .collect();
+        let conversions = variants
+            .iter()
+            .flat_map(|v| {
+                goals.iter().map(move |g| {
+                    self.experiment_conversions
+                        .get_or_create(&ExperimentGoalLabels {
+                            experiment: experiment.to_owned(),
+                            variant: v.clone(),
+                            goal: g.clone(),
+                        })
+                        .clone()
+                })
+            })
+            .collect();
+        (users, conversions)
     }
 
     /// The running totals of one (service, version), kept for the life of the process.

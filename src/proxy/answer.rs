@@ -52,6 +52,7 @@ impl<'s> Forward<'s> {
     /// Answers with a response weir made, recorded against the destination.
     pub(super) fn answer(mut self, mut resp: Response<ResponseBody>) -> Response<ResponseBody> {
         crate::http1::recycle(std::mem::take(self.req.headers_mut()));
+        self.expose(resp.status(), resp.headers_mut());
         self.describe(&mut resp);
         local(
             self.snap,
@@ -60,6 +61,18 @@ impl<'s> Forward<'s> {
             self.start,
             resp,
         )
+    }
+
+    /// An experiment's participant: the response is counted (a first exposure, goals met) and
+    /// carries their cookie when their state changed.
+    pub(super) fn expose(&mut self, status: http::StatusCode, headers: &mut http::HeaderMap) {
+        let Some(x) = self.exposure.take() else {
+            return;
+        };
+        let e = &self.snap.experiments[x.experiment];
+        if let Some(cookie) = x.observe(&e.design, &e.live, status, headers) {
+            headers.append(header::SET_COOKIE, cookie);
+        }
     }
 
     /// Tells the access log what this request's path knows: the upstream of the last try, the

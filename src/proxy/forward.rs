@@ -269,6 +269,7 @@ impl<'s> Forward<'s> {
             }
         };
         strip_hop_by_hop(resp.headers_mut());
+        self.expose(resp.status(), resp.headers_mut());
         for cookie in self.set_cookie.take().into_iter().flat_map(Vec::from) {
             resp.headers_mut().append(header::SET_COOKIE, cookie);
         }

@@ -18,6 +18,7 @@ use crate::backend::limits::{Admission, RetrySlot};
 use crate::backend::{Cluster, Picked};
 use crate::body::to_upstream::Body;
 use crate::error::ProxyError;
+use crate::policy::experiment::Exposure;
 use crate::policy::fault::Abort;
 use crate::policy::split::WeightedDest;
 use crate::route::Rule;
@@ -56,6 +57,8 @@ pub(super) struct Forward<'s> {
     pub(super) hash: Option<u64>,
     /// Cookies generated for this client (cohort, consistent hash).
     pub(super) set_cookie: Option<Box<[HeaderValue]>>,
+    /// An experiment's participant: what the response is to count (boxed: rare).
+    pub(super) exposure: Option<Box<Exposure>>,
     /// Some try may have reached an upstream.
     pub(super) reached: bool,
     /// Where a good response to this GET is kept for the stale-cache fallback.

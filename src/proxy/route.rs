@@ -93,7 +93,19 @@ pub(super) fn route<'s>(
         .rewrite
         .as_ref()
         .and_then(|rw| rw.path_and_query(view.path, view.query, block));
-    let (dest, cohort_cookie) = split.pick_for(rule.affinity.as_deref(), req.headers());
+    // An experiment's participant goes to their variant (their response is counted);
+    // everyone else by weight or cohort.
+    let assigned = rule.experiment.as_deref().and_then(|x| {
+        let e = &snap.experiments[x.experiment];
+        x.assign(&e.design, &e.live, &view, req.headers())
+    });
+    let (dest, cohort_cookie, exposure) = match assigned {
+        Some((dest, exposure)) => (dest, None, exposure.map(Box::new)),
+        None => {
+            let (dest, cookie) = split.pick_for(rule.affinity.as_deref(), req.headers());
+            (dest, cookie, None)
+        }
+    };
     let cluster = &snap.clusters[dest.cluster];
     let (hash, hash_cookie) = match &cluster.spec.hash {
         Some(h) => request_hash(
@@ -174,6 +186,7 @@ pub(super) fn route<'s>(
         retrying: None,
         hash,
         set_cookie: (!set_cookie.is_empty()).then(|| set_cookie.into_boxed_slice()),
+        exposure,
         reached: false,
         cache_key,
         ticket: None,

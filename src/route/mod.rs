@@ -85,6 +85,8 @@ pub struct Rule {
     pub transform: Option<Box<crate::policy::transform::RequestTransform>>,
     /// Response caching (`responseCache`).
     pub response_cache: Option<Box<crate::policy::cache::ResponseCache>>,
+    /// The A/B experiment splitting this rule's participants between its variants.
+    pub experiment: Option<Box<crate::policy::experiment::RuleExperiment>>,
 }
 
 /// What a rule does with a request.

@@ -172,6 +172,7 @@ async fn answer(
     let try_number = tries.count(&id);
     let path = req.uri().path().to_owned();
     let reply_cache_control = req.headers().get("x-reply-cache-control").cloned();
+    let reply_goal = req.headers().get("x-reply-goal").cloned();
     let mut status = StatusCode::OK;
     if let Some(code) = path.strip_prefix("/status/") {
         status = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
@@ -244,6 +245,10 @@ async fn answer(
     // `x-reply-cache-control: V` asks for `cache-control: V` on the answer.
     if let Some(v) = reply_cache_control {
         resp = resp.header("cache-control", v);
+    }
+    // `x-reply-goal: V` asks for `x-weir-goal: V` (an experiment's goal) on the answer.
+    if let Some(v) = reply_goal {
+        resp = resp.header("x-weir-goal", v);
     }
     resp.body(Full::new(Bytes::from(body.to_string()))).unwrap()
 }

@@ -43,6 +43,7 @@ mod balancing;
 mod canaries;
 mod clusters;
 mod cors;
+mod experiments;
 mod health;
 mod listeners;
 mod matches;
@@ -52,6 +53,8 @@ mod rules;
 mod services;
 mod tls;
 
+pub use experiments::ExperimentModel;
+pub(crate) use experiments::{on_conclusion, winner_canary};
 pub use tls::ListenerTls;
 
 /// Istio's default connect timeout.
@@ -74,6 +77,8 @@ pub struct Model {
     pub(crate) caches: Vec<(String, CacheSpec)>,
     /// Rate limiters referenced by routes (by index): their scope and spec.
     pub(crate) limiters: Vec<(String, crate::policy::ratelimit::RateLimitSpec)>,
+    /// A/B experiments referenced by routes (by index).
+    pub experiments: Vec<ExperimentModel>,
     /// Things that load but that weir does not act on (yet).
     pub warnings: Vec<String>,
 }
@@ -127,6 +132,9 @@ struct Checker<'a> {
     sides: HashMap<SocketAddr, (&'a Resource, Vec<tls::ServerSide>)>,
     /// DestinationRules' upstream TLS, loaded once per distinct setting.
     client_tls: HashMap<ClientSpec, Arc<ClientTls>>,
+    /// Experiments, and the one each VirtualService runs.
+    experiments: Vec<ExperimentModel>,
+    experiment_of: HashMap<String, usize>,
 }
 
 /// Validates a resource set for a mesh listener at `mesh_addr`.
@@ -145,6 +153,8 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         limiters: Vec::new(),
         sides: HashMap::new(),
         client_tls: HashMap::new(),
+        experiments: Vec::new(),
+        experiment_of: HashMap::new(),
     };
     c.check_names(set);
     for r in &set.resources {
@@ -158,6 +168,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         }
     }
     c.apply_wildcard_rules();
+    c.experiments(set);
     let gateways = c.gateways(set, mesh_addr);
     let mut listeners = vec![ListenerModel {
         addr: mesh_addr,
@@ -263,6 +274,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
             stats: c.stats,
             caches: c.caches,
             limiters: c.limiters,
+            experiments: c.experiments,
             warnings: c.warnings,
         })
     } else {

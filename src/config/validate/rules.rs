@@ -123,6 +123,10 @@ impl<'a> Checker<'a> {
                 }
                 (None, _) => None,
             };
+            let experiment = match &action {
+                Action::Forward(_) => self.rule_experiment(r, route, &label),
+                _ => None,
+            };
             rules.push(Rule {
                 label,
                 matches,
@@ -141,6 +145,7 @@ impl<'a> Checker<'a> {
                 cors,
                 transform,
                 response_cache,
+                experiment,
             });
         }
         rules
@@ -267,6 +272,7 @@ impl<'a> Checker<'a> {
             cors: None,
             transform: None,
             response_cache: None,
+            experiment: None,
         }
     }
 }
