@@ -424,6 +424,26 @@ async fn operators_stop_and_conclude_from_the_admin_api() {
         let admin = weir.admin();
         async move { request(&client(), admin, "POST", "admin", path, &[], Bytes::new()).await }
     };
+    // The CLI shows the same.
+    let admin = weir.admin().to_string();
+    let out = weir_cli(["experiment", "list", "--admin", &admin]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("new-checkout") && text.contains("Running"),
+        "{text}"
+    );
+    let out = weir_cli(["experiment", "status", "new-checkout", "--admin", &admin]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("control") && text.contains("new-ui") && text.contains("Decision: waiting"),
+        "{text}"
+    );
+    assert!(
+        !weir_cli(["experiment", "status", "nope", "--admin", &admin])
+            .await
+            .status
+            .success()
+    );
     assert_eq!(post("/experiments/nope/stop").await.0, 404);
     assert_eq!(post("/experiments/new-checkout/explode").await.0, 404);
     let (s, _, body) = post("/experiments/new-checkout/conclude").await;
@@ -446,4 +466,45 @@ async fn operators_stop_and_conclude_from_the_admin_api() {
     }
     // Ended: a second command is refused.
     assert_eq!(post("/experiments/new-checkout/stop").await.0, 409);
+    let out = weir_cli(["experiment", "stop", "new-checkout", "--admin", &admin]).await;
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn weir_validate_reports_experiment_errors_at_their_place() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let good = config(&v1, &v2, "{cookieName: weir-exp}", "");
+    let dir = scratch_dir();
+    let path = dir.join("exp.yaml");
+    std::fs::write(&path, &good).unwrap();
+    let out = weir_cli(["validate", path.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = good
+        .replace("subset: v2, weight: 50", "subset: v9, weight: 50")
+        .replace("primaryGoal: purchase", "primaryGoal: nothing")
+        .replace("confidence: 95", "confidence: 150");
+    std::fs::write(&path, &bad).unwrap();
+    let out = weir_cli(["validate", path.to_str().unwrap()]).await;
+    let err =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let file = path.display();
+    assert!(
+        err.contains(&format!("{file}:{}:", line_of("subset: v9"))) && err.contains("subset `v9`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:{}:", line_of("primaryGoal")))
+            && err.contains("primaryGoal `nothing`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{file}:{}:", line_of("confidence: 150"))),
+        "{err}"
+    );
 }

@@ -1,8 +1,9 @@
 //! The `weir` command line: `run`, `validate`, `diff`, `plan`, `import`, `demo`, `apply`, `get`,
-//! `delete`, `faults`, `canary`, `top`. The binary
+//! `delete`, `faults`, `canary`, `experiment`, `top`. The binary
 //! (`src/main.rs`) only calls [`main`].
 
 mod canary;
+mod experiment;
 mod limits;
 mod line_diff;
 mod plan;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use canary::{Admin, CanaryAction, canary};
+use experiment::{ExperimentAction, experiment};
 use limits::Limits;
 
 /// weir: a traffic manager that reads Istio and Flagger resources.
@@ -187,6 +189,17 @@ enum Command {
         #[arg(long, global = true)]
         admin_token_file: Option<PathBuf>,
     },
+    /// A/B experiments on a running weir: list, status, watch, stop, conclude.
+    Experiment {
+        #[command(subcommand)]
+        action: ExperimentAction,
+        /// The running weir's admin API address.
+        #[arg(long, default_value = "127.0.0.1:15000", global = true)]
+        admin: SocketAddr,
+        /// File holding the admin API's bearer token.
+        #[arg(long, global = true)]
+        admin_token_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -261,6 +274,20 @@ pub fn main() -> ExitCode {
             admin_token_file,
         } => match token(admin_token_file.as_deref()) {
             Ok(t) => runtime(Some(1)).block_on(canary(
+                action,
+                Admin {
+                    addr: admin,
+                    token: t,
+                },
+            )),
+            Err(code) => code,
+        },
+        Command::Experiment {
+            action,
+            admin,
+            admin_token_file,
+        } => match token(admin_token_file.as_deref()) {
+            Ok(t) => runtime(Some(1)).block_on(experiment(
                 action,
                 Admin {
                     addr: admin,
