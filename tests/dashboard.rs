@@ -12,9 +12,29 @@ use support::*;
 
 const TOKEN: &str = "dashboard-test-token";
 
-/// `shop` under a Canary stepping 5% a second, judged on its success rate.
+/// `shop` under a Canary stepping 5% a second, judged on its success rate; `web` under an
+/// A/B experiment.
 fn rollout(v1: &Backend, v2: &Backend) -> String {
-    service_entry("shop", &[("v1", v1), ("v2", v2)])
+    service_entry("web", &[("v1", v1), ("v2", v2)])
+        + &destination_rule("web", &["v1", "v2"])
+        + "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web]
+  http:
+  - route: [{destination: {host: web, subset: v1}}]
+---
+apiVersion: weir.io/v1alpha1
+kind: Experiment
+metadata: {name: new-ui}
+spec:
+  targetRef: {kind: VirtualService, name: web}
+  variants: [{name: control, subset: v1}, {name: new-ui, subset: v2}]
+  goals: [{name: signup, responseHeader: x-weir-goal}]
+  minUsersPerVariant: 1000000
+---
+" + &service_entry("shop", &[("v1", v1), ("v2", v2)])
         + &destination_rule("shop", &["v1", "v2"])
         + &shop_canary(
             "interval: 1s
@@ -50,6 +70,7 @@ impl Load {
                 let c = client();
                 while !flag.load(Ordering::Relaxed) {
                     let _ = send(&c, mesh, "shop", "/", &[]).await;
+                    let _ = send(&c, mesh, "web", "/", &[("x-reply-goal", "signup")]).await;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             });
@@ -123,8 +144,15 @@ async fn the_page_and_its_data_are_served_from_the_binary() {
     let p = v1_points.as_array().unwrap().last().unwrap();
     assert!(p[1].as_f64() > Some(0.0), "{p}");
     assert_eq!(p[2].as_f64(), Some(100.0), "{p}");
-    assert_eq!(data["services"][0]["host"], "shop");
-    assert_eq!(data["services"][0]["routes"][0]["name"], "all");
+    let shop = data["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["host"] == "shop")
+        .unwrap_or_else(|| panic!("no service shop: {data:#}"));
+    assert_eq!(shop["routes"][0]["name"], "all");
+    assert_eq!(data["experiments"][0]["name"], "new-ui");
+    assert_eq!(data["experiments"][0]["variants"][1]["name"], "new-ui");
     assert_eq!(data["canaries"][0]["name"], "shop");
     assert_eq!(data["canaries"][0]["sides"]["canary"]["version"], "v2");
     assert!(data["fleet"].is_null());
@@ -187,7 +215,8 @@ async fn an_operator_watches_and_rolls_back_in_a_real_browser() {
     cmd.arg("dashboard.mjs")
         .current_dir(dir)
         .env("ADMIN", &admin)
-        .env("TOKEN", TOKEN);
+        .env("TOKEN", TOKEN)
+        .env("EXPERIMENT", "new-ui");
     // WEIR_DASHBOARD_SCREENSHOT=docs/dashboard.png (and WEIR_DASHBOARD_SCREENSHOT_AFTER=20)
     // refreshes the picture in the docs.
     if let Ok(path) = std::env::var("WEIR_DASHBOARD_SCREENSHOT") {

@@ -1,6 +1,7 @@
 //! The dashboard on the admin port: `GET /` serves a page (its script and style embedded in the
 //! binary: no CDN, works offline) that polls `GET /dashboard/data` once a second and draws it.
-//! The data is what the other admin views say (rollouts, clusters, faults, the fleet), the
+//! The data is what the other admin views say (rollouts, experiments, clusters, faults, the
+//! fleet), the
 //! routes with the weights in force, and each version's recent time series. The page's buttons
 //! send the same `POST`s as the command line, with the admin token when one is set.
 
@@ -34,6 +35,11 @@ pub(super) async fn data(control: &Control, fleet: Option<&Fleet>, series: &Seri
         .json(None)
         .and_then(|v| v.get("canaries").cloned())
         .unwrap_or_else(|| json!([]));
+    let experiments = control
+        .experiments
+        .json(None)
+        .and_then(|v| v.get("experiments").cloned())
+        .unwrap_or_else(|| json!([]));
     json!({
         "now": now,
         "generation": control.generation(),
@@ -41,6 +47,7 @@ pub(super) async fn data(control: &Control, fleet: Option<&Fleet>, series: &Seri
         "services": services(control),
         "versions": series.json(),
         "canaries": canaries,
+        "experiments": experiments,
         "clusters": clusters_json(control),
         "faults": faults_json(control),
         "fleet": fleet,

@@ -47,6 +47,22 @@ try {
   say("timeline", { rounds, passed });
   if (!/request-success-rate: [0-9.]+ \(min 99, [0-9]+ requests\) pass/.test(passed)) fail("a round without its check's value, range and sample: " + passed);
 
+  // An experiment's card: its variants side by side with participants counted, the decision.
+  if (process.env.EXPERIMENT) {
+    const x = process.env.EXPERIMENT;
+    await page.waitForFunction((n) => [...document.querySelectorAll(`[data-experiment="${n}"] [data-variant] [data-field="users"]`)].filter((u) => Number(u.innerText) > 0).length === 2, x, { timeout: 15_000 });
+    const seen = await page.evaluate((n) => ({
+      variants: [...document.querySelectorAll(`[data-experiment="${n}"] [data-variant]`)].map((r) => r.innerText.replace(/\s+/g, " ")),
+      decision: document.querySelector(`[data-experiment="${n}"] [data-field="decision"]`)?.innerText,
+      phase: document.querySelector(`[data-experiment="${n}"] [data-phase]`)?.dataset.phase,
+      alarm: !!document.querySelector(`[data-experiment="${n}"] [data-field="srm"]`),
+    }), x);
+    say("experiment", seen);
+    if (seen.variants.length !== 2 || seen.phase !== "Running") fail("the experiment's variants are not shown: " + JSON.stringify(seen));
+    if (!/waiting for participants/.test(seen.decision || "")) fail("no decision shown: " + seen.decision);
+    if (seen.alarm) fail("a sample ratio mismatch shown on a fair split");
+  }
+
   // The numbers move: the canary's requests per second and its weight change with time.
   const read = async () => ({
     weight: await card.locator('[data-field="weight"]').innerText(),

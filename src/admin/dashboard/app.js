@@ -86,7 +86,7 @@ function recentRps(points, secs, now) {
 
 function chart(title, unit, lines, now, fixedMax) {
   const box = el("div", { class: "chart" });
-  const current = lines.map((l) => {
+  const current = lines.filter((l) => l.label).map((l) => {
     const last = [...l.points].reverse().find((p) => p[1] !== null);
     return l.label + " " + (last ? fmt(last[1], unit === "%" ? 2 : 1) + unit : "–");
   });
@@ -199,6 +199,63 @@ function rollouts(data) {
   return out;
 }
 
+// A/B experiments: variants side by side, the primary goal's rate over time, the
+// sample-ratio check (loud when it fails), the decision.
+function experiments(data) {
+  if (!data.experiments || !data.experiments.length) {
+    return [empty("No experiment. An Experiment (weir.io/v1alpha1) in the configuration starts one: its variants, goals and decision show here.")];
+  }
+  const pct = (v) => fmt(v * 100, 1) + "%";
+  return data.experiments.map((x) => {
+    const card = el("div", { class: "card experiment", "data-experiment": x.name });
+    card.append(el("div", { class: "row" },
+      el("h3", {}, x.name),
+      el("span", { class: "badge " + (x.phase === "Concluded" ? "Succeeded" : x.phase === "Stopped" ? "Failed" : "Progressing"), "data-phase": x.phase }, x.phase),
+      el("span", { class: "muted" }, "on " + x.target + " · primary goal " + x.primaryGoal + " · " + x.confidence + "% confidence · on conclusion: " + x.onConclusion)));
+    if (x.srm && x.srm.mismatch) {
+      card.append(el("div", { class: "alarm", "data-field": "srm", role: "alert" },
+        "SAMPLE RATIO MISMATCH (p = " + Number(x.srm.pValue).toExponential(1) + "): participants do not fit the weights; the assignment is broken and no decision is made."));
+    }
+    card.append(el("div", { class: "decision" + (x.decision.winner ? " won" : ""), "data-field": "decision" }, x.decision.reason || "no look yet"));
+    const goals = Object.keys((x.variants[0] || {}).goals || {});
+    const head = el("tr", {}, el("th", {}, "variant"), el("th", {}, "weight"), el("th", {}, "users"),
+      goals.map((g) => el("th", {}, g + (g === x.primaryGoal ? " (primary)" : ""))));
+    const rows = x.variants.map((v, i) => el("tr", { "data-variant": v.name },
+      el("td", {}, el("i", { class: "swatch", style: "background:" + COLORS[i % COLORS.length] }), v.name + " (" + v.subset + ")"),
+      el("td", {}, String(v.weight)),
+      el("td", { "data-field": "users" }, String(v.users)),
+      goals.map((g) => {
+        const r = v.goals[g];
+        if (!r) return el("td", {}, "–");
+        const parts = [el("div", {}, r.conversions + " · " + pct(r.rate) + " [" + pct(r.interval[0]) + ".." + pct(r.interval[1]) + "]")];
+        if (r.value) parts.push(el("div", { class: "muted" }, fmt(r.value.mean, 2) + " per user (sum " + fmt(r.value.sum, 2) + ")"));
+        if (r.lift) parts.push(el("div", { class: r.lift.interval[0] > 0 ? "pass" : r.lift.interval[1] < 0 ? "fail" : "muted" },
+          "lift " + fmt(r.lift.percent, 1) + "% [" + fmt(r.lift.interval[0], 0) + "%.." + fmt(r.lift.interval[1], 0) + "%]"));
+        return el("td", {}, parts);
+      })));
+    card.append(el("table", { class: "variants" }, el("thead", {}, head), el("tbody", {}, rows)));
+    const lines = [];
+    x.variants.forEach((v, i) => {
+      const color = COLORS[i % COLORS.length];
+      lines.push({ label: v.name, color, points: x.history.map((h) => [h.time, h.variants[i] ? h.variants[i][1] * 100 : null]) });
+      lines.push({ label: "", band: true, color: color + "66", points: x.history.map((h) => [h.time, h.variants[i] ? h.variants[i][2][0] * 100 : null]) });
+      lines.push({ label: "", band: true, color: color + "66", points: x.history.map((h) => [h.time, h.variants[i] ? h.variants[i][2][1] * 100 : null]) });
+    });
+    card.append(el("div", { class: "charts" }, chart(x.primaryGoal + " rate with its interval", "% ", lines, data.now)));
+    const actions = el("div", { class: "row" });
+    for (const a of ["stop", "conclude"]) {
+      actions.append(el("button", {
+        "data-action": a, class: a === "stop" ? "danger" : "", disabled: x.phase !== "Running",
+        onclick: () => post("/experiments/" + encodeURIComponent(x.name) + "/" + a, a[0].toUpperCase() + a.slice(1) + " experiment " + x.name),
+      }, a));
+    }
+    card.append(actions);
+    const events = [...x.events].reverse().slice(0, 8).map((e) => el("li", { class: e.type === "Warning" ? "err" : "" }, clock(e.time) + "  " + e.message));
+    card.append(el("details", {}, el("summary", {}, "Events"), el("ul", {}, events)));
+    return card;
+  });
+}
+
 function range(k) {
   if (k.min !== undefined && k.max !== undefined) return "range " + k.min + "–" + k.max;
   if (k.min !== undefined) return "min " + k.min;
@@ -283,6 +340,7 @@ function render(data) {
   const open = new Set([...document.querySelectorAll("details[open]")].map((d) => d.closest("[data-canary]")?.dataset.canary));
   put("rollouts", rollouts(data));
   for (const c of document.querySelectorAll("[data-canary]")) if (open.has(c.dataset.canary)) c.querySelector("details").open = true;
+  put("experiments", experiments(data));
   put("services", services(data));
   put("endpoints", endpoints(data));
   put("faults", faults(data));
