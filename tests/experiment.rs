@@ -154,9 +154,9 @@ async fn experiment(admin: std::net::SocketAddr) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// Polls the experiment until `done` holds (or panics after 20 s).
+/// Polls the experiment until `done` holds (or panics after 30 s).
 async fn until(admin: std::net::SocketAddr, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..400 {
+    for _ in 0..600 {
         let x = experiment(admin).await;
         if done(&x) {
             return x;
@@ -507,4 +507,57 @@ async fn weir_validate_reports_experiment_errors_at_their_place() {
         err.contains(&format!("{file}:{}:", line_of("confidence: 150"))),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goal_measured_by_prometheus_joins_the_counts() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let admin_port = free_port();
+    let prometheus = Prometheus::start(([127, 0, 0, 1], admin_port).into()).await;
+    // The seed's goal from Prometheus: conversions over participants, per variant (here weir's
+    // own counters, so the answer is known).
+    let template = format!(
+        "apiVersion: flagger.app/v1beta1
+kind: MetricTemplate
+metadata: {{name: conversion-rate}}
+spec:
+  provider: {{type: prometheus, address: 'http://{}'}}
+  query: |
+    sum(weir_experiment_conversions_total{{experiment=\"new-checkout\",variant=\"{{{{ variant }}}}\",goal=\"purchase\"}})
+    /
+    sum(weir_experiment_users_total{{experiment=\"new-checkout\",variant=\"{{{{ variant }}}}\"}})
+---
+",
+        prometheus.addr
+    );
+    let yaml = template
+        + &config(&v1, &v2, "{cookieName: weir-exp}", "  minUsersPerVariant: 1000000\n").replace(
+            "  primaryGoal: purchase",
+            "  - name: checkout-rate\n    templateRef: {name: conversion-rate}\n  primaryGoal: purchase",
+        );
+    let config_path = scratch_dir().join("mesh.yaml");
+    std::fs::write(&config_path, &yaml).unwrap();
+    let opts = weir::run::Options {
+        admin: ([127, 0, 0, 1], admin_port).into(),
+        ..options(config_path)
+    };
+    let weir = weir::run::Server::start(opts, None).await.unwrap();
+    let t = users(weir.mesh_addr(), 300, 3, [0.1, 0.3], false).await;
+    let x = until(weir.admin_addr(), |x| {
+        ["control", "new-ui"].iter().all(|v| {
+            let g = &variant(x, v)["goals"];
+            g["checkout-rate"]["conversions"].as_u64().is_some()
+                && g["checkout-rate"]["conversions"] == g["purchase"]["conversions"]
+                && g["purchase"]["conversions"].as_u64() > Some(0)
+        })
+    })
+    .await;
+    for (name, version) in [("control", "v1"), ("new-ui", "v2")] {
+        assert_eq!(
+            variant(&x, name)["goals"]["checkout-rate"]["conversions"].as_u64(),
+            t.purchases.get(version).copied(),
+            "{x}"
+        );
+    }
+    weir.shutdown().await;
 }

@@ -23,6 +23,11 @@ use crate::rollout::spec::{CheckKind, CheckSpec, RolloutSpec};
 
 /// Time between looks.
 const LOOK: Duration = Duration::from_secs(1);
+/// Time between the queries of goals measured by Prometheus.
+const QUERY_EVERY: Duration = Duration::from_secs(10);
+
+/// Per Prometheus goal (by index), each variant's rate as last measured.
+type Measured = Vec<(usize, Vec<Option<f64>>)>;
 
 /// A guardrail of one treatment: the check, the two versions' counters, and the reading at
 /// the start of its window.
@@ -43,6 +48,8 @@ pub(super) async fn drive(
     dir: Option<PathBuf>,
 ) {
     let mut guardrails = None;
+    let mut measured: Measured = Vec::new();
+    let mut queried: Option<Instant> = None;
     let mut tick = tokio::time::interval(LOOK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -58,6 +65,20 @@ pub(super) async fn drive(
         let Some(e) = snap.experiments.iter().find(|e| e.design.name == spec.name) else {
             continue;
         };
+        let running = lock(&state).phase == Phase::Running;
+        if running && !spec.queries.is_empty() && queried.is_none_or(|t| t.elapsed() >= QUERY_EVERY)
+        {
+            queried = Some(Instant::now());
+            let age = Duration::from_secs_f64((now() - lock(&state).started).max(1.0));
+            let (rates, errors) = measure(&spec, age).await;
+            measured = rates;
+            if !errors.is_empty() {
+                lock(&state).event(
+                    "Warning",
+                    format!("Goal query failed: {}", errors.join("; ")),
+                );
+            }
+        }
         let (was, reapply) = {
             let mut st = lock(&state);
             if !st.restored {
@@ -69,7 +90,17 @@ pub(super) async fn drive(
             }
             let was = st.rolled_out(&spec);
             if st.phase == Phase::Running {
-                look(&spec, &mut st, &e.live.counts(), guardrails, steer.as_ref());
+                let mut counts = e.live.counts();
+                for (g, rates) in &measured {
+                    for (v, rate) in rates.iter().enumerate() {
+                        if let Some(r) = rate {
+                            let users = counts.users[v];
+                            counts.conversions[v][*g] =
+                                ((r.clamp(0.0, 1.0) * users as f64).round() as u64).min(users);
+                        }
+                    }
+                }
+                look(&spec, &mut st, &counts, guardrails, steer.as_ref());
             }
             e.live.set_routing(st.routing(&spec));
             (was, st.rolled_out(&spec))
@@ -96,6 +127,31 @@ pub(super) async fn drive(
             }
         }
     }
+}
+
+/// Runs the queries of the goals measured by Prometheus, for every variant: the rates, and
+/// what failed.
+async fn measure(spec: &ExperimentSpec, age: Duration) -> (Measured, Vec<String>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (g, q) in &spec.queries {
+        let mut rates = Vec::with_capacity(spec.variants.len());
+        for v in 0..spec.variants.len() {
+            let query = q.render(spec, v, age);
+            match crate::rollout::prometheus::query(&q.address, &query, None).await {
+                Ok(rate) => rates.push(rate),
+                Err(e) => {
+                    errors.push(format!(
+                        "{} for {}: {e}",
+                        spec.goals[*g].0, spec.variants[v].0
+                    ));
+                    rates.push(None);
+                }
+            }
+        }
+        out.push((*g, rates));
+    }
+    (out, errors)
 }
 
 /// One look: the counts judged, the guardrails checked, the experiment ended when decided.

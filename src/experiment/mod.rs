@@ -119,7 +119,7 @@ impl Experiments {
             .iter()
             .filter_map(|r| match &r.spec {
                 Spec::Experiment(x) => {
-                    Some((r.name().to_owned(), ExperimentSpec::new(r.name(), x)))
+                    Some((r.name().to_owned(), ExperimentSpec::new(r.name(), x, set)))
                 }
                 _ => None,
             })

@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
-use crate::config::experiment::{Experiment, OnConclusion};
+use std::collections::BTreeMap;
+
+use crate::config::experiment::{Experiment, Goal, OnConclusion};
 use crate::config::validate::on_conclusion;
+use crate::config::{ResourceSet, Spec};
 
 /// The decision settings of one experiment.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +19,8 @@ pub(crate) struct ExperimentSpec {
     pub(crate) variants: Vec<(String, String, u32)>,
     /// Goals: (name, sums values, measured by a Prometheus query).
     pub(crate) goals: Vec<(String, bool, bool)>,
+    /// The Prometheus queries of goals measured there, by goal index.
+    pub(crate) queries: Vec<(usize, GoalQuery)>,
     /// The goal decided on.
     pub(crate) primary: usize,
     /// 1 - confidence.
@@ -33,8 +38,8 @@ pub(crate) struct ExperimentSpec {
 }
 
 impl ExperimentSpec {
-    /// The spec of a validated Experiment named `name`.
-    pub(crate) fn new(name: &str, x: &Experiment) -> ExperimentSpec {
+    /// The spec of a validated Experiment named `name` (its MetricTemplates in `set`).
+    pub(crate) fn new(name: &str, x: &Experiment, set: &ResourceSet) -> ExperimentSpec {
         let primary = x
             .primary_goal
             .as_ref()
@@ -65,6 +70,12 @@ impl ExperimentSpec {
                     )
                 })
                 .collect(),
+            queries: x
+                .goals
+                .iter()
+                .enumerate()
+                .filter_map(|(i, g)| GoalQuery::new(g, set).map(|q| (i, q)))
+                .collect(),
             primary,
             alpha: 1.0 - x.confidence.as_ref().map_or(95.0, |c| c.value) / 100.0,
             effect: x
@@ -87,5 +98,54 @@ impl ExperimentSpec {
     /// The variant named `name`.
     pub(crate) fn variant(&self, name: &str) -> Option<usize> {
         self.variants.iter().position(|v| v.0 == name)
+    }
+}
+
+/// A goal measured by Prometheus: a MetricTemplate whose query gives one variant's conversion
+/// rate (a ratio between 0 and 1), run once per variant.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct GoalQuery {
+    /// The Prometheus address.
+    pub(crate) address: String,
+    /// The query, with Flagger's variables and weir's `{{ variant }}`, `{{ subset }}` and
+    /// `{{ version }}`.
+    pub(crate) template: String,
+    /// `templateVariables`.
+    pub(crate) variables: BTreeMap<String, String>,
+}
+
+impl GoalQuery {
+    fn new(g: &Goal, set: &ResourceSet) -> Option<GoalQuery> {
+        let t = g.template_ref.as_ref()?;
+        set.resources.iter().find_map(|r| match &r.spec {
+            Spec::MetricTemplate(mt) if r.name() == t.name.value => Some(GoalQuery {
+                address: mt.provider.address.clone().unwrap_or_default(),
+                template: mt.query.clone(),
+                variables: g.template_variables.clone(),
+            }),
+            _ => None,
+        })
+    }
+
+    /// The query for one variant, over `window` (the experiment's age).
+    pub(crate) fn render(&self, spec: &ExperimentSpec, variant: usize, window: Duration) -> String {
+        let (name, subset, _) = &spec.variants[variant];
+        let mut vars: BTreeMap<String, String> = [
+            ("name", spec.name.clone()),
+            ("namespace", "default".to_owned()),
+            ("target", spec.target.clone()),
+            ("service", spec.target.clone()),
+            ("variant", name.clone()),
+            ("subset", subset.clone()),
+            ("version", subset.clone()),
+            ("interval", crate::rollout::prometheus::range(window)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in &self.variables {
+            vars.insert(format!("variables.{k}"), v.clone());
+        }
+        crate::rollout::prometheus::render(&self.template, &vars)
     }
 }

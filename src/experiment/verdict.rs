@@ -365,6 +365,7 @@ mod tests {
             max_duration: None,
             on_conclusion: crate::config::experiment::OnConclusion::Rollout,
             resource: Experiment::default(),
+            queries: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@ mod elected;
 mod hooks;
 pub(crate) mod machine;
 pub(crate) mod plan;
-mod prometheus;
+pub(crate) mod prometheus;
 pub(crate) mod shared;
 pub(crate) mod spec;
 pub(crate) mod status;

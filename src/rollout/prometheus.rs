@@ -13,7 +13,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fills in Flagger's template variables: `{{ name }}`, `{{ namespace }}`, `{{ target }}`,
 /// `{{ service }}`, `{{ ingress }}`, `{{ route }}`, `{{ interval }}` and
 /// `{{ variables.KEY }}`. An unknown variable is left as written (Prometheus will say so).
-pub(super) fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
+pub(crate) fn render(template: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(open) = rest.find("{{") {
@@ -35,7 +35,7 @@ pub(super) fn render(template: &str, vars: &BTreeMap<String, String>) -> String 
 }
 
 /// A duration as Prometheus writes a range: `90s`, `1500ms`.
-pub(super) fn range(d: Duration) -> String {
+pub(crate) fn range(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs().max(1))
     } else {
@@ -44,7 +44,7 @@ pub(super) fn range(d: Duration) -> String {
 }
 
 /// Runs an instant query; `Ok(None)` when it returns no sample (or NaN).
-pub(super) async fn query(
+pub(crate) async fn query(
     address: &str,
     query: &str,
     via: Option<SocketAddr>,
