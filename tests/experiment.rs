@@ -561,3 +561,51 @@ spec:
     }
     weir.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concluded_experiment_keeps_its_winners_canary_across_a_restart() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let yaml = config(
+        &v1,
+        &v2,
+        "{cookieName: weir-exp}",
+        "  minUsersPerVariant: 1000000\n  onConclusion: rollout\n  rollout: {analysis: {interval: 1h, threshold: 5, stepWeight: 10}}\n",
+    );
+    let weir = Weir::start_with_state(&yaml, Some(scratch_dir())).await;
+    // Two participants, the second on new-ui: an operator concludes with new-ui ahead.
+    users(weir.mesh(), 40, 5, [0.0, 1.0], false).await;
+    let (s, _, body) = request(
+        &client(),
+        weir.admin(),
+        "POST",
+        "admin",
+        "/experiments/new-checkout/conclude",
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let x: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(x["decision"]["winner"], "new-ui", "{x}");
+    let canary = |admin| async move {
+        for _ in 0..200 {
+            let (s, _, body) = get(admin, "admin", "/canaries/new-checkout", &[]).await;
+            if s == 200 {
+                return serde_json::from_str::<Value>(&body).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no canary of the winner");
+    };
+    let c = canary(weir.admin()).await;
+    assert_eq!(c["canary"], "v2", "{c}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let weir = weir.restart().await;
+    let x = experiment(weir.admin()).await;
+    assert_eq!(
+        (x["phase"].as_str(), x["decision"]["winner"].as_str()),
+        (Some("Concluded"), Some("new-ui"))
+    );
+    let c = canary(weir.admin()).await;
+    assert_eq!(c["canary"], "v2", "{c}");
+}

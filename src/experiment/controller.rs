@@ -50,6 +50,9 @@ pub(super) async fn drive(
     let mut guardrails = None;
     let mut measured: Measured = Vec::new();
     let mut queried: Option<Instant> = None;
+    // The winner's subset whose canary the configuration was last made to hold: after a
+    // restart a concluded experiment's canary is put back by the first look.
+    let mut applied: Option<String> = None;
     let mut tick = tokio::time::interval(LOOK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -79,7 +82,7 @@ pub(super) async fn drive(
                 );
             }
         }
-        let (was, reapply) = {
+        let rolled = {
             let mut st = lock(&state);
             if !st.restored {
                 // Counts kept across a restart join those of this process.
@@ -88,7 +91,6 @@ pub(super) async fn drive(
                 }
                 st.restored = true;
             }
-            let was = st.rolled_out(&spec);
             if st.phase == Phase::Running {
                 let mut counts = e.live.counts();
                 for (g, rates) in &measured {
@@ -103,13 +105,14 @@ pub(super) async fn drive(
                 look(&spec, &mut st, &counts, guardrails, steer.as_ref());
             }
             e.live.set_routing(st.routing(&spec));
-            (was, st.rolled_out(&spec))
+            st.rolled_out(&spec)
         };
         {
             let st = lock(&state);
             status::save(dir.as_deref(), &spec, &st);
         }
-        if was != reapply {
+        if rolled != applied {
+            applied.clone_from(&rolled);
             // The winner's canary joins the configuration (or leaves it).
             if let Err(errors) = steer.apply(Change::Weights).await {
                 let mut st = lock(&state);
