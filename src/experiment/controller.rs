@@ -201,15 +201,10 @@ fn look(
     st.judged = Some(judged);
     match st.pending.take() {
         Some(Command::Stop) => {
-            return end(
+            return stop(
                 spec,
                 st,
-                Phase::Stopped,
-                Decision {
-                    winner: None,
-                    confidence: None,
-                    reason: format!("stopped by an operator: {}", decision.reason),
-                },
+                format!("stopped by an operator: {}", decision.reason),
             );
         }
         Some(Command::Conclude) => {
@@ -232,18 +227,13 @@ fn look(
         None => {}
     }
     if let Some(failed) = check_guardrails(spec, guardrails, steer) {
-        return end(
+        return stop(
             spec,
             st,
-            Phase::Stopped,
-            Decision {
-                winner: None,
-                confidence: None,
-                reason: format!(
-                    "guardrail failed: {failed}; everyone back on {}",
-                    spec.variants[0].0
-                ),
-            },
+            format!(
+                "guardrail failed: {failed}; everyone back on {}",
+                spec.variants[0].0
+            ),
         );
     }
     if decision.winner.is_some() {
@@ -252,19 +242,14 @@ fn look(
     if let Some(max) = spec.max_duration
         && now() - st.started >= max.as_secs_f64()
     {
-        return end(
+        return stop(
             spec,
             st,
-            Phase::Stopped,
-            Decision {
-                winner: None,
-                confidence: None,
-                reason: format!(
-                    "no winner within maxDuration ({}s): {}",
-                    max.as_secs(),
-                    decision.reason
-                ),
-            },
+            format!(
+                "no winner within maxDuration ({}s): {}",
+                max.as_secs(),
+                decision.reason
+            ),
         );
     }
     st.decision = decision;
@@ -287,6 +272,16 @@ fn leader(spec: &ExperimentSpec, st: &State) -> String {
         })
         .unwrap_or(0);
     spec.variants[best].0.clone()
+}
+
+/// Ends the experiment without a winner: every participant to the control.
+fn stop(spec: &ExperimentSpec, st: &mut State, reason: String) {
+    let decision = Decision {
+        winner: None,
+        confidence: None,
+        reason,
+    };
+    end(spec, st, Phase::Stopped, decision);
 }
 
 fn end(spec: &ExperimentSpec, st: &mut State, phase: Phase, decision: Decision) {
