@@ -45,7 +45,9 @@ pub(super) fn cached_response(hit: Cached, age: bool) -> Response<ResponseBody> 
 impl<'s> Forward<'s> {
     /// The client left while its request waited: nothing is forwarded; counted as 499 (nginx's
     /// code for it), and the response goes nowhere.
-    pub(super) fn client_gone(self) -> Response<ResponseBody> {
+    pub(super) fn client_gone(mut self) -> Response<ResponseBody> {
+        // Nobody sees this answer: an experiment's participant is not counted by it.
+        self.exposure = None;
         self.answer(ProxyError::ClientGone.to_response())
     }
 
