@@ -131,9 +131,11 @@ impl Experiments {
                 continue;
             }
             let state = match running.remove(&name) {
+                // Same variants and goals: the experiment goes on; else it starts over.
                 Some(r) => {
                     let s = lock(&r.state).clone();
-                    Arc::new(Mutex::new(s))
+                    let same = s.design == status::design(&spec);
+                    Arc::new(Mutex::new(if same { s } else { State::new(&spec) }))
                 }
                 None => Arc::new(Mutex::new(
                     status::load(self.dir.as_deref(), &spec).unwrap_or_else(|| State::new(&spec)),

@@ -70,7 +70,8 @@ pub(crate) struct State {
     pub(crate) restored: bool,
 }
 
-fn design(spec: &ExperimentSpec) -> Vec<String> {
+/// What an experiment counts: its variants and goals.
+pub(crate) fn design(spec: &ExperimentSpec) -> Vec<String> {
     spec.variants
         .iter()
         .map(|v| format!("{}={}", v.0, v.1))
