@@ -291,6 +291,7 @@ async fn join(
 ) -> Result<(Arc<Fleet>, Option<fleet::Read>), StartError> {
     let fleet = Fleet::new(opts, control, admin);
     control.rollouts.share(fleet.clone());
+    control.experiments.share(fleet.clone());
     let kept = || state_dir.and_then(last_good::load).and_then(Result::ok);
     match fleet::first_read(&fleet).await {
         Ok(read) => {

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -681,4 +682,202 @@ async fn the_shipped_prometheus_config_and_template_judge_the_whole_fleet() {
     for s in fleet {
         s.shutdown().await;
     }
+}
+
+/// `shop` (v1, v2) all on v1, under an experiment: control (v1) against new-ui (v2), 50/50 by
+/// cookie, judged on purchases (a POST to /checkout) and guarded by the success rate.
+fn experiment(v1: &Backend, v2: &Backend) -> String {
+    shop(v1, v2, "v1")
+        + "---
+apiVersion: weir.io/v1alpha1
+kind: Experiment
+metadata: {name: new-checkout}
+spec:
+  targetRef: {apiVersion: networking.istio.io/v1beta1, kind: VirtualService, name: shop}
+  variants:
+  - {name: control, subset: v1, weight: 50}
+  - {name: new-ui, subset: v2, weight: 50}
+  assignment: {cookieName: weir-exp}
+  goals:
+  - name: purchase
+    match: [{uri: {prefix: /checkout}, method: {exact: POST}}]
+  primaryGoal: purchase
+  guardrails:
+  - {name: request-success-rate, thresholdRange: {min: 99}, interval: 1s}
+  minUsersPerVariant: 1000000
+  onConclusion: rollout
+  rollout: {analysis: {interval: 1s, threshold: 5, stepWeight: 50, maxWeight: 100}}
+"
+}
+
+/// The experiment cookie set by a response (`name=value`).
+fn experiment_cookie(h: &http::HeaderMap) -> Option<String> {
+    h.get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("weir-exp="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+}
+
+/// `n` users, each seen by every instance in turn: a first visit, a second on the next
+/// instance, and, at the rate of the version shown (v1: 10%, v2: 30%), a purchase on the next,
+/// some of them twice on different instances. Returns the users and buyers per version.
+async fn shoppers(meshes: &[SocketAddr], n: usize) -> (HashMap<String, u64>, HashMap<String, u64>) {
+    let mut rng = fastrand::Rng::with_seed(19);
+    let c = client();
+    let (mut users, mut buyers) = (HashMap::new(), HashMap::new());
+    for i in 0..n {
+        let at = |k: usize| meshes[(i + k) % meshes.len()];
+        let (s, h, _) = send(&c, at(0), "shop", "/", &[]).await;
+        assert_eq!(s, 200);
+        let version = backend_of(&h);
+        let mut jar = experiment_cookie(&h).expect("a new participant gets the cookie");
+        *users.entry(version.clone()).or_default() += 1;
+        let (_, again, _) = send(&c, at(1), "shop", "/", &[("cookie", &jar)]).await;
+        assert_eq!(
+            backend_of(&again),
+            version,
+            "another instance, the same variant"
+        );
+        assert!(experiment_cookie(&again).is_none());
+        if rng.f64() < if version == "v1" { 0.1 } else { 0.3 } {
+            for k in 0..if rng.bool() { 2 } else { 1 } {
+                let (s, h, _) = request(
+                    &c,
+                    at(2 + k),
+                    "POST",
+                    "shop",
+                    "/checkout",
+                    &[("cookie", &jar)],
+                    bytes::Bytes::from_static(b"{}"),
+                )
+                .await;
+                assert_eq!(s, 200);
+                assert_eq!(backend_of(&h), version);
+                jar = experiment_cookie(&h).unwrap_or(jar);
+            }
+            *buyers.entry(version).or_default() += 1;
+        }
+    }
+    (users, buyers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_counts_every_instance_and_one_instance_judges_it() {
+    let etcd = EtcdServer::start();
+    let url = etcd.url("/xp");
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    apply_ok(&url, &experiment(&v1, &v2)).await;
+    let a = instance(&url, "a", None).await;
+    let b = instance(&url, "b", None).await;
+    let (users, buyers) = shoppers(&[a.mesh_addr(), b.mesh_addr()], 400).await;
+    let counted = |x: &serde_json::Value, users: &HashMap<String, u64>| {
+        (0..2).all(|v| {
+            let version = ["v1", "v2"][v];
+            let variant = &x["variants"][v];
+            variant["users"].as_u64() == users.get(version).copied()
+                && variant["goals"]["purchase"]["conversions"].as_u64()
+                    == buyers.get(version).copied()
+        })
+    };
+    // Every instance shows the fleet's counts: exactly what the users did, wherever they went.
+    for s in [&a, &b] {
+        eventually(10, "the fleet's counts", || async {
+            counted(
+                &admin_json(s.admin_addr(), "/experiments/new-checkout").await,
+                &users,
+            )
+        })
+        .await;
+    }
+    let judges = |v: serde_json::Value| v["experiments"][0].clone();
+    let (ja, jb) = (
+        judges(admin_json(a.admin_addr(), "/fleet").await),
+        judges(admin_json(b.admin_addr(), "/fleet").await),
+    );
+    assert_eq!(ja["name"], "new-checkout");
+    assert_eq!(ja["judge"], jb["judge"], "{ja} {jb}");
+    assert!(
+        ja["judgedHere"] != jb["judgedHere"],
+        "exactly one judge: {ja} {jb}"
+    );
+    assert!(etcd.get("/xp/experiments/new-checkout/a").is_some());
+    assert!(etcd.get("/xp/experiments/new-checkout/b").is_some());
+    // The judge leaves: the other takes over, and the counts of the one that left still count.
+    let (judge, other) = if ja["judgedHere"] == true {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    judge.shutdown().await;
+    eventually(10, "the other instance judges", || async {
+        judges(admin_json(other.admin_addr(), "/fleet").await)["judgedHere"] == true
+    })
+    .await;
+    // A new participant on the one left joins the counts.
+    let c = client();
+    let (_, h, _) = send(&c, other.mesh_addr(), "shop", "/", &[]).await;
+    let mut users = users.clone();
+    *users.entry(backend_of(&h)).or_default() += 1;
+    eventually(10, "the counts of every instance, gone or not", || async {
+        counted(
+            &admin_json(other.admin_addr(), "/experiments/new-checkout").await,
+            &users,
+        )
+    })
+    .await;
+    // A third instance follows the stored state; a command sent to it reaches the judge.
+    let third = instance(&url, "c", None).await;
+    eventually(10, "the newcomer shows the fleet's counts", || async {
+        counted(
+            &admin_json(third.admin_addr(), "/experiments/new-checkout").await,
+            &users,
+        )
+    })
+    .await;
+    let (status, body) = weir::admin::call(
+        third.admin_addr(),
+        "POST",
+        "/experiments/new-checkout/conclude",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let x: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(x["phase"], "Concluded", "{x}");
+    assert_eq!(x["decision"]["winner"], "new-ui", "{x}");
+    for s in [&other, &third] {
+        eventually(5, "every instance shows the conclusion", || async {
+            let x = admin_json(s.admin_addr(), "/experiments/new-checkout").await;
+            x["phase"] == "Concluded" && x["rollout"] == "new-checkout"
+        })
+        .await;
+        eventually(5, "the winner's canary runs", || async {
+            weir::admin::call(s.admin_addr(), "GET", "/canaries/new-checkout")
+                .await
+                .is_ok_and(|(status, _)| status == 200)
+        })
+        .await;
+    }
+    // A concluded experiment takes no command.
+    let (status, _) =
+        weir::admin::call(other.admin_addr(), "POST", "/experiments/new-checkout/stop")
+            .await
+            .unwrap();
+    assert_eq!(status, 409);
+    // Deleted from the store: its judge takes its state and counts along.
+    let out = weir_cli(["delete", "--store", &url, "experiment", "new-checkout"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(10, "the experiment's keys are gone", || async {
+        etcd.get("/xp/rollouts/experiments/new-checkout/state")
+            .is_none()
+            && etcd.get("/xp/experiments/new-checkout/a").is_none()
+    })
+    .await;
+    other.shutdown().await;
+    third.shutdown().await;
 }

@@ -314,7 +314,7 @@ async fn handle(at: &Admin<'_>, req: &Parts) -> Response<Full<Bytes>> {
 /// `GET /experiments/NAME`, `POST /experiments/NAME/{stop,conclude}`: a command answers once
 /// the experiment has ended, with its state.
 async fn experiment(control: &Control, method: &Method, rest: &str) -> Response<Full<Bytes>> {
-    use crate::experiment::{Command as Cmd, Phase};
+    use crate::experiment::{Command as Cmd, CommandError, Phase};
     let (name, action) = match rest.split_once('/') {
         Some((n, a)) => (n, Some(a)),
         None => (rest, None),
@@ -338,8 +338,13 @@ async fn experiment(control: &Control, method: &Method, rest: &str) -> Response<
                 command = a,
                 "Experiment command from the admin API."
             );
-            if let Err(e) = control.experiments.command(name, cmd) {
-                return error(StatusCode::CONFLICT, &e);
+            if let Err(e) = control.experiments.command(name, cmd).await {
+                let status = match e {
+                    CommandError::Unknown(_) => StatusCode::NOT_FOUND,
+                    CommandError::Ended(..) => StatusCode::CONFLICT,
+                    CommandError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                return error(status, &e.to_string());
             }
             let ended = tokio::time::timeout(COMMAND_WAIT, async {
                 loop {

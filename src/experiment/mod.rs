@@ -6,6 +6,7 @@
 //! are. The request path's side (assignment, counting) is `crate::policy::experiment`.
 
 mod controller;
+pub(crate) mod pool;
 pub(crate) mod spec;
 pub(crate) mod stats;
 mod status;
@@ -13,7 +14,7 @@ pub(crate) mod verdict;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use serde_json::{Value, json};
 
@@ -23,6 +24,8 @@ use crate::config::validate::winner_canary;
 use crate::config::{Metadata, Resource, ResourceSet, Spec};
 use crate::control::change::Steer;
 use crate::rollout::command::lock;
+use crate::rollout::shared::Side;
+use pool::Pool;
 use spec::ExperimentSpec;
 pub(crate) use status::Phase;
 use status::State;
@@ -30,6 +33,8 @@ use status::State;
 /// One experiment's controller.
 struct Running {
     spec: ExperimentSpec,
+    /// The versions its guardrails compare (service host, version).
+    sides: Vec<Side>,
     state: Arc<Mutex<State>>,
     /// Wakes the controller (an operator's command).
     wake: Arc<tokio::sync::Notify>,
@@ -48,6 +53,8 @@ pub(crate) struct Experiments {
     running: Mutex<HashMap<String, Running>>,
     /// Where each experiment's state is kept across restarts.
     dir: Option<PathBuf>,
+    /// In a fleet: the store every instance shares (set once, before the first apply).
+    pool: OnceLock<Arc<dyn Pool>>,
 }
 
 /// What an operator may tell an experiment.
@@ -59,13 +66,61 @@ pub(crate) enum Command {
     Conclude,
 }
 
+impl Command {
+    /// The command's name, as in an admin path.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Command::Stop => "stop",
+            Command::Conclude => "conclude",
+        }
+    }
+
+    /// The command named in an admin path.
+    pub(crate) fn parse(name: &str) -> Option<Command> {
+        match name {
+            "stop" => Some(Command::Stop),
+            "conclude" => Some(Command::Conclude),
+            _ => None,
+        }
+    }
+}
+
+/// Why a command was not sent.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommandError {
+    /// No experiment of that name.
+    #[error("no such experiment: {0}")]
+    Unknown(String),
+    /// The experiment has ended.
+    #[error("experiment {0} has ended ({1:?}): nothing to {2}")]
+    Ended(String, Phase, &'static str),
+    /// The fleet's store could not take it.
+    #[error("the store did not take the command: {0}")]
+    Store(String),
+}
+
 impl Experiments {
     /// Experiments whose state is kept under `state_dir`, if given.
     pub(crate) fn new(state_dir: Option<PathBuf>) -> Experiments {
         Experiments {
             running: Mutex::default(),
             dir: state_dir.map(|d| d.join("experiments")),
+            pool: OnceLock::new(),
         }
+    }
+
+    /// Makes the experiments part of a fleet: every instance's counts are added up, and one
+    /// instance judges each experiment, through `pool`.
+    pub(crate) fn share(&self, pool: Arc<dyn Pool>) {
+        let _ = self.pool.set(pool);
+    }
+
+    /// Every experiment's seat in a fleet, with the versions its guardrails compare.
+    pub(crate) fn seats(&self) -> Vec<(String, Vec<Side>)> {
+        lock(&self.running)
+            .iter()
+            .map(|(name, r)| (pool::seat(name), r.sides.clone()))
+            .collect()
     }
 
     /// `set` with the Canary of every concluded experiment's winner that is to be rolled
@@ -142,17 +197,27 @@ impl Experiments {
                 )),
             };
             let wake = Arc::new(tokio::sync::Notify::new());
-            let task = tokio::spawn(controller::drive(
-                control.clone(),
-                spec.clone(),
-                state.clone(),
-                wake.clone(),
-                self.dir.clone(),
-            ));
+            let guardrails = controller::guardrails_of(&spec, set);
+            let mut sides: Vec<Side> = guardrails
+                .iter()
+                .flat_map(|g| [g.treatment.clone(), g.control.clone()])
+                .collect();
+            sides.sort();
+            sides.dedup();
+            let task = tokio::spawn(controller::drive(controller::Job {
+                control: control.clone(),
+                spec: spec.clone(),
+                state: state.clone(),
+                wake: wake.clone(),
+                dir: self.dir.clone(),
+                guardrails,
+                pool: self.pool.get().cloned(),
+            }));
             running.insert(
                 name,
                 Running {
                     spec,
+                    sides,
                     state,
                     wake,
                     task,
@@ -169,27 +234,36 @@ impl Experiments {
         }
     }
 
-    /// Tells an experiment to stop or conclude now; its controller acts at once.
-    pub(crate) fn command(&self, name: &str, cmd: Command) -> Result<Phase, String> {
-        let running = lock(&self.running);
-        let r = running
-            .get(name)
-            .ok_or_else(|| format!("no such experiment: {name}"))?;
-        let mut state = lock(&r.state);
-        if state.phase != Phase::Running {
-            return Err(format!(
-                "experiment {name} has ended ({:?}): nothing to {}",
-                state.phase,
-                match cmd {
-                    Command::Stop => "stop",
-                    Command::Conclude => "conclude",
-                }
-            ));
+    /// Tells an experiment to stop or conclude now: its controller (in a fleet, its judge,
+    /// through the store) acts at once.
+    pub(crate) async fn command(&self, name: &str, cmd: Command) -> Result<(), CommandError> {
+        {
+            let running = lock(&self.running);
+            let r = running
+                .get(name)
+                .ok_or_else(|| CommandError::Unknown(name.to_owned()))?;
+            let mut state = lock(&r.state);
+            if state.phase != Phase::Running {
+                return Err(CommandError::Ended(
+                    name.to_owned(),
+                    state.phase,
+                    cmd.name(),
+                ));
+            }
+            if self.pool.get().is_none() {
+                state.pending = Some(cmd);
+                drop(state);
+                r.wake.notify_one();
+                return Ok(());
+            }
         }
-        state.pending = Some(cmd);
-        drop(state);
-        r.wake.notify_one();
-        Ok(Phase::Running)
+        let Some(pool) = self.pool.get() else {
+            return Ok(());
+        };
+        pool.command(&pool::seat(name), cmd.name())
+            .await
+            .map(|_| ())
+            .map_err(CommandError::Store)
     }
 
     /// An experiment's phase.

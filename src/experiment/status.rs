@@ -65,9 +65,6 @@ pub(crate) struct State {
     pub(crate) judged: Option<Judged>,
     #[serde(skip)]
     pub(crate) history: VecDeque<Sample>,
-    /// The kept counts were handed to the request path's counters.
-    #[serde(skip)]
-    pub(crate) restored: bool,
 }
 
 /// What an experiment counts: its variants and goals.
@@ -108,7 +105,6 @@ impl State {
             pending: None,
             judged: None,
             history: VecDeque::new(),
-            restored: true,
         };
         s.event(
             "Normal",
@@ -148,6 +144,19 @@ impl State {
         while self.history.len() > HISTORY_KEPT {
             self.history.pop_front();
         }
+    }
+
+    /// Takes in the state its judge stored (in a fleet); what is only shown here (the last
+    /// judgement, the history) stays.
+    pub(crate) fn take_stored(&mut self, stored: State) {
+        let judged = self.judged.take();
+        let history = std::mem::take(&mut self.history);
+        *self = State {
+            judged,
+            history,
+            pending: None,
+            ..stored
+        };
     }
 
     /// What the experiment does to requests now.
@@ -224,11 +233,10 @@ impl State {
 /// The kept state of `spec`'s experiment, if it is of the same design.
 pub(crate) fn load(dir: Option<&Path>, spec: &ExperimentSpec) -> Option<State> {
     let text = std::fs::read(dir?.join(format!("{}.json", spec.name))).ok()?;
-    let mut state: State = serde_json::from_slice(&text).ok()?;
+    let state: State = serde_json::from_slice(&text).ok()?;
     if state.design != design(spec) {
         return None;
     }
-    state.restored = false;
     Some(state)
 }
 

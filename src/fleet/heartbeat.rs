@@ -1,7 +1,7 @@
 //! The instance's heartbeat, once a [`HEARTBEAT`]: renew the lease (a new one when it lapsed),
 //! rewrite the instance's record under it, and run the elections: for every rollout this
 //! instance runs and nobody drives, try to become its driver; for every rollout it drives but
-//! no longer runs, step down.
+//! no longer runs, step down. An experiment's judge is elected the same way.
 //!
 //! An election is one transaction: create the driver key, under this instance's lease, if it
 //! does not exist. The key's create revision is the driver's fence: its writes of rollout state
@@ -150,11 +150,15 @@ async fn elect(
             // The Canary is gone from the configuration: its state and any command go with
             // the driver's key, fenced as every write of the driver.
             let key = fleet.keys.driver(&canary);
-            let ops = [
+            let mut ops = vec![
                 Op::Delete(key.clone()),
                 Op::Delete(fleet.keys.state(&canary)),
                 Op::Delete(fleet.keys.command(&canary)),
             ];
+            // An experiment's counts go with it.
+            if let Some(name) = canary.strip_prefix("experiments/") {
+                ops.push(Op::DeletePrefix(fleet.keys.tallies(name)));
+            }
             fleet
                 .etcd
                 .txn(&[Compare::Created(key, fence)], &ops, &[])

@@ -14,8 +14,8 @@ use tokio::sync::{Notify, watch};
 
 use super::record::Record;
 use crate::control::Control;
+use crate::experiment::pool::Pool;
 use crate::metrics::StoreMetrics;
-use crate::rollout::command::Command;
 use crate::rollout::shared::{InstanceCounts, Pending, SaveError, Seat, Shared, Side, side_key};
 use crate::store::etcd::{Compare, Etcd, Kv, Op};
 use crate::store::keys::Keys;
@@ -154,12 +154,13 @@ impl Fleet {
         lock(&self.seats).keys().cloned().collect()
     }
 
-    /// The versions of the rollouts this instance runs, by Canary name.
+    /// The seats this instance takes part in, with the versions whose traffic their checks
+    /// judge: the rollouts it runs, by Canary name, and its experiments (`experiments/NAME`).
     pub(crate) fn running(&self) -> Vec<(String, Vec<Side>)> {
         let Some(control) = self.control.upgrade() else {
             return Vec::new();
         };
-        control
+        let mut seats: Vec<(String, Vec<Side>)> = control
             .rollouts
             .statuses()
             .into_iter()
@@ -169,7 +170,9 @@ impl Fleet {
                     .to_vec();
                 (spec.name, sides)
             })
-            .collect()
+            .collect();
+        seats.extend(control.experiments.seats());
+        seats
     }
 }
 
@@ -227,17 +230,19 @@ impl Shared for Fleet {
         })
     }
 
-    fn command(&self, canary: &str, command: Command) -> Pending<'_, Result<i64, String>> {
+    fn command(&self, canary: &str, command: &'static str) -> Pending<'_, Result<i64, String>> {
         let canary = canary.to_owned();
         Box::pin(async move {
-            let value = json!({"command": command.name(), "from": self.id, "atMs": now_ms()});
+            let value = json!({"command": command, "from": self.id, "atMs": now_ms()});
             let revision = self
                 .etcd
                 .put(&self.keys.command(&canary), &value.to_string(), 0)
                 .await
                 .map_err(|e| e.to_string())?;
             // Seen here at once, not only when the watch brings it back.
-            self.update_seat(&canary, |s| s.command = Some((command, revision)));
+            self.update_seat(&canary, |s| {
+                s.command = Some((command.to_owned(), revision))
+            });
             Ok(revision)
         })
     }
@@ -280,4 +285,41 @@ pub(crate) fn seat_from_driver(seat: &mut Seat, fleet: &Fleet, lease: i64, kv: &
     seat.driver = Some(kv.value.clone());
     seat.fence =
         (kv.value == fleet.id && kv.lease == lease && lease != 0).then_some(kv.create_revision);
+}
+
+impl Pool for Fleet {
+    fn publish(&self, experiment: &str, tally: String) -> Pending<'_, Result<(), String>> {
+        let key = self.keys.tally(experiment, &self.id);
+        Box::pin(async move {
+            self.etcd
+                .put(&key, &tally, 0)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn own(&self, experiment: &str) -> Pending<'_, Result<Option<String>, String>> {
+        let key = self.keys.tally(experiment, &self.id);
+        Box::pin(async move {
+            let (_, kvs) = self
+                .etcd
+                .range(&key, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(kvs.into_iter().next().map(|kv| kv.value))
+        })
+    }
+
+    fn tallies(&self, experiment: &str) -> Pending<'_, Result<Vec<String>, String>> {
+        let prefix = self.keys.tallies(experiment);
+        Box::pin(async move {
+            let (_, kvs) = self
+                .etcd
+                .range_prefix(&prefix)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(kvs.into_iter().map(|kv| kv.value).collect())
+        })
+    }
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use super::member::{Fleet, now_ms, seat_from_driver};
 use crate::control::Change;
-use crate::rollout::command::Command;
 use crate::store::etcd::{EtcdError, Kv};
 use crate::store::keys::Watched;
 use crate::store::resources::written_at_ms;
@@ -138,8 +137,7 @@ fn seat(fleet: &Fleet, canary: &str, keys: &RolloutKeys, lease: i64) {
             .map(|kv| (kv.value.clone(), kv.mod_revision));
         s.command = keys.command.as_ref().and_then(|kv| {
             let v: serde_json::Value = serde_json::from_str(&kv.value).ok()?;
-            let cmd = Command::parse(v.get("command")?.as_str()?)?;
-            Some((cmd, kv.mod_revision))
+            Some((v.get("command")?.as_str()?.to_owned(), kv.mod_revision))
         });
         match &keys.driver {
             Some(kv) => seat_from_driver(s, fleet, lease, kv),

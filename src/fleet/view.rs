@@ -1,5 +1,6 @@
 //! `GET /fleet`: the live instances (each one's id, admin address, the store revision it
-//! serves, when it last wrote its record) and, per Canary, the instance driving it; and
+//! serves, when it last wrote its record) and, per Canary, the instance driving it (per
+//! Experiment, the instance judging it); and
 //! `GET /fleet/targets`, the same instances as Prometheus' HTTP service discovery reads them.
 
 use serde_json::{Value, json};
@@ -55,14 +56,17 @@ pub(crate) async fn fleet_json(fleet: &Fleet) -> Result<Value, String> {
             })
         })
         .collect();
-    let canaries: Vec<Value> = fleet
-        .running()
-        .into_iter()
-        .map(|(name, _)| {
-            let seat = fleet.seat(&name).borrow().clone();
-            json!({"name": name, "driver": seat.driver, "drivenHere": seat.fence.is_some()})
-        })
-        .collect();
+    let (mut canaries, mut experiments) = (Vec::new(), Vec::new());
+    for (name, _) in fleet.running() {
+        let seat = fleet.seat(&name).borrow().clone();
+        match name.strip_prefix("experiments/") {
+            Some(x) => experiments
+                .push(json!({"name": x, "judge": seat.driver, "judgedHere": seat.fence.is_some()})),
+            None => canaries.push(
+                json!({"name": name, "driver": seat.driver, "drivenHere": seat.fence.is_some()}),
+            ),
+        }
+    }
     Ok(json!({
         "store": fleet.url.to_string(),
         "instance": fleet.id,
@@ -71,5 +75,6 @@ pub(crate) async fn fleet_json(fleet: &Fleet) -> Result<Value, String> {
         "appliedRevision": fleet.applied(),
         "instances": instances,
         "canaries": canaries,
+        "experiments": experiments,
     }))
 }

@@ -134,6 +134,8 @@ pub struct Live {
     goals: usize,
     users_metric: Vec<Counter>,
     conversions_metric: Vec<Counter>,
+    /// Counts kept elsewhere (a state file, the fleet's store) were added, once per design.
+    restored: std::sync::atomic::AtomicBool,
 }
 
 /// A copy of the counts.
@@ -145,6 +147,35 @@ pub struct Counts {
     pub conversions: Vec<Vec<u64>>,
     /// Per variant, per goal: values.
     pub values: Vec<Vec<Moments>>,
+}
+
+impl Counts {
+    /// Adds `other`'s counts (of the same shape; the rest of a larger one is left out).
+    pub fn merge(&mut self, other: &Counts) {
+        for (a, b) in self.users.iter_mut().zip(&other.users) {
+            *a += b;
+        }
+        for (a, b) in self.conversions.iter_mut().zip(&other.conversions) {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a += b;
+            }
+        }
+        for (a, b) in self.values.iter_mut().zip(&other.values) {
+            for (a, b) in a.iter_mut().zip(b) {
+                a.sum += b.sum;
+                a.sum_squares += b.sum_squares;
+            }
+        }
+    }
+
+    /// Whether these are counts of `variants` x `goals`.
+    pub fn has_shape(&self, variants: usize, goals: usize) -> bool {
+        self.users.len() == variants
+            && self.conversions.len() == variants
+            && self.values.len() == variants
+            && self.conversions.iter().all(|g| g.len() == goals)
+            && self.values.iter().all(|g| g.len() == goals)
+    }
 }
 
 impl Live {
@@ -164,6 +195,20 @@ impl Live {
             goals,
             users_metric,
             conversions_metric,
+            restored: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether counts kept elsewhere were added to these.
+    pub fn restored(&self) -> bool {
+        self.restored.load(Ordering::Acquire)
+    }
+
+    /// Adds counts kept elsewhere, unless some already were: they count once, however many
+    /// controllers (one per reload) look at these counts.
+    pub fn restore(&self, kept: &Counts) {
+        if !self.restored.swap(true, Ordering::AcqRel) {
+            self.add(kept);
         }
     }
 

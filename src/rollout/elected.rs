@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::command::lock;
+use super::command::{Command, lock};
 use super::controller::{Counts, Live, command, notify, publish_state, revisions, settle, trim};
 use super::hooks::Mesh;
 use super::machine::Machine;
@@ -128,7 +128,7 @@ async fn lead(
     let mut handled = 0i64;
     loop {
         let before = lock(machine).clone();
-        let pending = seat.borrow().command.filter(|(_, rev)| *rev > handled);
+        let pending = queued(&seat.borrow(), handled);
         let turn = if let Some((cmd, rev)) = pending {
             Turn::Command(command(before.clone(), cmd), rev)
         } else {
@@ -156,7 +156,7 @@ async fn lead(
                                     if changed.is_err() { return; }
                                     let s = seat.borrow_and_update().clone();
                                     if s.fence != Some(fence) { return; }
-                                    if let Some(c) = s.command.filter(|(_, rev)| *rev > handled) {
+                                    if let Some(c) = queued(&s, handled) {
                                         break Some(c);
                                     }
                                 }
@@ -223,4 +223,10 @@ async fn take_reading(
             tracing::warn!(canary = %spec.name, error = %e, "Cannot read the fleet's counts.")
         }
     }
+}
+
+/// The rollout command queued after `handled`, if any.
+fn queued(seat: &Seat, handled: i64) -> Option<(Command, i64)> {
+    let (name, rev) = seat.command.as_ref().filter(|(_, rev)| *rev > handled)?;
+    Some((Command::parse(name)?, *rev))
 }

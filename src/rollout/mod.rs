@@ -211,14 +211,15 @@ impl Rollouts {
                 Err(format!("no such canary: {name}"))
             };
         };
-        let queued = fleet.command(name, cmd).await?;
+        let queued = fleet.command(name, cmd.name()).await?;
         let mut seat = fleet.seat(name);
         let taken = tokio::time::timeout(wait, async {
             loop {
                 if seat
                     .borrow_and_update()
                     .command
-                    .is_none_or(|(_, rev)| rev != queued)
+                    .as_ref()
+                    .is_none_or(|(_, rev)| *rev != queued)
                 {
                     return;
                 }

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::command::Command;
 use crate::metrics::VersionSample;
 
 /// A future of the store's.
@@ -59,8 +58,8 @@ pub(crate) struct Seat {
     pub(crate) fence: Option<i64>,
     /// The stored state (JSON) and the revision it was written at.
     pub(crate) state: Option<(String, i64)>,
-    /// A command waiting for the driver, and the revision it was queued at.
-    pub(crate) command: Option<(Command, i64)>,
+    /// A command waiting for the driver (its name), and the revision it was queued at.
+    pub(crate) command: Option<(String, i64)>,
 }
 
 /// Why a driver's write did not happen.
@@ -90,8 +89,9 @@ pub(crate) trait Shared: Send + Sync {
         state: String,
         consumed: Option<i64>,
     ) -> Pending<'_, Result<(), SaveError>>;
-    /// Queues an operator command for the driver; returns the revision it was queued at.
-    fn command(&self, canary: &str, command: Command) -> Pending<'_, Result<i64, String>>;
+    /// Queues an operator command (its name) for the driver; returns the revision it was
+    /// queued at.
+    fn command(&self, canary: &str, command: &'static str) -> Pending<'_, Result<i64, String>>;
     /// Every live instance's totals of `sides`.
     fn traffic(&self, sides: Vec<Side>) -> Pending<'_, Result<Vec<InstanceCounts>, String>>;
     /// How long a record may go unwritten before its counts are taken as missing.

@@ -74,6 +74,8 @@ pub(crate) enum Op {
     Put(String, String, i64),
     /// Delete a key.
     Delete(String),
+    /// Delete every key that starts with this prefix.
+    DeletePrefix(String),
     /// Read a key.
     Get(String),
 }
@@ -223,6 +225,7 @@ impl Etcd {
                 .map(|o| match o {
                     Op::Put(k, v, lease) => json!({"request_put": {"key": b64(k), "value": b64(v), "lease": lease.to_string()}}),
                     Op::Delete(k) => json!({"request_delete_range": {"key": b64(k)}}),
+                    Op::DeletePrefix(p) => json!({"request_delete_range": {"key": b64(p), "range_end": b64(&prefix_end(p))}}),
                     Op::Get(k) => json!({"request_range": {"key": b64(k)}}),
                 })
                 .collect()

@@ -6,12 +6,20 @@
 //! P/rollouts/CANARY/state              the rollout's state, written by its driver only (JSON)
 //! P/rollouts/CANARY/driver             the instance driving it, under that instance's lease
 //! P/rollouts/CANARY/command            an operator command waiting for the driver (JSON)
+//! P/rollouts/experiments/NAME/state    an experiment's state, written by its judge only (JSON)
+//! P/rollouts/experiments/NAME/driver   the instance judging it, under that instance's lease
+//! P/rollouts/experiments/NAME/command  an operator command waiting for the judge (JSON)
+//! P/experiments/NAME/ID                an instance's counts of the experiment (JSON, no lease:
+//!                                      they outlive the instance)
 //! P/instances/ID                       a live instance, under its lease (JSON)
 //! ```
 //!
-//! Instances watch `[P/resources, P/rollouts0)`: the resources, their marker and the rollouts,
-//! in one watch with one revision. The instances' own records, rewritten every second, are
-//! outside it and read only when asked for.
+//! An experiment's judge is elected and writes exactly as a rollout's driver does, under the
+//! seat name `experiments/NAME` (a Canary's name has no `/`).
+//!
+//! Instances watch `[P/resources, P/rollouts0)`: the resources, their marker, the rollouts and
+//! the experiments' states, in one watch with one revision. The instances' own records and
+//! counts, rewritten every second, are outside it and read only when asked for.
 
 use super::etcd::prefix_end;
 
@@ -89,6 +97,16 @@ impl Keys {
         self.rollout(canary, "command")
     }
 
+    /// The prefix of every instance's counts of `experiment`.
+    pub(crate) fn tallies(&self, experiment: &str) -> String {
+        format!("{}/experiments/{experiment}/", self.prefix)
+    }
+
+    /// An instance's counts of `experiment`.
+    pub(crate) fn tally(&self, experiment: &str, id: &str) -> String {
+        format!("{}{id}", self.tallies(experiment))
+    }
+
     /// The prefix of the instances' records.
     pub(crate) fn instances(&self) -> String {
         format!("{}/instances/", self.prefix)
@@ -118,10 +136,21 @@ impl Keys {
         let Some(rest) = key.strip_prefix(&format!("{}/rollouts/", self.prefix)) else {
             return Watched::Other;
         };
-        match rest.split_once('/') {
-            Some((canary, "state")) => Watched::State(canary),
-            Some((canary, "driver")) => Watched::Driver(canary),
-            Some((canary, "command")) => Watched::Command(canary),
+        let seat = match rest.rsplit_once('/') {
+            Some((seat, what))
+                if !seat.contains('/')
+                    || seat
+                        .strip_prefix("experiments/")
+                        .is_some_and(|n| !n.is_empty() && !n.contains('/')) =>
+            {
+                (seat, what)
+            }
+            _ => return Watched::Other,
+        };
+        match seat {
+            (seat, "state") => Watched::State(seat),
+            (seat, "driver") => Watched::Driver(seat),
+            (seat, "command") => Watched::Command(seat),
             _ => Watched::Other,
         }
     }
@@ -160,6 +189,24 @@ mod tests {
             Watched::Driver("shop")
         );
         assert_eq!(k.classify("/weir/rollouts/shop/x"), Watched::Other);
+        assert_eq!(
+            k.classify("/weir/rollouts/experiments/ab/state"),
+            Watched::State("experiments/ab")
+        );
+        assert_eq!(
+            k.classify("/weir/rollouts/experiments/ab/command"),
+            Watched::Command("experiments/ab")
+        );
+        assert_eq!(k.classify("/weir/rollouts/a/b/state"), Watched::Other);
+        assert_eq!(
+            k.classify("/weir/rollouts/experiments//state"),
+            Watched::Other
+        );
+        let (start, end) = k.watched();
+        let tally = k.tally("ab", "i-1");
+        assert_eq!(tally, "/weir/experiments/ab/i-1");
+        assert!(tally.starts_with(&k.tallies("ab")));
+        assert!(!(start <= tally && tally < end), "counts are not watched");
         assert_eq!(
             k.resource_id("/weir/resources/Canary/default/shop"),
             Some(("Canary", "default", "shop"))
