@@ -33,6 +33,8 @@ const ISTIO_VERSIONS: &[&str] = &[
     "networking.istio.io/v1beta1",
     "networking.istio.io/v1",
 ];
+/// Istio security API versions weir reads.
+const ISTIO_SECURITY_VERSIONS: &[&str] = &["security.istio.io/v1beta1", "security.istio.io/v1"];
 /// Flagger API versions weir reads.
 const FLAGGER_VERSIONS: &[&str] = &["flagger.app/v1beta1"];
 /// Kong's Kubernetes API version (the seed's Kong kinds).
@@ -226,13 +228,15 @@ fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
         "VirtualService" | "DestinationRule" | "ServiceEntry" | "Gateway" => ISTIO_VERSIONS,
         "Canary" | "MetricTemplate" | "AlertProvider" => FLAGGER_VERSIONS,
         "KongService" | "KongUpstream" | "KongRoute" | "KongPlugin" => KONG_VERSIONS,
+        "RequestAuthentication" | "AuthorizationPolicy" => ISTIO_SECURITY_VERSIONS,
         "Experiment" => WEIR_VERSIONS,
         other => {
             f.error(
                 kind.pos,
                 format!(
                     "unsupported kind `{other}`: weir reads VirtualService, DestinationRule, \
-                     ServiceEntry, Gateway (networking.istio.io), Canary, MetricTemplate, \
+                     ServiceEntry, Gateway (networking.istio.io), RequestAuthentication, \
+                     AuthorizationPolicy (security.istio.io), Canary, MetricTemplate, \
                      AlertProvider (flagger.app), KongService, KongUpstream, KongRoute, \
                      KongPlugin (configuration.konghq.com), Experiment (weir.io) and Kong \
                      declarative files"
@@ -292,6 +296,8 @@ fn decode_document(doc: &Node, cx: &mut Cx<'_>, out: &mut Vec<Resource>) {
         "DestinationRule" => f.get("spec").map(Spec::DestinationRule),
         "ServiceEntry" => f.get("spec").map(Spec::ServiceEntry),
         "Gateway" => f.get("spec").map(Spec::Gateway),
+        "RequestAuthentication" => f.get("spec").map(Spec::RequestAuthentication),
+        "AuthorizationPolicy" => f.get("spec").map(Spec::AuthorizationPolicy),
         "Canary" => f.get("spec").map(Spec::Canary),
         "MetricTemplate" => f.get("spec").map(Spec::MetricTemplate),
         "KongService" => f

@@ -56,6 +56,10 @@ pub enum Spec {
     ServiceEntry(istio::ServiceEntry),
     /// Istio `Gateway`.
     Gateway(istio::Gateway),
+    /// Istio `RequestAuthentication`.
+    RequestAuthentication(istio::RequestAuthentication),
+    /// Istio `AuthorizationPolicy`.
+    AuthorizationPolicy(istio::AuthorizationPolicy),
     /// Flagger `Canary`.
     Canary(flagger::Canary),
     /// Flagger `MetricTemplate`.
@@ -84,6 +88,8 @@ impl Spec {
             Spec::DestinationRule(_) => "DestinationRule",
             Spec::ServiceEntry(_) => "ServiceEntry",
             Spec::Gateway(_) => "Gateway",
+            Spec::RequestAuthentication(_) => "RequestAuthentication",
+            Spec::AuthorizationPolicy(_) => "AuthorizationPolicy",
             Spec::Canary(_) => "Canary",
             Spec::MetricTemplate(_) => "MetricTemplate",
             Spec::AlertProvider(_) => "AlertProvider",

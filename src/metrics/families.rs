@@ -135,6 +135,22 @@ pub(crate) struct CanaryLabels {
     pub(crate) name: String,
 }
 
+/// Labels of `weir_auth_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AuthLabels {
+    /// The policy that decided (`NAMESPACE/NAME`, a Kong plugin, or `none`).
+    pub(crate) policy: String,
+    /// allowed, denied, unauthenticated or invalid_token.
+    pub(crate) result: String,
+}
+
+/// Labels of the JWKS metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct JwksLabels {
+    /// Where the keys come from (a URL, or `inline`).
+    pub(crate) source: String,
+}
+
 /// Labels of `weir_experiment_users_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ExperimentLabels {

@@ -46,6 +46,9 @@ pub(crate) struct Metrics {
     canary_status: Family<CanaryLabels, Gauge>,
     canary_checks: Family<CanaryCheckLabels, Counter>,
     experiment_users: Family<ExperimentLabels, Counter>,
+    auth_requests: Family<AuthLabels, Counter>,
+    jwks_keys: Family<JwksLabels, Gauge>,
+    jwks_fetch_errors: Family<JwksLabels, Counter>,
     experiment_conversions: Family<ExperimentGoalLabels, Counter>,
     versions: std::sync::Mutex<std::collections::HashMap<(String, String), Arc<VersionStats>>>,
     store_connected: Family<StoreLabels, Gauge>,
@@ -181,6 +184,24 @@ impl Metrics {
             "Participants of each A/B experiment who met a goal, by variant and goal (once per participant)",
             experiment_conversions.clone(),
         );
+        let auth_requests = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "weir_auth_requests",
+            "Requests checked by access control, by the policy that decided and the result (allowed, denied, unauthenticated, invalid_token)",
+            auth_requests.clone(),
+        );
+        let jwks_keys = Family::<JwksLabels, Gauge>::default();
+        registry.register(
+            "weir_auth_jwks_keys",
+            "Keys held from each JWKS source; 0: none was ever fetched, and its tokens are refused",
+            jwks_keys.clone(),
+        );
+        let jwks_fetch_errors = Family::<JwksLabels, Counter>::default();
+        registry.register(
+            "weir_auth_jwks_fetch_errors",
+            "Failed fetches of a JWKS source (the keys fetched before keep working)",
+            jwks_fetch_errors.clone(),
+        );
         let generation = Gauge::default();
         registry.register(
             "weir_config_generation",
@@ -246,6 +267,9 @@ impl Metrics {
             canary_checks,
             experiment_users,
             experiment_conversions,
+            auth_requests,
+            jwks_keys,
+            jwks_fetch_errors,
             versions: Default::default(),
             store_connected,
             store_revision,
@@ -293,6 +317,29 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// The counters of `policy`'s decisions: allowed, denied, unauthenticated, invalid_token.
+    pub(crate) fn auth(&self, policy: &str) -> [Counter; 4] {
+        ["allowed", "denied", "unauthenticated", "invalid_token"].map(|result| {
+            self.auth_requests
+                .get_or_create(&AuthLabels {
+                    policy: policy.to_owned(),
+                    result: result.to_owned(),
+                })
+                .clone()
+        })
+    }
+
+    /// The keys held from a JWKS source, and its failed fetches.
+    pub(crate) fn jwks(&self, source: &str) -> (Gauge, Counter) {
+        let l = JwksLabels {
+            source: source.to_owned(),
+        };
+        (
+            self.jwks_keys.get_or_create(&l).clone(),
+            self.jwks_fetch_errors.get_or_create(&l).clone(),
+        )
     }
 
     /// An experiment's counters: participants per variant, and conversions per variant and

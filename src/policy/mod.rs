@@ -3,6 +3,7 @@
 //!
 //! The order they run in is written once, in the request path (`proxy::Proxy::respond`).
 
+pub mod access;
 pub mod affinity;
 pub mod cache;
 pub mod cors;
