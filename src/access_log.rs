@@ -76,8 +76,10 @@ impl Flags {
     pub(crate) const CLIENT_GONE: Flags = Flags(1 << 9);
     /// weir was over its memory limit.
     pub(crate) const OVERLOADED: Flags = Flags(1 << 10);
+    /// Access control refused it.
+    pub(crate) const DENIED: Flags = Flags(1 << 11);
 
-    const NAMES: [(Flags, &'static str); 11] = [
+    const NAMES: [(Flags, &'static str); 12] = [
         (Flags::TIMEOUT, "timeout"),
         (Flags::OVERFLOW, "overflow"),
         (Flags::FAULT, "fault"),
@@ -89,6 +91,7 @@ impl Flags {
         (Flags::UPSTREAM_FAILURE, "upstream_failure"),
         (Flags::CLIENT_GONE, "client_gone"),
         (Flags::OVERLOADED, "overloaded"),
+        (Flags::DENIED, "denied"),
     ];
 
     /// Both sets.
@@ -140,6 +143,8 @@ pub(crate) struct Entry {
     pub(crate) flags: Flags,
     pub(crate) request_id: Option<http::HeaderValue>,
     pub(crate) client: Option<SocketAddr>,
+    /// The access policy that refused the request, if one did.
+    pub(crate) policy: Option<Arc<str>>,
 }
 
 /// A header's text (bytes outside ASCII shown as they decode).
@@ -223,6 +228,11 @@ impl Entry {
                     Some(c) => json_str(out, &c.to_string()),
                     None => out.push_str("null"),
                 }
+                out.push_str(",\"policy\":");
+                match &self.policy {
+                    Some(p) => json_str(out, p),
+                    None => out.push_str("null"),
+                }
                 out.push_str("}\n");
             }
             Format::Text => {
@@ -236,7 +246,7 @@ impl Entry {
                 let flags: Vec<&str> = self.flags.names().collect();
                 let _ = writeln!(
                     out,
-                    "[{time}] \"{} {} {}\" {} {} {} {:.3} \"{}\" {} {} {} {} {} \"{}\" {}",
+                    "[{time}] \"{} {} {}\" {} {} {} {:.3} \"{}\" {} {} {} {} {} \"{}\" {} {}",
                     self.method,
                     quote(path),
                     self.protocol,
@@ -257,6 +267,7 @@ impl Entry {
                     quote(&id),
                     self.client
                         .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                    dash(self.policy.as_deref().unwrap_or_default()),
                 );
             }
         }
@@ -471,6 +482,7 @@ mod tests {
             flags: Flags::TIMEOUT.with(Flags::FAULT),
             request_id: Some(http::HeaderValue::from_static("a\"b")),
             client: None,
+            policy: None,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::access_log::Flags;
 use crate::body::error::BodyError;
 use crate::body::to_client::ResponseBody;
 use crate::metrics::Overflow;
+use crate::policy::access::Denial;
 use crate::policy::ratelimit::Limited;
 use crate::policy::retry::Outcome;
 use crate::upstream::UpstreamError;
@@ -33,6 +34,9 @@ pub(crate) enum ProxyError {
     /// A rate limit turned the request away.
     #[error("{}", .0.message)]
     RateLimited(Box<Limited>),
+    /// Access control refused the request (a bad token: 401; a policy: 403).
+    #[error("{}", .0.body)]
+    Denied(Box<Denial>),
     /// The client asked for a cached copy only (`only-if-cached`) and none is kept.
     #[error("not cached")]
     NotCached,
@@ -124,6 +128,9 @@ impl ProxyError {
             ProxyError::RateLimited(l) => {
                 StatusCode::from_u16(l.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS)
             }
+            // 401 for credentials that fail, 403 for a policy's denial; as the policy says
+            // for the ones that set their own (Kong's ip-restriction `status`).
+            ProxyError::Denied(d) => d.status,
             ProxyError::NotCached => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientGone => {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
@@ -154,6 +161,7 @@ impl ProxyError {
             }
             ProxyError::NoRoute => Flags::NO_ROUTE,
             ProxyError::RateLimited(_) => Flags::RATE_LIMITED,
+            ProxyError::Denied(_) => Flags::DENIED,
             ProxyError::ClientGone => Flags::CLIENT_GONE,
             ProxyError::NoHealthyUpstream => Flags::NO_HEALTHY_UPSTREAM,
             ProxyError::Timeout | ProxyError::TryTimeout => Flags::TIMEOUT,
@@ -182,6 +190,17 @@ impl ProxyError {
                 );
                 resp.headers_mut().extend(l.headers.clone());
                 resp.body_mut().meta.flags = self.flags();
+                return resp;
+            }
+            ProxyError::Denied(d) => {
+                let mut resp = local_response(self.status(), Bytes::from(d.body.clone()));
+                if let Some(c) = &d.challenge {
+                    resp.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, c.clone());
+                }
+                resp.body_mut().meta.flags = self.flags();
+                // The access log names the policy that decided.
+                resp.extensions_mut().insert(DeniedBy(d.policy.clone()));
                 return resp;
             }
             ProxyError::NotCached | ProxyError::ClientGone => String::new(),
@@ -218,6 +237,10 @@ impl ProxyError {
         })
     }
 }
+
+/// The policy that refused a request, on its response (for the access log).
+#[derive(Clone, Debug)]
+pub(crate) struct DeniedBy(pub(crate) std::sync::Arc<str>);
 
 /// Set on responses weir sheds because of a connection-pool limit or memory overload.
 pub(crate) const X_WEIR_OVERLOADED: http::HeaderName =

@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::backend::{Cluster, Retained};
+use crate::config::ScopeSpec;
 use crate::config::{Model, ResourceSet};
 use crate::metrics::{DestStats, Metrics};
+use crate::policy::access::authn::{JwtRule, KeySource};
+use crate::policy::access::{AuthCounters, Policy, Scope};
 use crate::policy::experiment::{Design, Live};
 use crate::policy::fallback::StaleCache;
 use crate::policy::ratelimit::RateLimiter;
@@ -27,6 +30,8 @@ pub(crate) struct ListenerRoutes {
     pub(crate) tls: Option<Arc<ServerTls>>,
     /// Plain requests are redirected to HTTPS (`httpsRedirect`).
     pub(crate) https_redirect: bool,
+    /// Proxies trusted to name the client in `X-Forwarded-For`.
+    pub(crate) trusted_hops: u32,
 }
 
 /// An A/B experiment: what the request path runs, and its counts (kept across reloads).
@@ -57,6 +62,8 @@ pub(crate) struct Snapshot {
     pub(crate) limiters: Vec<Arc<RateLimiter>>,
     /// A/B experiments, indexed by routes.
     pub(crate) experiments: Vec<Experiment>,
+    /// Access-control scopes, indexed by routes.
+    pub(crate) scopes: Vec<Scope>,
     /// Handles for requests no rule matched.
     pub(crate) unrouted: DestStats,
     /// Warnings from validation.
@@ -84,6 +91,7 @@ impl Snapshot {
                     table: l.table,
                     tls: l.tls.server,
                     https_redirect: l.tls.https_redirect,
+                    trusted_hops: l.trusted_hops,
                 })
                 .collect(),
             clusters: model
@@ -122,9 +130,29 @@ impl Snapshot {
                     }
                 })
                 .collect(),
+            scopes: model
+                .scopes
+                .into_iter()
+                .map(|spec| scope(spec, state, metrics))
+                .collect(),
             unrouted: metrics.dest_stats("", "", ""),
             warnings: model.warnings,
         }
+    }
+
+    /// Every key set the access checks read, once each.
+    pub(crate) fn key_sources(&self) -> Vec<Arc<KeySource>> {
+        let mut out: Vec<Arc<KeySource>> = Vec::new();
+        for k in self
+            .scopes
+            .iter()
+            .flat_map(|s| s.jwt.iter().map(|r| &r.keys))
+        {
+            if !out.iter().any(|o| Arc::ptr_eq(o, k)) {
+                out.push(k.clone());
+            }
+        }
+        out
     }
 
     /// A snapshot with no routes (before the first config is applied).
@@ -138,12 +166,14 @@ impl Snapshot {
                 table: RouteTable::default(),
                 tls: None,
                 https_redirect: false,
+                trusted_hops: 0,
             }],
             clusters: Vec::new(),
             stats: Vec::new(),
             caches: Vec::new(),
             limiters: Vec::new(),
             experiments: Vec::new(),
+            scopes: Vec::new(),
             unrouted: metrics.dest_stats("", "", ""),
             warnings: Vec::new(),
         }
@@ -157,5 +187,46 @@ impl Snapshot {
     /// The routes of the listener bound at `addr`.
     pub(crate) fn table(&self, addr: SocketAddr) -> Option<&RouteTable> {
         self.listener(addr).map(|l| &l.table)
+    }
+}
+
+/// The runtime checks of a scope: its rules with their (shared) key sets, its policies with
+/// their counters.
+fn scope(spec: ScopeSpec, state: &Retained, metrics: &Metrics) -> Scope {
+    let jwt = spec
+        .jwt
+        .into_iter()
+        .map(|rule| {
+            let keys = state.key_source(&rule.jwks, rule.timeout, || {
+                let (held, errors) = metrics.jwks(rule.jwks.label());
+                KeySource::new(rule.jwks.clone(), rule.timeout, held, errors)
+            });
+            Arc::new(JwtRule { spec: rule, keys })
+        })
+        .collect();
+    let policies = |list: Vec<crate::config::PolicySpec>| {
+        list.into_iter()
+            .map(|p| Policy {
+                counters: AuthCounters::from(metrics.auth(&p.name)),
+                name: p.name,
+                rules: p.rules,
+            })
+            .collect()
+    };
+    Scope {
+        name: spec.name.into(),
+        authn_counters: spec
+            .authn
+            .into_iter()
+            .map(|n| {
+                let c = AuthCounters::from(metrics.auth(&n));
+                (n, c)
+            })
+            .collect(),
+        jwt,
+        deny: policies(spec.deny),
+        audit: policies(spec.audit),
+        allow: policies(spec.allow),
+        unmatched: AuthCounters::from(metrics.auth("none")),
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use crate::backend::breaker::{Breaker, BreakerSpec};
 use crate::backend::budget::{BudgetSpec, RetryBudget};
@@ -11,6 +12,7 @@ use crate::backend::endpoint::EndpointStats;
 use crate::backend::health::ClusterHealth;
 use crate::backend::limits::{Gate, PoolLimits};
 use crate::backend::spec::EndpointAddr;
+use crate::policy::access::authn::{Jwks, KeySource};
 use crate::policy::experiment::Live;
 use crate::policy::fallback::{CacheSpec, StaleCache};
 use crate::policy::ratelimit::{RateLimitSpec, RateLimiter};
@@ -32,6 +34,7 @@ pub(crate) struct Retained {
     pub(super) caches: Registry<(String, CacheSpec), StaleCache>,
     pub(super) limiters: Registry<(String, RateLimitSpec), RateLimiter>,
     pub(super) experiments: Registry<String, Live>,
+    pub(super) key_sources: Registry<(Jwks, Duration), KeySource>,
 }
 
 impl Retained {
@@ -57,6 +60,16 @@ impl Retained {
     /// while the identity stays the same.
     pub(crate) fn experiment(&self, identity: &str, make: impl FnOnce() -> Live) -> Arc<Live> {
         self.experiments.get(&identity.to_owned(), make)
+    }
+
+    /// The key set of `jwks`, kept (with the keys fetched) while some rule names it.
+    pub(crate) fn key_source(
+        &self,
+        jwks: &Jwks,
+        timeout: Duration,
+        make: impl FnOnce() -> KeySource,
+    ) -> Arc<KeySource> {
+        self.key_sources.get(&(jwks.clone(), timeout), make)
     }
 
     /// The stale cache named `name`, kept while its spec stays the same.

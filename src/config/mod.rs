@@ -24,7 +24,7 @@ use std::sync::Arc;
 pub use decode::{ConfigError, Dur};
 use decode::{Cx, Decode, Fields, Opaque, Spanned};
 pub use resource::{Metadata, Resource, ResourceSet, Spec};
-pub use validate::{Model, validate};
+pub use validate::{Model, PolicySpec, ScopeSpec, validate};
 use yaml::{Node, Pos};
 
 /// Istio API versions weir reads.

@@ -1,5 +1,7 @@
-//! A small HTTP/1.1 client for the control plane (webhooks, Prometheus queries, the CLI's admin
-//! calls): one request per connection, the whole exchange bounded by a timeout, `http://` URLs.
+//! A small HTTP/1.1 client for the control plane (webhooks, Prometheus queries, JWKS fetches,
+//! the CLI's admin calls): one request per connection, the whole exchange bounded by a timeout,
+//! `http://` and `https://` URLs. HTTPS trusts the system's CA bundle (`SSL_CERT_FILE` when
+//! set, else Debian's `/etc/ssl/certs/ca-certificates.crt`) and checks the server's name.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -72,22 +74,69 @@ async fn exchange(
 ) -> Result<Reply, CallError> {
     let bad = |why| CallError::Url(url.to_owned(), why);
     let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(bad("https is not supported yet; use http")),
-        _ => return Err(bad("needs http://")),
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad("needs http:// or https://")),
+    };
     let authority = uri.authority().ok_or_else(|| bad("no host"))?.clone();
     let host = authority
         .host()
         .trim_start_matches('[')
-        .trim_end_matches(']');
+        .trim_end_matches(']')
+        .to_owned();
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let stream = match via {
         Some(addr) => tokio::net::TcpStream::connect(addr).await?,
-        None => tokio::net::TcpStream::connect((host, authority.port_u16().unwrap_or(80))).await?,
+        None => tokio::net::TcpStream::connect((host.as_str(), port)).await?,
     };
     stream.set_nodelay(true)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    if !https {
+        return exchange_on(stream, method, &uri, &authority, body, authorization).await;
+    }
+    let name = rustls_pki_types::ServerName::try_from(host)
+        .map_err(|_| bad("the host is not a TLS server name"))?;
+    let tls = tokio_rustls::TlsConnector::from(tls_client().map_err(CallError::Http)?)
+        .connect(name, stream)
+        .await?;
+    exchange_on(tls, method, &uri, &authority, body, authorization).await
+}
+
+/// The TLS client settings of HTTPS calls: the system's roots, made once.
+fn tls_client() -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    static CONFIG: std::sync::OnceLock<Result<std::sync::Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let bundle = std::env::var_os("SSL_CERT_FILE")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(crate::tls::certificates(&bundle)?);
+            let mut config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(std::sync::Arc::new(config))
+        })
+        .clone()
+}
+
+/// One exchange on a connection made.
+async fn exchange_on<T>(
+    io: T,
+    method: Method,
+    uri: &Uri,
+    authority: &http::uri::Authority,
+    body: Option<(&str, Vec<u8>)>,
+    authorization: Option<&str>,
+) -> Result<Reply, CallError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| CallError::Http(e.to_string()))?;
     tokio::spawn(conn);

@@ -14,6 +14,7 @@
 
 pub mod call;
 pub(crate) mod change;
+pub(crate) mod jwks;
 pub(crate) mod last_good;
 pub(crate) mod watch;
 
@@ -244,6 +245,7 @@ impl Control {
         let generation = self.snapshot.load().generation + 1;
         let wanted: Vec<SocketAddr> = model.listeners.iter().skip(1).map(|l| l.addr).collect();
         let snap = Snapshot::build(model, set, generation, &self.backends, &self.metrics);
+        jwks::watch(&snap);
         self.snapshot.store(Arc::new(snap));
         *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source.clone();
         if new_source

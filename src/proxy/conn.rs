@@ -20,6 +20,9 @@ pub(crate) struct ConnInfo {
     pub(crate) tls: bool,
     /// The client's IP as a header value, made once per connection for `x-forwarded-for`.
     pub(super) peer_ip: HeaderValue,
+    /// The client's identity, from the certificate it showed a MUTUAL gateway
+    /// (`cluster.local/ns/NS/sa/SA` of a SPIFFE URI).
+    pub(crate) principal: Option<std::sync::Arc<str>>,
 }
 
 impl ConnInfo {
@@ -32,6 +35,7 @@ impl ConnInfo {
             edge,
             tls: false,
             peer_ip: HeaderValue::from_str(&ip).unwrap_or(HeaderValue::from_static("unknown")),
+            principal: None,
         }
     }
 

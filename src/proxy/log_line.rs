@@ -41,6 +41,7 @@ pub(super) fn begin(req: &Request<Body>, conn: &ConnInfo) -> Entry {
         flags: Default::default(),
         request_id: req.headers().get("x-request-id").cloned(),
         client: Some(conn.peer),
+        policy: None,
     }
 }
 
@@ -67,6 +68,10 @@ pub(super) fn attach(
         });
     entry.retries = meta.retries;
     entry.flags = meta.flags;
+    entry.policy = resp
+        .extensions()
+        .get::<crate::error::DeniedBy>()
+        .map(|d| d.0.clone());
     resp.body_mut().log_with(Logging {
         entry: Some(entry),
         start,

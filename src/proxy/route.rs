@@ -21,6 +21,7 @@ use crate::body::error::BodyError;
 use crate::body::to_client::ResponseBody;
 use crate::body::to_upstream::Body;
 use crate::error::{PREFLIGHT_STATUS, ProxyError, local_response};
+use crate::policy::access::{Edit, Facts, remote_ip};
 use crate::policy::cache::Consulted;
 use crate::policy::cors::CorsAction;
 use crate::policy::headers::strip_hop_by_hop;
@@ -82,7 +83,17 @@ pub(super) fn route<'s>(
         max_body,
         response_key,
         extra,
-    } = match answers(snap, &req, conn, start, &view, matched, max_body) {
+        access,
+    } = match answers(
+        snap,
+        &req,
+        conn,
+        start,
+        &view,
+        matched,
+        max_body,
+        listener.trusted_hops,
+    ) {
         ControlFlow::Continue(answered) => answered,
         ControlFlow::Break(resp) => return Routed::Local(resp),
     };
@@ -152,6 +163,7 @@ pub(super) fn route<'s>(
     }
     strip_hop_by_hop(&mut parts.headers);
     forwarded_headers(&mut parts.headers, conn);
+    crate::policy::access::apply(&access, &mut parts.headers);
     rule.headers.request.apply(&mut parts.headers);
     dest.headers.request.apply(&mut parts.headers);
     if let Some(t) = transform {
@@ -204,14 +216,19 @@ struct Answered<'s> {
     response_key: Option<Box<str>>,
     /// Headers for the response (CORS, rate limits, cache status).
     extra: Option<Box<HeaderMap>>,
+    /// What access control changes in the upstream request (a token removed, claims added).
+    access: Vec<Edit>,
 }
 
 /// The rule's answers that need no upstream, in this order: CORS (a preflight is answered
-/// before anything else, as Envoy's CORS filter runs first), the rule's action (direct
-/// response, redirect), the body limit (a declared length over it is refused before a byte of
+/// before anything else, as Envoy's CORS filter runs first), access control (before anything
+/// is answered or spent for a client that may not pass: a cached copy, a rate limit's
+/// count), the rule's action (direct response, redirect), the body limit (a declared length over it is refused before a byte of
 /// the body is read, so an `Expect: 100-continue` client is never told to send it), the rate
 /// limit (counted before anything else is spent on the request), the response cache (a fresh
 /// copy is answered from memory).
+// The request's pieces, each passed once from `route`; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn answers<'s>(
     snap: &'s Arc<Snapshot>,
     req: &Request<Body>,
@@ -220,6 +237,7 @@ fn answers<'s>(
     view: &RequestView<'_>,
     Matched { rule, block }: Matched<'s>,
     max_body: Option<u64>,
+    trusted_hops: u32,
 ) -> ControlFlow<Response<ResponseBody>, Answered<'s>> {
     // A response weir makes for this rule, with the headers gathered so far.
     let here = |mut resp: Response<ResponseBody>, extra: Option<Box<HeaderMap>>| {
@@ -238,6 +256,26 @@ fn answers<'s>(
                 return here(resp, Some(Box::new(headers)));
             }
             CorsAction::Decorate(headers) => extra = Some(Box::new(headers)),
+        }
+    }
+    let mut access = Vec::new();
+    if let Some(scopes) = &rule.access {
+        let peer = conn.peer.ip();
+        let facts = Facts {
+            method: view.method,
+            path: view.path,
+            query: view.query,
+            authority: view.authority,
+            port: conn.listener.port(),
+            peer,
+            remote: remote_ip(req.headers(), peer, trusted_hops),
+            destination: conn.listener.ip(),
+            headers: req.headers(),
+            principal: conn.principal.as_deref(),
+        };
+        match crate::policy::access::check(scopes.iter().map(|&i| &snap.scopes[i]), &facts) {
+            Ok(edits) => access = edits,
+            Err(denial) => return here(ProxyError::Denied(denial).to_response(), extra),
         }
     }
     let split = match action(rule, conn, view, block) {
@@ -290,6 +328,7 @@ fn answers<'s>(
         max_body,
         response_key,
         extra,
+        access,
     })
 }
 

@@ -87,6 +87,8 @@ pub struct Rule {
     pub response_cache: Option<Box<crate::policy::cache::ResponseCache>>,
     /// The A/B experiment splitting this rule's participants between its variants.
     pub experiment: Option<Box<crate::policy::experiment::RuleExperiment>>,
+    /// The access-control scopes it is judged in, in order (indices into the snapshot's).
+    pub access: Option<Box<[usize]>>,
 }
 
 /// What a rule does with a request.
@@ -114,6 +116,11 @@ pub struct Matched<'t> {
 }
 
 impl RouteTable {
+    /// Every rule of every virtual host, to change what they carry (not their matches).
+    pub fn rules_mut(&mut self) -> impl Iterator<Item = &mut Rule> {
+        self.vhosts.iter_mut().flat_map(|v| v.rules.iter_mut())
+    }
+
     /// Adds a virtual host for `hosts` (lower case; `*`, `*.suffix` and `prefix.*` allowed).
     pub fn add(&mut self, hosts: &[String], vhost: VirtualHost) {
         let id = self.vhosts.len();

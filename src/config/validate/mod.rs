@@ -38,7 +38,9 @@ use crate::route::matcher::{RequestMatch, StrMatcher, UriMatch, compile_regex};
 use crate::route::{Action, RouteTable, Rule, VirtualHost};
 use crate::tls::{ClientSpec, ClientTls};
 
+mod access;
 mod actions;
+pub use access::{PolicySpec, ScopeSpec};
 mod balancing;
 mod canaries;
 mod clusters;
@@ -79,6 +81,8 @@ pub struct Model {
     pub(crate) limiters: Vec<(String, crate::policy::ratelimit::RateLimitSpec)>,
     /// A/B experiments referenced by routes (by index).
     pub experiments: Vec<ExperimentModel>,
+    /// Access-control scopes referenced by routes (by index).
+    pub scopes: Vec<access::ScopeSpec>,
     /// Things that load but that weir does not act on (yet).
     pub warnings: Vec<String>,
 }
@@ -96,6 +100,9 @@ pub struct ListenerModel {
     pub table: RouteTable,
     /// TLS (Gateway servers with `tls`).
     pub tls: ListenerTls,
+    /// Proxies trusted to say who the client is in `X-Forwarded-For` (Istio's
+    /// `numTrustedProxies`); 0: none.
+    pub trusted_hops: u32,
 }
 
 /// The labels of one set of request metrics.
@@ -176,6 +183,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         place: None,
         table: RouteTable::default(),
         tls: ListenerTls::default(),
+        trusted_hops: 0,
     }];
     let mut listener_ids: HashMap<SocketAddr, usize> = HashMap::new();
     let mut served: Vec<HashMap<String, String>> = vec![HashMap::new()];
@@ -197,6 +205,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
                     place,
                     table: RouteTable::default(),
                     tls,
+                    trusted_hops: 0,
                 });
                 served.push(HashMap::new());
                 listeners.len() - 1
@@ -256,6 +265,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
             c.canary(r, canary, set);
         }
     }
+    let scopes = c.access(set, &mut listeners);
     c.warnings.extend(set.warnings.iter().cloned());
     if set.resources.is_empty() {
         c.warnings.push(if set.sources.is_empty() {
@@ -275,6 +285,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
             caches: c.caches,
             limiters: c.limiters,
             experiments: c.experiments,
+            scopes,
             warnings: c.warnings,
         })
     } else {

@@ -146,6 +146,7 @@ impl<'a> Checker<'a> {
                 transform,
                 response_cache,
                 experiment,
+                access: None,
             });
         }
         rules
@@ -273,6 +274,7 @@ impl<'a> Checker<'a> {
             transform: None,
             response_cache: None,
             experiment: None,
+            access: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use base64::Engine;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Map, Value};
@@ -36,6 +36,16 @@ pub enum Jwks {
     Discovery(String),
 }
 
+impl Jwks {
+    /// Where the keys come from, for logs and metrics (`inline` for written ones).
+    pub fn label(&self) -> &str {
+        match self {
+            Jwks::Inline(_) => "inline",
+            Jwks::Uri(u) | Jwks::Discovery(u) => u,
+        }
+    }
+}
+
 /// A key set that requests read and a fetcher keeps fresh, shared by every rule (and every
 /// snapshot) that names the same source.
 #[derive(Debug)]
@@ -46,12 +56,14 @@ pub struct KeySource {
     pub timeout: Duration,
     keys: ArcSwapOption<KeySet>,
     /// Wakes the fetcher (a token named a `kid` the set does not have).
-    pub wake: Notify,
+    pub wake: Arc<Notify>,
     born: Instant,
     /// When a fetch was last asked for, in ms since `born` (0: never).
     asked_ms: AtomicU64,
     held: Gauge,
     errors: Counter,
+    /// A fetcher was started for it.
+    claimed: std::sync::atomic::AtomicBool,
 }
 
 impl KeySource {
@@ -67,12 +79,23 @@ impl KeySource {
             jwks,
             timeout,
             keys: ArcSwapOption::new(keys),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             born: Instant::now(),
             asked_ms: AtomicU64::new(0),
             held,
             errors,
+            claimed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True once, for the first caller: the one that starts its fetcher. Inline keys need none.
+    pub fn claim(&self) -> bool {
+        !matches!(self.jwks, Jwks::Inline(_)) && !self.claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Where its keys come from, for logs and metrics.
+    pub fn label(&self) -> &str {
+        self.jwks.label()
     }
 
     /// The keys held, if any were ever fetched.
@@ -385,7 +408,7 @@ pub fn b64url_encode(bytes: &[u8]) -> String {
 
 /// Headers of a request, for [`Location::find`] in tests.
 #[cfg(test)]
-pub(crate) fn facts_with<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Facts<'a> {
+pub(crate) fn facts_with<'a>(headers: &'a http::HeaderMap, query: Option<&'a str>) -> Facts<'a> {
     Facts {
         method: "GET",
         path: "/",

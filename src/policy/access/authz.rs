@@ -200,7 +200,11 @@ impl Condition {
             }
             Values::Str(field) => match &self.key {
                 Key::Header(name) => {
-                    let mut all = f.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+                    let mut all = f
+                        .headers
+                        .get_all(name)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok());
                     let first = all.next();
                     let joined = match (first, all.next()) {
                         (Some(a), None) => Some(std::borrow::Cow::Borrowed(a)),
@@ -218,9 +222,9 @@ impl Condition {
                 }
                 Key::SourcePrincipal => field.check_opt(f.principal),
                 Key::SourceNamespace => field.check_opt(f.principal.and_then(namespace_of)),
-                Key::SourceServiceAccount => field.check_opt(
-                    f.principal.and_then(service_account_of).as_deref(),
-                ),
+                Key::SourceServiceAccount => {
+                    field.check_opt(f.principal.and_then(service_account_of).as_deref())
+                }
                 Key::AuthPrincipal => field.check_opt(id.map(|i| i.principal.as_str())),
                 Key::AuthPresenter => field.check_opt(id.and_then(|i| i.presenter.as_deref())),
                 Key::AuthAudiences => {
@@ -248,7 +252,10 @@ impl Condition {
 /// A field against a value that is a list (claims, audiences): some element matches some
 /// value, and no element matches a `notValues` entry.
 fn list_matches<'v>(field: &Field<StrPat>, values: impl Iterator<Item = &'v str> + Clone) -> bool {
-    let any = field.any.is_empty() || values.clone().any(|v| field.any.iter().any(|p| p.matches(v)));
+    let any = field.any.is_empty()
+        || values
+            .clone()
+            .any(|v| field.any.iter().any(|p| p.matches(v)));
     let mut vs = values;
     any && !vs.any(|v| field.none.iter().any(|p| p.matches(v)))
 }
@@ -274,7 +281,13 @@ mod tests {
         assert!(host_matches(&p, "bookinfo.com"));
         assert!(host_matches(&p, "BookInfo.com:8080"));
         assert!(!host_matches(&p, "bookinfo.com.evil"));
-        assert!(host_matches(&StrPat::parse("bookinfo.com:80"), "bookinfo.com:80"));
-        assert!(!host_matches(&StrPat::parse("bookinfo.com:80"), "bookinfo.com:81"));
+        assert!(host_matches(
+            &StrPat::parse("bookinfo.com:80"),
+            "bookinfo.com:80"
+        ));
+        assert!(!host_matches(
+            &StrPat::parse("bookinfo.com:80"),
+            "bookinfo.com:81"
+        ));
     }
 }

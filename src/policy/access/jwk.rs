@@ -235,10 +235,7 @@ pub fn parse_jwks(text: &str) -> Result<KeySet, String> {
         return Err("not a JWKS document: no `keys` array".to_owned());
     };
     if keys.len() > MAX_KEYS {
-        return Err(format!(
-            "{} keys, over the limit of {MAX_KEYS}",
-            keys.len()
-        ));
+        return Err(format!("{} keys, over the limit of {MAX_KEYS}", keys.len()));
     }
     let mut out = Vec::new();
     let mut skipped = Vec::new();
@@ -352,7 +349,11 @@ mod tests {
             ]}"#,
         )
         .unwrap();
-        let kinds: Vec<String> = set.keys.iter().map(|k| format!("{:?}", k.material)).collect();
+        let kinds: Vec<String> = set
+            .keys
+            .iter()
+            .map(|k| format!("{:?}", k.material))
+            .collect();
         assert_eq!(kinds, ["RSA", "oct (secret)", "OKP Ed25519"]);
         assert!(set.has_kid("r"));
         // A symmetric key never checks an RSA signature, nor an RSA key an HMAC.

@@ -94,7 +94,8 @@ pub fn decode(raw: &str) -> Result<Token<'_>, JwtError> {
         return Err(JwtError::TooLarge);
     }
     let mut parts = raw.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::BadFormat);
     };
@@ -164,7 +165,9 @@ impl Token<'_> {
         if accepted.is_empty() {
             return true;
         }
-        self.audiences().iter().any(|a| accepted.iter().any(|x| x == a))
+        self.audiences()
+            .iter()
+            .any(|a| accepted.iter().any(|x| x == a))
     }
 
     /// The token's audiences.

@@ -14,8 +14,7 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 
 use super::authn::{
-    Authn, JwtRule, JwtRuleSpec, Jwks, KeySource, Location, authenticate, b64url_encode,
-    facts_with,
+    Authn, Jwks, JwtRule, JwtRuleSpec, KeySource, Location, authenticate, b64url_encode, facts_with,
 };
 use super::jwk::{KeySet, parse_jwks};
 use super::jwt::{self, JwtError};
@@ -126,7 +125,10 @@ fn outcome(rule: &Arc<JwtRule>, token: &str) -> Result<Identity, JwtError> {
 fn istios_sample_tokens_verify_with_its_sample_keys() {
     let rule = istio_rule();
     let id = outcome(&rule, DEMO_JWT.trim()).unwrap();
-    assert_eq!(id.principal, "testing@secure.istio.io/testing@secure.istio.io");
+    assert_eq!(
+        id.principal,
+        "testing@secure.istio.io/testing@secure.istio.io"
+    );
     let id = outcome(&rule, GROUPS_JWT.trim()).unwrap();
     assert_eq!(id.claim_values(&["groups".into()]), ["group1", "group2"]);
 }
@@ -135,11 +137,17 @@ fn istios_sample_tokens_verify_with_its_sample_keys() {
 fn alg_none_is_refused() {
     let claims = json!({"iss": ISS, "sub": "x"});
     let token = format!("{}.", unsigned(&json!({"alg": "none"}), &claims));
-    assert_eq!(outcome(&istio_rule(), &token), Err(JwtError::UnsupportedAlg));
+    assert_eq!(
+        outcome(&istio_rule(), &token),
+        Err(JwtError::UnsupportedAlg)
+    );
     // Nor with a signature attached, nor in other spellings.
     for alg in ["none", "None", "NONE", ""] {
         let token = format!("{}.c2ln", unsigned(&json!({"alg": alg}), &claims));
-        assert_eq!(outcome(&istio_rule(), &token), Err(JwtError::UnsupportedAlg));
+        assert_eq!(
+            outcome(&istio_rule(), &token),
+            Err(JwtError::UnsupportedAlg)
+        );
     }
 }
 
@@ -153,7 +161,11 @@ fn hs256_signed_with_the_rsa_public_key_is_refused() {
     };
     let claims = json!({"iss": ISS, "sub": "mallory", "exp": now() + 600});
     for secret in [n.as_slice(), ISTIO_JWKS.as_bytes(), b"AQAB"] {
-        let token = hs256(secret, json!({"alg": "HS256", "kid": ISTIO_KID}), claims.clone());
+        let token = hs256(
+            secret,
+            json!({"alg": "HS256", "kid": ISTIO_KID}),
+            claims.clone(),
+        );
         assert_eq!(outcome(&istio_rule(), &token), Err(JwtError::NoKey));
     }
 }
@@ -192,7 +204,10 @@ fn expired_and_not_yet_valid_tokens_are_refused_with_a_stated_skew() {
     assert!(outcome(&istio_rule(), &at(t - skew + 5, t + skew - 5)).is_ok());
     // A time claim that is not a number.
     let token = rs256(json!({"iss": ISS, "exp": "tomorrow"}));
-    assert_eq!(outcome(&istio_rule(), &token), Err(JwtError::BadTime("exp")));
+    assert_eq!(
+        outcome(&istio_rule(), &token),
+        Err(JwtError::BadTime("exp"))
+    );
 }
 
 #[test]
@@ -311,7 +326,11 @@ fn tokens_are_found_where_the_rule_says() {
     let empty = HeaderMap::new();
     let q = format!("a=1&access_token={token}");
     assert!(matches!(
-        authenticate(std::slice::from_ref(&rule), &facts_with(&empty, Some(&q)), now()),
+        authenticate(
+            std::slice::from_ref(&rule),
+            &facts_with(&empty, Some(&q)),
+            now()
+        ),
         Ok(Authn::Valid(..))
     ));
     // Elsewhere, or another scheme: no token, so unauthenticated (not refused).
@@ -330,8 +349,14 @@ fn the_original_client_is_taken_only_through_trusted_hops() {
     let mut h = HeaderMap::new();
     h.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
     assert_eq!(remote_ip(&h, peer, 0), peer, "never by default");
-    assert_eq!(remote_ip(&h, peer, 1), "5.6.7.8".parse::<std::net::IpAddr>().unwrap());
-    assert_eq!(remote_ip(&h, peer, 2), "1.2.3.4".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(
+        remote_ip(&h, peer, 1),
+        "5.6.7.8".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(
+        remote_ip(&h, peer, 2),
+        "1.2.3.4".parse::<std::net::IpAddr>().unwrap()
+    );
     assert_eq!(remote_ip(&h, peer, 3), peer, "too few hops");
     h.insert("x-forwarded-for", "garbage".parse().unwrap());
     assert_eq!(remote_ip(&h, peer, 1), peer);
