@@ -158,7 +158,15 @@ async fn connection(
             return;
         }
     };
-    let info = info.over_tls();
+    // A MUTUAL gateway's client is known by its certificate (Istio's `principals`).
+    let principal = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|c| crate::tls::identity::principal(c))
+        .map(std::sync::Arc::from);
+    let info = info.over_tls().with_principal(principal);
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(stream, Bytes::new(), proxy, info, stop).await;
     } else {

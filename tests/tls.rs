@@ -209,6 +209,60 @@ async fn large_responses_are_written_whole_over_tls() {
 }
 
 #[tokio::test]
+async fn a_mutual_gateway_knows_its_clients_by_their_spiffe_identity() {
+    let (pki, _, _) = setup();
+    pki.issue_with(
+        "productpage",
+        &["productpage.example.com"],
+        Some("spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
+    );
+    pki.issue_with(
+        "stranger",
+        &["stranger.example.com"],
+        Some("spiffe://cluster.local/ns/other/sa/stranger"),
+    );
+    let backend = Backend::start("v1").await;
+    let (https, http) = (free_port(), free_port());
+    // Istio's details-viewer, at the gateway: only the productpage workload may GET.
+    let policy = "---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: details-viewer, namespace: default}
+spec:
+  targetRef: {kind: Gateway, group: networking.istio.io, name: edge}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/default/sa/bookinfo-productpage]
+    to:
+    - operation:
+        methods: [GET]
+";
+    let _weir = Weir::start(&(config(&pki, &backend, https, http) + policy)).await;
+    let https = SocketAddr::from(([127, 0, 0, 1], https));
+    let host = "b.internal.example.com";
+    for (client, want) in [
+        ("productpage", "HTTP/1.1 200 "),
+        ("stranger", "HTTP/1.1 403 "),
+        ("client", "HTTP/1.1 403 "),
+    ] {
+        let mut tls = connect(&pki, https, host, &[b"http/1.1"], Some(client))
+            .await
+            .unwrap();
+        let out = exchange(&mut tls, host, true).await;
+        assert!(out.starts_with(want), "{client}: {out}");
+    }
+    // The SIMPLE site on the same port has no client identity.
+    let mut tls = connect(&pki, https, "a.example.com", &[b"http/1.1"], None)
+        .await
+        .unwrap();
+    let out = exchange(&mut tls, "a.example.com", true).await;
+    assert!(out.starts_with("HTTP/1.1 403 "), "{out}");
+    assert!(out.ends_with("RBAC: access denied"), "{out}");
+}
+
+#[tokio::test]
 async fn mutual_tls_refuses_a_client_without_a_certificate() {
     let (pki, _, _) = setup();
     let backend = Backend::start("v1").await;

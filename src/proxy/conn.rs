@@ -44,6 +44,11 @@ impl ConnInfo {
         ConnInfo { tls: true, ..self }
     }
 
+    /// The same connection, whose client is known by its certificate.
+    pub(crate) fn with_principal(self, principal: Option<std::sync::Arc<str>>) -> ConnInfo {
+        ConnInfo { principal, ..self }
+    }
+
     /// The scheme of requests on this connection.
     pub(crate) fn scheme(&self) -> &'static str {
         if self.tls { "https" } else { "http" }

@@ -3,6 +3,7 @@
 //! and CA bundles are files, loaded again when they change.
 
 mod files;
+pub mod identity;
 pub mod server;
 mod stream;
 pub mod upstream;

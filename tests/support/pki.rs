@@ -29,12 +29,26 @@ impl Pki {
 
     /// Writes `NAME.pem` and `NAME-key.pem` for `names`; the certificate's DER.
     pub fn issue(&self, file: &str, names: &[&str]) -> CertificateDer<'static> {
+        self.issue_with(file, names, None)
+    }
+
+    /// As `issue`, with a SPIFFE identity (`spiffe://...`) among the names when given.
+    #[allow(dead_code)] // not every test binary makes workload identities
+    pub fn issue_with(
+        &self,
+        file: &str,
+        names: &[&str],
+        spiffe: Option<&str>,
+    ) -> CertificateDer<'static> {
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.ca)
-            .unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        if let Some(uri) = spiffe {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(uri.try_into().unwrap()));
+        }
+        let cert = params.signed_by(&key, &self.ca).unwrap();
         // Written whole, then renamed, as certificate tools do.
         for (path, text) in [
             (
