@@ -140,6 +140,18 @@ impl Snapshot {
         }
     }
 
+    /// The query parameters that carry credentials (tokens, API keys): the access log shows
+    /// their values as `REDACTED`.
+    pub(crate) fn credential_params(&self) -> impl Iterator<Item = &str> + Clone {
+        self.scopes
+            .iter()
+            .flat_map(|s| s.jwt.iter().flat_map(|r| r.spec.from.iter()))
+            .filter_map(|l| match l {
+                crate::policy::access::authn::Location::Param(p) => Some(p.as_str()),
+                _ => None,
+            })
+    }
+
     /// Every key set the access checks read, once each.
     pub(crate) fn key_sources(&self) -> Vec<Arc<KeySource>> {
         let mut out: Vec<Arc<KeySource>> = Vec::new();

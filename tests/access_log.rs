@@ -177,3 +177,57 @@ async fn sighup_opens_the_file_again_after_logrotate_moved_it() {
     assert!(old.contains("/before"), "{old}");
     weir.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_names_its_policy_and_no_credential_is_logged() {
+    let v1 = Backend::start("v1").await;
+    let dir = scratch_dir();
+    let log = dir.join("access.log");
+    let jwks = include_str!("data/istio-jwt/jwks.json")
+        .trim()
+        .replace('\'', "''");
+    let yaml = config(&v1)
+        + &format!(
+            "---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt, namespace: default}}
+spec:
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwks: '{jwks}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: require-jwt, namespace: default}}
+spec:
+  rules:
+  - from:
+    - source: {{requestPrincipals: [\"*\"]}}
+"
+        );
+    let server = start(&yaml, &log, weir::access_log::Format::Json).await;
+    let mesh = server.mesh_addr();
+    let token = include_str!("data/istio-jwt/demo.jwt").trim();
+    assert_eq!(get(mesh, "shop", "/", &[]).await.0, 403);
+    let path = format!("/?access_token={token}");
+    assert_eq!(get(mesh, "shop", &path, &[]).await.0, 200);
+    let bad = format!("/?access_token={}x", &token[..token.len() - 1]);
+    assert_eq!(get(mesh, "shop", &bad, &[]).await.0, 401);
+    let lines = lines(&log, 3).await;
+    let json: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json[0]["policy"], "none", "{}", lines[0]);
+    assert_eq!(json[0]["flags"], serde_json::json!(["denied"]));
+    assert!(json[1]["policy"].is_null());
+    assert_eq!(json[2]["policy"], "default/jwt");
+    assert_eq!(json[1]["path"], "/?access_token=REDACTED");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(&token[..40]),
+        "a token in the access log: {text}"
+    );
+    server.shutdown().await;
+}

@@ -68,6 +68,11 @@ pub(super) fn attach(
         });
     entry.retries = meta.retries;
     entry.flags = meta.flags;
+    if let Some(pq) = &entry.path
+        && let Some(redacted) = redact(pq, snap.credential_params())
+    {
+        entry.path = Some(redacted);
+    }
     entry.policy = resp
         .extensions()
         .get::<crate::error::DeniedBy>()
@@ -77,4 +82,42 @@ pub(super) fn attach(
         start,
         sink,
     });
+}
+
+/// `pq` with the values of the credential parameters `names` replaced by `REDACTED`; `None`
+/// when it has none of them.
+fn redact<'a>(
+    pq: &http::uri::PathAndQuery,
+    names: impl Iterator<Item = &'a str> + Clone,
+) -> Option<http::uri::PathAndQuery> {
+    let query = pq.query()?;
+    let secret = |pair: &str| {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+        names.clone().any(|n| n == key)
+    };
+    if !query.split('&').any(secret) {
+        return None;
+    }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if secret(pair) => format!("{k}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", pq.path(), query.join("&")).parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_in_the_query_are_not_logged() {
+        let pq = http::uri::PathAndQuery::from_static("/a?x=1&access_token=secret&apikey=k2");
+        let out = redact(&pq, ["access_token", "apikey"].into_iter()).unwrap();
+        assert_eq!(out.as_str(), "/a?x=1&access_token=REDACTED&apikey=REDACTED");
+        let plain = http::uri::PathAndQuery::from_static("/a?x=1");
+        assert!(redact(&plain, ["access_token"].into_iter()).is_none());
+    }
 }
