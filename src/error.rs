@@ -194,6 +194,12 @@ impl ProxyError {
             }
             ProxyError::Denied(d) => {
                 let mut resp = local_response(self.status(), Bytes::from(d.body.clone()));
+                if d.json {
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json; charset=utf-8"),
+                    );
+                }
                 if let Some(c) = &d.challenge {
                     resp.headers_mut()
                         .insert(header::WWW_AUTHENTICATE, c.clone());

@@ -14,6 +14,7 @@
 //! body                     every body that crosses weir
 //! snapshot, config         the immutable runtime config, built from the dialects
 //! metrics, access_log, tls every metric family; the access log; TLS both ways
+//! der                      reading DER (certificates, public keys)
 //! ```
 //!
 //! What is public is what a program needs to read and check configurations the way weir does
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub(crate) mod demo;
+pub(crate) mod der;
 pub mod edge;
 pub(crate) mod error;
 pub(crate) mod experiment;

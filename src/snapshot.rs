@@ -240,5 +240,16 @@ fn scope(spec: ScopeSpec, state: &Retained, metrics: &Metrics) -> Scope {
         audit: policies(spec.audit),
         allow: policies(spec.allow),
         unmatched: AuthCounters::from(metrics.auth("none")),
+        kong: spec.kong.map(|k| crate::policy::access::kong::Chain {
+            plugins: k
+                .plugins
+                .into_iter()
+                .map(|(p, label)| {
+                    let counters = AuthCounters::from(metrics.auth(&label));
+                    (p, label, counters)
+                })
+                .collect(),
+            consumers: k.consumers,
+        }),
     }
 }

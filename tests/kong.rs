@@ -1635,12 +1635,12 @@ async fn configs_as_kong_and_the_seed_write_them_load() {
     );
     // A KongPlugin nothing attaches, naming a plugin weir does not run: loads, with a warning.
     let lone = warnings(
-        "apiVersion: configuration.konghq.com/v1\nkind: KongPlugin\nmetadata: {name: auth}\nplugin: key-auth\n",
+        "apiVersion: configuration.konghq.com/v1\nkind: KongPlugin\nmetadata: {name: auth}\nplugin: oauth2\n",
     );
     assert!(
         lone.iter()
             .any(|w| w.contains("KongPlugin `auth` is attached to nothing")
-                && w.contains("`key-auth`")),
+                && w.contains("`oauth2`")),
         "{lone:?}"
     );
 }

@@ -29,8 +29,16 @@ decode_struct! {
         upstreams: Vec<KongUpstream> = "upstreams",
         /// Global plugins, and plugins naming a service or route.
         plugins: Vec<KongPlugin> = "plugins",
-        /// Consumers (parsed; weir has no authentication plugins to identify them).
-        consumers: Vec<Opaque> = "consumers",
+        /// Consumers, with their credentials.
+        consumers: Vec<KongConsumer> = "consumers",
+        /// key-auth credentials naming their consumer.
+        keyauth_credentials: Vec<KeyAuthCredential> = "keyauth_credentials",
+        /// basic-auth credentials naming their consumer.
+        basicauth_credentials: Vec<BasicAuthCredential> = "basicauth_credentials",
+        /// jwt secrets naming their consumer.
+        jwt_secrets: Vec<JwtSecretCredential> = "jwt_secrets",
+        /// ACL group memberships naming their consumer.
+        acls: Vec<AclGroup> = "acls",
         /// Certificates for Kong's own TLS listeners (refused: see the error).
         certificates: Option<Spanned<Opaque>> = "certificates",
         /// Secret vaults (refused: see the error).
@@ -497,4 +505,217 @@ pub fn decode_config<T: Decode + Default>(
     };
     let value = T::decode(node, &mut cx);
     value.filter(|_| errors.len() == before)
+}
+
+/// A secret as written (an API key, a password, an HMAC secret): read with its place, never
+/// shown (`/config` and logs print `REDACTED`).
+#[derive(Clone, Default, PartialEq)]
+pub struct Secret(pub Spanned<String>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("REDACTED")
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("REDACTED")
+    }
+}
+
+impl Decode for Secret {
+    fn decode(node: &Node, cx: &mut Cx<'_>) -> Option<Self> {
+        Spanned::<String>::decode(node, cx).map(Secret)
+    }
+}
+
+decode_struct! {
+    /// A consumer: who a credential belongs to.
+    pub struct KongConsumer ("Kong consumer") {
+        /// Username (credentials and `anonymous` may name it).
+        username: Option<Spanned<String>> = "username",
+        /// An id of the user's own.
+        custom_id: Option<String> = "custom_id",
+        /// Id (a UUID; one is derived from the username when absent).
+        id: Option<String> = "id",
+        /// Tags (parsed only).
+        tags: Vec<String> = "tags",
+        /// When it was made (parsed only).
+        created_at: Option<Opaque> = "created_at",
+        /// Its API keys.
+        keyauth_credentials: Vec<KeyAuthCredential> = "keyauth_credentials",
+        /// Its usernames and passwords.
+        basicauth_credentials: Vec<BasicAuthCredential> = "basicauth_credentials",
+        /// Its JWT signing keys.
+        jwt_secrets: Vec<JwtSecretCredential> = "jwt_secrets",
+        /// Its ACL groups.
+        acls: Vec<AclGroup> = "acls",
+        /// Plugins scoped to it (refused: weir runs plugins per route, service or globally).
+        plugins: Option<Spanned<Opaque>> = "plugins",
+    }
+}
+
+decode_struct! {
+    /// A key-auth credential.
+    pub struct KeyAuthCredential ("keyauth credential") {
+        /// The key.
+        key: Secret = "key",
+        /// Id (the `X-Credential-Identifier`; the key's consumer and position when absent).
+        id: Option<String> = "id",
+        /// Its consumer (top-level credentials).
+        consumer: Option<ServiceRef> = "consumer",
+        /// Tags (parsed only).
+        tags: Vec<String> = "tags",
+        /// Time to live (parsed only).
+        ttl: Option<Opaque> = "ttl",
+        /// When it was made (parsed only).
+        created_at: Option<Opaque> = "created_at",
+    }
+}
+
+decode_struct! {
+    /// A basic-auth credential.
+    pub struct BasicAuthCredential ("basicauth credential") {
+        /// Username.
+        username: Spanned<String> = "username",
+        /// Password.
+        password: Secret = "password",
+        /// Id (parsed only).
+        id: Option<String> = "id",
+        /// Its consumer (top-level credentials).
+        consumer: Option<ServiceRef> = "consumer",
+        /// Tags (parsed only).
+        tags: Vec<String> = "tags",
+        /// When it was made (parsed only).
+        created_at: Option<Opaque> = "created_at",
+    }
+}
+
+decode_struct! {
+    /// A jwt secret.
+    pub struct JwtSecretCredential ("jwt secret") {
+        /// The value of the key claim (`iss`) it is for.
+        key: Option<Spanned<String>> = "key",
+        /// The HMAC secret (HS*).
+        secret: Option<Secret> = "secret",
+        /// The algorithm (default HS256).
+        algorithm: Option<Spanned<String>> = "algorithm",
+        /// The public key, PEM (RS*, PS*, ES*, EdDSA).
+        rsa_public_key: Option<Spanned<String>> = "rsa_public_key",
+        /// Id (parsed only).
+        id: Option<String> = "id",
+        /// Its consumer (top-level credentials).
+        consumer: Option<ServiceRef> = "consumer",
+        /// Tags (parsed only).
+        tags: Vec<String> = "tags",
+        /// When it was made (parsed only).
+        created_at: Option<Opaque> = "created_at",
+    }
+}
+
+decode_struct! {
+    /// An ACL group membership.
+    pub struct AclGroup ("acl") {
+        /// The group.
+        group: Spanned<String> = "group",
+        /// Id (parsed only).
+        id: Option<String> = "id",
+        /// Its consumer (top-level memberships).
+        consumer: Option<ServiceRef> = "consumer",
+        /// Tags (parsed only).
+        tags: Vec<String> = "tags",
+        /// When it was made (parsed only).
+        created_at: Option<Opaque> = "created_at",
+    }
+}
+
+decode_struct! {
+    /// `key-auth`'s config.
+    pub struct KeyAuthConfig ("key-auth config") {
+        /// Header and parameter names the key is looked for under (default `apikey`).
+        key_names: Option<Vec<Spanned<String>>> = "key_names",
+        /// Look in headers (default true).
+        key_in_header: Option<bool> = "key_in_header",
+        /// Look in the query (default true).
+        key_in_query: Option<bool> = "key_in_query",
+        /// Look in the body (refused when true: weir does not buffer bodies to authenticate).
+        key_in_body: Option<Spanned<bool>> = "key_in_body",
+        /// Remove the key before proxying (default false).
+        hide_credentials: Option<bool> = "hide_credentials",
+        /// The consumer (id or username) a request without a valid key becomes.
+        anonymous: Option<Spanned<String>> = "anonymous",
+        /// Authenticate CORS preflights too (default true).
+        run_on_preflight: Option<bool> = "run_on_preflight",
+        /// Realm (parsed only).
+        realm: Option<String> = "realm",
+    }
+}
+
+decode_struct! {
+    /// `basic-auth`'s config.
+    pub struct BasicAuthConfig ("basic-auth config") {
+        /// The consumer (id or username) a request without valid credentials becomes.
+        anonymous: Option<Spanned<String>> = "anonymous",
+        /// Remove the credentials before proxying (default false).
+        hide_credentials: Option<bool> = "hide_credentials",
+        /// `WWW-Authenticate` realm (default `service`).
+        realm: Option<String> = "realm",
+    }
+}
+
+decode_struct! {
+    /// `jwt`'s config.
+    pub struct JwtPluginConfig ("jwt config") {
+        /// Query parameters a token may be in (default `jwt`).
+        uri_param_names: Option<Vec<String>> = "uri_param_names",
+        /// Cookies a token may be in.
+        cookie_names: Vec<String> = "cookie_names",
+        /// Headers a token may be in (default `authorization`).
+        header_names: Option<Vec<Spanned<String>>> = "header_names",
+        /// Claims checked: `exp`, `nbf`.
+        claims_to_verify: Vec<Spanned<String>> = "claims_to_verify",
+        /// The claim naming the credential (default `iss`).
+        key_claim_name: Option<String> = "key_claim_name",
+        /// Secrets are base64 (default false).
+        secret_is_base64: Option<bool> = "secret_is_base64",
+        /// The consumer (id or username) a request without a valid token becomes.
+        anonymous: Option<Spanned<String>> = "anonymous",
+        /// Authenticate CORS preflights too (default true).
+        run_on_preflight: Option<bool> = "run_on_preflight",
+        /// Longest life left a token may have, seconds (default 0: any).
+        maximum_expiration: Option<u64> = "maximum_expiration",
+        /// Realm (parsed only).
+        realm: Option<String> = "realm",
+    }
+}
+
+decode_struct! {
+    /// `acl`'s config.
+    pub struct AclConfig ("acl config") {
+        /// Groups allowed.
+        allow: Vec<String> = "allow",
+        /// Groups refused.
+        deny: Vec<String> = "deny",
+        /// Do not send `X-Consumer-Groups` (default false).
+        hide_groups_header: Option<bool> = "hide_groups_header",
+        /// Consumer groups (parsed only).
+        include_consumer_groups: Option<bool> = "include_consumer_groups",
+        /// Parsed only.
+        always_use_authenticated_groups: Option<bool> = "always_use_authenticated_groups",
+    }
+}
+
+decode_struct! {
+    /// `ip-restriction`'s config.
+    pub struct IpRestrictionConfig ("ip-restriction config") {
+        /// Addresses allowed (IPs or CIDRs).
+        allow: Vec<Spanned<String>> = "allow",
+        /// Addresses refused.
+        deny: Vec<Spanned<String>> = "deny",
+        /// Status of a refusal (default 403).
+        status: Option<Spanned<u16>> = "status",
+        /// Message of a refusal (default `Your IP address is not allowed`).
+        message: Option<String> = "message",
+    }
 }

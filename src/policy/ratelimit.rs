@@ -121,8 +121,11 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// What identifies a client.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum LimitBy {
-    /// The client's address (also Kong's `consumer` and `credential` without authentication).
+    /// The client's address.
     Ip,
+    /// The consumer an authentication plugin found (Kong's `consumer` and `credential`); the
+    /// client's address without one.
+    Consumer,
     /// A request header's value (the address when it is missing).
     Header(HeaderName),
     /// The request path (every client of a path shares it).
@@ -147,11 +150,18 @@ pub struct RateLimitSpec {
 }
 
 impl RateLimitSpec {
-    /// The key a request from `peer` is counted under.
-    pub fn key(&self, headers: &HeaderMap, path: &str, peer: IpAddr) -> String {
+    /// The key a request from `peer` (of `consumer`, if known) is counted under.
+    pub fn key(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        peer: IpAddr,
+        consumer: Option<&str>,
+    ) -> String {
         let ip = || peer.to_string();
         match &self.by {
             LimitBy::Ip => ip(),
+            LimitBy::Consumer => consumer.map_or_else(ip, |c| format!("consumer:{c}")),
             LimitBy::Header(h) => headers
                 .get(h)
                 .and_then(|v| v.to_str().ok())
@@ -213,8 +223,9 @@ impl RateLimiter {
         headers: &HeaderMap,
         path: &str,
         peer: IpAddr,
+        consumer: Option<&str>,
     ) -> ControlFlow<Limited, HeaderMap> {
-        let verdict = self.check(&self.spec.key(headers, path, peer));
+        let verdict = self.check(&self.spec.key(headers, path, peer, consumer));
         if verdict.allowed {
             return ControlFlow::Continue(verdict.headers);
         }
@@ -359,8 +370,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         let mut l = limiter(&[(Period::Hour, 1)]);
         // By address: a second request in the hour is over the limit.
-        assert!(matches!(l.admit(&headers, "/a", peer), ControlFlow::Continue(h) if !h.is_empty()));
-        let ControlFlow::Break(limited) = l.admit(&headers, "/a", peer) else {
+        assert!(
+            matches!(l.admit(&headers, "/a", peer, None), ControlFlow::Continue(h) if !h.is_empty())
+        );
+        let ControlFlow::Break(limited) = l.admit(&headers, "/a", peer, None) else {
             panic!("over the limit");
         };
         assert_eq!(
@@ -372,20 +385,24 @@ mod tests {
         l = limiter(&[(Period::Hour, 1)]);
         l.spec.by = LimitBy::Header(HeaderName::from_static("x-user"));
         headers.insert("x-user", HeaderValue::from_static("ann"));
-        assert_eq!(l.spec.key(&headers, "/a", peer), "ann");
+        assert_eq!(l.spec.key(&headers, "/a", peer, None), "ann");
         assert!(matches!(
-            l.admit(&headers, "/a", peer),
+            l.admit(&headers, "/a", peer, None),
             ControlFlow::Continue(_)
         ));
         headers.insert("x-user", HeaderValue::from_static("bob"));
         assert!(matches!(
-            l.admit(&headers, "/a", peer),
+            l.admit(&headers, "/a", peer, None),
             ControlFlow::Continue(_)
         ));
-        assert_eq!(l.spec.key(&HeaderMap::new(), "/a", peer), "10.0.0.7");
+        assert_eq!(l.spec.key(&HeaderMap::new(), "/a", peer, None), "10.0.0.7");
         l.spec.by = LimitBy::Path;
-        assert_eq!(l.spec.key(&headers, "/a/b", peer), "/a/b");
+        assert_eq!(l.spec.key(&headers, "/a/b", peer, None), "/a/b");
         l.spec.by = LimitBy::Service;
-        assert_eq!(l.spec.key(&headers, "/a/b", peer), "");
+        assert_eq!(l.spec.key(&headers, "/a/b", peer, None), "");
+        // By consumer: the one authentication found, else the address.
+        l.spec.by = LimitBy::Consumer;
+        assert_eq!(l.spec.key(&headers, "/a", peer, Some("c1")), "consumer:c1");
+        assert_eq!(l.spec.key(&headers, "/a", peer, None), "10.0.0.7");
     }
 }

@@ -21,7 +21,7 @@ use crate::body::error::BodyError;
 use crate::body::to_client::ResponseBody;
 use crate::body::to_upstream::Body;
 use crate::error::{PREFLIGHT_STATUS, ProxyError, local_response};
-use crate::policy::access::{Edit, Facts, remote_ip};
+use crate::policy::access::{Facts, Granted, remote_ip};
 use crate::policy::cache::Consulted;
 use crate::policy::cors::CorsAction;
 use crate::policy::headers::strip_hop_by_hop;
@@ -163,7 +163,7 @@ pub(super) fn route<'s>(
     }
     strip_hop_by_hop(&mut parts.headers);
     forwarded_headers(&mut parts.headers, conn);
-    crate::policy::access::apply(&access, &mut parts.headers);
+    crate::policy::access::apply(&access.edits, &mut parts.headers);
     rule.headers.request.apply(&mut parts.headers);
     dest.headers.request.apply(&mut parts.headers);
     if let Some(t) = transform {
@@ -172,6 +172,14 @@ pub(super) fn route<'s>(
     let method = parts.method.clone();
     if !target_uri(&mut parts, rule, path_and_query, h2) {
         return Routed::Local(fail(Some(dest.stats), &method, ProxyError::MissingHost));
+    }
+    // A credential the route hides goes no further (Kong's `hide_credentials`).
+    if let Some(pq) = parts.uri.path_and_query()
+        && let Some(stripped) = crate::policy::access::strip_params(&access.edits, pq.as_str())
+    {
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.path_and_query = stripped.parse().ok();
+        parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
     }
     let had_body = !body.is_end_stream();
     // Only methods that are not idempotent look for an idempotency key.
@@ -216,8 +224,8 @@ struct Answered<'s> {
     response_key: Option<Box<str>>,
     /// Headers for the response (CORS, rate limits, cache status).
     extra: Option<Box<HeaderMap>>,
-    /// What access control changes in the upstream request (a token removed, claims added).
-    access: Vec<Edit>,
+    /// What access control established (a token removed, claims added, the consumer).
+    access: Granted,
 }
 
 /// The rule's answers that need no upstream, in this order: CORS (a preflight is answered
@@ -258,7 +266,7 @@ fn answers<'s>(
             CorsAction::Decorate(headers) => extra = Some(Box::new(headers)),
         }
     }
-    let mut access = Vec::new();
+    let mut access = Granted::default();
     if let Some(scopes) = &rule.access {
         let peer = conn.peer.ip();
         let facts = Facts {
@@ -274,7 +282,7 @@ fn answers<'s>(
             principal: conn.principal.as_deref(),
         };
         match crate::policy::access::check(scopes.iter().map(|&i| &snap.scopes[i]), &facts) {
-            Ok(edits) => access = edits,
+            Ok(granted) => access = granted,
             Err(denial) => return here(ProxyError::Denied(denial).to_response(), extra),
         }
     }
@@ -288,7 +296,8 @@ fn answers<'s>(
         return here(e.to_response(), None);
     }
     if let Some(i) = rule.rate_limit {
-        match snap.limiters[i].admit(req.headers(), view.path, conn.peer.ip()) {
+        let consumer = access.consumer.as_deref();
+        match snap.limiters[i].admit(req.headers(), view.path, conn.peer.ip(), consumer) {
             ControlFlow::Continue(headers) if headers.is_empty() => {}
             ControlFlow::Continue(headers) => extra.get_or_insert_default().extend(headers),
             ControlFlow::Break(limited) => {

@@ -3,38 +3,8 @@
 //! scheme). The certificate was verified by the handshake; this only reads it, with a small
 //! DER reader that checks every length against what is left and never recurses without bound.
 
-/// One DER element: its tag, its contents, and what follows it.
-fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
+use crate::der::{OCTET_STRING, OID, SEQUENCE, element, elements};
 
-/// The elements of a constructed value's contents, in order.
-fn elements(mut input: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
-    std::iter::from_fn(move || {
-        let (tag, content, rest) = element(input)?;
-        input = rest;
-        Some((tag, content))
-    })
-}
-
-const SEQUENCE: u8 = 0x30;
 /// `[3]` EXPLICIT: the extensions of a TBSCertificate.
 const EXTENSIONS: u8 = 0xa3;
 /// `[6]` IMPLICIT IA5String: a URI general name.
@@ -59,11 +29,11 @@ pub fn principal(cert: &[u8]) -> Option<String> {
             continue;
         }
         let mut parts = elements(ext);
-        if parts.next() != Some((0x06, &SAN_OID[..])) {
+        if parts.next() != Some((OID, &SAN_OID[..])) {
             continue;
         }
         // An optional `critical` boolean, then the OCTET STRING holding the names.
-        let value = parts.find(|(tag, _)| *tag == 0x04)?.1;
+        let value = parts.find(|(tag, _)| *tag == OCTET_STRING)?.1;
         let (SEQUENCE, names, _) = element(value)? else {
             return None;
         };

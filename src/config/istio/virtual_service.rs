@@ -76,6 +76,9 @@ decode_struct! {
         request_transformer: Option<crate::config::kong::RequestTransformerConfig> = "requestTransformer",
         /// weir: response caching (Kong's `proxy-cache` config, same object).
         response_cache: Option<crate::config::kong::ProxyCacheConfig> = "responseCache",
+        /// weir: Kong's access plugins (`key-auth`, `basic-auth`, `jwt`, `acl`,
+        /// `ip-restriction`, same objects), checked against the Kong configuration's consumers.
+        access_plugins: Vec<crate::config::kong::KongPlugin> = "accessPlugins",
     }
 }
 

@@ -23,6 +23,11 @@ pub(super) const KNOWN_PLUGINS: &[&str] = &[
     "cors",
     "prometheus",
     "circuit-breaker",
+    "key-auth",
+    "basic-auth",
+    "jwt",
+    "acl",
+    "ip-restriction",
 ];
 
 /// Plugins weir runs today.
@@ -34,6 +39,11 @@ pub(super) const RUN_PLUGINS: &[&str] = &[
     "cors",
     "request-transformer",
     "proxy-cache",
+    "key-auth",
+    "basic-auth",
+    "jwt",
+    "acl",
+    "ip-restriction",
 ];
 
 /// Kong's defaults.

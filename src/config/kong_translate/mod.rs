@@ -157,6 +157,8 @@ fn generate(kong: &Kong, set: &ResourceSet, e: &mut Errors<'_>) -> Vec<Resource>
             Some(_) => {}
         }
     }
-    out.extend(virtual_services(kong, &targets, &breakers, e));
+    // The consumers, for the access plugins' `anonymous` (their own errors are validation's).
+    let consumers = crate::config::validate::consumers(set, &mut Vec::new());
+    out.extend(virtual_services(kong, &targets, &breakers, &consumers, e));
     out
 }

@@ -40,6 +40,8 @@ pub(super) struct RoutePlugins {
     pub(super) transform: Option<RequestTransformerConfig>,
     /// `proxy-cache`.
     pub(super) cache: Option<ProxyCacheConfig>,
+    /// The access plugins (`jwt`, `key-auth`, `basic-auth`, `ip-restriction`, `acl`).
+    pub(super) access: Vec<crate::config::kong::KongPlugin>,
 }
 
 pub(super) fn rank_route(
@@ -215,6 +217,7 @@ pub(super) fn rank_route(
             cors_policy: plugins.cors.clone(),
             request_transformer: plugins.transform.clone(),
             response_cache: plugins.cache.clone(),
+            access_plugins: plugins.access.clone(),
             ..HttpRoute::default()
         };
         let regex_priority = if regex {

@@ -11,6 +11,7 @@ use super::upstreams::Target;
 use crate::config::istio::{CircuitBreakerSettings, VirtualService};
 use crate::config::kong::{ProxyCacheConfig, RequestTransformerConfig, decode_config};
 use crate::config::resource::{Resource, Spec};
+use crate::config::validate::{ACCESS_PLUGINS, access_plugin};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub(super) fn virtual_services(
     kong: &Kong,
     targets: &HashMap<&str, Target>,
     breakers: &HashMap<&str, (CircuitBreakerSettings, Option<Duration>)>,
+    consumers: &crate::policy::access::kong::Consumers,
     e: &mut Errors<'_>,
 ) -> Vec<Resource> {
     let mut ranked = Vec::new();
@@ -57,6 +59,31 @@ pub(super) fn virtual_services(
             cache: plugin_for(kong, service, r, "proxy-cache").and_then(|(at, p)| {
                 decode_config::<ProxyCacheConfig>(p.config.as_ref(), &at.file, e.0)
             }),
+            access: ACCESS_PLUGINS
+                .iter()
+                .filter_map(|name| plugin_for(kong, service, r, name))
+                .filter_map(|found| {
+                    let (at, p) = found;
+                    // Checked here, where the plugin's own file is known.
+                    access_plugin(p, &at.file, consumers, e.0)?;
+                    let scope = if r.plugins.iter().any(|x| std::ptr::eq(x, found)) {
+                        format!(
+                            "route/{}",
+                            r.spec.name.as_ref().map_or("", |n| n.value.as_str())
+                        )
+                    } else if service
+                        .is_some_and(|s| s.plugins.iter().any(|x| std::ptr::eq(x, found)))
+                    {
+                        format!("service/{}", r.service)
+                    } else {
+                        "global".to_owned()
+                    };
+                    let mut p = p.clone();
+                    p.instance_name
+                        .get_or_insert_with(|| format!("{}@{scope}", p.name.value));
+                    Some(p)
+                })
+                .collect(),
         };
         rank_route(r, order, t, service, &plugins, &mut ranked, e);
     }

@@ -31,6 +31,7 @@ use crate::config::{Resource, ResourceSet, Spec};
 use crate::policy::access::authn::{Jwks, JwtRuleSpec, Location};
 use crate::policy::access::authz::{Condition, Field, Key, Operation, Rule, Source, Values};
 use crate::policy::access::jwk::parse_jwks;
+use crate::policy::access::kong::{Consumers, Plugin};
 use crate::policy::access::pattern::{IpBlock, StrPat};
 
 /// Istio's root namespace: its policies without a selector apply everywhere.
@@ -62,6 +63,17 @@ pub struct ScopeSpec {
     pub audit: Vec<PolicySpec>,
     /// ALLOW policies.
     pub allow: Vec<PolicySpec>,
+    /// A Kong route's plugins.
+    pub kong: Option<KongSpec>,
+}
+
+/// A Kong route's plugins (in the order they run, each with its label) and the consumers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KongSpec {
+    /// The plugins.
+    pub plugins: Vec<(Plugin, Arc<str>)>,
+    /// Every consumer of the configuration.
+    pub consumers: Arc<Consumers>,
 }
 
 /// What a policy may attach to.
@@ -142,13 +154,18 @@ enum Compiled<'a> {
 }
 
 impl<'a> Checker<'a> {
+    /// A scope's index, adding it if new.
+    pub(super) fn intern_scope(&mut self, spec: ScopeSpec) -> usize {
+        if let Some(i) = self.scopes.iter().position(|s| *s == spec) {
+            return i;
+        }
+        self.scopes.push(spec);
+        self.scopes.len() - 1
+    }
+
     /// Compiles the security policies, gives each listener its trusted hops and each rule
-    /// the scopes it is judged in; returns the scopes.
-    pub(super) fn access(
-        &mut self,
-        set: &'a ResourceSet,
-        listeners: &mut [ListenerModel],
-    ) -> Vec<ScopeSpec> {
+    /// the scopes it is judged in (before those of its Kong plugins, already given).
+    pub(super) fn access(&mut self, set: &'a ResourceSet, listeners: &mut [ListenerModel]) {
         let mut compiled = Vec::new();
         for r in &set.resources {
             match &r.spec {
@@ -173,22 +190,14 @@ impl<'a> Checker<'a> {
             }
         }
         if compiled.is_empty() {
-            return Vec::new();
+            return;
         }
-        let mut scopes: Vec<ScopeSpec> = Vec::new();
-        let mut intern = |spec: ScopeSpec| -> Option<usize> {
-            if spec.jwt.is_empty()
+        let intern = |c: &mut Self, spec: ScopeSpec| -> Option<usize> {
+            let empty = spec.jwt.is_empty()
                 && spec.deny.is_empty()
                 && spec.audit.is_empty()
-                && spec.allow.is_empty()
-            {
-                return None;
-            }
-            if let Some(i) = scopes.iter().position(|s| *s == spec) {
-                return Some(i);
-            }
-            scopes.push(spec);
-            Some(scopes.len() - 1)
+                && spec.allow.is_empty();
+            (!empty).then(|| c.intern_scope(spec))
         };
         // The scope of each service host, made once.
         let mut host_scopes: HashMap<String, Option<usize>> = HashMap::new();
@@ -205,11 +214,10 @@ impl<'a> Checker<'a> {
                     namespace: namespace_of(r),
                     labels,
                 };
-                intern(scope_of(
-                    format!("gateway {}", r.name()),
-                    &compiled,
-                    &target,
-                ))
+                intern(
+                    self,
+                    scope_of(format!("gateway {}", r.name()), &compiled, &target),
+                )
             });
             for rule in l.table.rules_mut() {
                 let mut ids: Vec<usize> = gateway_scope.into_iter().collect();
@@ -225,15 +233,16 @@ impl<'a> Checker<'a> {
                     let id = match host_scopes.get(&host) {
                         Some(id) => *id,
                         None => {
-                            let id = self.services.get(&host).and_then(|s| {
+                            let spec = self.services.get(&host).map(|s| {
                                 let target = Target::Service {
                                     host: &s.host,
                                     resource: s.res.name(),
                                     namespace: namespace_of(s.res),
                                     labels: service_labels(s.res, s.entry, &s.host),
                                 };
-                                intern(scope_of(format!("service {host}"), &compiled, &target))
+                                scope_of(format!("service {host}"), &compiled, &target)
                             });
+                            let id = spec.and_then(|spec| intern(self, spec));
                             host_scopes.insert(host.clone(), id);
                             id
                         }
@@ -244,12 +253,13 @@ impl<'a> Checker<'a> {
                         ids.push(id);
                     }
                 }
+                // The route's own (Kong) checks come after.
+                ids.extend(rule.access.iter().flat_map(|a| a.iter().copied()));
                 if !ids.is_empty() {
                     rule.access = Some(ids.into());
                 }
             }
         }
-        scopes
     }
 
     fn attach(

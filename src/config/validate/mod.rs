@@ -40,7 +40,9 @@ use crate::tls::{ClientSpec, ClientTls};
 
 mod access;
 mod actions;
+mod kong_access;
 pub use access::{PolicySpec, ScopeSpec};
+pub(crate) use kong_access::{ACCESS_PLUGINS, consumers, plugin as access_plugin};
 mod balancing;
 mod canaries;
 mod clusters;
@@ -142,6 +144,10 @@ struct Checker<'a> {
     /// Experiments, and the one each VirtualService runs.
     experiments: Vec<ExperimentModel>,
     experiment_of: HashMap<String, usize>,
+    /// The Kong configuration's consumers and credentials.
+    consumers: Arc<crate::policy::access::kong::Consumers>,
+    /// Access-control scopes, each once.
+    scopes: Vec<access::ScopeSpec>,
 }
 
 /// Validates a resource set for a mesh listener at `mesh_addr`.
@@ -162,8 +168,11 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         client_tls: HashMap::new(),
         experiments: Vec::new(),
         experiment_of: HashMap::new(),
+        consumers: Arc::default(),
+        scopes: Vec::new(),
     };
     c.check_names(set);
+    c.consumers = Arc::new(kong_access::consumers(set, &mut c.errors));
     for r in &set.resources {
         if let Spec::ServiceEntry(se) = &r.spec {
             c.service_entry(r, se);
@@ -265,7 +274,8 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
             c.canary(r, canary, set);
         }
     }
-    let scopes = c.access(set, &mut listeners);
+    c.access(set, &mut listeners);
+    let scopes = std::mem::take(&mut c.scopes);
     c.warnings.extend(set.warnings.iter().cloned());
     if set.resources.is_empty() {
         c.warnings.push(if set.sources.is_empty() {

@@ -253,7 +253,8 @@ impl<'a> Checker<'a> {
             return None;
         }
         let by = match rl.limit_by.as_ref().map_or("ip", |b| b.value.as_str()) {
-            "ip" | "consumer" | "credential" => LimitBy::Ip,
+            "ip" => LimitBy::Ip,
+            "consumer" | "credential" => LimitBy::Consumer,
             "service" => LimitBy::Service,
             "path" => LimitBy::Path,
             "header" => match rl

@@ -146,7 +146,7 @@ impl<'a> Checker<'a> {
                 transform,
                 response_cache,
                 experiment,
-                access: None,
+                access: self.kong_scope(r, route).map(|i| Box::from([i])),
             });
         }
         rules

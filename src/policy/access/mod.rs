@@ -11,8 +11,10 @@
 
 pub mod authn;
 pub mod authz;
+mod der;
 pub mod jwk;
 pub mod jwt;
+pub mod kong;
 pub mod pattern;
 
 use std::net::IpAddr;
@@ -76,6 +78,8 @@ pub enum Edit {
     Remove(HeaderName),
     /// Set a header (a token's payload or claim).
     Set(HeaderName, HeaderValue),
+    /// Remove a query parameter (a credential not forwarded).
+    RemoveParam(String),
 }
 
 /// The counters of one policy's decisions.
@@ -136,6 +140,8 @@ pub struct Scope {
     pub allow: Vec<Policy>,
     /// Counts denials when no ALLOW policy matched.
     pub unmatched: AuthCounters,
+    /// A Kong route's plugins.
+    pub kong: Option<kong::Chain>,
 }
 
 /// A refusal: what the client gets, and who decided.
@@ -149,6 +155,8 @@ pub struct Denial {
     pub challenge: Option<HeaderValue>,
     /// The policy that decided.
     pub policy: Arc<str>,
+    /// The body is JSON (Kong's `{"message": ...}`), else plain text.
+    pub json: bool,
 }
 
 /// The body of Istio's (Envoy's RBAC filter's) 403.
@@ -156,7 +164,14 @@ pub const RBAC_DENIED: &str = "RBAC: access denied";
 
 impl Scope {
     /// Judges a request; `now` in seconds since the epoch.
-    fn check(&self, f: &Facts<'_>, now: i64, edits: &mut Vec<Edit>) -> Result<(), Box<Denial>> {
+    fn check(&self, f: &Facts<'_>, now: i64, out: &mut Granted) -> Result<(), Box<Denial>> {
+        if let Some(chain) = &self.kong {
+            let passed = chain.check(f, now, &mut out.edits)?;
+            if passed.consumer.is_some() {
+                out.consumer = passed.consumer;
+            }
+        }
+        let edits = &mut out.edits;
         let counters = |policy: &str| {
             self.authn_counters
                 .iter()
@@ -191,6 +206,7 @@ impl Scope {
                         ))
                         .ok(),
                         policy: refused.policy,
+                        json: false,
                     }));
                 }
             }
@@ -202,6 +218,7 @@ impl Scope {
                 body: RBAC_DENIED.to_owned(),
                 challenge: None,
                 policy,
+                json: false,
             }))
         };
         if let Some(p) = self.deny.iter().find(|p| p.matches(f, id)) {
@@ -228,23 +245,31 @@ impl Scope {
     }
 }
 
-/// Judges a request in every scope, in order; the edits for the upstream request when all
-/// let it through.
+/// What the checks established for a request they let through.
+#[derive(Debug, Default)]
+pub struct Granted {
+    /// Changes to the upstream request.
+    pub edits: Vec<Edit>,
+    /// The Kong consumer, if one was found (for `limit_by: consumer`).
+    pub consumer: Option<Arc<str>>,
+}
+
+/// Judges a request in every scope, in order.
 pub fn check<'s>(
     scopes: impl Iterator<Item = &'s Scope>,
     f: &Facts<'_>,
-) -> Result<Vec<Edit>, Box<Denial>> {
+) -> Result<Granted, Box<Denial>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let mut edits = Vec::new();
+    let mut granted = Granted::default();
     for s in scopes {
-        s.check(f, now, &mut edits)?;
+        s.check(f, now, &mut granted)?;
     }
-    Ok(edits)
+    Ok(granted)
 }
 
-/// Applies the edits to the upstream request's headers.
+/// Applies the edits to the upstream request's headers (query edits: [`strip_params`]).
 pub fn apply(edits: &[Edit], headers: &mut HeaderMap) {
     for e in edits {
         match e {
@@ -254,8 +279,34 @@ pub fn apply(edits: &[Edit], headers: &mut HeaderMap) {
             Edit::Set(name, value) => {
                 headers.insert(name.clone(), value.clone());
             }
+            Edit::RemoveParam(_) => {}
         }
     }
+}
+
+/// `path_and_query` without the query parameters the edits remove; `None` when they remove
+/// none of its parameters.
+pub fn strip_params(edits: &[Edit], path_and_query: &str) -> Option<String> {
+    let names: Vec<&str> = edits
+        .iter()
+        .filter_map(|e| match e {
+            Edit::RemoveParam(n) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
+    let (path, query) = path_and_query.split_once('?')?;
+    if names.is_empty() {
+        return None;
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !names.contains(&kv.split_once('=').map_or(*kv, |(k, _)| k)))
+        .collect();
+    Some(if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    })
 }
 
 #[cfg(test)]
