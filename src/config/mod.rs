@@ -13,6 +13,7 @@ pub mod flagger;
 pub mod generate;
 pub mod istio;
 pub mod kong;
+pub(crate) mod kong_access;
 pub mod kong_translate;
 mod resource;
 pub mod validate;

@@ -158,7 +158,7 @@ fn generate(kong: &Kong, set: &ResourceSet, e: &mut Errors<'_>) -> Vec<Resource>
         }
     }
     // The consumers, for the access plugins' `anonymous` (their own errors are validation's).
-    let consumers = crate::config::validate::consumers(set, &mut Vec::new());
+    let consumers = crate::config::kong_access::consumers(set, &mut Vec::new());
     out.extend(virtual_services(kong, &targets, &breakers, &consumers, e));
     out
 }

@@ -10,8 +10,8 @@ use super::termination::termination;
 use super::upstreams::Target;
 use crate::config::istio::{CircuitBreakerSettings, VirtualService};
 use crate::config::kong::{ProxyCacheConfig, RequestTransformerConfig, decode_config};
+use crate::config::kong_access::{ACCESS_PLUGINS, plugin as access_plugin};
 use crate::config::resource::{Resource, Spec};
-use crate::config::validate::{ACCESS_PLUGINS, access_plugin};
 use std::collections::HashMap;
 use std::time::Duration;
 

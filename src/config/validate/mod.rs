@@ -42,7 +42,6 @@ mod access;
 mod actions;
 mod kong_access;
 pub use access::{PolicySpec, ScopeSpec};
-pub(crate) use kong_access::{ACCESS_PLUGINS, consumers, plugin as access_plugin};
 mod balancing;
 mod canaries;
 mod clusters;
@@ -172,7 +171,7 @@ pub fn validate(set: &ResourceSet, mesh_addr: SocketAddr) -> Result<Model, Vec<C
         scopes: Vec::new(),
     };
     c.check_names(set);
-    c.consumers = Arc::new(kong_access::consumers(set, &mut c.errors));
+    c.consumers = Arc::new(crate::config::kong_access::consumers(set, &mut c.errors));
     for r in &set.resources {
         if let Spec::ServiceEntry(se) = &r.spec {
             c.service_entry(r, se);
