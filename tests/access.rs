@@ -704,3 +704,99 @@ spec:
     at(31, "jwks");
     assert!(!text.contains("must set at least one field"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_fetched_over_https_from_a_server_the_system_trusts() {
+    use support::pki::{Pki, server_config};
+    let pki = Pki::new();
+    pki.issue("jwks", &["localhost"]);
+    let tls = tokio_rustls::TlsAcceptor::from(server_config(&pki, "jwks", &[b"http/1.1"], None));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let served = hits.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (tls, served) = (tls.clone(), served.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = tls.accept(stream).await else {
+                    return;
+                };
+                let svc = service_fn(move |_req| {
+                    served.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(ISTIO_JWKS.as_bytes()),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let (httpbin, pages) = (
+        Backend::start("httpbin").await,
+        Backend::start("pages").await,
+    );
+    let config = scratch_dir().join("mesh.yaml");
+    std::fs::write(
+        &config,
+        jwt_config(
+            &services(&httpbin, &pages),
+            &format!("jwksUri: https://localhost:{port}/jwks.json"),
+            "",
+        ),
+    )
+    .unwrap();
+    let mesh: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    // The test's CA is the system's bundle for this process.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--admin", "127.0.0.1:0", "--mesh-listen", &mesh.to_string()])
+        .env("SSL_CERT_FILE", pki.path("ca.pem"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(mesh).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let auth = format!("Bearer {}", DEMO_JWT.trim());
+    let mut answered = 0;
+    for _ in 0..200 {
+        let got = tokio::time::timeout(
+            Duration::from_secs(1),
+            request(
+                &client(),
+                mesh,
+                "GET",
+                "httpbin.foo",
+                "/",
+                &[("authorization", &auth)],
+                Bytes::new(),
+            ),
+        )
+        .await;
+        if let Ok((s, _, _)) = got {
+            answered = s.as_u16();
+            if answered == 200 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    server.abort();
+    assert_eq!(answered, 200, "the keys were never fetched over HTTPS");
+    assert!(hits.load(Ordering::SeqCst) >= 1);
+}
