@@ -34,6 +34,14 @@ spec:
   goals: [{name: signup, responseHeader: x-weir-goal}]
   minUsersPerVariant: 1000000
 ---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: audit-web, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: AUDIT
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+---
 " + &service_entry("shop", &[("v1", v1), ("v2", v2)])
         + &destination_rule("shop", &["v1", "v2"])
         + &shop_canary(
@@ -216,7 +224,8 @@ async fn an_operator_watches_and_rolls_back_in_a_real_browser() {
         .current_dir(dir)
         .env("ADMIN", &admin)
         .env("TOKEN", TOKEN)
-        .env("EXPERIMENT", "new-ui");
+        .env("EXPERIMENT", "new-ui")
+        .env("POLICY", "default/audit-web");
     // WEIR_DASHBOARD_SCREENSHOT=docs/dashboard.png (and WEIR_DASHBOARD_SCREENSHOT_AFTER=20)
     // refreshes the picture in the docs.
     if let Ok(path) = std::env::var("WEIR_DASHBOARD_SCREENSHOT") {

@@ -1,14 +1,14 @@
 //! The dashboard on the admin port: `GET /` serves a page (its script and style embedded in the
 //! binary: no CDN, works offline) that polls `GET /dashboard/data` once a second and draws it.
 //! The data is what the other admin views say (rollouts, experiments, clusters, faults, the
-//! fleet), the
+//! fleet), the access-control policies in force with their decisions, the
 //! routes with the weights in force, and each version's recent time series. The page's buttons
 //! send the same `POST`s as the command line, with the admin token when one is set.
 
 use serde_json::{Value, json};
 
 use super::series::Series;
-use super::views::{clusters_json, faults_json, prune};
+use super::views::{access_json, clusters_json, faults_json, prune};
 use crate::config::Spec;
 use crate::config::changes::words;
 use crate::control::Control;
@@ -48,6 +48,7 @@ pub(super) async fn data(control: &Control, fleet: Option<&Fleet>, series: &Seri
         "versions": series.json(),
         "canaries": canaries,
         "experiments": experiments,
+        "access": access_json(control),
         "clusters": clusters_json(control),
         "faults": faults_json(control),
         "fleet": fleet,

@@ -31,6 +31,43 @@ pub(super) fn faults_json(control: &Control) -> Value {
     json!({ "enabled": control.faults.enabled(), "rules": rules })
 }
 
+/// The access-control policies in force: each scope (a gateway, a service, a Kong route) with
+/// its token rules, policies and plugins, and what each decided so far.
+pub(super) fn access_json(control: &Control) -> Value {
+    let snap = control.snapshot();
+    let counts = |c: &crate::policy::access::AuthCounters| {
+        json!({
+            "allowed": c.allowed.get(),
+            "denied": c.denied.get(),
+            "unauthenticated": c.unauthenticated.get(),
+            "invalidToken": c.invalid_token.get(),
+        })
+    };
+    let scopes: Vec<Value> = snap
+        .scopes
+        .iter()
+        .map(|s| {
+            let mut policies: Vec<Value> = s
+                .authn_counters
+                .iter()
+                .map(|(name, c)| json!({"name": &**name, "kind": "RequestAuthentication", "counts": counts(c)}))
+                .collect();
+            for (kind, list) in [("DENY", &s.deny), ("AUDIT", &s.audit), ("ALLOW", &s.allow)] {
+                policies.extend(list.iter().map(|p| {
+                    json!({"name": &*p.name, "kind": format!("AuthorizationPolicy {kind}"), "counts": counts(&p.counters)})
+                }));
+            }
+            if let Some(k) = &s.kong {
+                policies.extend(k.plugins.iter().map(|(p, label, c)| {
+                    json!({"name": &**label, "kind": p.name(), "counts": counts(c)})
+                }));
+            }
+            json!({"scope": &*s.name, "policies": policies})
+        })
+        .collect();
+    Value::Array(scopes)
+}
+
 pub(super) fn config_json(control: &Control, fleet: Option<&Fleet>) -> Value {
     let snap = control.snapshot();
     let resources: Vec<Value> = snap

@@ -63,6 +63,15 @@ try {
     if (seen.alarm) fail("a sample ratio mismatch shown on a fair split");
   }
 
+  // The policies in force, with what they decided.
+  if (process.env.POLICY) {
+    const p = process.env.POLICY;
+    await page.waitForFunction((n) => Number(document.querySelector(`[data-policy="${n}"] [data-field="allowed"]`)?.innerText) > 0, p, { timeout: 15_000 });
+    const row = await page.evaluate((n) => document.querySelector(`[data-policy="${n}"]`).innerText.replace(/\s+/g, " "), p);
+    say("policy", row);
+    if (!/AuthorizationPolicy AUDIT/.test(row)) fail("the policy's kind is not shown: " + row);
+  }
+
   // The numbers move: the canary's requests per second and its weight change with time.
   const read = async () => ({
     weight: await card.locator('[data-field="weight"]').innerText(),

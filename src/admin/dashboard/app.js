@@ -304,6 +304,26 @@ function endpoints(data) {
   return [el("table", {}, el("thead", {}, el("tr", {}, ["cluster", "endpoint", "outlier state", "health check", "ejections", "in flight", "requests", "breaker"].map((h) => el("th", {}, h)))), el("tbody", {}, rows))];
 }
 
+// Access control: the policies in force, by where they apply, with what each decided.
+function access(data) {
+  if (!data.access || !data.access.length) {
+    return [empty("No access policy. RequestAuthentication, AuthorizationPolicy (security.istio.io) and Kong's key-auth, basic-auth, jwt, acl and ip-restriction show here.")];
+  }
+  return data.access.map((s) => {
+    const rows = s.policies.map((p) =>
+      el("tr", { "data-policy": p.name },
+        el("td", {}, p.name), el("td", {}, p.kind),
+        el("td", { "data-field": "allowed" }, p.counts.allowed),
+        el("td", { "data-field": "denied" }, p.counts.denied + p.counts.invalidToken),
+        el("td", {}, p.counts.unauthenticated)));
+    return el("div", { class: "card", "data-scope": s.scope },
+      el("h3", {}, s.scope),
+      el("table", {},
+        el("tr", {}, el("th", {}, "policy"), el("th", {}, "kind"), el("th", {}, "allowed"), el("th", {}, "refused"), el("th", {}, "without credentials")),
+        rows));
+  });
+}
+
 function faults(data) {
   const f = data.faults;
   const out = [el("div", { class: "row" },
@@ -341,6 +361,7 @@ function render(data) {
   put("rollouts", rollouts(data));
   for (const c of document.querySelectorAll("[data-canary]")) if (open.has(c.dataset.canary)) c.querySelector("details").open = true;
   put("experiments", experiments(data));
+  put("access", access(data));
   put("services", services(data));
   put("endpoints", endpoints(data));
   put("faults", faults(data));
