@@ -64,6 +64,8 @@ pub(crate) struct Snapshot {
     pub(crate) experiments: Vec<Experiment>,
     /// Access-control scopes, indexed by routes.
     pub(crate) scopes: Vec<Scope>,
+    /// The query parameters the scopes read credentials from.
+    credential_params: Vec<Box<str>>,
     /// Handles for requests no rule matched.
     pub(crate) unrouted: DestStats,
     /// Warnings from validation.
@@ -79,6 +81,17 @@ impl Snapshot {
         state: &Retained,
         metrics: &Metrics,
     ) -> Snapshot {
+        let scopes: Vec<Scope> = model
+            .scopes
+            .into_iter()
+            .map(|spec| scope(spec, state, metrics))
+            .collect();
+        let mut credential_params: Vec<Box<str>> = Vec::new();
+        for p in scopes.iter().flat_map(Scope::credential_params) {
+            if !credential_params.iter().any(|c| **c == *p) {
+                credential_params.push(p.into());
+            }
+        }
         Snapshot {
             generation,
             resources,
@@ -130,11 +143,8 @@ impl Snapshot {
                     }
                 })
                 .collect(),
-            scopes: model
-                .scopes
-                .into_iter()
-                .map(|spec| scope(spec, state, metrics))
-                .collect(),
+            scopes,
+            credential_params,
             unrouted: metrics.dest_stats("", "", ""),
             warnings: model.warnings,
         }
@@ -143,13 +153,7 @@ impl Snapshot {
     /// The query parameters that carry credentials (tokens, API keys): the access log shows
     /// their values as `REDACTED`.
     pub(crate) fn credential_params(&self) -> impl Iterator<Item = &str> + Clone {
-        self.scopes
-            .iter()
-            .flat_map(|s| s.jwt.iter().flat_map(|r| r.spec.from.iter()))
-            .filter_map(|l| match l {
-                crate::policy::access::authn::Location::Param(p) => Some(p.as_str()),
-                _ => None,
-            })
+        self.credential_params.iter().map(|p| &**p)
     }
 
     /// Every key set the access checks read, once each.
@@ -186,6 +190,7 @@ impl Snapshot {
             limiters: Vec::new(),
             experiments: Vec::new(),
             scopes: Vec::new(),
+            credential_params: Vec::new(),
             unrouted: metrics.dest_stats("", "", ""),
             warnings: Vec::new(),
         }

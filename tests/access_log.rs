@@ -231,3 +231,42 @@ spec:
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kong_key_in_the_query_is_not_logged() {
+    let v1 = Backend::start("v1").await;
+    let log = scratch_dir().join("access.log");
+    let yaml = format!(
+        "_format_version: \"3.0\"
+services:
+- name: s
+  url: http://127.0.0.1:{}
+  routes:
+  - name: r
+    paths: [/]
+    plugins: [{{name: key-auth}}]
+consumers:
+- username: a
+  keyauth_credentials: [{{key: a-very-secret-key}}]
+",
+        v1.addr.port()
+    );
+    let server = start(&yaml, &log, weir::access_log::Format::Text).await;
+    let mesh = server.mesh_addr();
+    assert_eq!(
+        get(mesh, "x", "/?apikey=a-very-secret-key", &[]).await.0,
+        200
+    );
+    assert_eq!(
+        get(mesh, "x", "/?apikey=a-wrong-secret-key", &[]).await.0,
+        401
+    );
+    let lines = lines(&log, 2).await;
+    let text = lines.join("\n");
+    assert!(!text.contains("secret-key"), "{text}");
+    assert!(
+        lines[1].contains("apikey=REDACTED") && lines[1].ends_with(" key-auth@route/r"),
+        "{text}"
+    );
+    server.shutdown().await;
+}

@@ -231,8 +231,9 @@ struct Answered<'s> {
 /// The rule's answers that need no upstream, in this order: CORS (a preflight is answered
 /// before anything else, as Envoy's CORS filter runs first), access control (before anything
 /// is answered or spent for a client that may not pass: a cached copy, a rate limit's
-/// count), the rule's action (direct response, redirect), the body limit (a declared length over it is refused before a byte of
-/// the body is read, so an `Expect: 100-continue` client is never told to send it), the rate
+/// count), the rule's action (direct response, redirect), the body limit (a declared length
+/// over it is refused before a byte of the body is read, so an `Expect: 100-continue` client
+/// is never told to send it), the rate
 /// limit (counted before anything else is spent on the request), the response cache (a fresh
 /// copy is answered from memory).
 // The request's pieces, each passed once from `route`; a struct would only rename them.

@@ -163,6 +163,35 @@ pub struct Denial {
 pub const RBAC_DENIED: &str = "RBAC: access denied";
 
 impl Scope {
+    /// The query parameters it reads credentials from (tokens, API keys).
+    pub fn credential_params(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .jwt
+            .iter()
+            .flat_map(|r| r.spec.from.iter())
+            .filter_map(|l| match l {
+                authn::Location::Param(p) => Some(p.as_str()),
+                _ => None,
+            })
+            .collect();
+        if let Some(k) = &self.kong {
+            for (p, _, _) in &k.plugins {
+                match p {
+                    kong::Plugin::KeyAuth {
+                        key_names,
+                        in_query: true,
+                        ..
+                    } => out.extend(key_names.iter().map(String::as_str)),
+                    kong::Plugin::Jwt { params, .. } => {
+                        out.extend(params.iter().map(String::as_str))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
     /// Judges a request; `now` in seconds since the epoch.
     fn check(&self, f: &Facts<'_>, now: i64, out: &mut Granted) -> Result<(), Box<Denial>> {
         if let Some(chain) = &self.kong {
