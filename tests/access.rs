@@ -684,18 +684,8 @@ spec:
 ",
     )
     .unwrap();
-    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
-    assert!(!out.status.success());
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    let at = |line: u32, what: &str| {
-        let needle = format!("policies.yaml:{line}:");
-        assert!(
-            text.lines()
-                .any(|l| l.contains(&needle) && l.contains(what)),
-            "no `{what}` at line {line} in:\n{text}"
-        );
-    };
+    let text = validate_refuses(&file).await;
+    let at = |line: u32, what: &str| assert_error_at(&text, "policies.yaml", line, what);
     at(5, "CUSTOM");
     at(16, "10.0.0.0/33");
     at(19, "not a port");

@@ -373,18 +373,8 @@ consumers:
 "#,
     )
     .unwrap();
-    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
-    assert!(!out.status.success());
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    let at = |line: u32, what: &str| {
-        let needle = format!("kong.yaml:{line}:");
-        assert!(
-            text.lines()
-                .any(|l| l.contains(&needle) && l.contains(what)),
-            "no `{what}` at line {line} in:\n{text}"
-        );
-    };
+    let text = validate_refuses(&file).await;
+    let at = |line: u32, what: &str| assert_error_at(&text, "kong.yaml", line, what);
     at(10, "key_in_body");
     at(12, "nobody");
     at(14, "300.1.1.1");

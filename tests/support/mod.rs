@@ -697,3 +697,20 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// What `weir validate FILE` printed, after checking that it refused the file.
+pub async fn validate_refuses(file: &std::path::Path) -> String {
+    let out = weir_cli(["validate", file.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+}
+
+/// Asserts that `text` has an error at `FILE_NAME:LINE:` saying `what`.
+pub fn assert_error_at(text: &str, file_name: &str, line: u32, what: &str) {
+    let needle = format!("{file_name}:{line}:");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&needle) && l.contains(what)),
+        "no `{what}` at line {line} in:\n{text}"
+    );
+}
