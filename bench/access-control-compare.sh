@@ -8,12 +8,23 @@
 #   bench/access-control-compare.sh [compare.sh options...]      (after cargo build --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-compare=${COMPARE:-../shared/bench/compare.sh}
 weir=$PWD/target/release/weir
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 token=$(tr -d '\n' <tests/data/istio-jwt/demo.jwt)
+# compare.sh's functional check (one raw GET per target) must carry the credentials too: a copy
+# of it whose check sends them (nginx and HAProxy ignore the headers).
+compare=$work/compare.sh
+sed "s|Connection: close\\\\r\\\\n|&Authorization: Bearer $token\\\\r\\\\napikey: bench-key\\\\r\\\\n|" \
+    "${COMPARE:-../shared/bench/compare.sh}" >"$compare"
+chmod +x "$compare"
+grep -q 'apikey: bench-key' "$compare" || { echo "compare.sh's functional check changed: update $0" >&2; exit 1; }
 jwks=$(tr -d '\n' <tests/data/istio-jwt/jwks.json)
+if ! command -v wrk >/dev/null; then
+    # compare.sh installs its tools, but the shim below needs the real wrk first.
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
+fi
 real_wrk=$(command -v wrk)
 mkdir -p "$work/bin"
 cat >"$work/bin/wrk" <<SHIM

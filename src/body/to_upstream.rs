@@ -30,6 +30,26 @@ impl Body {
     pub(crate) fn empty() -> Body {
         Body::Full(None)
     }
+
+    /// The body read into memory: [`Body::Full`] when it ends within `limit` bytes, else
+    /// [`Body::Prefixed`] (what was read, then the rest of the stream; nothing is read of a body
+    /// that declares more).
+    pub(crate) async fn hold(mut self, limit: usize) -> Result<Body, BodyError> {
+        if self.size_hint().lower() > limit as u64 {
+            return Ok(Body::Prefixed(None, Box::new(self)));
+        }
+        let mut kept = bytes::BytesMut::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await
+        {
+            if let Ok(data) = frame?.into_data() {
+                kept.extend_from_slice(&data);
+            }
+            if kept.len() > limit {
+                return Ok(Body::Prefixed(Some(kept.freeze()), Box::new(self)));
+            }
+        }
+        Ok(Body::Full(Some(kept.freeze())))
+    }
 }
 
 impl HttpBody for Body {

@@ -640,7 +640,7 @@ decode_struct! {
         /// Look in the query (default true).
         key_in_query: Option<bool> = "key_in_query",
         /// Look in the body (refused when true: weir does not buffer bodies to authenticate).
-        key_in_body: Option<Spanned<bool>> = "key_in_body",
+        key_in_body: Option<bool> = "key_in_body",
         /// Remove the key before proxying (default false).
         hide_credentials: Option<bool> = "hide_credentials",
         /// The consumer (id or username) a request without a valid key becomes.

@@ -293,13 +293,6 @@ pub(crate) fn plugin(
     Some(match p.name.value.as_str() {
         "key-auth" => {
             let c: KeyAuthConfig = decode_config(config, file, e.out)?;
-            if let Some(b) = c.key_in_body.as_ref().filter(|b| b.value) {
-                e.at(
-                    b.pos,
-                    "key-auth: key_in_body is not supported (weir does not buffer request bodies to authenticate); send the key in a header or the query",
-                );
-                return None;
-            }
             let key_names: Vec<String> = match &c.key_names {
                 Some(names) => names.iter().map(|n| n.value.clone()).collect(),
                 None => vec!["apikey".to_owned()],
@@ -314,9 +307,10 @@ pub(crate) fn plugin(
                 }
             }
             Plugin::KeyAuth {
-                key_names: key_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+                key_names,
                 in_header: c.key_in_header.unwrap_or(true),
                 in_query: c.key_in_query.unwrap_or(true),
+                in_body: c.key_in_body.unwrap_or(false),
                 hide: c.hide_credentials.unwrap_or(false),
                 anonymous: anonymous(&mut e, &c.anonymous),
                 preflight: c.run_on_preflight.unwrap_or(true),

@@ -37,6 +37,7 @@ use crate::error::ProxyError;
 use crate::policy::fault::FaultSwitch;
 use crate::snapshot::Snapshot;
 use crate::tls::ServerTls;
+use crate::upstream::UpstreamError;
 pub(crate) use conn::{ClientGone, ConnInfo};
 use forward::Ended;
 use outbound::{Forward, Stop};
@@ -137,9 +138,31 @@ impl Proxy {
         // The route table picks the rule; the rule's answers that need no upstream (CORS
         // preflight, direct response, redirect, body limit, rate limit, response cache) are
         // made there, before anything of an upstream is spent.
-        let mut fwd = match route::route(&snap, req, conn, start, self.policy.max_request_body) {
-            Routed::Local(resp) => return resp,
-            Routed::Forward(fwd) => fwd,
+        let mut req = req;
+        let mut fwd = loop {
+            match route::route(&snap, req, conn, start, self.policy.max_request_body) {
+                Routed::Local(resp) => return resp,
+                Routed::Forward(fwd) => break fwd,
+                // Access control looks for a credential in the body (Kong's `key_in_body`):
+                // it is read, up to 64 KiB, and the request routed again (once: a read body
+                // is never asked for again). Boxed: the rare path.
+                Routed::ReadBody(r) => {
+                    let (parts, body) = r.into_parts();
+                    match Box::pin(body.hold(outbound::REPLAY_LIMIT)).await {
+                        Ok(body) => req = Request::from_parts(parts, body),
+                        Err(e) => {
+                            let e = ProxyError::Upstream(UpstreamError::ClientBody(e));
+                            return answer::local(
+                                &snap,
+                                None,
+                                &parts.method,
+                                start,
+                                e.to_response(),
+                            );
+                        }
+                    }
+                }
+            }
         };
         // Faults before the breaker and the pool: a delayed request holds no connection, and
         // an aborted one is not the upstream's failure. The rule's timeout restarts after a

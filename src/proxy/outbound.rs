@@ -1,14 +1,11 @@
 //! A request on its way upstream, with what its tries and its response will need; and keeping
 //! its body, so that a retry can send it again.
 
-use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Method, Request};
-use http_body::Body as HttpBody;
 use tokio::time::Instant;
 
 use crate::access_log::Flags;
@@ -99,34 +96,15 @@ impl<'s> Forward<'s> {
     /// Reads the request body into memory to replay it, up to [`REPLAY_LIMIT`]. A longer body
     /// is forwarded as it comes (what was read first, then the rest) and is not replayed.
     pub(super) async fn keep_body(&mut self) -> Result<(), ProxyError> {
-        let body = self.req.body_mut();
-        if body.size_hint().lower() > REPLAY_LIMIT as u64 {
-            return Ok(());
+        let body = std::mem::replace(self.req.body_mut(), Body::empty());
+        let held = body
+            .hold(REPLAY_LIMIT)
+            .await
+            .map_err(|e| ProxyError::Upstream(crate::upstream::UpstreamError::ClientBody(e)))?;
+        if let Body::Full(Some(kept)) = &held {
+            self.replay = Some(kept.clone());
         }
-        let mut kept = BytesMut::new();
-        loop {
-            match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
-                None => break,
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        kept.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => {
-                    return Err(ProxyError::Upstream(
-                        crate::upstream::UpstreamError::ClientBody(e),
-                    ));
-                }
-            }
-            if kept.len() > REPLAY_LIMIT {
-                let rest = std::mem::replace(body, Body::empty());
-                *body = Body::Prefixed(Some(kept.freeze()), Box::new(rest));
-                return Ok(());
-            }
-        }
-        let kept = kept.freeze();
-        self.replay = Some(kept.clone());
-        *body = Body::Full(Some(kept));
+        *self.req.body_mut() = held;
         Ok(())
     }
 

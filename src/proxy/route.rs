@@ -42,6 +42,8 @@ pub(super) enum Routed<'s> {
     Forward(Forward<'s>),
     /// A response weir made itself (direct response, redirect, or an error).
     Local(Response<ResponseBody>),
+    /// Read the body first, then route again: access control looks for a credential in it.
+    ReadBody(Request<Body>),
 }
 
 /// Routes a request: a response weir makes itself, or the upstream request to send.
@@ -95,7 +97,8 @@ pub(super) fn route<'s>(
         listener.trusted_hops,
     ) {
         ControlFlow::Continue(answered) => answered,
-        ControlFlow::Break(resp) => return Routed::Local(resp),
+        ControlFlow::Break(Some(resp)) => return Routed::Local(resp),
+        ControlFlow::Break(None) => return Routed::ReadBody(req),
     };
     // The upstream request: its destination (by weight or cohort), the endpoint (by
     // consistent hash when the cluster has one), the target (rewrite, transform), the headers
@@ -156,6 +159,11 @@ pub(super) fn route<'s>(
         None => path_and_query,
     };
     let (mut parts, mut body) = req.into_parts();
+    // A credential taken out of the body (Kong's `hide_credentials` with `key_in_body`).
+    let new_body = crate::policy::access::new_body(&access.edits);
+    if let Some(b) = new_body {
+        body = Body::Full(Some(b.clone()));
+    }
     if let Some(limit) = max_body
         && !body.is_end_stream()
     {
@@ -164,6 +172,11 @@ pub(super) fn route<'s>(
     strip_hop_by_hop(&mut parts.headers);
     forwarded_headers(&mut parts.headers, conn);
     crate::policy::access::apply(&access.edits, &mut parts.headers);
+    if let Some(b) = new_body {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+    }
     rule.headers.request.apply(&mut parts.headers);
     dest.headers.request.apply(&mut parts.headers);
     if let Some(t) = transform {
@@ -235,7 +248,7 @@ struct Answered<'s> {
 /// over it is refused before a byte of the body is read, so an `Expect: 100-continue` client
 /// is never told to send it), the rate
 /// limit (counted before anything else is spent on the request), the response cache (a fresh
-/// copy is answered from memory).
+/// copy is answered from memory). `Break(None)`: the checks need the body, unread.
 // The request's pieces, each passed once from `route`; a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 fn answers<'s>(
@@ -247,14 +260,14 @@ fn answers<'s>(
     Matched { rule, block }: Matched<'s>,
     max_body: Option<u64>,
     trusted_hops: u32,
-) -> ControlFlow<Response<ResponseBody>, Answered<'s>> {
+) -> ControlFlow<Option<Response<ResponseBody>>, Answered<'s>> {
     // A response weir makes for this rule, with the headers gathered so far.
     let here = |mut resp: Response<ResponseBody>, extra: Option<Box<HeaderMap>>| {
         if let Some(extra) = extra {
             resp.headers_mut().extend(*extra);
         }
         let stats = Some(rule.local_stats);
-        ControlFlow::Break(local(snap, stats, req.method(), start, resp))
+        ControlFlow::Break(Some(local(snap, stats, req.method(), start, resp)))
     };
     let mut extra: Option<Box<HeaderMap>> = None;
     if let Some(cors) = &rule.cors {
@@ -281,8 +294,20 @@ fn answers<'s>(
             destination: conn.listener.ip(),
             headers: req.headers(),
             principal: conn.principal.as_deref(),
+            body: match req.body() {
+                Body::Full(b) => Some(b.as_deref().unwrap_or_default()),
+                // Beyond what is read to search (as Kong does not search a body beyond its
+                // buffer).
+                Body::Prefixed(..) => Some(&[]),
+                b if b.is_end_stream() => Some(&[]),
+                _ => None,
+            },
         };
-        match crate::policy::access::check(scopes.iter().map(|&i| &snap.scopes[i]), &facts) {
+        let scopes = || scopes.iter().map(|&i| &snap.scopes[i]);
+        if crate::policy::access::wants_body(scopes(), &facts) {
+            return ControlFlow::Break(None);
+        }
+        match crate::policy::access::check(scopes(), &facts) {
             Ok(granted) => access = granted,
             Err(denial) => return here(ProxyError::Denied(denial).to_response(), extra),
         }

@@ -24,6 +24,22 @@ use super::{Edit, Facts};
 /// stream of made-up `kid`s costs the key server one request per interval, not one per token.
 pub const ASK_EVERY: Duration = Duration::from_secs(30);
 
+/// The most tokens a key source remembers as verified (once full it starts afresh), and the
+/// longest one it remembers: at most 16 MiB per source, held only for valid tokens.
+const VERIFIED_MAX: usize = 4096;
+const VERIFIED_TOKEN_MAX: usize = 4096;
+
+/// Tokens whose signature a key set verified. A client sends the same token on every request
+/// until it expires, and checking an RSA signature costs tens of microseconds: a token seen
+/// before is looked up instead. Only tokens with a valid signature are held, each for the set
+/// that verified it (a new set starts afresh, so a key removed stops its tokens at once); the
+/// audience and time checks run on every request.
+#[derive(Debug, Default)]
+struct Verified {
+    keys: Option<Arc<KeySet>>,
+    tokens: std::collections::HashSet<Box<str>>,
+}
+
 /// Where a rule's keys come from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Jwks {
@@ -64,6 +80,7 @@ pub struct KeySource {
     errors: Counter,
     /// A fetcher was started for it.
     claimed: std::sync::atomic::AtomicBool,
+    verified: std::sync::RwLock<Verified>,
 }
 
 impl KeySource {
@@ -85,7 +102,45 @@ impl KeySource {
             held,
             errors,
             claimed: std::sync::atomic::AtomicBool::new(false),
+            verified: std::sync::RwLock::default(),
         }
+    }
+
+    /// Whether `keys` (this source's) verified `token` before.
+    fn verified_before(&self, keys: &Arc<KeySet>, token: &str) -> bool {
+        let v = self
+            .verified
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        v.keys.as_ref().is_some_and(|k| Arc::ptr_eq(k, keys)) && v.tokens.contains(token)
+    }
+
+    /// Remembers that `keys` verified `token`. Keys no longer current (a fetch came meanwhile)
+    /// are not remembered for.
+    fn remember(&self, keys: &Arc<KeySet>, token: &str) {
+        if token.len() > VERIFIED_TOKEN_MAX {
+            return;
+        }
+        let mut v = self
+            .verified
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !v.keys.as_ref().is_some_and(|k| Arc::ptr_eq(k, keys)) {
+            if !self
+                .keys
+                .load()
+                .as_ref()
+                .is_some_and(|k| Arc::ptr_eq(k, keys))
+            {
+                return;
+            }
+            v.keys = Some(keys.clone());
+            v.tokens.clear();
+        }
+        if v.tokens.len() >= VERIFIED_MAX {
+            v.tokens.clear();
+        }
+        v.tokens.insert(token.into());
     }
 
     /// True once, for the first caller: the one that starts its fetcher. Inline keys need none.
@@ -320,7 +375,7 @@ pub fn authenticate(rules: &[Arc<JwtRule>], f: &Facts<'_>, now: i64) -> Result<A
         };
         let mut passed = None;
         for r in candidates {
-            match check(r, &token, now) {
+            match check(r, &token, raw, now) {
                 Ok(()) => {
                     passed = Some(r);
                     break;
@@ -345,7 +400,7 @@ pub fn authenticate(rules: &[Arc<JwtRule>], f: &Facts<'_>, now: i64) -> Result<A
 }
 
 /// One token against one rule: audience, time, then the signature (the costly part last).
-fn check(rule: &JwtRule, token: &Token<'_>, now: i64) -> Result<(), JwtError> {
+fn check(rule: &JwtRule, token: &Token<'_>, raw: &str, now: i64) -> Result<(), JwtError> {
     if !token.audience_ok(&rule.spec.audiences) {
         return Err(JwtError::Audience);
     }
@@ -353,7 +408,13 @@ fn check(rule: &JwtRule, token: &Token<'_>, now: i64) -> Result<(), JwtError> {
     let Some(keys) = rule.keys.keys() else {
         return Err(JwtError::NoKeys);
     };
+    if rule.keys.verified_before(&keys, raw) {
+        return Ok(());
+    }
     let verified = token.verify(&keys);
+    if verified.is_ok() {
+        rule.keys.remember(&keys, raw);
+    }
     if verified == Err(JwtError::NoKey)
         && let Some(kid) = &token.kid
         && !keys.has_kid(kid)
@@ -420,5 +481,6 @@ pub(crate) fn facts_with<'a>(headers: &'a http::HeaderMap, query: Option<&'a str
         destination: std::net::IpAddr::from([127, 0, 0, 1]),
         headers,
         principal: None,
+        body: Some(&[]),
     }
 }

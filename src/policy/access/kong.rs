@@ -7,12 +7,14 @@
 //! plugins never forwards a client's own `X-Consumer-*`, `X-Credential-Identifier` or
 //! `X-Anonymous-Consumer` headers: only what the plugins established.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use ring::hmac;
 
+use super::body_key::{self, Field};
 use super::jwk::{Alg, KeySet, Material};
 use super::jwt;
 use super::pattern::IpBlock;
@@ -182,12 +184,14 @@ impl Consumers {
 pub enum Plugin {
     /// `key-auth`.
     KeyAuth {
-        /// Where keys are looked for.
+        /// The names a key is looked for under, in order.
         key_names: Vec<String>,
         /// In headers.
         in_header: bool,
         /// In the query.
         in_query: bool,
+        /// In the body (a form, JSON or multipart field).
+        in_body: bool,
         /// Remove the key before proxying.
         hide: bool,
         /// The consumer a request without a valid key becomes.
@@ -320,6 +324,23 @@ fn refuse(status: StatusCode, message: &str, label: &Arc<str>) -> Box<Denial> {
 }
 
 impl Chain {
+    /// Whether a key-auth plugin would look for its key in the body, unread.
+    pub fn wants_body(&self, f: &Facts<'_>) -> bool {
+        self.plugins.iter().any(|(p, _, _)| match p {
+            Plugin::KeyAuth {
+                key_names,
+                in_header,
+                in_query,
+                in_body: true,
+                ..
+            } => matches!(
+                find_key(key_names, (*in_header, *in_query, true), f),
+                Looked::BodyUnread
+            ),
+            _ => false,
+        })
+    }
+
     /// Runs the plugins; `now` in seconds since the epoch.
     pub fn check(
         &self,
@@ -488,44 +509,47 @@ impl Chain {
                 key_names,
                 in_header,
                 in_query,
+                in_body,
                 hide,
                 ..
             } => {
-                let mut key = None;
-                if *in_header {
-                    for n in key_names {
-                        if let Some(v) = f.headers.get(n.as_str()).and_then(|v| v.to_str().ok()) {
-                            key = Some(v);
-                            if *hide && let Ok(h) = HeaderName::from_bytes(n.as_bytes()) {
-                                edits.push(Edit::Remove(h));
-                            }
-                            break;
-                        }
+                let (key, name) = match find_key(key_names, (*in_header, *in_query, *in_body), f) {
+                    Looked::Found(key, name) => (key, name),
+                    Looked::Duplicate => {
+                        return Err(Failed::invalid("Duplicate API key found"));
                     }
-                }
-                if key.is_none() && *in_query {
-                    for n in key_names {
-                        if let Some(v) = query_param(f.query, n) {
-                            key = Some(v);
-                            if *hide {
-                                edits.push(Edit::RemoveParam(n.clone()));
-                            }
-                            break;
-                        }
-                    }
-                }
-                let Some(key) = key.filter(|k| !k.is_empty()) else {
+                    Looked::Missing | Looked::BodyUnread => (Cow::Borrowed(""), ""),
+                };
+                if key.is_empty() {
                     return Err(Failed::missing(
                         "No API key found in request",
                         Some("Key realm=\"kong\"".to_owned()),
                     ));
-                };
-                let tag = mac(&[b"key-auth", key.as_bytes()]);
-                match self.consumers.keys.get(&tag) {
-                    Some((consumer, id)) if mac_ok(&[b"key-auth", key.as_bytes()], &tag) => {
-                        Ok((*consumer, id.clone()))
+                }
+                // As Kong: the name is cleared from the query, the headers and the body, wherever
+                // the key was found.
+                if *hide {
+                    edits.push(Edit::RemoveParam(name.to_owned()));
+                    if let Ok(h) = HeaderName::from_bytes(name.as_bytes()) {
+                        edits.push(Edit::Remove(h));
                     }
-                    _ => Err(invalid()),
+                    if *in_body
+                        && let Some(body) = f.body
+                        && let Some(b) = body_key::remove(content_type(f), body, name)
+                    {
+                        edits.push(Edit::SetBody(b));
+                    }
+                }
+                // Keys are held as their MAC under this process's secret key, and looked up
+                // by it: how long a lookup takes depends on MACs nobody can predict, never on
+                // the stored keys themselves.
+                match self
+                    .consumers
+                    .keys
+                    .get(&mac(&[b"key-auth", key.as_bytes()]))
+                {
+                    Some((consumer, id)) => Ok((*consumer, id.clone())),
+                    None => Err(invalid()),
                 }
             }
             Plugin::BasicAuth { hide, realm, .. } => {
@@ -664,6 +688,63 @@ impl Chain {
         }
         Ok((cred.consumer, cred.key.clone()))
     }
+}
+
+/// What a key-auth plugin found.
+enum Looked<'a> {
+    /// A key, under this name.
+    Found(Cow<'a, str>, &'a str),
+    /// A name given twice.
+    Duplicate,
+    /// No key.
+    Missing,
+    /// None in the headers or the query; the body, unread, may hold one.
+    BodyUnread,
+}
+
+fn content_type<'a>(f: &Facts<'a>) -> Option<&'a str> {
+    f.headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Kong's key lookup: for each name in order, the headers, then the query, then the body.
+fn find_key<'a>(
+    names: &'a [String],
+    (in_header, in_query, in_body): (bool, bool, bool),
+    f: &Facts<'a>,
+) -> Looked<'a> {
+    for name in names {
+        let mut v = Field::Missing;
+        if in_header {
+            let mut all = f.headers.get_all(name.as_str()).iter();
+            v = match (all.next(), all.next()) {
+                (Some(_), Some(_)) => Field::Duplicate,
+                (Some(h), None) => h
+                    .to_str()
+                    .map_or(Field::Missing, |s| Field::One(Cow::Borrowed(s))),
+                _ => Field::Missing,
+            };
+        }
+        if v == Field::Missing
+            && in_query
+            && let Some(q) = f.query
+        {
+            v = body_key::form_field(q.as_bytes(), name);
+        }
+        if v == Field::Missing && in_body {
+            match f.body {
+                None => return Looked::BodyUnread,
+                Some(b) => v = body_key::find(content_type(f), b, name),
+            }
+        }
+        match v {
+            Field::One(key) => return Looked::Found(key, name),
+            Field::Duplicate => return Looked::Duplicate,
+            Field::Missing => {}
+        }
+    }
+    Looked::Missing
 }
 
 /// The value of query parameter `name`.

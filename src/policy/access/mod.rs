@@ -11,6 +11,7 @@
 
 pub mod authn;
 pub mod authz;
+pub mod body_key;
 mod der;
 pub mod jwk;
 pub mod jwt;
@@ -49,6 +50,9 @@ pub struct Facts<'a> {
     pub headers: &'a HeaderMap,
     /// The peer's identity, from its client certificate (`cluster.local/ns/NS/sa/SA`).
     pub principal: Option<&'a str>,
+    /// The body, when it has none or has been read for the checks (empty when it was too
+    /// large to search); `None` while it is unread (see [`wants_body`]).
+    pub body: Option<&'a [u8]>,
 }
 
 /// The original client's address: with `trusted` proxies in front, the `trusted`-th address
@@ -80,6 +84,8 @@ pub enum Edit {
     Set(HeaderName, HeaderValue),
     /// Remove a query parameter (a credential not forwarded).
     RemoveParam(String),
+    /// Send this body instead (a credential taken out of it).
+    SetBody(bytes::Bytes),
 }
 
 /// The counters of one policy's decisions.
@@ -298,6 +304,21 @@ pub fn check<'s>(
     Ok(granted)
 }
 
+/// Whether the checks need the request's body, which is unread: Kong's `key-auth` with
+/// `key_in_body` and no key in the headers or the query. The request path then reads it (up to
+/// a bound) and asks again.
+pub fn wants_body<'s>(mut scopes: impl Iterator<Item = &'s Scope>, f: &Facts<'_>) -> bool {
+    f.body.is_none() && scopes.any(|s| s.kong.as_ref().is_some_and(|k| k.wants_body(f)))
+}
+
+/// The body the edits replace the request's with, if any.
+pub fn new_body(edits: &[Edit]) -> Option<&bytes::Bytes> {
+    edits.iter().rev().find_map(|e| match e {
+        Edit::SetBody(b) => Some(b),
+        _ => None,
+    })
+}
+
 /// Applies the edits to the upstream request's headers (query edits: [`strip_params`]).
 pub fn apply(edits: &[Edit], headers: &mut HeaderMap) {
     for e in edits {
@@ -308,7 +329,7 @@ pub fn apply(edits: &[Edit], headers: &mut HeaderMap) {
             Edit::Set(name, value) => {
                 headers.insert(name.clone(), value.clone());
             }
-            Edit::RemoveParam(_) => {}
+            Edit::RemoveParam(_) | Edit::SetBody(_) => {}
         }
     }
 }

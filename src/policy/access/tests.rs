@@ -302,6 +302,34 @@ async fn unknown_kids_ask_for_the_keys_at_most_once_per_interval() {
 }
 
 #[test]
+fn a_token_verified_before_stops_passing_when_its_key_leaves() {
+    let keys = source(Jwks::Uri("https://idp.example/jwks".to_owned()));
+    keys.store(parse_jwks(ISTIO_JWKS).unwrap());
+    let rule = rule_with(keys.clone(), &[]);
+    let token = rs256(json!({"iss": ISS, "sub": "a", "exp": now() + 2}));
+    for _ in 0..3 {
+        assert!(outcome(&rule, &token).is_ok(), "verified, then remembered");
+    }
+    // A remembered token still gets its time checked.
+    let h = bearer(&token);
+    let later = authenticate(
+        std::slice::from_ref(&rule),
+        &facts_with(&h, None),
+        now() + 300,
+    );
+    assert_eq!(later.unwrap_err().error, JwtError::Expired);
+    // A changed token is not the remembered one.
+    let tampered = format!("{}x", &token[..token.len() - 1]);
+    assert!(outcome(&rule, &tampered).is_err());
+    // The key rotates out: the token it verified is refused from the next request on.
+    let other = r#"{"keys":[{"kty":"oct","kid":"other","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}]}"#;
+    keys.store(parse_jwks(other).unwrap());
+    assert_eq!(outcome(&rule, &token), Err(JwtError::NoKey));
+    keys.store(parse_jwks(ISTIO_JWKS).unwrap());
+    assert!(outcome(&rule, &token).is_ok(), "back with its key");
+}
+
+#[test]
 fn keys_never_fetched_refuse_every_token() {
     let rule = rule_with(source(Jwks::Uri("http://127.0.0.1:9/jwks".into())), &[]);
     assert_eq!(
