@@ -24,7 +24,7 @@ weir=$PWD/target/release/weir
 [ -x "$weir" ] || die "build first: cargo build --release"
 ensure_tools
 WORKDIR=$(mktemp -d)
-trap cleanup EXIT
+trap 'set +e; cleanup' EXIT # compare.sh's cleanup is written for a shell without -e
 trap 'exit 130' INT TERM
 
 token=$(tr -d '\n' <tests/data/istio-jwt/demo.jwt)

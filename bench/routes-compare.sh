@@ -24,7 +24,7 @@ done
 [ -x "$weir" ] || die "build first: cargo build --release"
 ensure_tools
 WORKDIR=$(mktemp -d)
-trap cleanup EXIT
+trap 'set +e; cleanup' EXIT # compare.sh's cleanup is written for a shell without -e
 trap 'exit 130' INT TERM
 D=$WORKDIR
 

@@ -31,7 +31,7 @@ command -v h2load >/dev/null || {
         || { apt-get update -q >/dev/null && apt-get install -y -q nghttp2-client >/dev/null; }
 }
 WORKDIR=$(mktemp -d)
-trap cleanup EXIT
+trap 'set +e; cleanup' EXIT # compare.sh's cleanup is written for a shell without -e
 trap 'exit 130' INT TERM
 D=$WORKDIR
 

@@ -96,12 +96,14 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         let info = ConnInfo::new(peer, key, edge);
-        let conn = connection(stream, proxy.clone(), info, stopped.clone());
-        let guard = live.clone();
-        tokio::spawn(async move {
-            conn.await;
-            drop(guard);
-        });
+        // The task is the connection's own future (a wrapping block would hold it twice).
+        tokio::spawn(connection(
+            stream,
+            proxy.clone(),
+            info,
+            stopped.clone(),
+            live.clone(),
+        ));
     }
     drop(socket);
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
@@ -135,15 +137,29 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves one client connection: TLS first if the listener has it, then HTTP/1.1 with weir's
 /// own server or HTTP/2 with hyper's (ALPN `h2` under TLS, the h2c preface without).
+/// Serves one accepted connection; `_live` is held while it lasts (the drain counts them).
 async fn connection(
     stream: TcpStream,
     proxy: Arc<Proxy>,
     info: ConnInfo,
     stop: watch::Receiver<bool>,
+    _live: Arc<()>,
 ) {
-    let Some(tls) = proxy.listener_tls(info.listener) else {
-        return plain(stream, proxy, info, stop).await;
-    };
+    // The TLS path is boxed: a plain connection's task does not carry a handshake's state.
+    match proxy.listener_tls(info.listener) {
+        None => plain(stream, &proxy, &info, stop).await,
+        Some(tls) => Box::pin(over_tls(stream, tls, proxy, info, stop)).await,
+    }
+}
+
+/// Serves a connection to a TLS listener: the handshake, then HTTP/2 or HTTP/1.1 as ALPN says.
+async fn over_tls(
+    stream: TcpStream,
+    tls: Arc<crate::tls::ServerTls>,
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
+    stop: watch::Receiver<bool>,
+) {
     let peer = info.peer;
     let handshake =
         tokio::time::timeout(proxy.policy().request_headers_timeout, tls.accept(stream));
@@ -171,12 +187,17 @@ async fn connection(
         serve_h2(stream, Bytes::new(), proxy, info, stop).await;
     } else {
         let (r, w) = http1::stream::tls(stream);
-        server::serve(Reader::new(r), w, proxy, info, stop).await;
+        server::serve(Reader::new(r), w, &proxy, &info, stop).await;
     }
 }
 
 /// Serves a plain connection, telling HTTP/2 (prior knowledge) from HTTP/1.1 by its first bytes.
-async fn plain(stream: TcpStream, proxy: Arc<Proxy>, info: ConnInfo, stop: watch::Receiver<bool>) {
+async fn plain(
+    stream: TcpStream,
+    proxy: &Arc<Proxy>,
+    info: &ConnInfo,
+    stop: watch::Receiver<bool>,
+) {
     let mut reader = Reader::new(stream);
     // Enough of the first bytes to tell the protocols apart: the first within the idle
     // timeout, the rest within the request headers timeout.
@@ -195,7 +216,8 @@ async fn plain(stream: TcpStream, proxy: Arc<Proxy>, info: ConnInfo, stop: watch
     if reader.unread().starts_with(H2_PREFACE) {
         let read = reader.take_all();
         let (stream, _) = reader.into_io();
-        serve_h2(stream, read, proxy, info, stop).await;
+        // Boxed: an HTTP/1.1 connection's task does not carry HTTP/2's state.
+        Box::pin(serve_h2(stream, read, proxy.clone(), info.clone(), stop)).await;
     } else {
         let (stream, shell) = reader.into_io();
         let (r, w) = http1::stream::tcp(stream);
@@ -262,4 +284,21 @@ async fn serve_h2<I>(
 
 fn stalled_close(peer: SocketAddr) {
     tracing::debug!(%peer, "HTTP/2 connection closed: a response waited on the client's window too long.");
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future an async fn returns, without calling it.
+    fn future_size<A, B, C, D, E, R, F: Fn(A, B, C, D, E) -> R>(_: F) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// An idle keep-alive connection costs its task's future (the request path's and TLS's
+    /// are boxed while they run): kept small, so 10,000 idle clients stay cheap
+    /// (docs/benchmarks.md, idle connections).
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        let size = future_size(super::connection);
+        assert!(size <= 2048, "a connection's future is {size} bytes");
+    }
 }

@@ -29,6 +29,45 @@ const MAX_CHUNK_LINE: usize = 4096;
 const READ_CHUNK: usize = 16 * 1024;
 const MIN_READ: usize = 4 * 1024;
 
+/// Buffers kept per thread for the connections that have something to read or write: a
+/// connection holds its buffers only while it reads or writes, and gives them back when it
+/// waits (an idle keep-alive connection holds none, as nginx frees its buffers between
+/// requests); a busy one takes one back without allocating.
+const SPARE_BUFFERS: usize = 64;
+
+thread_local! {
+    static READ_SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+    static WRITE_SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+type Spares = std::thread::LocalKey<std::cell::RefCell<Vec<BytesMut>>>;
+
+fn take_spare(spares: &'static Spares) -> Option<BytesMut> {
+    spares.with(|s| s.borrow_mut().pop())
+}
+
+fn give_spare(spares: &'static Spares, buf: BytesMut) {
+    spares.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_BUFFERS {
+            s.push(buf);
+        }
+    });
+}
+
+/// A write buffer: a spare one, else a new one.
+pub(crate) fn write_buffer() -> BytesMut {
+    take_spare(&WRITE_SPARES).unwrap_or_else(|| BytesMut::with_capacity(4096))
+}
+
+/// Gives an emptied write buffer back (one that grew large is let go).
+pub(crate) fn give_write_buffer(mut buf: BytesMut) {
+    if buf.capacity() > 0 && buf.capacity() <= READ_CHUNK {
+        buf.clear();
+        give_spare(&WRITE_SPARES, buf);
+    }
+}
+
 /// The read side of a connection and what has been read from it.
 #[derive(Debug)]
 pub(crate) struct Reader<R> {
@@ -40,11 +79,19 @@ pub(crate) struct Reader<R> {
 }
 
 impl<R> Reader<R> {
+    /// A reader over `io`; it takes a buffer on its first read.
     pub(crate) fn new(io: R) -> Reader<R> {
         Reader {
             io,
-            buf: BytesMut::zeroed(READ_CHUNK),
+            buf: BytesMut::new(),
             filled: 0,
+        }
+    }
+
+    /// Gives the buffer back while nothing read is waiting in it.
+    fn release(&mut self) {
+        if self.filled == 0 && self.buf.len() >= MIN_READ {
+            give_spare(&READ_SPARES, std::mem::take(&mut self.buf));
         }
     }
 
@@ -70,9 +117,7 @@ impl<R> Reader<R> {
     /// A reader whose buffer already holds `bytes` (tests, fuzzing).
     pub(crate) fn from_bytes(io: R, bytes: &[u8]) -> Reader<R> {
         let mut r = Reader::new(io);
-        if r.buf.len() < bytes.len() {
-            r.buf.resize(bytes.len(), 0);
-        }
+        r.buf.resize(bytes.len().max(READ_CHUNK), 0);
         r.buf[..bytes.len()].copy_from_slice(bytes);
         r.filled = bytes.len();
         r
@@ -100,14 +145,25 @@ impl<R> Reader<R> {
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
-    /// Reads more; `Ok(0)` is the end of the stream.
+    /// Reads more; `Ok(0)` is the end of the stream. Waiting for bytes with none unread, the
+    /// reader holds no buffer.
     pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.len() - self.filled < MIN_READ {
-            self.buf.resize(self.filled + READ_CHUNK, 0);
+            if self.filled == 0
+                && let Some(spare) = take_spare(&READ_SPARES)
+            {
+                self.buf = spare;
+            } else {
+                self.buf.resize(self.filled + READ_CHUNK, 0);
+            }
         }
         let mut rb = ReadBuf::new(&mut self.buf[self.filled..]);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        let read = Pin::new(&mut self.io).poll_read(cx, &mut rb);
         let n = rb.filled().len();
+        if read.is_pending() {
+            self.release();
+        }
+        ready!(read)?;
         self.filled += n;
         Poll::Ready(Ok(n))
     }

@@ -12,7 +12,6 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -50,8 +49,8 @@ pub(crate) struct Head {
 pub(crate) async fn serve(
     reader: Reader<ClientRead>,
     writer: ClientWrite,
-    proxy: Arc<Proxy>,
-    info: ConnInfo,
+    proxy: &Proxy,
+    info: &ConnInfo,
     mut stop: watch::Receiver<bool>,
 ) {
     let flag = stop.clone();
@@ -61,7 +60,7 @@ pub(crate) async fn serve(
     let policy = proxy.policy();
     let mut w = Writer {
         io: writer,
-        out: BytesMut::with_capacity(4096),
+        out: BytesMut::new(),
         stall: policy.idle_timeout,
     };
     let mut fields = Vec::new();
@@ -86,69 +85,84 @@ pub(crate) async fn serve(
             Err(refusal) => {
                 let (status, why) = (refusal.status(), refusal.reason());
                 tracing::debug!(peer = %info.peer, %status, why, "Request refused.");
-                let _ = w.reject(status, why).await;
+                // Boxed: the rare path.
+                let _ = Box::pin(w.reject(status, why)).await;
                 return;
             }
         };
-        let keep_alive = head.keep_alive;
-        let head_only = head.method == Method::HEAD;
-        let version = head.version;
-        // A client that expects `100 Continue` gets it when its body is first read: a request
-        // refused before (no route, too large, an injected abort) never has it sent.
-        let mut expect = None;
-        let (body, home) = match slot.take() {
-            Some(reader) if !matches!(head.body, Decoder::Done) => {
-                let waits = head.expect_continue.then(|| {
-                    let (body_side, ours) = Continue::pair();
-                    expect = Some(ours);
-                    body_side
-                });
-                let deadline = Instant::now() + policy.request_timeout;
-                let (body, home) = RequestBody::new(reader, head.body, deadline, waits);
-                (Body::Client(body), Some(home))
-            }
-            reader => {
-                slot = reader;
-                (Body::empty(), None)
-            }
-        };
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.uri;
-        *req.version_mut() = version;
-        *req.headers_mut() = head.headers;
-        // Without a body, the read side is free to notice a client that leaves mid-request.
-        let client = slot.as_mut().map(|r| r as &mut dyn ClientGone);
-        let resp = match expect {
-            None => proxy.serve(req, &info, client).await,
-            // Boxed: the rare path.
-            Some(expect) => {
-                match Box::pin(respond_continuing(&proxy, req, &info, &mut w, expect)).await {
-                    Some(resp) => resp,
-                    None => return,
-                }
-            }
-        };
-        // A listener that began stopping meanwhile: this response is the connection's last.
-        let mut keep_alive = keep_alive && !*flag.borrow();
-        if let Some(home) = home {
-            // The request body is back, read to its end; if not (a response made without reading
-            // it, a failed upload), the connection cannot carry another request: say so.
-            match home.lock().map(|mut slot| slot.take()).ok().flatten() {
-                Some((r, true)) => slot = Some(r),
-                _ => keep_alive = false,
-            }
-        }
-        let (body, keep_alive) =
-            w.encode_head(resp, head_only, version == Version::HTTP_10, keep_alive);
-        let written = match body {
-            Some((body, chunked)) => w.write_body(body, chunked).await,
-            None => w.flush().await,
-        };
-        if written.is_err() || !keep_alive {
+        // One boxed future per request: the request path and the writing of its answer. It
+        // lives only while a request does, so that an idle connection's task stays small
+        // (docs/benchmarks.md, idle connections).
+        let go_on = Box::pin(exchange(head, &mut slot, &mut w, proxy, info, &flag)).await;
+        if go_on != Some(true) {
             return;
         }
+        w.release();
     }
+}
+
+/// One request on the connection: its body lent from `slot` (and back when read to its end),
+/// the request path, then the answer written. `Some(true)`: the connection carries another.
+async fn exchange(
+    head: Head,
+    slot: &mut Option<Reader<ClientRead>>,
+    w: &mut Writer,
+    proxy: &Proxy,
+    info: &ConnInfo,
+    flag: &watch::Receiver<bool>,
+) -> Option<bool> {
+    let policy = proxy.policy();
+    let keep_alive = head.keep_alive;
+    let head_only = head.method == Method::HEAD;
+    let version = head.version;
+    // A client that expects `100 Continue` gets it when its body is first read: a request
+    // refused before (no route, too large, an injected abort) never has it sent.
+    let mut expect = None;
+    let (body, home) = match slot.take() {
+        Some(reader) if !matches!(head.body, Decoder::Done) => {
+            let waits = head.expect_continue.then(|| {
+                let (body_side, ours) = Continue::pair();
+                expect = Some(ours);
+                body_side
+            });
+            let deadline = Instant::now() + policy.request_timeout;
+            let (body, home) = RequestBody::new(reader, head.body, deadline, waits);
+            (Body::Client(body), Some(home))
+        }
+        reader => {
+            *slot = reader;
+            (Body::empty(), None)
+        }
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method;
+    *req.uri_mut() = head.uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = head.headers;
+    // Without a body, the read side is free to notice a client that leaves mid-request.
+    let client = slot.as_mut().map(|r| r as &mut dyn ClientGone);
+    let resp = match expect {
+        None => proxy.serve(req, info, client).await,
+        // Boxed: the rare path.
+        Some(expect) => Box::pin(respond_continuing(proxy, req, info, w, expect)).await?,
+    };
+    // A listener that began stopping meanwhile: this response is the connection's last.
+    let mut keep_alive = keep_alive && !*flag.borrow();
+    if let Some(home) = home {
+        // The request body is back, read to its end; if not (a response made without reading
+        // it, a failed upload), the connection cannot carry another request: say so.
+        match home.lock().map(|mut slot| slot.take()).ok().flatten() {
+            Some((r, true)) => *slot = Some(r),
+            _ => keep_alive = false,
+        }
+    }
+    let (body, keep_alive) =
+        w.encode_head(resp, head_only, version == Version::HTTP_10, keep_alive);
+    let written = match body {
+        Some((body, chunked)) => w.write_body(body, chunked).await,
+        None => w.flush().await,
+    };
+    Some(written.is_ok() && keep_alive)
 }
 
 /// Handles a request whose client waits for `100 Continue`: written when the body asks for it

@@ -37,9 +37,23 @@ impl Writer {
         Ok(())
     }
 
+    /// Empties the buffer to encode into, taking one if it gave its own back.
+    fn start(&mut self) {
+        if self.out.capacity() == 0 {
+            self.out = super::write_buffer();
+        } else {
+            self.out.clear();
+        }
+    }
+
+    /// Gives the buffer back while the connection waits for its next request.
+    pub(super) fn release(&mut self) {
+        super::give_write_buffer(std::mem::take(&mut self.out));
+    }
+
     /// A refusal, then the connection closes.
     pub(super) async fn reject(&mut self, status: StatusCode, why: &str) -> io::Result<()> {
-        self.out.clear();
+        self.start();
         let _ = write!(
             self.out,
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\ndate: ",
@@ -77,7 +91,7 @@ impl Writer {
         // Without a known length: chunked for HTTP/1.1 clients, the connection's end for 1.0.
         let chunked = !bodiless && length.is_none() && !http10;
         let keep_alive = keep_alive && (bodiless || length.is_some() || chunked);
-        self.out.clear();
+        self.start();
         self.out.extend_from_slice(b"HTTP/1.1 ");
         self.out.extend_from_slice(status.as_str().as_bytes());
         self.out.extend_from_slice(b" ");
