@@ -8,6 +8,7 @@
 //! control, admin, rollout  the control plane: one apply path, the admin API, progressive delivery
 //! fleet, store             many instances sharing resources and rollouts through etcd
 //! listener, http1, edge    accepting clients, HTTP/1.1, limits at the edge
+//! workers                  per-core worker threads, each with its own runtime
 //! proxy, error             the request path, and the one table of the statuses weir makes
 //! policy, route            per-route decisions, route tables and matchers
 //! backend, upstream        clusters, endpoints, balancers, pools, upstream I/O
@@ -49,3 +50,4 @@ pub(crate) mod snapshot;
 pub mod store;
 pub mod tls;
 pub(crate) mod upstream;
+pub(crate) mod workers;

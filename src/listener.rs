@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -29,20 +29,34 @@ use crate::edge::h2_stall::Stalls;
 use crate::error::{ProxyError, Refusal};
 use crate::http1::{self, MAX_HEAD, Reader, server};
 use crate::proxy::{ConnInfo, Proxy};
+use crate::workers;
 
 /// How long open connections may take to finish when a listener stops.
 pub(crate) const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A running listener.
+/// A running listener: an accept loop per worker ([`crate::workers`]), or one on the runtime
+/// that started it.
 pub(crate) struct Listener {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Held by each open connection: the drain waits for the count to fall back to one.
+    live: Arc<()>,
+    key: SocketAddr,
 }
 
 impl Listener {
-    /// Binds `addr` (port 0 picks a free port).
+    /// Binds `addr` (port 0 picks a free port). With workers the socket is made to share its
+    /// address (`SO_REUSEPORT`), so that each worker binds one of its own beside it. It is
+    /// first bound alone: an address another process holds (another weir too) is refused, as
+    /// without workers, rather than shared with it.
     pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-        TcpListener::bind(addr).await
+        let alone = TcpListener::bind(addr).await?;
+        if workers::count() < 2 {
+            return Ok(alone);
+        }
+        let bound = alone.local_addr()?;
+        drop(alone);
+        reuse_port_socket(bound)?.listen(BACKLOG)
     }
 
     /// Starts serving a bound socket. `key` is the address the snapshot knows it by.
@@ -53,14 +67,71 @@ impl Listener {
         proxy: Arc<Proxy>,
     ) -> Listener {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(socket, key, edge, proxy, stopped));
-        Listener { stop, task }
+        let live = Arc::new(());
+        // The accept loop of one runtime: on `socket`, or (a worker beside the first) on a
+        // socket of its own bound to the same address.
+        let serve = |socket: Result<std::net::TcpListener, SocketAddr>| {
+            let (proxy, stopped, live) = (proxy.clone(), stopped.clone(), Arc::downgrade(&live));
+            async move {
+                let socket = match socket {
+                    Ok(first) => TcpListener::from_std(first),
+                    Err(bound) => reuse_port_socket(bound).and_then(|s| s.listen(BACKLOG)),
+                };
+                match socket {
+                    Ok(socket) => accept_loop(socket, key, edge, proxy, stopped, live).await,
+                    Err(e) => {
+                        tracing::warn!(listener = %key, error = %e, "A worker cannot listen.");
+                    }
+                }
+            }
+        };
+        let handles = workers::handles();
+        let tasks = match socket.local_addr() {
+            Ok(bound) if !handles.is_empty() => {
+                // The bound socket goes to the first worker, whose runtime watches it from then.
+                let mut first = socket.into_std().map_err(|_| bound);
+                let mut tasks = Vec::with_capacity(handles.len());
+                for handle in handles {
+                    let own = std::mem::replace(&mut first, Err(bound));
+                    tasks.push(handle.spawn(serve(own)));
+                }
+                tasks
+            }
+            _ => {
+                let weak = Arc::downgrade(&live);
+                let stopped = stopped.clone();
+                vec![tokio::spawn(accept_loop(
+                    socket,
+                    key,
+                    edge,
+                    proxy.clone(),
+                    stopped,
+                    weak,
+                ))]
+            }
+        };
+        Listener {
+            stop,
+            tasks,
+            live,
+            key,
+        }
     }
 
     /// Stops accepting and drains open connections.
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+        while Arc::strong_count(&self.live) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(listener = %self.key, "Drain deadline passed with connections still open.");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -70,9 +141,8 @@ async fn accept_loop(
     edge: bool,
     proxy: Arc<Proxy>,
     mut stopped: watch::Receiver<bool>,
+    live: Weak<()>,
 ) {
-    // Each connection task holds a clone; the drain waits for the count to fall back to one.
-    let live = Arc::new(());
     let max = proxy.policy().max_connections;
     loop {
         let accepted = tokio::select! {
@@ -88,7 +158,10 @@ async fn accept_loop(
                 continue;
             }
         };
-        if Arc::strong_count(&live) > max {
+        // Each connection holds the listener's count while it lasts (the listener holds one
+        // more); with the listener gone, nothing more is served.
+        let Some(held) = live.upgrade() else { break };
+        if Arc::strong_count(&held) - 2 >= max {
             // Over the limit: closed at once, so that the connections already open keep going.
             tracing::debug!(listener = %key, %peer, max, "Connection limit reached; closing.");
             drop(stream);
@@ -102,18 +175,25 @@ async fn accept_loop(
             proxy.clone(),
             info,
             stopped.clone(),
-            live.clone(),
+            held,
         ));
     }
-    drop(socket);
-    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
-    while Arc::strong_count(&live) > 1 {
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(listener = %key, "Drain deadline passed with connections still open.");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+}
+
+/// Queue of connections not yet accepted, per socket (what `TcpListener::bind` uses).
+const BACKLOG: u32 = 1024;
+
+/// A socket for `addr` with `SO_REUSEADDR` (as `TcpListener::bind` sets) and `SO_REUSEPORT`:
+/// every worker's socket for one address has it.
+fn reuse_port_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 /// HTTP/2 limits (docs/reliability.md section 5): concurrent streams per connection, flow-control

@@ -85,7 +85,8 @@ impl Server {
         let mesh_addr = mesh_socket
             .local_addr()
             .map_err(|e| StartError::Bind(opts.mesh, e))?;
-        let admin_socket = Listener::bind(opts.admin)
+        // The admin API is served on the control plane's runtime: one socket, never shared.
+        let admin_socket = tokio::net::TcpListener::bind(opts.admin)
             .await
             .map_err(|e| StartError::Bind(opts.admin, e))?;
         let admin_addr = admin_socket
@@ -145,6 +146,13 @@ impl Server {
             (f, tasks)
         });
         tracing::info!(mesh = %mesh_addr, admin = %admin_addr, "weir is serving.");
+        match crate::workers::count() {
+            1 => tracing::info!("One worker: connections are served on one runtime."),
+            n => tracing::info!(
+                workers = n,
+                "Per-core workers: each accepts on a socket of its own per listener (SO_REUSEPORT)."
+            ),
+        }
         Ok(Server {
             control,
             mesh,

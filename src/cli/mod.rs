@@ -67,7 +67,8 @@ enum Command {
         /// mutating admin calls then need `Authorization: Bearer TOKEN`.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
-        /// Worker threads (default: one per core).
+        /// Worker threads, each with its own runtime and its own socket per listener
+        /// (`SO_REUSEPORT`) (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
         /// Write a line per request to PATH (appended to), or to standard output with `-`
@@ -424,17 +425,20 @@ fn token(file: Option<&std::path::Path>) -> Result<Option<String>, ExitCode> {
     }
 }
 
+/// The runtime `weir run` starts on. One worker: a single-threaded scheduler, with no
+/// work-stealing machinery to pay for. More (the default, one per core): per-core workers
+/// ([`crate::workers`]) serve the listeners, each on its own thread and runtime, and this
+/// single-threaded runtime carries the control plane.
 fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
-    let mut b = match workers {
-        // One worker: a single-threaded scheduler, with no work-stealing machinery to pay for.
-        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
+    let n = workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    if n > 1
+        && let Err(e) = crate::workers::start(n)
+    {
+        // Threads cannot be made: the work-stealing scheduler over as many as it can.
+        eprintln!("weir: per-core workers did not start ({e}); one shared runtime serves");
+        b = tokio::runtime::Builder::new_multi_thread();
+    }
     b.enable_all().build().expect("tokio runtime")
 }
 

@@ -27,6 +27,7 @@ use super::stream::{Stream, Timed};
 use crate::body::error::BodyError;
 use crate::body::to_upstream::Body;
 use crate::http1::{Decoder, MAX_HEAD, Reader, put_decimal, put_field, queue_frame, write_all};
+use crate::workers;
 
 /// Counts a pool's open connections for as long as it lives.
 #[derive(Debug)]
@@ -45,22 +46,35 @@ impl Drop for Open {
     }
 }
 
-/// Most idle HTTP/1.1 connections kept per endpoint.
+/// Most idle HTTP/1.1 connections kept per endpoint and worker.
 const MAX_IDLE: usize = 256;
 
 /// A pool's idle HTTP/1.1 connections, most recently used last: a response body puts its
-/// connection back here once read to the end.
-#[derive(Debug, Default)]
-pub(super) struct Idle(Mutex<Vec<Conn>>);
+/// connection back here once read to the end. One list per worker ([`crate::workers`]): a
+/// connection is taken again by the worker whose runtime watches its socket.
+#[derive(Debug)]
+pub(super) struct Idle(Box<[Mutex<Vec<Conn>>]>);
+
+impl Default for Idle {
+    fn default() -> Idle {
+        Idle((0..workers::count()).map(|_| Mutex::default()).collect())
+    }
+}
 
 impl Idle {
+    /// The calling worker's list.
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        let list = &self.0[workers::index() % self.0.len()];
+        list.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How many there are.
+    /// How many there are, on all workers.
     pub(super) fn len(&self) -> usize {
-        self.lock().len()
+        let lists = self
+            .0
+            .iter()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
+        lists.map(|l| l.len()).sum()
     }
 
     /// The most recently used idle connection that is still clean and not idle too long.
