@@ -357,7 +357,11 @@ impl<T: Decode> Decode for Vec<T> {
             Value::Null => Some(Vec::new()),
             Value::Seq(items) => {
                 // Items that fail are reported and left out, so the rest is still checked.
-                Some(items.iter().filter_map(|n| T::decode(n, cx)).collect())
+                // Sized to the list up front: a filtered iterator would grow it by doubling,
+                // and a resource type can be a kilobyte (10,000 routes: docs/benchmarks.md).
+                let mut out = Vec::with_capacity(items.len());
+                out.extend(items.iter().filter_map(|n| T::decode(n, cx)));
+                Some(out)
             }
             _ => {
                 cx.error(node.pos, format!("expected a list, found {}", node.kind()));
