@@ -16,9 +16,13 @@ impl Process {
     fn spawn(backend: &Backend, mesh: SocketAddr, stderr: Stdio) -> Process {
         let config = scratch_dir().join("mesh.yaml");
         std::fs::write(&config, service_entry("svc", &[("v1", backend)])).unwrap();
+        Process::spawn_with(&config, mesh, stderr)
+    }
+
+    fn spawn_with(config: &std::path::Path, mesh: SocketAddr, stderr: Stdio) -> Process {
         let child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["run", "--workers", "2", "--config"])
-            .arg(&config)
+            .arg(config)
             .args(["--admin", "127.0.0.1:0", "--mesh-listen", &mesh.to_string()])
             .env("WEIR_LOG", "info")
             .stdout(Stdio::null())
@@ -71,6 +75,18 @@ fn listening_sockets(port: u16) -> usize {
             f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
         })
         .count()
+}
+
+/// Waits (20 seconds at most) until `addr` refuses connections.
+async fn until_refused(addr: SocketAddr) {
+    let began = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "{addr} still accepts"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn until_serving(mesh: SocketAddr) {
@@ -156,4 +172,51 @@ async fn an_address_held_by_another_weir_is_refused_not_shared() {
         2,
         "still the first weir's two"
     );
+}
+
+#[tokio::test]
+async fn a_gateway_listener_added_and_removed_by_a_reload_is_served_by_every_worker_then_freed() {
+    let backend = Backend::start("v1").await;
+    let mesh = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = scratch_dir().join("mesh.yaml");
+    let services = service_entry("svc", &[("v1", &backend)]);
+    std::fs::write(&config, &services).unwrap();
+    let _weir = Process::spawn_with(&config, mesh, Stdio::null());
+    until_serving(mesh).await;
+    assert_eq!(listening_sockets(edge.port()), 0);
+    // The Gateway comes with a reload: the control plane binds it, and each worker listens.
+    let on_edge = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge}
+spec:
+  hosts: [\"*\"]
+  gateways: [edge]
+  http:
+  - route: [{destination: {host: svc}}]
+";
+    let with_gateway = format!(
+        "{services}{}{on_edge}",
+        loopback_gateway("edge", edge.port())
+    );
+    std::fs::write(&config, with_gateway).unwrap();
+    until_serving(edge).await;
+    assert_eq!(listening_sockets(edge.port()), 2, "one socket per worker");
+    for i in 0..50 {
+        let answer = raw(
+            edge,
+            &format!("GET /{i} HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    }
+    // Gone with the next reload: every worker's socket is closed, and the mesh keeps serving.
+    std::fs::write(&config, &services).unwrap();
+    until_refused(edge).await;
+    assert_eq!(
+        listening_sockets(edge.port()),
+        0,
+        "every worker's socket closed"
+    );
+    until_serving(mesh).await;
 }
