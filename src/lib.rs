@@ -27,6 +27,7 @@ pub mod access_log;
 pub mod admin;
 pub(crate) mod backend;
 pub(crate) mod body;
+pub(crate) mod boxed;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -29,7 +29,7 @@ use crate::edge::h2_stall::Stalls;
 use crate::error::{ProxyError, Refusal};
 use crate::http1::{self, MAX_HEAD, Reader, server};
 use crate::proxy::{ConnInfo, Proxy};
-use crate::workers;
+use crate::{boxed, workers};
 
 /// How long open connections may take to finish when a listener stops.
 pub(crate) const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -228,7 +228,7 @@ async fn connection(
     // The TLS path is boxed: a plain connection's task does not carry a handshake's state.
     match proxy.listener_tls(info.listener) {
         None => plain(stream, &proxy, &info, stop).await,
-        Some(tls) => Box::pin(over_tls(stream, tls, proxy, info, stop)).await,
+        Some(tls) => boxed::pinned(|| over_tls(stream, tls, proxy, info, stop)).await,
     }
 }
 
@@ -297,7 +297,7 @@ async fn plain(
         let read = reader.take_all();
         let (stream, _) = reader.into_io();
         // Boxed: an HTTP/1.1 connection's task does not carry HTTP/2's state.
-        Box::pin(serve_h2(stream, read, proxy.clone(), info.clone(), stop)).await;
+        boxed::pinned(|| serve_h2(stream, read, proxy.clone(), info.clone(), stop)).await;
     } else {
         let (stream, shell) = reader.into_io();
         let (r, w) = http1::stream::tcp(stream);

@@ -26,6 +26,7 @@ use super::{Chunk, Decoder, MAX_HEAD, MAX_HEADERS, Reader, tokens};
 use crate::body::from_client::{Continue, ContinueAsked, RequestBody};
 use crate::body::to_client::ResponseBody;
 use crate::body::to_upstream::Body;
+use crate::boxed;
 use crate::edge::ServerPolicy;
 use crate::error::Refusal;
 use crate::proxy::{ClientGone, ConnInfo, Proxy};
@@ -93,7 +94,9 @@ pub(crate) async fn serve(
         // One boxed future per request: the request path and the writing of its answer. It
         // lives only while a request does, so that an idle connection's task stays small
         // (docs/benchmarks.md, idle connections).
-        let go_on = Box::pin(exchange(head, &mut slot, &mut w, proxy, info, &flag)).await;
+        // Built in its box, not copied there.
+        let exchange = boxed::pinned(|| exchange(head, &mut slot, &mut w, proxy, info, &flag));
+        let go_on = exchange.await;
         if go_on != Some(true) {
             return;
         }
