@@ -77,6 +77,15 @@ fn listening_sockets(port: u16) -> usize {
         .count()
 }
 
+/// `n` connections to `addr` one after the other, each with one request answered 200.
+async fn one_request_per_connection(addr: SocketAddr, n: usize) {
+    for i in 0..n {
+        let request = format!("GET /{i} HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n");
+        let answer = raw(addr, &request).await;
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    }
+}
+
 /// Waits (20 seconds at most) until `addr` refuses connections.
 async fn until_refused(addr: SocketAddr) {
     let began = Instant::now();
@@ -126,14 +135,7 @@ async fn two_workers_each_accept_on_their_own_socket_and_share_the_connections()
     // 200 connections, one request each, one after the other: the kernel hashes each to one
     // socket, and the worker behind it wakes for it. The chance that either worker gets fewer
     // than 20 of 200 is below 1e-30.
-    for i in 0..200 {
-        let answer = raw(
-            mesh,
-            &format!("GET /{i} HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n"),
-        )
-        .await;
-        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
-    }
+    one_request_per_connection(mesh, 200).await;
     let after = weir.worker_wakeups();
     for ((name, b), (_, a)) in before.iter().zip(&after) {
         assert!(
@@ -202,14 +204,7 @@ spec:
     std::fs::write(&config, with_gateway).unwrap();
     until_serving(edge).await;
     assert_eq!(listening_sockets(edge.port()), 2, "one socket per worker");
-    for i in 0..50 {
-        let answer = raw(
-            edge,
-            &format!("GET /{i} HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n"),
-        )
-        .await;
-        assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
-    }
+    one_request_per_connection(edge, 50).await;
     // Gone with the next reload: every worker's socket is closed, and the mesh keeps serving.
     std::fs::write(&config, &services).unwrap();
     until_refused(edge).await;
