@@ -11,14 +11,11 @@
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
 
 /// The workers' runtimes, once started.
 static HANDLES: OnceLock<Vec<Handle>> = OnceLock::new();
-/// How many workers there are (1 until [`start`]): how many idle lists a pool keeps.
-static COUNT: AtomicUsize = AtomicUsize::new(1);
 
 thread_local! {
     /// The worker this thread is (0 on any other thread).
@@ -56,7 +53,6 @@ pub(crate) fn start(n: usize) -> std::io::Result<()> {
             .map_err(|_| std::io::Error::other("a worker thread ended at start"))??;
         handles.push(handle);
     }
-    COUNT.store(n, Ordering::Relaxed);
     let _ = HANDLES.set(handles);
     Ok(())
 }
@@ -66,12 +62,12 @@ pub(crate) fn handles() -> &'static [Handle] {
     HANDLES.get().map(Vec::as_slice).unwrap_or(&[])
 }
 
-/// How many workers there are (1 without workers).
+/// How many workers there are (1 without workers): how many idle lists a pool keeps.
 pub(crate) fn count() -> usize {
-    COUNT.load(Ordering::Relaxed)
+    handles().len().max(1)
 }
 
 /// The worker the calling thread is, below [`count`] (0 off the workers).
 pub(crate) fn index() -> usize {
-    INDEX.with(Cell::get) % count()
+    INDEX.with(Cell::get)
 }

@@ -77,6 +77,14 @@ fn listening_sockets(port: u16) -> usize {
         .count()
 }
 
+/// A weir with two workers serving `backend` on a free port, once it answers.
+async fn serving(backend: &Backend) -> (Process, SocketAddr) {
+    let mesh = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let weir = Process::spawn(backend, mesh, Stdio::null());
+    until_serving(mesh).await;
+    (weir, mesh)
+}
+
 /// `n` connections to `addr` one after the other, each with one request answered 200.
 async fn one_request_per_connection(addr: SocketAddr, n: usize) {
     for i in 0..n {
@@ -123,9 +131,7 @@ async fn until_serving(mesh: SocketAddr) {
 #[tokio::test]
 async fn two_workers_each_accept_on_their_own_socket_and_share_the_connections() {
     let backend = Backend::start("v1").await;
-    let mesh = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let weir = Process::spawn(&backend, mesh, Stdio::null());
-    until_serving(mesh).await;
+    let (weir, mesh) = serving(&backend).await;
     assert_eq!(listening_sockets(mesh.port()), 2, "one socket per worker");
     let before = weir.worker_wakeups();
     assert_eq!(
@@ -150,9 +156,7 @@ async fn two_workers_each_accept_on_their_own_socket_and_share_the_connections()
 #[tokio::test]
 async fn an_address_held_by_another_weir_is_refused_not_shared() {
     let backend = Backend::start("v1").await;
-    let mesh = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _first = Process::spawn(&backend, mesh, Stdio::null());
-    until_serving(mesh).await;
+    let (_first, mesh) = serving(&backend).await;
     let mut second = Process::spawn(&backend, mesh, Stdio::piped());
     let began = Instant::now();
     let status = loop {

@@ -62,7 +62,7 @@ impl Default for Idle {
 }
 
 impl Idle {
-    /// The calling worker's list.
+    /// The calling worker's list (a pool made before the workers has one, for all).
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         let list = &self.0[workers::index() % self.0.len()];
         list.lock().unwrap_or_else(|e| e.into_inner())
