@@ -214,7 +214,14 @@ spec:
     assert_eq!(get(mesh, "shop", &path, &[]).await.0, 200);
     let bad = format!("/?access_token={}x", &token[..token.len() - 1]);
     assert_eq!(get(mesh, "shop", &bad, &[]).await.0, 401);
-    let lines = lines(&log, 3).await;
+    let mut lines = lines(&log, 3).await;
+    // A line is written once its response is out, from the thread that wrote it: on two
+    // threads, the next request's line can come first. In the order the requests were sent:
+    let status = |l: &String| {
+        let at = ["\"status\":403,", "\"status\":200,", "\"status\":401,"];
+        at.iter().position(|s| l.contains(s))
+    };
+    lines.sort_by_key(status);
     let json: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
