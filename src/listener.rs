@@ -326,13 +326,15 @@ async fn serve_h2<I>(
         let proxy = proxy.clone();
         let info = info.clone();
         let watch = watch.clone();
-        async move {
+        // Built in its box: the request path's future is kilobytes, and hyper moves the
+        // stream's future several times on its way into the stream's task.
+        boxed::pinned(|| async move {
             let resp = match refused {
                 None => proxy.serve(req, &info, None).await,
                 Some(why) => refuse(why),
             };
             Ok::<_, Infallible>(resp.map(|body| watch.watch(body)))
-        }
+        })
     });
     let conn = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
