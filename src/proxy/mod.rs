@@ -126,7 +126,7 @@ impl Proxy {
         &self,
         start: Instant,
         snap: Arc<Snapshot>,
-        req: Request<Body>,
+        mut req: Request<Body>,
         conn: &ConnInfo,
         client: Option<&mut dyn ClientGone>,
     ) -> Response<ResponseBody> {
@@ -138,7 +138,6 @@ impl Proxy {
         // The route table picks the rule; the rule's answers that need no upstream (CORS
         // preflight, direct response, redirect, body limit, rate limit, response cache) are
         // made there, before anything of an upstream is spent.
-        let mut req = req;
         let mut fwd = loop {
             match route::route(&snap, req, conn, start, self.policy.max_request_body) {
                 Routed::Local(resp) => return resp,

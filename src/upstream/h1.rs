@@ -53,7 +53,7 @@ const MAX_IDLE: usize = 256;
 /// connection back here once read to the end. One list per worker ([`crate::workers`]): a
 /// connection is taken again by the worker whose runtime watches its socket.
 #[derive(Debug)]
-pub(super) struct Idle(Box<[Mutex<Vec<Conn>>]>);
+pub(super) struct Idle(Box<[Mutex<Vec<Box<Conn>>>]>);
 
 impl Default for Idle {
     fn default() -> Idle {
@@ -63,7 +63,7 @@ impl Default for Idle {
 
 impl Idle {
     /// The calling worker's list (a pool made before the workers has one, for all).
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<Conn>>> {
         let list = &self.0[workers::index() % self.0.len()];
         list.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -78,7 +78,7 @@ impl Idle {
     }
 
     /// The most recently used idle connection that is still clean and not idle too long.
-    pub(super) fn take(&self, idle_timeout: Duration) -> Option<Conn> {
+    pub(super) fn take(&self, idle_timeout: Duration) -> Option<Box<Conn>> {
         let mut idle = self.lock();
         // Oldest first: those past the idle timeout are closed.
         let expired = idle
@@ -95,7 +95,7 @@ impl Idle {
     }
 
     /// Keeps a connection for another request, if it may carry one and there is room.
-    fn put(&self, mut conn: Conn) {
+    fn put(&self, mut conn: Box<Conn>) {
         if !conn.may_carry_more() {
             return;
         }
@@ -107,7 +107,8 @@ impl Idle {
     }
 }
 
-/// One HTTP/1.1 connection to an upstream.
+/// One HTTP/1.1 connection to an upstream. Boxed for its whole life: it moves in and out of
+/// the idle list and into every response body, which stay small.
 #[derive(Debug)]
 pub(crate) struct Conn {
     r: Reader<Timed>,
@@ -135,8 +136,8 @@ pub(super) enum Failure {
 }
 
 impl Conn {
-    pub(super) fn new(io: Stream, open: Open) -> Conn {
-        Conn {
+    pub(super) fn new(io: Stream, open: Open) -> Box<Conn> {
+        Box::new(Conn {
             r: Reader::new(Timed::new(io)),
             out: BytesMut::with_capacity(1024),
             fields: Vec::new(),
@@ -144,7 +145,7 @@ impl Conn {
             max_requests: None,
             idle_since: Instant::now(),
             _open: open,
-        }
+        })
     }
 
     /// Applies the cluster's `maxRequestsPerConnection` and read and write timeouts to the
@@ -186,7 +187,7 @@ impl Conn {
 /// Sends `req` on `conn` and reads the response head. The request is borrowed so that a caller
 /// can send it again after [`Failure::Stale`] (and, when it has no body, [`Failure::NoReply`]).
 pub(super) async fn exchange(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     req: &mut Request<Body>,
     idle: &Arc<Idle>,
 ) -> Result<Response<ResponseBody>, Failure> {
@@ -347,14 +348,14 @@ async fn read_head(conn: &mut Conn) -> Result<Head, Failure> {
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
     /// None once finished (the connection went back to the pool or was closed).
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     decoder: Decoder,
     keep_alive: bool,
     idle: Arc<Idle>,
 }
 
 impl ResponseBody {
-    fn new(conn: Conn, decoder: Decoder, keep_alive: bool, idle: Arc<Idle>) -> ResponseBody {
+    fn new(conn: Box<Conn>, decoder: Decoder, keep_alive: bool, idle: Arc<Idle>) -> ResponseBody {
         let mut body = ResponseBody {
             conn: Some(conn),
             decoder,
