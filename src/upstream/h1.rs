@@ -53,6 +53,8 @@ const MAX_IDLE: usize = 256;
 /// connection back here once read to the end. One list per worker ([`crate::workers`]): a
 /// connection is taken again by the worker whose runtime watches its socket.
 #[derive(Debug)]
+// Boxed in the list too: a connection moves in and out whole, as a pointer.
+#[allow(clippy::vec_box)]
 pub(super) struct Idle(Box<[Mutex<Vec<Box<Conn>>>]>);
 
 impl Default for Idle {
@@ -63,6 +65,7 @@ impl Default for Idle {
 
 impl Idle {
     /// The calling worker's list (a pool made before the workers has one, for all).
+    #[allow(clippy::vec_box)]
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<Conn>>> {
         let list = &self.0[workers::index() % self.0.len()];
         list.lock().unwrap_or_else(|e| e.into_inner())
