@@ -167,7 +167,7 @@ impl Writer {
     }
 }
 
-/// Writes all of `bytes`, failing if that takes longer than `stall`.
+/// Writes all of `bytes`, failing if, once it has to wait, that takes longer than `stall`.
 async fn write_within(io: &mut ClientWrite, bytes: &[u8], stall: Duration) -> io::Result<()> {
     let mut write = std::pin::pin!(write_all(io, bytes));
     // Most writes finish at once: only one that waits pays for a deadline (a clock read and a

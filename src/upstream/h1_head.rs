@@ -24,7 +24,7 @@ pub(crate) fn take_head<R>(
     fields: &mut Vec<(HeaderName, usize, usize)>,
 ) -> Result<Option<Head>, &'static str> {
     // Left uninitialised: the parser writes the slots it fills (filling all of them first
-    // cost a 3.2 KB memset per response).
+    // wrote 3.2 KB per response).
     let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let buf = r.unread();
