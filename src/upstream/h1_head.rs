@@ -28,9 +28,8 @@ pub(crate) fn take_head<R>(
     let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let buf = r.unread();
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp, buf, &mut slots,
-    );
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
