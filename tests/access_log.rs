@@ -224,7 +224,7 @@ spec:
     lines.sort_by_key(status);
     let json: Vec<serde_json::Value> = lines
         .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?} in {lines:?}")))
         .collect();
     assert_eq!(json[0]["policy"], "none", "{}", lines[0]);
     assert_eq!(json[0]["flags"], serde_json::json!(["denied"]));

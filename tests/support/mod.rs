@@ -301,6 +301,9 @@ pub fn scratch_dir() -> PathBuf {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     ));
+    // Process ids come round again: a directory an earlier run left under the same name
+    // would hand this test its files (an access log it appends to, with the old lines in).
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
