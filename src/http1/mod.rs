@@ -89,7 +89,7 @@ impl<R> Reader<R> {
     }
 
     /// Gives the buffer back while nothing read is waiting in it.
-    fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if self.filled == 0 && self.buf.len() >= MIN_READ {
             give_spare(&READ_SPARES, std::mem::take(&mut self.buf));
         }

@@ -165,7 +165,11 @@ impl Conn {
         self.max_requests.is_none_or(|max| self.served < max)
     }
 
+    /// Going idle: it gives its buffers back to the thread's spares (an idle connection holds
+    /// none, as a client's does not) and notes the time.
     pub(super) fn mark_idle(&mut self) {
+        self.r.release();
+        crate::http1::give_write_buffer(std::mem::take(&mut self.out));
         self.idle_since = Instant::now();
     }
 
@@ -246,6 +250,9 @@ async fn write_request(conn: &mut Conn, req: &mut Request<Body>) -> Result<(), F
         chunked = true;
         None
     };
+    if conn.out.capacity() == 0 {
+        conn.out = crate::http1::write_buffer();
+    }
     encode_head(&mut conn.out, req, length, chunked);
     let body = req.body_mut();
     let mut ended = body.is_end_stream();
