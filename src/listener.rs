@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -217,20 +218,50 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves one client connection: TLS first if the listener has it, then HTTP/1.1 with weir's
 /// own server or HTTP/2 with hyper's (ALPN `h2` under TLS, the h2c preface without).
-/// Serves one accepted connection; `_live` is held while it lasts (the drain counts them).
-async fn connection(
+/// `live` is held while it lasts (the drain counts them).
+///
+/// A plain HTTP/1.1 connection is served in this task's own future, which is what an idle
+/// keep-alive connection costs (docs/benchmarks.md, idle connections): everything else (TLS,
+/// HTTP/2, telling the protocols apart, each request) is boxed while it runs. Not an `async
+/// fn`, whose arguments are kept twice in its future (as arguments, and as the locals they
+/// move into); and the stream goes into its box before the future is made, so that the future
+/// does not keep room for it.
+fn connection(
     stream: TcpStream,
     proxy: Arc<Proxy>,
     info: ConnInfo,
     stop: watch::Receiver<bool>,
-    _live: Arc<()>,
-) {
-    // The TLS path is boxed: a plain connection's task does not carry a handshake's state.
-    match proxy.listener_tls(info.listener) {
-        None => plain(stream, &proxy, &info, stop).await,
-        Some(tls) => boxed::pinned(|| over_tls(stream, tls, proxy, info, stop)).await,
+    live: Arc<()>,
+) -> impl Future<Output = ()> {
+    let first: Pin<Box<dyn Future<Output = Option<Plain>> + Send>> =
+        match proxy.listener_tls(info.listener) {
+            Some(tls) => {
+                let (proxy, info, stop) = (proxy.clone(), info.clone(), stop.clone());
+                boxed::pinned(|| async move {
+                    over_tls(stream, tls, proxy, info, stop).await;
+                    None
+                })
+            }
+            // HTTP/2 with prior knowledge is served in the box that told it apart.
+            None => {
+                let (proxy, info, stop) = (proxy.clone(), info.clone(), stop.clone());
+                boxed::pinned(|| plain(stream, proxy, info, stop))
+            }
+        };
+    async move {
+        let _ = &live;
+        let Some((r, w)) = first.await else {
+            return;
+        };
+        server::serve(r, w, &proxy, &info, stop).await;
     }
 }
+
+/// A plain HTTP/1.1 connection's halves, its first bytes read.
+type Plain = (
+    Reader<http1::stream::ClientRead>,
+    http1::stream::ClientWrite,
+);
 
 /// Serves a connection to a TLS listener: the handshake, then HTTP/2 or HTTP/1.1 as ALPN says.
 async fn over_tls(
@@ -271,22 +302,23 @@ async fn over_tls(
     }
 }
 
-/// Serves a plain connection, telling HTTP/2 (prior knowledge) from HTTP/1.1 by its first bytes.
+/// Tells a plain connection's protocol by its first bytes (the first within the idle timeout,
+/// the rest within the request headers timeout): HTTP/2 with prior knowledge is served here;
+/// HTTP/1.1 is handed back, split, to be served in the connection's own future. `None`: done
+/// (HTTP/2 served, or the client closed, failed or was too slow).
 async fn plain(
     stream: TcpStream,
-    proxy: &Arc<Proxy>,
-    info: &ConnInfo,
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
     stop: watch::Receiver<bool>,
-) {
+) -> Option<Plain> {
     let mut reader = Reader::new(stream);
-    // Enough of the first bytes to tell the protocols apart: the first within the idle
-    // timeout, the rest within the request headers timeout.
     let policy = proxy.policy();
     let mut deadline = Instant::now() + policy.idle_timeout;
     while reader.filled() < H2_PREFACE.len() && H2_PREFACE.starts_with(reader.unread()) {
         let first = reader.filled() == 0;
         match tokio::time::timeout_at(deadline, poll_fn(|cx| reader.poll_fill(cx))).await {
-            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(0) | Err(_)) | Err(_) => return None,
             Ok(Ok(_)) => {}
         }
         if first {
@@ -295,14 +327,12 @@ async fn plain(
     }
     if reader.unread().starts_with(H2_PREFACE) {
         let read = reader.take_all();
-        let (stream, _) = reader.into_io();
-        // Boxed: an HTTP/1.1 connection's task does not carry HTTP/2's state.
-        boxed::pinned(|| serve_h2(stream, read, proxy.clone(), info.clone(), stop)).await;
-    } else {
-        let (stream, shell) = reader.into_io();
-        let (r, w) = http1::stream::tcp(stream);
-        server::serve(shell.with_io(r), w, proxy, info, stop).await;
+        serve_h2(reader.into_io().0, read, proxy, info, stop).await;
+        return None;
     }
+    let (stream, shell) = reader.into_io();
+    let (r, w) = http1::stream::tcp(stream);
+    Some((shell.with_io(r), w))
 }
 
 /// Serves HTTP/2 with hyper (`read`: bytes already read off `io`) until the client is done, or `stop` asks for a graceful close
@@ -375,12 +405,13 @@ mod tests {
         std::mem::size_of::<R>()
     }
 
-    /// An idle keep-alive connection costs its task's future (the request path's and TLS's
-    /// are boxed while they run): kept small, so 10,000 idle clients stay cheap
+    /// An idle keep-alive connection costs its task (everything a request, TLS or HTTP/2 needs
+    /// is boxed while it runs): tokio keeps the future in a cell with 104 bytes of its own,
+    /// aligned to 128 bytes, so a future of at most 664 bytes makes a 768-byte task
     /// (docs/benchmarks.md, idle connections).
     #[test]
     fn an_idle_connection_task_stays_small() {
         let size = future_size(super::connection);
-        assert!(size <= 2048, "a connection's future is {size} bytes");
+        assert!(size <= 664, "a connection's future is {size} bytes");
     }
 }

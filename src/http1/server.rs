@@ -48,61 +48,107 @@ pub(crate) struct Head {
 
 /// Serves HTTP/1.1 on a connection whose first bytes are already in `reader`, until the client
 /// closes, a request asks to close, an error, or `stop` (between requests).
-pub(crate) async fn serve(
+///
+/// Between requests the connection waits here, in its task's own future, holding no buffer;
+/// everything a request needs (reading its head, the request path, writing the answer) is in
+/// one box made when the request begins and freed when it is answered. An idle keep-alive
+/// connection thus costs its task's small future and its socket's registration
+/// (docs/benchmarks.md, idle connections).
+///
+/// Not an `async fn`: its arguments would be kept twice in the future (as arguments, and as
+/// the locals they move into), and this future is what every idle connection keeps.
+pub(crate) fn serve<'a>(
     reader: Reader<ClientRead>,
     writer: ClientWrite,
-    proxy: &Proxy,
-    info: &ConnInfo,
+    proxy: &'a Proxy,
+    info: &'a ConnInfo,
     mut stop: watch::Receiver<bool>,
-) {
+) -> impl Future<Output = ()> + 'a {
     let flag = stop.clone();
-    // Made once and kept: it registers for the signal on its first poll, not once per request.
-    let stopped = stop.changed();
-    tokio::pin!(stopped);
-    let policy = proxy.policy();
     let mut w = Writer {
         io: writer,
         out: BytesMut::new(),
-        stall: policy.idle_timeout,
+        stall: proxy.policy().idle_timeout,
     };
-    let mut fields = Vec::new();
-    // One timer for the connection's waits, moved along rather than made anew.
-    let timer = tokio::time::sleep(policy.idle_timeout);
-    tokio::pin!(timer);
     // Lent to a request's body while it is read, and back after.
     let mut slot = Some(reader);
-    loop {
-        let Some(reader) = slot.as_mut() else {
-            return;
-        };
-        let head = tokio::select! {
-            biased;
-            head = read_head(reader, &mut fields, policy, timer.as_mut()) => head,
-            // Idle between requests: a stopping listener closes the connection now.
-            _ = &mut stopped, if reader.filled() == 0 => return,
-        };
-        let head = match head {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(refusal) => {
-                let (status, why) = (refusal.status(), refusal.reason());
-                tracing::debug!(peer = %info.peer, %status, why, "Request refused.");
-                // Boxed: the rare path.
-                let _ = Box::pin(w.reject(status, why)).await;
+    async move {
+        // Made once and kept: it registers for the signal on its first poll, not once per
+        // request.
+        let stopped = stop.changed();
+        tokio::pin!(stopped);
+        // One timer for the connection's waits, moved along rather than made anew.
+        let timer = tokio::time::sleep(proxy.policy().idle_timeout);
+        tokio::pin!(timer);
+        loop {
+            let Some(reader) = slot.as_mut() else {
+                return;
+            };
+            // Idle between requests: wait for the next request's first bytes, holding no
+            // buffer, until the idle timeout; a stopping listener closes the connection now.
+            if reader.filled() == 0 {
+                let due = Instant::now() + proxy.policy().idle_timeout;
+                // Moved only when it would fire too late: a timer that fires early is set
+                // again then. A client sending request after request thus costs no timer
+                // update per request.
+                if timer.deadline() > due {
+                    timer.as_mut().reset(due);
+                }
+                // Polled here rather than as a `select!` of futures: this wait is what an idle
+                // connection's future holds.
+                let more = poll_fn(|cx| {
+                    if let Poll::Ready(filled) = reader.poll_fill(cx) {
+                        return Poll::Ready(matches!(filled, Ok(n) if n > 0));
+                    }
+                    if stopped.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    while timer.as_mut().poll(cx).is_ready() {
+                        if Instant::now() >= due {
+                            return Poll::Ready(false);
+                        }
+                        timer.as_mut().reset(due);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                if !more {
+                    return;
+                }
+            }
+            // Built in its box, not copied there.
+            let request =
+                boxed::pinned(|| request(&mut slot, &mut w, proxy, info, &flag, timer.as_mut()));
+            if request.await != Some(true) {
                 return;
             }
-        };
-        // One boxed future per request: the request path and the writing of its answer. It
-        // lives only while a request does, so that an idle connection's task stays small
-        // (docs/benchmarks.md, idle connections).
-        // Built in its box, not copied there.
-        let exchange = boxed::pinned(|| exchange(head, &mut slot, &mut w, proxy, info, &flag));
-        let go_on = exchange.await;
-        if go_on != Some(true) {
-            return;
+            w.release();
         }
-        w.release();
     }
+}
+
+/// One request whose first bytes have arrived: its head read (or refused), then the exchange.
+/// `Some(true)`: the connection carries another.
+async fn request(
+    slot: &mut Option<Reader<ClientRead>>,
+    w: &mut Writer,
+    proxy: &Proxy,
+    info: &ConnInfo,
+    flag: &watch::Receiver<bool>,
+    timer: Pin<&mut Sleep>,
+) -> Option<bool> {
+    let reader = slot.as_mut()?;
+    let head = match read_head(reader, proxy.policy(), timer).await {
+        Ok(Some(head)) => head,
+        Ok(None) => return None,
+        Err(refusal) => {
+            let (status, why) = (refusal.status(), refusal.reason());
+            tracing::debug!(peer = %info.peer, %status, why, "Request refused.");
+            let _ = w.reject(status, why).await;
+            return None;
+        }
+    };
+    exchange(head, slot, w, proxy, info, flag).await
 }
 
 /// One request on the connection: its body lent from `slot` (and back when read to its end),
@@ -191,6 +237,13 @@ async fn respond_continuing(
     }
 }
 
+thread_local! {
+    /// Where a head's fields are listed while it is parsed: per thread, not per connection (an
+    /// idle connection holds none).
+    static FIELDS: std::cell::RefCell<Vec<(HeaderName, usize, usize)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Reads a request head; `None` when the client closed cleanly between requests, or stayed
 /// idle past the idle timeout. Once a head has begun it must end within the request headers
 /// timeout (408).
@@ -200,7 +253,6 @@ async fn respond_continuing(
 /// update per request, only one per idle timeout.
 async fn read_head(
     r: &mut Reader<ClientRead>,
-    fields: &mut Vec<(HeaderName, usize, usize)>,
     policy: &ServerPolicy,
     mut timer: Pin<&mut Sleep>,
 ) -> Result<Option<Head>, Refusal> {
@@ -208,7 +260,7 @@ async fn read_head(
     let mut started = (r.filled() > 0).then_some(entered);
     loop {
         if r.filled() > 0 {
-            if let Some(head) = take_head(r, fields, policy)? {
+            if let Some(head) = FIELDS.with(|f| take_head(r, &mut f.borrow_mut(), policy))? {
                 return Ok(Some(head));
             }
             if r.filled() >= MAX_HEAD {
