@@ -1,6 +1,6 @@
 //! weir's own HTTP/1.1 server connection: reads requests, hands each to the proxy in this
-//! connection's task, and writes the response, with no per-request task, channel or boxed
-//! future in between.
+//! connection's task, and writes the response, with no per-request task or channel in between
+//! (a request's state is one box, freed when it is answered).
 //!
 //! Strict about what it accepts (RFC 9112, and docs/reliability.md section 3): `Content-Length`
 //! with `Transfer-Encoding`, conflicting or malformed lengths, a `Transfer-Encoding` other than
