@@ -249,6 +249,7 @@ fn connection(
             }
         };
     async move {
+        // Held (moved into this future) until the connection ends: the drain counts them.
         let _ = &live;
         let Some((r, w)) = first.await else {
             return;
