@@ -233,21 +233,17 @@ fn connection(
     stop: watch::Receiver<bool>,
     live: Arc<()>,
 ) -> impl Future<Output = ()> {
-    let first: Pin<Box<dyn Future<Output = Option<Plain>> + Send>> =
-        match proxy.listener_tls(info.listener) {
-            Some(tls) => {
-                let (proxy, info, stop) = (proxy.clone(), info.clone(), stop.clone());
-                boxed::pinned(|| async move {
-                    over_tls(stream, tls, proxy, info, stop).await;
-                    None
-                })
-            }
-            // HTTP/2 with prior knowledge is served in the box that told it apart.
-            None => {
-                let (proxy, info, stop) = (proxy.clone(), info.clone(), stop.clone());
-                boxed::pinned(|| plain(stream, proxy, info, stop))
-            }
-        };
+    let tls = proxy.listener_tls(info.listener);
+    // The box keeps its own handles; this future keeps the originals for HTTP/1.1.
+    let (p, i, s) = (proxy.clone(), info.clone(), stop.clone());
+    let first: Pin<Box<dyn Future<Output = Option<Plain>> + Send>> = match tls {
+        Some(tls) => boxed::pinned(|| async move {
+            over_tls(stream, tls, p, i, s).await;
+            None
+        }),
+        // HTTP/2 with prior knowledge is served in the box that told it apart.
+        None => boxed::pinned(|| plain(stream, p, i, s)),
+    };
     async move {
         // Held (moved into this future) until the connection ends: the drain counts them.
         let _ = &live;

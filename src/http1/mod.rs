@@ -169,6 +169,19 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 }
 
+/// A head's fields while it is parsed: each header's name and the offsets of its value.
+pub(crate) type Fields = Vec<(http::HeaderName, usize, usize)>;
+
+thread_local! {
+    static FIELDS: std::cell::RefCell<Fields> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `parse` with this thread's field list: one per thread, not one per connection, so that
+/// an idle connection (a client's, or an upstream one in its pool) holds none.
+pub(crate) fn with_fields<T>(parse: impl FnOnce(&mut Fields) -> T) -> T {
+    FIELDS.with(|f| parse(&mut f.borrow_mut()))
+}
+
 /// Header maps kept for reuse on this thread: building a message's map then needs no allocation.
 const SPARE_MAPS: usize = 64;
 /// Maps grown past this many entries are not kept.

@@ -88,12 +88,7 @@ pub(crate) fn serve<'a>(
             // buffer, until the idle timeout; a stopping listener closes the connection now.
             if reader.filled() == 0 {
                 let due = Instant::now() + proxy.policy().idle_timeout;
-                // Moved only when it would fire too late: a timer that fires early is set
-                // again then. A client sending request after request thus costs no timer
-                // update per request.
-                if timer.deadline() > due {
-                    timer.as_mut().reset(due);
-                }
+                arm(timer.as_mut(), due);
                 // Polled here rather than as a `select!` of futures: this wait is what an idle
                 // connection's future holds.
                 let more = poll_fn(|cx| {
@@ -103,13 +98,7 @@ pub(crate) fn serve<'a>(
                     if stopped.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(false);
                     }
-                    while timer.as_mut().poll(cx).is_ready() {
-                        if Instant::now() >= due {
-                            return Poll::Ready(false);
-                        }
-                        timer.as_mut().reset(due);
-                    }
-                    Poll::Pending
+                    poll_due(&mut timer, due, cx).map(|()| false)
                 })
                 .await;
                 if !more {
@@ -237,65 +226,53 @@ async fn respond_continuing(
     }
 }
 
-thread_local! {
-    /// Where a head's fields are listed while it is parsed: per thread, not per connection (an
-    /// idle connection holds none).
-    static FIELDS: std::cell::RefCell<Vec<(HeaderName, usize, usize)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Reads a request head; `None` when the client closed cleanly between requests, or stayed
-/// idle past the idle timeout. Once a head has begun it must end within the request headers
-/// timeout (408).
-///
-/// The connection's `timer` is moved only when it would fire too late: a timer that fires
-/// early is set again then. A client sending request after request thus costs no timer
-/// update per request, only one per idle timeout.
+/// Reads a request head whose first bytes have arrived: the rest must come within the request
+/// headers timeout (408). `None`: the connection failed mid-head.
 async fn read_head(
     r: &mut Reader<ClientRead>,
     policy: &ServerPolicy,
     mut timer: Pin<&mut Sleep>,
 ) -> Result<Option<Head>, Refusal> {
-    let entered = Instant::now();
-    let mut started = (r.filled() > 0).then_some(entered);
+    let due = Instant::now() + policy.request_headers_timeout;
+    arm(timer.as_mut(), due);
     loop {
-        if r.filled() > 0 {
-            if let Some(head) = FIELDS.with(|f| take_head(r, &mut f.borrow_mut(), policy))? {
-                return Ok(Some(head));
-            }
-            if r.filled() >= MAX_HEAD {
-                return Err(too_large(r.unread()));
-            }
+        if let Some(head) = super::with_fields(|f| take_head(r, f, policy))? {
+            return Ok(Some(head));
         }
-        let due = match started {
-            Some(at) => at + policy.request_headers_timeout,
-            None => entered + policy.idle_timeout,
-        };
-        if timer.deadline() > due {
-            timer.as_mut().reset(due);
+        if r.filled() >= MAX_HEAD {
+            return Err(too_large(r.unread()));
         }
         let filled = tokio::select! {
             biased;
             filled = poll_fn(|cx| r.poll_fill(cx)) => filled,
-            _ = timer.as_mut() => {
-                if Instant::now() < due {
-                    timer.as_mut().reset(due);
-                    continue;
-                }
-                return match started {
-                    Some(_) => Err(Refusal::HeadTimeout),
-                    None => Ok(None),
-                };
-            }
+            () = poll_fn(|cx| poll_due(&mut timer, due, cx)) => return Err(Refusal::HeadTimeout),
         };
         match filled {
-            Ok(0) if r.filled() == 0 => return Ok(None),
             Ok(0) => return Err(Refusal::Malformed("closed mid-head")),
             Ok(_) => {}
             Err(_) => return Ok(None),
         }
-        started.get_or_insert_with(Instant::now);
     }
+}
+
+/// Sets the connection's timer for `due` if it would fire later. One that fires early is set
+/// again then ([`poll_due`]): a client sending request after request thus costs no timer
+/// update per request, only one per idle timeout.
+fn arm(timer: Pin<&mut Sleep>, due: Instant) {
+    if timer.deadline() > due {
+        timer.reset(due);
+    }
+}
+
+/// Ready once `due` has passed; a timer that fired before it is set for `due` again.
+fn poll_due(timer: &mut Pin<&mut Sleep>, due: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    while timer.as_mut().poll(cx).is_ready() {
+        if Instant::now() >= due {
+            return Poll::Ready(());
+        }
+        timer.as_mut().reset(due);
+    }
+    Poll::Pending
 }
 
 /// 414 when the request line alone is over the limit, else 431.
@@ -312,7 +289,7 @@ fn too_large(buf: &[u8]) -> Refusal {
 /// stay slices of it, uncopied).
 pub(crate) fn take_head<R>(
     r: &mut Reader<R>,
-    fields: &mut Vec<(HeaderName, usize, usize)>,
+    fields: &mut super::Fields,
     policy: &ServerPolicy,
 ) -> Result<Option<Head>, Refusal> {
     let bad = Refusal::Malformed;

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderName};
+use http::header;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame};
 use tokio::time::Instant;
@@ -117,8 +117,6 @@ pub(crate) struct Conn {
     r: Reader<Timed>,
     /// The bytes being written.
     out: BytesMut,
-    /// Header names and value offsets of the head being parsed (kept to reuse its allocation).
-    fields: Vec<(HeaderName, usize, usize)>,
     /// Requests sent on this connection.
     served: u32,
     /// Most requests it may carry (`maxRequestsPerConnection`).
@@ -142,8 +140,8 @@ impl Conn {
     pub(super) fn new(io: Stream, open: Open) -> Box<Conn> {
         Box::new(Conn {
             r: Reader::new(Timed::new(io)),
-            out: BytesMut::with_capacity(1024),
-            fields: Vec::new(),
+            // Taken from the thread's spares when the first request is written.
+            out: BytesMut::new(),
             served: 0,
             max_requests: None,
             idle_since: Instant::now(),
@@ -334,7 +332,9 @@ async fn read_head(conn: &mut Conn) -> Result<Head, Failure> {
     let mut received = conn.r.filled() > 0;
     loop {
         if conn.r.filled() > 0 {
-            if let Some(head) = take_head(&mut conn.r, &mut conn.fields).map_err(bad)? {
+            if let Some(head) =
+                crate::http1::with_fields(|f| take_head(&mut conn.r, f)).map_err(bad)?
+            {
                 return Ok(head);
             }
             if conn.r.filled() >= MAX_HEAD {

@@ -21,7 +21,7 @@ pub(crate) struct Head {
 /// stay slices of it, uncopied).
 pub(crate) fn take_head<R>(
     r: &mut Reader<R>,
-    fields: &mut Vec<(HeaderName, usize, usize)>,
+    fields: &mut crate::http1::Fields,
 ) -> Result<Option<Head>, &'static str> {
     // Left uninitialised: the parser writes the slots it fills (filling all of them first
     // wrote 3.2 KB per response).
