@@ -69,16 +69,11 @@ impl Listener {
     ) -> Listener {
         let (stop, stopped) = watch::channel(false);
         let live = Arc::new(());
-        // The accept loop of one runtime: on `socket`, or (a worker beside the first) on a
-        // socket of its own bound to the same address.
-        let serve = |socket: Result<std::net::TcpListener, SocketAddr>| {
+        // The accept loop of one worker's runtime, on its own socket.
+        let serve = |socket: std::io::Result<std::net::TcpListener>| {
             let (proxy, stopped, live) = (proxy.clone(), stopped.clone(), Arc::downgrade(&live));
             async move {
-                let socket = match socket {
-                    Ok(first) => TcpListener::from_std(first),
-                    Err(bound) => reuse_port_socket(bound).and_then(|s| s.listen(BACKLOG)),
-                };
-                match socket {
+                match socket.and_then(TcpListener::from_std) {
                     Ok(socket) => accept_loop(socket, key, edge, proxy, stopped, live).await,
                     Err(e) => {
                         tracing::warn!(listener = %key, error = %e, "A worker cannot listen.");
@@ -89,11 +84,18 @@ impl Listener {
         let handles = workers::handles();
         let tasks = match socket.local_addr() {
             Ok(bound) if !handles.is_empty() => {
-                // The bound socket goes to the first worker, whose runtime watches it from then.
-                let mut first = socket.into_std().map_err(|_| bound);
+                // The bound socket goes to the first worker; the others' sockets are bound
+                // and listening here, before this returns, so that once a listener is started
+                // every worker takes its share of the connections. Each runtime watches its
+                // socket from then.
+                let mut first = Some(socket.into_std());
                 let mut tasks = Vec::with_capacity(handles.len());
                 for handle in handles {
-                    let own = std::mem::replace(&mut first, Err(bound));
+                    let own = first.take().unwrap_or_else(|| {
+                        reuse_port_socket(bound)
+                            .and_then(|s| s.listen(BACKLOG))
+                            .and_then(|l| l.into_std())
+                    });
                     tasks.push(handle.spawn(serve(own)));
                 }
                 tasks
